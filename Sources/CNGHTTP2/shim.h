@@ -1,0 +1,4 @@
+#ifndef KILN_CNGHTTP2_SHIM_H
+#define KILN_CNGHTTP2_SHIM_H
+#include <nghttp2/nghttp2.h>
+#endif

@@ -1,0 +1,205 @@
+import CLinux
+import CNGHTTP2
+import Glibc
+import Synchronization
+
+/// The client side of one HTTP/2 connection: connects, handshakes, and carries many calls at once.
+/// Loop-confined like its base class; ``isAvailable`` may be read from any thread.
+final class ClientConnection: HTTP2Connection, @unchecked Sendable {
+    private final class Stream {
+        let call: HTTP2ClientCall
+        var headers = HTTP2Headers()
+        var status = 0
+        var headDelivered = false
+        var received = 0
+        var consumedReported = 0
+        init(call: HTTP2ClientCall) { self.call = call }
+    }
+
+    private var connecting = true
+    private var pending: [HTTP2ClientCall] = []
+    private var streams: [Int32: Stream] = [:]
+    private let available = Atomic<Bool>(true)
+    private let windowSize: UInt32
+
+    /// False once the connection closed or the server sent GOAWAY: new calls need a new connection.
+    var isAvailable: Bool { available.load(ordering: .relaxed) }
+
+    init(loop: EventLoop, fd: Int32, channel: ByteChannel, timeouts: ConnectionLifecycle.Timeouts, windowSize: UInt32) {
+        self.windowSize = windowSize
+        super.init(loop: loop, fd: fd, channel: channel, isServer: false, timeouts: timeouts, tickInterval: 100_000_000)
+    }
+
+    override var openStreamCount: Int { streams.count + pending.count }
+
+    override func handleEvents(_ events: UInt32) {
+        if connecting {
+            if isClosed { return }
+            let err = Socket.pendingError(fd)
+            if err != 0 {
+                close(reason: "connect: \(String(cString: strerror(err)))")
+                return
+            }
+            guard events & (EPOLLOUT.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 else { return }
+            connecting = false
+            advanceHandshake()
+            return
+        }
+        super.handleEvents(events)
+    }
+
+    override func makeSession() throws -> OpaquePointer {
+        let callbacks = SessionCallbacks.make()
+        defer { nghttp2_session_callbacks_del(callbacks) }
+        let option = Self.makeOptions()
+        defer { nghttp2_option_del(option) }
+        var session: OpaquePointer?
+        let rv = nghttp2_session_client_new2(&session, callbacks, Unmanaged.passUnretained(self as HTTP2Connection).toOpaque(), option)
+        guard rv == 0, let session else { throw HTTP2Error.nghttp2("session_client_new", String(cString: nghttp2_strerror(rv))) }
+        var settings = [
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_ENABLE_PUSH.rawValue), value: 0),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: windowSize),
+        ]
+        _ = nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
+        _ = nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Int32(min(UInt32(Int32.max), windowSize * 4)))
+        return session
+    }
+
+    override func sessionReady() {
+        let waiting = pending
+        pending = []
+        for call in waiting { submitNow(call) }
+    }
+
+    override func connectionDidClose() {
+        available.store(false, ordering: .relaxed)
+        for call in pending { call.fail(.connectionClosed) }
+        pending = []
+        for stream in streams.values { stream.call.fail(.connectionClosed) }
+        streams.removeAll()
+    }
+
+    /// Sends a call's request head (or queues it until the handshake is done).
+    func submit(_ call: HTTP2ClientCall) {
+        if isClosed {
+            call.fail(.connectionClosed)
+        } else if session == nil {
+            pending.append(call)
+        } else {
+            submitNow(call)
+        }
+    }
+
+    private func submitNow(_ call: HTTP2ClientCall) {
+        guard let session else { return call.fail(.connectionClosed) }
+        let pseudo = [(":method", call.method), (":scheme", channel is TLSChannel ? "https" : "http"),
+                      (":authority", call.authority), (":path", call.path)]
+        let id: Int32
+        if let outbound = call.outbound {
+            var provider = Self.dataProvider(for: outbound)
+            id = withNameValuePairs(pseudo, call.headers) { nva, n in nghttp2_submit_request(session, nil, nva, n, &provider, nil) }
+        } else {
+            id = withNameValuePairs(pseudo, call.headers) { nva, n in nghttp2_submit_request(session, nil, nva, n, nil, nil) }
+        }
+        guard id > 0 else {
+            available.store(false, ordering: .relaxed)
+            call.fail(id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE.rawValue ? .goingAway : .nghttp2("submit_request", String(cString: nghttp2_strerror(id))))
+            return
+        }
+        streams[id] = Stream(call: call)
+        call.bind(connection: self, streamID: id)
+        requestFlush()
+    }
+
+    func cancelStream(_ id: Int32) {
+        guard let session, streams[id] != nil else { return }
+        _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, NGHTTP2_CANCEL.rawValue)
+        requestFlush()
+    }
+
+    func reportConsumed(streamID: Int32) {
+        guard let session, let stream = streams[streamID] else { return }
+        let n = min(stream.call.body.takeConsumedBytes(), stream.received - stream.consumedReported)
+        guard n > 0 else { return }
+        stream.consumedReported += n
+        _ = nghttp2_session_consume(session, streamID, n)
+        requestFlush()
+    }
+
+    /// Graceful close from our side: GOAWAY, let calls finish.
+    func closeGracefully() {
+        available.store(false, ordering: .relaxed)
+        beginShutdown(deadline: MonotonicClock.nanos() + 5_000_000_000)
+    }
+
+    // MARK: nghttp2 events
+
+    override func onHeader(_ frame: UnsafePointer<nghttp2_frame>, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) -> Int32 {
+        guard frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue), let stream = streams[frame.pointee.hd.stream_id] else { return 0 }
+        let v = String(decoding: value, as: UTF8.self)
+        if name.count == 7 && name.first == UInt8(ascii: ":") {
+            if String(decoding: name, as: UTF8.self) == ":status" { stream.status = Int(v) ?? 0 }
+            return 0
+        }
+        stream.headers.appendRaw(String(decoding: name, as: UTF8.self), v)
+        return 0
+    }
+
+    override func onFrameReceived(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {
+        let hd = frame.pointee.hd
+        let endStream = hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
+        switch UInt32(hd.type) {
+        case NGHTTP2_HEADERS.rawValue:
+            guard let stream = streams[hd.stream_id] else { return 0 }
+            if !stream.headDelivered {
+                if stream.status >= 100 && stream.status < 200 {
+                    // Informational head: the real one follows.
+                    stream.headers = HTTP2Headers()
+                    return 0
+                }
+                stream.headDelivered = true
+                stream.call.deliverHead(.success(HTTP2ResponseHead(status: stream.status, headers: stream.headers, endStream: endStream)))
+                stream.headers = HTTP2Headers()
+                if endStream { stream.call.body.finish() }
+            } else if endStream {
+                stream.call.body.finish(trailers: stream.headers)
+            }
+        case NGHTTP2_DATA.rawValue:
+            if endStream, let stream = streams[hd.stream_id] { stream.call.body.finish() }
+        case NGHTTP2_GOAWAY.rawValue:
+            available.store(false, ordering: .relaxed)
+        case NGHTTP2_PING.rawValue:
+            if hd.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) != 0 { lifecycle.pingAcknowledged() }
+        default:
+            break
+        }
+        return 0
+    }
+
+    override func onDataChunk(streamID: Int32, _ data: UnsafeBufferPointer<UInt8>) -> Int32 {
+        guard let stream = streams[streamID] else {
+            if let session { _ = nghttp2_session_consume_connection(session, data.count) }
+            return 0
+        }
+        stream.received += data.count
+        stream.call.body.append(Array(data))
+        return 0
+    }
+
+    override func onStreamClose(streamID: Int32, errorCode: UInt32) -> Int32 {
+        guard let stream = streams.removeValue(forKey: streamID) else { return 0 }
+        let unread = stream.received - stream.consumedReported
+        if unread > 0, let session { _ = nghttp2_session_consume_connection(session, unread) }
+        if errorCode == NGHTTP2_NO_ERROR.rawValue {
+            // A clean close: anything not yet ended ended early.
+            stream.call.deliverHead(.failure(HTTP2Error.connectionClosed))
+            stream.call.body.finish(error: .connectionClosed)
+            stream.call.outbound?.fail(.connectionClosed)
+        } else if errorCode == NGHTTP2_REFUSED_STREAM.rawValue {
+            stream.call.fail(.goingAway)
+        } else {
+            stream.call.fail(.streamReset(errorCode))
+        }
+        return 0
+    }
+}

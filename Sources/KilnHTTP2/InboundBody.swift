@@ -1,0 +1,150 @@
+import DequeModule
+import Synchronization
+
+/// Bytes arriving from the peer on one stream (a request body on the server, a response body on the
+/// client), read as an async sequence of chunks.
+///
+/// HTTP/2 flow control follows the reader: the connection tells the peer it may send more only as chunks
+/// are taken out here, so a handler that stops reading stops the peer after one window.
+public final class HTTP2InboundBody: AsyncSequence, Sendable {
+    public typealias Element = [UInt8]
+
+    private struct State {
+        var chunks = Deque<[UInt8]>()
+        var finished = false
+        var error: HTTP2Error?
+        var trailers = HTTP2Headers()
+        var waiter: CheckedContinuation<[UInt8]?, Error>?
+        var consumedSinceReport = 0
+        var reportScheduled = false
+    }
+
+    private let state = Mutex(State())
+    /// Called (from any thread) when there are consumed bytes to report; the callee must come back
+    /// through ``takeConsumedBytes()`` on its loop.
+    private let reportConsumed: @Sendable () -> Void
+
+    init(reportConsumed: @escaping @Sendable () -> Void) {
+        self.reportConsumed = reportConsumed
+    }
+
+    // MARK: Loop side
+
+    func append(_ chunk: [UInt8]) {
+        let waiter = state.withLock { s -> CheckedContinuation<[UInt8]?, Error>? in
+            if let w = s.waiter {
+                s.waiter = nil
+                s.consumedSinceReport += chunk.count
+                return w
+            }
+            s.chunks.append(chunk)
+            return nil
+        }
+        if let waiter {
+            scheduleReportIfNeeded()
+            waiter.resume(returning: chunk)
+        }
+    }
+
+    func finish(trailers: HTTP2Headers? = nil, error: HTTP2Error? = nil) {
+        let waiter = state.withLock { s -> CheckedContinuation<[UInt8]?, Error>? in
+            guard !s.finished else { return nil }
+            s.finished = true
+            s.error = error
+            if let trailers { s.trailers = trailers }
+            // Buffered chunks stay readable after a clean end; an error discards them.
+            if error != nil { s.chunks.removeAll() }
+            let w = s.waiter
+            s.waiter = nil
+            return w
+        }
+        if let waiter {
+            if let error { waiter.resume(throwing: error) } else { waiter.resume(returning: nil) }
+        }
+    }
+
+    /// The bytes the reader has taken since the last call. Loop side.
+    func takeConsumedBytes() -> Int {
+        state.withLock { s in
+            let n = s.consumedSinceReport
+            s.consumedSinceReport = 0
+            s.reportScheduled = false
+            return n
+        }
+    }
+
+    private func scheduleReportIfNeeded() {
+        let schedule = state.withLock { s -> Bool in
+            if s.reportScheduled || s.consumedSinceReport == 0 { return false }
+            s.reportScheduled = true
+            return true
+        }
+        if schedule { reportConsumed() }
+    }
+
+    // MARK: Reader side
+
+    /// Trailers that ended the body (empty until the body has ended, and when there were none).
+    public var trailers: HTTP2Headers { state.withLock { $0.trailers } }
+
+    /// The next chunk, or nil at the end. Throws if the stream was reset or the connection lost.
+    public func next() async throws -> [UInt8]? {
+        let immediate: Result<[UInt8]?, Error>? = state.withLock { s in
+            if let c = s.chunks.popFirst() {
+                s.consumedSinceReport += c.count
+                return .success(c)
+            }
+            if s.finished {
+                if let e = s.error { return .failure(e) }
+                return .success(nil)
+            }
+            return nil
+        }
+        if let immediate {
+            scheduleReportIfNeeded()
+            return try immediate.get()
+        }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<[UInt8]?, Error>) in
+                let ready: Result<[UInt8]?, Error>? = state.withLock { s in
+                    if let c = s.chunks.popFirst() {
+                        s.consumedSinceReport += c.count
+                        return .success(c)
+                    }
+                    if s.finished { return s.error.map { .failure($0) } ?? .success(nil) }
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    s.waiter = c
+                    return nil
+                }
+                if let ready {
+                    c.resume(with: ready)
+                    scheduleReportIfNeeded()
+                }
+            }
+        } onCancel: {
+            let w = state.withLock { s -> CheckedContinuation<[UInt8]?, Error>? in
+                let w = s.waiter
+                s.waiter = nil
+                return w
+            }
+            w?.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Reads the whole body, failing past `limit` bytes.
+    public func collect(upTo limit: Int = .max) async throws -> [UInt8] {
+        var out: [UInt8] = []
+        while let chunk = try await next() {
+            out.append(contentsOf: chunk)
+            if out.count > limit { throw HTTP2Error.bodyTooLarge }
+        }
+        return out
+    }
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let body: HTTP2InboundBody
+        public mutating func next() async throws -> [UInt8]? { try await body.next() }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(body: self) }
+}

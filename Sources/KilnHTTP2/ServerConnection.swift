@@ -1,0 +1,281 @@
+import CNGHTTP2
+import Glibc
+
+/// The server side of one HTTP/2 connection: collects request heads, routes them, runs handlers in tasks
+/// and frames their responses. Loop-confined, like its base class.
+final class ServerConnection: HTTP2Connection, @unchecked Sendable {
+    /// Per-stream state on the loop.
+    private final class Stream {
+        let id: Int32
+        var method = ""
+        var path = ""
+        var authority: String?
+        var scheme: String?
+        var headers = HTTP2Headers()
+        var headerBytes = 0
+        var headersTooLarge = false
+        var dispatched = false
+        var body: HTTP2InboundBody?
+        var outbound: OutboundBody?
+        var responseSubmitted = false
+        var task: Task<Void, Never>?
+        var received = 0
+        var consumedReported = 0
+        var bodyTooLarge = false
+        init(id: Int32) { self.id = id }
+    }
+
+    private let config: HTTP2ServerConfiguration
+    private let router: HTTP2Router
+    private let remoteAddress: String
+    private var streams: [Int32: Stream] = [:]
+
+    init(loop: EventLoop, fd: Int32, channel: ByteChannel, remoteAddress: String, config: HTTP2ServerConfiguration, router: HTTP2Router) {
+        self.config = config
+        self.router = router
+        self.remoteAddress = remoteAddress
+        super.init(loop: loop, fd: fd, channel: channel, isServer: true, timeouts: config.timeouts,
+                   tickInterval: nanos(config.timerGranularity))
+    }
+
+    override var openStreamCount: Int { streams.count }
+
+    override func makeSession() throws -> OpaquePointer {
+        let callbacks = SessionCallbacks.make()
+        defer { nghttp2_session_callbacks_del(callbacks) }
+        let option = Self.makeOptions()
+        defer { nghttp2_option_del(option) }
+        var session: OpaquePointer?
+        let rv = nghttp2_session_server_new2(&session, callbacks, Unmanaged.passUnretained(self as HTTP2Connection).toOpaque(), option)
+        guard rv == 0, let session else { throw HTTP2Error.nghttp2("session_server_new", String(cString: nghttp2_strerror(rv))) }
+        var settings = [
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: config.maxConcurrentStreams),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: config.initialWindowSize),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: UInt32(config.maxHeaderListSize)),
+        ]
+        _ = nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
+        _ = nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, config.connectionWindowSize)
+        return session
+    }
+
+    override func connectionDidClose() {
+        for stream in streams.values {
+            stream.task?.cancel()
+            stream.body?.finish(error: .connectionClosed)
+            stream.outbound?.fail(.connectionClosed)
+        }
+        streams.removeAll()
+    }
+
+    // MARK: nghttp2 events
+
+    override func onBeginHeaders(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {
+        let hd = frame.pointee.hd
+        guard hd.type == UInt8(NGHTTP2_HEADERS.rawValue), frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST else { return 0 }
+        streams[hd.stream_id] = Stream(id: hd.stream_id)
+        return 0
+    }
+
+    override func onHeader(_ frame: UnsafePointer<nghttp2_frame>, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) -> Int32 {
+        guard frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue), let stream = streams[frame.pointee.hd.stream_id] else { return 0 }
+        // The size rule of RFC 9113 §6.5.2: name + value + 32 per field.
+        stream.headerBytes += name.count + value.count + 32
+        if stream.headerBytes > config.maxHeaderListSize {
+            stream.headersTooLarge = true
+            return 0
+        }
+        let n = String(decoding: name, as: UTF8.self)
+        let v = String(decoding: value, as: UTF8.self)
+        if stream.dispatched {
+            // Request trailers: kept with the body.
+            stream.headers.appendRaw(n, v)
+            return 0
+        }
+        if name.first == UInt8(ascii: ":") {
+            switch n {
+            case ":method": stream.method = v
+            case ":path": stream.path = v
+            case ":authority": stream.authority = v
+            case ":scheme": stream.scheme = v
+            default: break
+            }
+        } else {
+            stream.headers.appendRaw(n, v)
+        }
+        return 0
+    }
+
+    override func onFrameReceived(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {
+        let hd = frame.pointee.hd
+        let endStream = hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
+        switch UInt32(hd.type) {
+        case NGHTTP2_HEADERS.rawValue:
+            guard let stream = streams[hd.stream_id] else { return 0 }
+            if !stream.dispatched {
+                dispatch(stream, endStream: endStream)
+            } else if endStream {
+                let trailers = stream.headers
+                stream.body?.finish(trailers: trailers)
+            }
+        case NGHTTP2_DATA.rawValue:
+            if endStream, let stream = streams[hd.stream_id], !stream.bodyTooLarge {
+                stream.body?.finish()
+            }
+        case NGHTTP2_PING.rawValue:
+            if hd.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) != 0 { lifecycle.pingAcknowledged() }
+        default:
+            break
+        }
+        return 0
+    }
+
+    override func onDataChunk(streamID: Int32, _ data: UnsafeBufferPointer<UInt8>) -> Int32 {
+        guard let stream = streams[streamID] else {
+            // Nobody will read it: give the window back now.
+            if let session { _ = nghttp2_session_consume_connection(session, data.count) }
+            return 0
+        }
+        stream.received += data.count
+        if stream.bodyTooLarge || stream.body == nil {
+            consumeUnread(stream)
+            return 0
+        }
+        if stream.received > config.maxRequestBodySize {
+            stream.bodyTooLarge = true
+            stream.body?.finish(error: .bodyTooLarge)
+            stream.task?.cancel()
+            if !stream.responseSubmitted {
+                submitFixed(stream, HTTP2FixedResponse(status: 413, headers: ["content-type": "text/plain"], body: Array("request body too large\n".utf8)))
+            } else if let session {
+                _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), streamID, NGHTTP2_CANCEL.rawValue)
+            }
+            consumeUnread(stream)
+            return 0
+        }
+        stream.body?.append(Array(data))
+        return 0
+    }
+
+    override func onStreamClose(streamID: Int32, errorCode: UInt32) -> Int32 {
+        guard let stream = streams.removeValue(forKey: streamID) else { return 0 }
+        lifecycle.streamClosed(now: MonotonicClock.nanos())
+        consumeUnread(stream)
+        let error: HTTP2Error = errorCode == NGHTTP2_NO_ERROR.rawValue ? .connectionClosed : .streamReset(errorCode)
+        stream.body?.finish(error: error)
+        if let outbound = stream.outbound, !outbound.isFinished || errorCode != NGHTTP2_NO_ERROR.rawValue {
+            stream.task?.cancel()
+        }
+        stream.outbound?.fail(error)
+        return 0
+    }
+
+    /// Returns the connection window for bytes received on a stream that no reader will take.
+    private func consumeUnread(_ stream: Stream) {
+        let unread = stream.received - stream.consumedReported
+        if unread > 0, let session {
+            stream.consumedReported = stream.received
+            _ = nghttp2_session_consume_connection(session, unread)
+            requestFlush()
+        }
+    }
+
+    // MARK: Dispatch
+
+    private func dispatch(_ stream: Stream, endStream: Bool) {
+        stream.dispatched = true
+        if stream.headersTooLarge {
+            stream.headers = HTTP2Headers()
+            submitFixed(stream, HTTP2FixedResponse(status: 431, headers: ["content-type": "text/plain"], body: Array("request header fields too large\n".utf8)))
+            return
+        }
+        let requestHeaders = stream.headers
+        stream.headers = HTTP2Headers()  // from here on, collects request trailers
+        switch router.route(for: pathWithoutQuery(stream.path)) {
+        case .fixed(let response):
+            submitFixed(stream, response)
+        case .handler(let handler):
+            let id = stream.id
+            let loop = self.loop
+            // These closures hold the connection until the stream is gone; the cycle through `streams` is
+            // broken when the stream closes or the connection does.
+            let connection = self
+            let body = HTTP2InboundBody {
+                loop.execute { connection.reportConsumed(streamID: id) }
+            }
+            if endStream { body.finish() }
+            let outbound = OutboundBody(highWatermark: config.responseBufferSize, lowWatermark: config.responseBufferSize / 4) {
+                loop.execute { connection.resumeData(streamID: id) }
+            }
+            stream.body = body
+            stream.outbound = outbound
+            let writer = HTTP2ResponseWriter(outbound: outbound) { status, headers, endStream in
+                loop.execute { connection.submitResponse(streamID: id, status: status, headers: headers, endStream: endStream) }
+            }
+            let request = HTTP2Request(method: stream.method, path: stream.path, authority: stream.authority,
+                                       scheme: stream.scheme, headers: requestHeaders, body: body, remoteAddress: remoteAddress)
+            stream.task = Task {
+                do {
+                    try await handler.handle(request, writer)
+                    writer.finish()
+                } catch {
+                    if !writer.headSent {
+                        writer.sendHead(status: 500, headers: ["content-type": "text/plain"], endStream: true)
+                    } else if !writer.isFinished {
+                        loop.execute { connection.resetStream(id, code: NGHTTP2_INTERNAL_ERROR.rawValue) }
+                    }
+                }
+            }
+        }
+    }
+
+    private func pathWithoutQuery(_ path: String) -> Substring {
+        if let q = path.firstIndex(of: "?") { return path[..<q] }
+        return path[...]
+    }
+
+    private func submitFixed(_ stream: Stream, _ response: HTTP2FixedResponse) {
+        guard let session, !stream.responseSubmitted else { return }
+        stream.responseSubmitted = true
+        var headers = response.headers
+        if headers["content-length"] == nil { headers.add("content-length", String(response.body.count)) }
+        let pseudo = [(":status", String(response.status))]
+        if response.body.isEmpty {
+            _ = withNameValuePairs(pseudo, headers) { nva, n in nghttp2_submit_response(session, stream.id, nva, n, nil) }
+        } else {
+            let outbound = OutboundBody(highWatermark: .max, lowWatermark: .max) {}
+            outbound.finishImmediately(with: response.body)
+            stream.outbound = outbound
+            var provider = Self.dataProvider(for: outbound)
+            _ = withNameValuePairs(pseudo, headers) { nva, n in nghttp2_submit_response(session, stream.id, nva, n, &provider) }
+        }
+        requestFlush()
+    }
+
+    private func submitResponse(streamID: Int32, status: Int, headers: HTTP2Headers, endStream: Bool) {
+        guard let session, let stream = streams[streamID], !stream.responseSubmitted else { return }
+        stream.responseSubmitted = true
+        let pseudo = [(":status", String(status))]
+        if endStream {
+            _ = withNameValuePairs(pseudo, headers) { nva, n in nghttp2_submit_response(session, streamID, nva, n, nil) }
+        } else if let outbound = stream.outbound {
+            var provider = Self.dataProvider(for: outbound)
+            _ = withNameValuePairs(pseudo, headers) { nva, n in nghttp2_submit_response(session, streamID, nva, n, &provider) }
+        }
+        requestFlush()
+    }
+
+    private func reportConsumed(streamID: Int32) {
+        guard let session, let stream = streams[streamID], let body = stream.body else { return }
+        let n = min(body.takeConsumedBytes(), stream.received - stream.consumedReported)
+        guard n > 0 else { return }
+        stream.consumedReported += n
+        _ = nghttp2_session_consume(session, streamID, n)
+        requestFlush()
+    }
+
+    private func resetStream(_ id: Int32, code: UInt32) {
+        guard let session, streams[id] != nil else { return }
+        _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, code)
+        requestFlush()
+    }
+}

@@ -1,0 +1,103 @@
+import ArgumentParser
+import Dispatch
+import Glibc
+import KilnHTTP2
+import KilnServer
+import Logging
+import Synchronization
+
+/// `kiln serve`: TLS and h2c listeners; for now with the transport's demo routes.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the server.")
+
+    @Option(help: "Address to listen on.") var host = "127.0.0.1"
+    @Option(name: .customLong("tls-port"), help: "TLS port (0 picks one).") var tlsPort = 8443
+    @Option(name: .customLong("h2c-port"), help: "Cleartext h2c port (0 picks one).") var h2cPort = 8080
+    @Flag(name: .customLong("no-tls"), help: "Serve h2c only.") var noTLS = false
+    @Flag(name: .customLong("no-h2c"), help: "Serve TLS only.") var noH2C = false
+    @Option(help: "Server certificate chain (PEM).") var cert = "Certs/server.pem"
+    @Option(help: "Server private key (PEM).") var key = "Certs/server.key"
+    @Option(name: .customLong("client-ca"), help: "Require client certificates signed by this CA (mTLS).") var clientCA: String?
+    @Option(help: "Event-loop threads (default: one per core).") var threads: Int?
+    @Option(name: .customLong("max-streams"), help: "SETTINGS_MAX_CONCURRENT_STREAMS.") var maxStreams: UInt32 = 256
+    @Option(name: .customLong("max-connections"), help: "Open connections at most.") var maxConnections = 10_000
+    @Option(name: .customLong("max-body-bytes"), help: "Largest request body.") var maxBodyBytes = 64 * 1024 * 1024
+    @Option(name: .customLong("idle-timeout"), help: "Seconds before an idle connection is closed.") var idleTimeout = 300.0
+    @Option(name: .customLong("handshake-timeout"), help: "Seconds for TLS handshake and preface.") var handshakeTimeout = 10.0
+    @Option(name: .customLong("keepalive"), help: "Seconds of silence before a PING (0: off).") var keepalive = 60.0
+    @Option(name: .customLong("keepalive-timeout"), help: "Seconds a PING may go unanswered.") var keepaliveTimeout = 20.0
+    @Option(name: .customLong("drain-seconds"), help: "Seconds in-flight streams get on SIGTERM.") var drainSeconds = 30.0
+
+    func run() async throws {
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        let logger = Logger(label: "kiln")
+        var config = HTTP2ServerConfiguration()
+        config.host = host
+        config.h2cPort = noH2C ? nil : h2cPort
+        config.tlsPort = noTLS ? nil : tlsPort
+        if !noTLS {
+            config.tls = TLSServerConfiguration(certificateChainPath: cert, privateKeyPath: key, clientCAPath: clientCA)
+        }
+        config.maxConcurrentStreams = maxStreams
+        config.maxConnections = maxConnections
+        config.maxRequestBodySize = maxBodyBytes
+        config.idleTimeout = idleTimeout
+        config.handshakeTimeout = handshakeTimeout
+        config.keepaliveInterval = keepalive
+        config.keepaliveTimeout = keepaliveTimeout
+        config.drainDeadline = drainSeconds
+
+        // Signals are taken by a dispatch source instead of killing the process.
+        signal(SIGTERM, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
+        let group = try EventLoopGroup(threads: threads ?? EventLoopGroup.coreCount)
+        let server = try HTTP2Server(configuration: config, router: DemoRoutes.router(), group: group, logger: logger)
+        try server.start()
+        if let a = server.h2cAddress { announce("listening h2c \(a)") }
+        if let a = server.tlsAddress { announce("listening tls \(a)") }
+
+        await waitForTermination()
+        announce("shutting down: draining \(server.connectionCount) connection(s)")
+        await server.shutdown()
+        group.shutdown()
+        announce("stopped")
+    }
+
+    private func announce(_ line: String) {
+        print(line)
+        fflush(nil)
+    }
+
+    /// Returns on the first SIGTERM or SIGINT; a second one exits at once.
+    private func waitForTermination() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let once = SignalLatch(c)
+            for sig in [SIGTERM, SIGINT] {
+                let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+                source.setEventHandler { once.fire() }
+                source.resume()
+                SignalLatch.keep(source)
+            }
+        }
+    }
+}
+
+/// Resumes a continuation on the first signal and exits on the second.
+private final class SignalLatch: Sendable {
+    private let continuation: Mutex<CheckedContinuation<Void, Never>?>
+    // Dispatch sources must outlive the wait; they live as long as the process.
+    nonisolated(unsafe) private static var sources: [DispatchSourceSignal] = []
+
+    init(_ c: CheckedContinuation<Void, Never>) { continuation = Mutex(c) }
+
+    /// Called only from the serve command's start-up, before any signal can fire.
+    static func keep(_ s: DispatchSourceSignal) { sources.append(s) }
+
+    func fire() {
+        let c = continuation.withLock { c -> CheckedContinuation<Void, Never>? in
+            defer { c = nil }
+            return c
+        }
+        if let c { c.resume() } else { exit(1) }
+    }
+}

@@ -277,6 +277,10 @@ class HTTP2Connection: EventLoopSource, EventLoopFlushable, @unchecked Sendable 
     func close(reason: String) {
         guard !isClosed else { return }
         isClosed = true
+        if debugTransport {
+            let line = "kiln.http2: \(isServer ? "server" : "client") connection \(fd) closed: \(reason)\n"
+            _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
+        }
         lifecycle.closed()
         if let t = timerID { loop.cancelTimer(t) }
         loop.deregister(fd: fd)
@@ -309,6 +313,9 @@ class HTTP2Connection: EventLoopSource, EventLoopFlushable, @unchecked Sendable 
         return provider
     }
 }
+
+/// Set `KILN_HTTP2_DEBUG=1` to print why each connection closed.
+let debugTransport = getenv("KILN_HTTP2_DEBUG") != nil
 
 /// nghttp2's data callback: frames whatever the stream's ``OutboundBody`` holds, deferring when it is empty.
 private let outboundReadCallback: nghttp2_data_source_read_callback = { session, streamID, buf, length, flags, source, _ in

@@ -1,10 +1,8 @@
 import ArgumentParser
-import Dispatch
 import Glibc
 import KilnHTTP2
 import KilnServer
 import Logging
-import Synchronization
 
 /// `kiln serve`: TLS and h2c listeners; for now with the transport's demo routes.
 struct Serve: AsyncParsableCommand {
@@ -47,9 +45,7 @@ struct Serve: AsyncParsableCommand {
         config.keepaliveTimeout = keepaliveTimeout
         config.drainDeadline = drainSeconds
 
-        // Signals are taken by a dispatch source instead of killing the process.
-        signal(SIGTERM, SIG_IGN)
-        signal(SIGINT, SIG_IGN)
+        TerminationSignals.install()
         let group = try EventLoopGroup(threads: threads ?? EventLoopGroup.coreCount)
         let server = try HTTP2Server(configuration: config, router: DemoRoutes.router(), group: group, logger: logger)
         try server.start()
@@ -70,34 +66,6 @@ struct Serve: AsyncParsableCommand {
 
     /// Returns on the first SIGTERM or SIGINT; a second one exits at once.
     private func waitForTermination() async {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let once = SignalLatch(c)
-            for sig in [SIGTERM, SIGINT] {
-                let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-                source.setEventHandler { once.fire() }
-                source.resume()
-                SignalLatch.keep(source)
-            }
-        }
-    }
-}
-
-/// Resumes a continuation on the first signal and exits on the second.
-private final class SignalLatch: Sendable {
-    private let continuation: Mutex<CheckedContinuation<Void, Never>?>
-    // Dispatch sources must outlive the wait; they live as long as the process.
-    nonisolated(unsafe) private static var sources: [DispatchSourceSignal] = []
-
-    init(_ c: CheckedContinuation<Void, Never>) { continuation = Mutex(c) }
-
-    /// Called only from the serve command's start-up, before any signal can fire.
-    static func keep(_ s: DispatchSourceSignal) { sources.append(s) }
-
-    func fire() {
-        let c = continuation.withLock { c -> CheckedContinuation<Void, Never>? in
-            defer { c = nil }
-            return c
-        }
-        if let c { c.resume() } else { exit(1) }
+        await TerminationSignals.wait()
     }
 }

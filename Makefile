@@ -1,0 +1,49 @@
+# Kiln: the two commands a newcomer needs are `make serve` and `make test`. Both install what they
+# need on a fresh Debian 12 machine (as root), so nothing has to be set up by hand.
+
+SWIFT      ?= swift
+BUILD_DIR  ?= .build
+# Debian packages the build, the tests and the server need.
+APT_PACKAGES := pkg-config libnghttp2-dev libssl-dev libvulkan-dev mesa-vulkan-drivers glslc \
+                nghttp2-client nghttp2-server curl openssl python3 procps
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build build-release test serve bench-transport clean certs
+
+all: build
+
+## Installs the Debian packages that are missing (apt-get), and nothing else.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+build-release: deps
+	$(SWIFT) build -c release
+
+## Builds everything and runs every test.
+test: deps
+	$(SWIFT) build --build-tests
+	KILN_BIN=$$($(SWIFT) build --show-bin-path)/kiln $(SWIFT) test --skip-build
+
+## Runs the server: TLS on 127.0.0.1:8443 (development certificates) and h2c on 127.0.0.1:8080.
+serve: build-release
+	$$($(SWIFT) build -c release --show-bin-path)/kiln serve $(SERVE_ARGS)
+
+## Transport benchmark against nghttpd, interleaved in one run; figures go to BENCHMARKS.md.
+bench-transport: build-release
+	KILN_BIN=$$($(SWIFT) build -c release --show-bin-path)/kiln bash Benchmarks/transport.sh
+
+## Makes new development certificates (Certs/ is committed; this is only for renewal).
+certs:
+	Certs/generate.sh
+
+clean:
+	rm -rf $(BUILD_DIR)

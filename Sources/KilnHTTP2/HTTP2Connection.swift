@@ -56,6 +56,7 @@ class HTTP2Connection: EventLoopSource, EventLoopFlushable, @unchecked Sendable 
     func onHeader(_ frame: UnsafePointer<nghttp2_frame>, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) -> Int32 { 0 }
     func onFrameReceived(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 { 0 }
     func onDataChunk(streamID: Int32, _ data: UnsafeBufferPointer<UInt8>) -> Int32 { 0 }
+    func onFrameSent(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 { 0 }
     func onStreamClose(streamID: Int32, errorCode: UInt32) -> Int32 { 0 }
 
     // MARK: Start
@@ -356,6 +357,10 @@ enum SessionCallbacks {
         nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, ud in
             guard let frame, let ud else { return 0 }
             return Unmanaged<HTTP2Connection>.fromOpaque(ud).takeUnretainedValue().onFrameReceived(frame)
+        }
+        nghttp2_session_callbacks_set_on_frame_send_callback(callbacks) { _, frame, ud in
+            guard let frame, let ud else { return 0 }
+            return Unmanaged<HTTP2Connection>.fromOpaque(ud).takeUnretainedValue().onFrameSent(frame)
         }
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, streamID, data, len, ud in
             guard let ud else { return 0 }

@@ -22,6 +22,13 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
         var received = 0
         var consumedReported = 0
         var bodyTooLarge = false
+        /// The handler returned: request bytes still arriving are discarded.
+        var handlerDone = false
+        /// The client's END_STREAM has arrived.
+        var requestEnded = false
+        /// A fixed response waiting for the request to end (its body is read and discarded first, as
+        /// static-file servers do, so that uploading clients are not cut off).
+        var pendingFixed: HTTP2FixedResponse?
         init(id: Int32) { self.id = id }
     }
 
@@ -111,21 +118,36 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
         switch UInt32(hd.type) {
         case NGHTTP2_HEADERS.rawValue:
             guard let stream = streams[hd.stream_id] else { return 0 }
+            if endStream { stream.requestEnded = true }
             if !stream.dispatched {
                 dispatch(stream, endStream: endStream)
             } else if endStream {
                 let trailers = stream.headers
                 stream.body?.finish(trailers: trailers)
+                submitPendingFixed(stream)
             }
         case NGHTTP2_DATA.rawValue:
-            if endStream, let stream = streams[hd.stream_id], !stream.bodyTooLarge {
-                stream.body?.finish()
+            if endStream, let stream = streams[hd.stream_id] {
+                stream.requestEnded = true
+                if !stream.bodyTooLarge { stream.body?.finish() }
+                submitPendingFixed(stream)
             }
         case NGHTTP2_PING.rawValue:
             if hd.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) != 0 { lifecycle.pingAcknowledged() }
         default:
             break
         }
+        return 0
+    }
+
+    override func onFrameSent(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {
+        let hd = frame.pointee.hd
+        // The response is complete while the request is still arriving: tell the client to stop sending
+        // (RFC 9113 §8.1), or some clients wait forever for a window to finish an upload nobody reads.
+        guard hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0,
+              hd.type == UInt8(NGHTTP2_DATA.rawValue) || hd.type == UInt8(NGHTTP2_HEADERS.rawValue),
+              let stream = streams[hd.stream_id], !stream.requestEnded, let session else { return 0 }
+        _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), hd.stream_id, NGHTTP2_NO_ERROR.rawValue)
         return 0
     }
 
@@ -136,7 +158,7 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
             return 0
         }
         stream.received += data.count
-        if stream.bodyTooLarge || stream.body == nil {
+        if stream.bodyTooLarge {
             consumeUnread(stream)
             return 0
         }
@@ -152,7 +174,13 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
             consumeUnread(stream)
             return 0
         }
-        stream.body?.append(Array(data))
+        guard let body = stream.body, !stream.handlerDone else {
+            // Nobody will read this body (a fixed route, or a handler that has returned): discard it and
+            // reopen the window, so that a client still uploading is not stalled.
+            discard(stream)
+            return 0
+        }
+        body.append(Array(data))
         return 0
     }
 
@@ -167,6 +195,16 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
         }
         stream.outbound?.fail(error)
         return 0
+    }
+
+    /// Reopens both windows for bytes of a live stream that no reader will take.
+    private func discard(_ stream: Stream) {
+        let unread = stream.received - stream.consumedReported
+        if unread > 0, let session {
+            stream.consumedReported = stream.received
+            _ = nghttp2_session_consume(session, stream.id, unread)
+            requestFlush()
+        }
     }
 
     /// Returns the connection window for bytes received on a stream that no reader will take.
@@ -192,7 +230,11 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
         stream.headers = HTTP2Headers()  // from here on, collects request trailers
         switch router.route(for: pathWithoutQuery(stream.path)) {
         case .fixed(let response):
-            submitFixed(stream, response)
+            if endStream {
+                submitFixed(stream, response)
+            } else {
+                stream.pendingFixed = response
+            }
         case .handler(let handler):
             let id = stream.id
             let loop = self.loop
@@ -214,6 +256,7 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
             let request = HTTP2Request(method: stream.method, path: stream.path, authority: stream.authority,
                                        scheme: stream.scheme, headers: requestHeaders, body: body, remoteAddress: remoteAddress)
             stream.task = Task {
+                defer { loop.execute { connection.handlerReturned(streamID: id) } }
                 do {
                     try await handler.handle(request, writer)
                     writer.finish()
@@ -231,6 +274,12 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
     private func pathWithoutQuery(_ path: String) -> Substring {
         if let q = path.firstIndex(of: "?") { return path[..<q] }
         return path[...]
+    }
+
+    private func submitPendingFixed(_ stream: Stream) {
+        guard let response = stream.pendingFixed else { return }
+        stream.pendingFixed = nil
+        submitFixed(stream, response)
     }
 
     private func submitFixed(_ stream: Stream, _ response: HTTP2FixedResponse) {
@@ -262,6 +311,12 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
             _ = withNameValuePairs(pseudo, headers) { nva, n in nghttp2_submit_response(session, streamID, nva, n, &provider) }
         }
         requestFlush()
+    }
+
+    private func handlerReturned(streamID: Int32) {
+        guard let stream = streams[streamID] else { return }
+        stream.handlerDone = true
+        discard(stream)
     }
 
     private func reportConsumed(streamID: Int32) {

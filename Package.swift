@@ -27,7 +27,10 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            // Loop-confined state is touched by one thread by construction; dynamic exclusivity checks on
+            // every class property access cost ~4% of a request in release builds.
+            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
         .target(
             name: "KilnServer",

@@ -235,8 +235,10 @@ class HTTP2Connection: EventLoopSource, EventLoopFlushable, @unchecked Sendable 
     // MARK: Timers and lifecycle
 
     private func scheduleTick() {
-        timerID = loop.schedule(afterNanos: tickInterval) { [weak self] in
-            guard let self, !self.isClosed else { return }
+        // A strong capture: a weak one would give the connection a side table and make every retain of
+        // it (one per nghttp2 callback) take the slow path. Cancelled timers are dropped unrun.
+        timerID = loop.schedule(afterNanos: tickInterval) { [self] in
+            guard !self.isClosed else { return }
             self.perform(self.lifecycle.tick(now: MonotonicClock.nanos(), openStreams: self.openStreamCount))
             if !self.isClosed { self.scheduleTick() }
         }

@@ -97,15 +97,22 @@ public struct HTTP2ClosureHandler: HTTP2Handler {
     }
 }
 
-/// A response known in advance, served on the event loop without starting a task.
+/// A response known in advance, served on the event loop without starting a task. Its header block is
+/// laid out once, when it is made.
 public struct HTTP2FixedResponse: Sendable {
-    public var status: Int
-    public var headers: HTTP2Headers
-    public var body: [UInt8]
+    public let status: Int
+    /// The headers as sent (`content-length` added).
+    public let headers: HTTP2Headers
+    public let body: [UInt8]
+    let prepared: PreparedHeaderBlock
+
     public init(status: Int = 200, headers: HTTP2Headers = HTTP2Headers(), body: [UInt8]) {
+        var headers = headers
+        if headers["content-length"] == nil { headers.add("content-length", String(body.count)) }
         self.status = status
         self.headers = headers
         self.body = body
+        self.prepared = PreparedHeaderBlock(pseudo: [(":status", String(status))], headers: headers)
     }
 }
 

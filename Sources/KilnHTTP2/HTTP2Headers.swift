@@ -84,3 +84,66 @@ func withNameValuePairs<R>(_ pseudo: [(String, String)], _ headers: HTTP2Headers
         }
     }
 }
+
+/// Header fields laid out once as nghttp2 name/value pairs, for responses sent many times.
+final class PreparedHeaderBlock: @unchecked Sendable {
+    // Immutable after init; nghttp2 only reads (and copies) these.
+    let pairs: UnsafeMutablePointer<nghttp2_nv>
+    let count: Int
+    private let bytes: UnsafeMutablePointer<UInt8>
+
+    init(pseudo: [(String, String)], headers: HTTP2Headers) {
+        let all = pseudo.map { ($0.0, $0.1) } + headers.fields.map { ($0.name, $0.value) }
+        let total = all.reduce(0) { $0 + $1.0.utf8.count + $1.1.utf8.count }
+        bytes = .allocate(capacity: max(1, total))
+        pairs = .allocate(capacity: max(1, all.count))
+        count = all.count
+        var at = 0
+        for (i, (name, value)) in all.enumerated() {
+            let n0 = at
+            for b in name.utf8 { bytes[at] = b; at += 1 }
+            let v0 = at
+            for b in value.utf8 { bytes[at] = b; at += 1 }
+            pairs[i] = nghttp2_nv(name: bytes + n0, value: bytes + v0, namelen: v0 - n0, valuelen: at - v0,
+                                  flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+        }
+    }
+
+    deinit {
+        bytes.deallocate()
+        pairs.deallocate()
+    }
+}
+
+/// Header fields as they arrive, kept as bytes until someone needs them as strings: a request answered
+/// by a fixed route never pays for string conversion.
+struct RawHeaderBlock {
+    private var bytes: [UInt8] = []
+    /// For each field: where its name starts, the name's length, the value's length.
+    private var spans: [(start: Int32, nameLength: Int32, valueLength: Int32)] = []
+
+    var isEmpty: Bool { spans.isEmpty }
+
+    mutating func append(name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) {
+        spans.append((Int32(bytes.count), Int32(name.count), Int32(value.count)))
+        bytes.append(contentsOf: name)
+        bytes.append(contentsOf: value)
+    }
+
+    mutating func removeAll() {
+        bytes.removeAll()
+        spans.removeAll()
+    }
+
+    func materialize() -> HTTP2Headers {
+        var headers = HTTP2Headers()
+        bytes.withUnsafeBufferPointer { b in
+            for s in spans {
+                let n = Int(s.start), nl = Int(s.nameLength), vl = Int(s.valueLength)
+                headers.appendRaw(String(decoding: UnsafeBufferPointer(rebasing: b[n..<n + nl]), as: UTF8.self),
+                                  String(decoding: UnsafeBufferPointer(rebasing: b[n + nl..<n + nl + vl]), as: UTF8.self))
+            }
+        }
+        return headers
+    }
+}

@@ -82,15 +82,6 @@ final class OutboundBody: Sendable {
         if mustResume { scheduleResume() }
     }
 
-    /// Fills a body known in advance and ends it (fixed responses, served on the loop).
-    func finishImmediately(with bytes: [UInt8]) {
-        state.withLock { s in
-            s.chunks.append(bytes)
-            s.buffered += bytes.count
-            s.finished = true
-        }
-    }
-
     /// Whether ``finish(trailers:)`` has been called.
     var isFinished: Bool { state.withLock { $0.finished } }
 

@@ -5,13 +5,13 @@ import Glibc
 /// and frames their responses. Loop-confined, like its base class.
 final class ServerConnection: HTTP2Connection, @unchecked Sendable {
     /// Per-stream state on the loop.
-    private final class Stream {
+    fileprivate final class Stream {
         let id: Int32
         var method = ""
         var path = ""
         var authority: String?
         var scheme: String?
-        var headers = HTTP2Headers()
+        var headers = RawHeaderBlock()
         var headerBytes = 0
         var headersTooLarge = false
         var dispatched = false
@@ -29,6 +29,9 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
         /// A fixed response waiting for the request to end (its body is read and discarded first, as
         /// static-file servers do, so that uploading clients are not cut off).
         var pendingFixed: HTTP2FixedResponse?
+        /// The body of a fixed response being sent, and how much of it has gone.
+        var fixedBody: [UInt8] = []
+        var fixedOffset = 0
         init(id: Int32) { self.id = id }
     }
 
@@ -79,37 +82,41 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
     override func onBeginHeaders(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {
         let hd = frame.pointee.hd
         guard hd.type == UInt8(NGHTTP2_HEADERS.rawValue), frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST else { return 0 }
-        streams[hd.stream_id] = Stream(id: hd.stream_id)
+        let stream = Stream(id: hd.stream_id)
+        streams[hd.stream_id] = stream
+        // nghttp2 keeps a pointer too, so that per-header callbacks skip the dictionary; `streams` retains it.
+        if let session { _ = nghttp2_session_set_stream_user_data(session, hd.stream_id, Unmanaged.passUnretained(stream).toOpaque()) }
         return 0
     }
 
     override func onHeader(_ frame: UnsafePointer<nghttp2_frame>, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) -> Int32 {
-        guard frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue), let stream = streams[frame.pointee.hd.stream_id] else { return 0 }
+        guard frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue), let stream = stream(frame.pointee.hd.stream_id) else { return 0 }
         // The size rule of RFC 9113 §6.5.2: name + value + 32 per field.
         stream.headerBytes += name.count + value.count + 32
         if stream.headerBytes > config.maxHeaderListSize {
             stream.headersTooLarge = true
             return 0
         }
-        let n = String(decoding: name, as: UTF8.self)
-        let v = String(decoding: value, as: UTF8.self)
-        if stream.dispatched {
-            // Request trailers: kept with the body.
-            stream.headers.appendRaw(n, v)
+        if stream.dispatched || name.first != UInt8(ascii: ":") {
+            // Regular fields, or request trailers once dispatched: strings only if a handler wants them.
+            stream.headers.append(name: name, value: value)
             return 0
         }
-        if name.first == UInt8(ascii: ":") {
-            switch n {
-            case ":method": stream.method = v
-            case ":path": stream.path = v
-            case ":authority": stream.authority = v
-            case ":scheme": stream.scheme = v
-            default: break
-            }
-        } else {
-            stream.headers.appendRaw(n, v)
+        let v = String(decoding: value, as: UTF8.self)
+        switch name.count {
+        case 5 where name[1] == UInt8(ascii: "p"): stream.path = v
+        case 7 where name[1] == UInt8(ascii: "m"): stream.method = v
+        case 7 where name[1] == UInt8(ascii: "s"): stream.scheme = v
+        case 10 where name[1] == UInt8(ascii: "a"): stream.authority = v
+        default: break
         }
         return 0
+    }
+
+    /// The stream's state, through nghttp2's stream user data (cheaper than hashing on every header).
+    private func stream(_ id: Int32) -> Stream? {
+        guard let session, let ptr = nghttp2_session_get_stream_user_data(session, id) else { return nil }
+        return Unmanaged<Stream>.fromOpaque(ptr).takeUnretainedValue()
     }
 
     override func onFrameReceived(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {
@@ -117,17 +124,16 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
         let endStream = hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
         switch UInt32(hd.type) {
         case NGHTTP2_HEADERS.rawValue:
-            guard let stream = streams[hd.stream_id] else { return 0 }
+            guard let stream = stream(hd.stream_id) else { return 0 }
             if endStream { stream.requestEnded = true }
             if !stream.dispatched {
                 dispatch(stream, endStream: endStream)
             } else if endStream {
-                let trailers = stream.headers
-                stream.body?.finish(trailers: trailers)
+                stream.body?.finish(trailers: stream.headers.materialize())
                 submitPendingFixed(stream)
             }
         case NGHTTP2_DATA.rawValue:
-            if endStream, let stream = streams[hd.stream_id] {
+            if endStream, let stream = stream(hd.stream_id) {
                 stream.requestEnded = true
                 if !stream.bodyTooLarge { stream.body?.finish() }
                 submitPendingFixed(stream)
@@ -146,7 +152,7 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
         // (RFC 9113 §8.1), or some clients wait forever for a window to finish an upload nobody reads.
         guard hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0,
               hd.type == UInt8(NGHTTP2_DATA.rawValue) || hd.type == UInt8(NGHTTP2_HEADERS.rawValue),
-              let stream = streams[hd.stream_id], !stream.requestEnded, let session else { return 0 }
+              let stream = stream(hd.stream_id), !stream.requestEnded, let session else { return 0 }
         _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), hd.stream_id, NGHTTP2_NO_ERROR.rawValue)
         return 0
     }
@@ -222,13 +228,14 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
     private func dispatch(_ stream: Stream, endStream: Bool) {
         stream.dispatched = true
         if stream.headersTooLarge {
-            stream.headers = HTTP2Headers()
+            stream.headers.removeAll()
             submitFixed(stream, HTTP2FixedResponse(status: 431, headers: ["content-type": "text/plain"], body: Array("request header fields too large\n".utf8)))
             return
         }
-        let requestHeaders = stream.headers
-        stream.headers = HTTP2Headers()  // from here on, collects request trailers
-        switch router.route(for: pathWithoutQuery(stream.path)) {
+        let route = router.route(for: pathWithoutQuery(stream.path))
+        let rawHeaders = stream.headers
+        stream.headers.removeAll()  // from here on, collects request trailers
+        switch route {
         case .fixed(let response):
             if endStream {
                 submitFixed(stream, response)
@@ -254,7 +261,7 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
                 loop.execute { connection.submitResponse(streamID: id, status: status, headers: headers, endStream: endStream) }
             }
             let request = HTTP2Request(method: stream.method, path: stream.path, authority: stream.authority,
-                                       scheme: stream.scheme, headers: requestHeaders, body: body, remoteAddress: remoteAddress)
+                                       scheme: stream.scheme, headers: rawHeaders.materialize(), body: body, remoteAddress: remoteAddress)
             stream.task = Task {
                 defer { loop.execute { connection.handlerReturned(streamID: id) } }
                 do {
@@ -285,17 +292,15 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
     private func submitFixed(_ stream: Stream, _ response: HTTP2FixedResponse) {
         guard let session, !stream.responseSubmitted else { return }
         stream.responseSubmitted = true
-        var headers = response.headers
-        if headers["content-length"] == nil { headers.add("content-length", String(response.body.count)) }
-        let pseudo = [(":status", String(response.status))]
+        let block = response.prepared
         if response.body.isEmpty {
-            _ = withNameValuePairs(pseudo, headers) { nva, n in nghttp2_submit_response(session, stream.id, nva, n, nil) }
+            _ = nghttp2_submit_response(session, stream.id, block.pairs, block.count, nil)
         } else {
-            let outbound = OutboundBody(highWatermark: .max, lowWatermark: .max) {}
-            outbound.finishImmediately(with: response.body)
-            stream.outbound = outbound
-            var provider = Self.dataProvider(for: outbound)
-            _ = withNameValuePairs(pseudo, headers) { nva, n in nghttp2_submit_response(session, stream.id, nva, n, &provider) }
+            stream.fixedBody = response.body
+            var provider = nghttp2_data_provider()
+            provider.source.ptr = Unmanaged.passUnretained(stream).toOpaque()
+            provider.read_callback = fixedBodyReadCallback
+            _ = nghttp2_submit_response(session, stream.id, block.pairs, block.count, &provider)
         }
         requestFlush()
     }
@@ -329,8 +334,22 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
     }
 
     private func resetStream(_ id: Int32, code: UInt32) {
-        guard let session, streams[id] != nil else { return }
+        guard let session, stream(id) != nil else { return }
         _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, code)
         requestFlush()
     }
+}
+
+/// Frames a fixed response's body straight from the stream (kept alive by the connection's stream table
+/// until nghttp2 closes the stream, after which this is never called).
+private let fixedBodyReadCallback: nghttp2_data_source_read_callback = { _, _, buf, length, flags, source, _ in
+    guard let buf, let flags, let ptr = source?.pointee.ptr else { return Int(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue) }
+    let stream = Unmanaged<ServerConnection.Stream>.fromOpaque(ptr).takeUnretainedValue()
+    let n = min(length, stream.fixedBody.count - stream.fixedOffset)
+    stream.fixedBody.withUnsafeBufferPointer { src in
+        buf.update(from: src.baseAddress! + stream.fixedOffset, count: n)
+    }
+    stream.fixedOffset += n
+    if stream.fixedOffset == stream.fixedBody.count { flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue }
+    return n
 }

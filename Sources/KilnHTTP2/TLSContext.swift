@@ -57,7 +57,7 @@ final class TLSContext: @unchecked Sendable {
     private static func makeBase(_ method: OpaquePointer?) throws -> OpaquePointer {
         guard let ctx = SSL_CTX_new(method) else { throw HTTP2Error.tls(drainErrors()) }
         _ = kiln_SSL_CTX_set_min_proto_version(ctx, kiln_TLS1_2_VERSION())
-        _ = kiln_SSL_CTX_set_mode(ctx, kiln_SSL_MODE_ENABLE_PARTIAL_WRITE() | kiln_SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER() | kiln_SSL_MODE_RELEASE_BUFFERS())
+        _ = kiln_SSL_CTX_set_mode(ctx, kiln_SSL_MODE_ENABLE_PARTIAL_WRITE() | kiln_SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER())
         SSL_CTX_set_options(ctx, kiln_SSL_OP_NO_COMPRESSION() | kiln_SSL_OP_NO_RENEGOTIATION())
         return ctx
     }

@@ -20,6 +20,8 @@ protocol ByteChannel: AnyObject {
     func write(_ bytes: UnsafeRawBufferPointer) -> IOResult
     /// The negotiated ALPN protocol, if any.
     var alpn: String? { get }
+    /// Whether bytes may wait inside the channel (not the socket), so that epoll would not report them.
+    var hasBufferedInput: Bool { get }
     func close()
 }
 
@@ -30,6 +32,7 @@ final class PlainChannel: ByteChannel {
 
     func handshake() -> IOResult { .done(0) }
     var alpn: String? { nil }
+    var hasBufferedInput: Bool { false }
 
     func read(into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
         while true {
@@ -125,6 +128,8 @@ final class TLSChannel: ByteChannel {
         let n = SSL_write(ssl, bytes.baseAddress, Int32(min(bytes.count, Int(Int32.max))))
         return n > 0 ? .done(Int(n)) : classify(n)
     }
+
+    var hasBufferedInput: Bool { SSL_has_pending(ssl) == 1 }
 
     var alpn: String? {
         var data: UnsafePointer<UInt8>?

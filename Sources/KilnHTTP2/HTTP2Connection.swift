@@ -132,6 +132,12 @@ class HTTP2Connection: EventLoopSource, EventLoopFlushable, @unchecked Sendable 
                     protocolFailure(Int32(rv))
                     return
                 }
+                // A short read drained the socket: answer now instead of paying for a read that would
+                // only say EAGAIN (level-triggered epoll reports anything that arrives later).
+                if n < buffer.count && !channel.hasBufferedInput {
+                    flushNow()
+                    return
+                }
             case .wantRead:
                 flushNow()
                 return

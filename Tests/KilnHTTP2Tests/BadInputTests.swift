@@ -150,3 +150,48 @@ final class BadInputTests: XCTestCase {
 final class StopFlag: Sendable {
     let value = Atomic<Bool>(false)
 }
+
+/// Thousands of bad peers against a separate `kiln serve` process: its descriptors return to where they
+/// were and its memory does not grow with the number of bad connections.
+final class BadInputLeakTests: XCTestCase {
+    private func fdCount(_ pid: Int32) -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
+    }
+
+    private func hammer(port: Int, count: Int) throws {
+        var rng = SystemRandomNumberGenerator()
+        for i in 0..<count {
+            let c = try RawConnection(port: port)
+            switch i % 4 {
+            case 0: c.send(Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+            case 1: c.send((0..<512).map { _ in UInt8.random(in: 0...255, using: &rng) })
+            case 2: c.send(Frames.preface + Frames.emptySettings + Frames.frame(type: 0, flags: 0, stream: 0, payload: [1]))
+            default: c.send(Frames.preface + [0, 0, 12, 4])  // stops mid-frame, then goes away
+            }
+            _ = c.readUntilClosed(timeout: i % 4 == 3 ? 0.01 : 2)
+            c.close()
+        }
+    }
+
+    func testNoDescriptorOrMemoryGrowthUnderBadPeers() throws {
+        let kiln = try KilnProcess(extraArguments: ["--no-tls"])
+        defer { kiln.stop() }
+        try hammer(port: kiln.h2cPort, count: 400)  // warm-up: allocator pools, first-use caches
+        usleep(300_000)
+        let fdsBefore = fdCount(kiln.pid)
+        let rssBefore = kiln.residentBytes
+        try hammer(port: kiln.h2cPort, count: 2000)
+        var fdsAfter = fdCount(kiln.pid)
+        let deadline = Date().addingTimeInterval(5)
+        while fdsAfter > fdsBefore && Date() < deadline {
+            usleep(100_000)
+            fdsAfter = fdCount(kiln.pid)
+        }
+        let growth = kiln.residentBytes - rssBefore
+        print("bad peers: fds \(fdsBefore) → \(fdsAfter), RSS growth \(growth >> 10) KiB over 2000 connections")
+        XCTAssertLessThanOrEqual(fdsAfter, fdsBefore)
+        XCTAssertLessThan(growth, 4 << 20, "RSS grew \(growth >> 10) KiB")
+        let ok = try runTool("curl", ["-sS", "--http2-prior-knowledge", "http://127.0.0.1:\(kiln.h2cPort)/"])
+        XCTAssertEqual(ok.stdout, "kiln\n", "still serving")
+    }
+}

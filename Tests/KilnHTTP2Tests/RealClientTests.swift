@@ -32,6 +32,14 @@ final class RealClientTests: XCTestCase {
         XCTAssertNotEqual(untrusted.status, 0)
     }
 
+    func testALPNNegotiatesH2AndRefusesHTTP11Only() throws {
+        let r = try runTool("/bin/sh", ["-c", "echo | openssl s_client -connect 127.0.0.1:\(server.tlsPort) -alpn h2 -CAfile \(certPath("ca.pem")) 2>&1"])
+        XCTAssertTrue(r.stdout.contains("ALPN protocol: h2"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("TLSv1.3"), "TLS 1.3 by default")
+        let http11 = try runTool("curl", ["-sS", "--http1.1", "--cacert", certPath("ca.pem"), "https://localhost:\(server.tlsPort)/"])
+        XCTAssertNotEqual(http11.status, 0, "a client that offers only http/1.1 is refused in the handshake")
+    }
+
     func testCurlEchoesLargeBodyOverTLS() throws {
         let dir = FileManager.default.temporaryDirectory.path
         let script = """

@@ -44,19 +44,23 @@ final class StreamingTests: XCTestCase {
         let server = try TestServer()
         let group = try EventLoopGroup(threads: 2)
         let clients = try (0..<10).map { _ in try HTTP2Client(host: "127.0.0.1", port: server.h2cPort, group: group) }
+        // Each stream stays open for ~300 ms (3 chunks, 100 ms apart), so all 1,000 overlap: done one by
+        // one they would take five minutes.
+        let start = Date()
         let completed = try await withThrowingTaskGroup(of: Bool.self) { tasks -> Int in
             for i in 0..<1000 {
                 let client = clients[i % 10]
                 tasks.addTask {
-                    let body = Array("stream \(i) ".utf8) + [UInt8](repeating: UInt8(i % 256), count: i)
-                    let r = try await client.request(method: "POST", path: "/echo", body: body)
-                    return r.status == 200 && r.body == body
+                    let r = try await client.request(path: "/stream?chunks=3&delay_ms=100")
+                    return r.status == 200 && r.body == Array("chunk 00000000\nchunk 00000001\nchunk 00000002\n".utf8)
+                        && r.trailers["x-chunks"] == "3"
                 }
             }
             var ok = 0
             for try await good in tasks where good { ok += 1 }
             return ok
         }
+        XCTAssertLessThan(Date().timeIntervalSince(start), 20, "the streams ran concurrently")
         XCTAssertEqual(completed, 1000)
         XCTAssertEqual(server.server.connectionCount, 10, "one connection per client")
         for c in clients { c.close() }

@@ -48,22 +48,12 @@ final class ClientConnection: HTTP2Connection, @unchecked Sendable {
         super.handleEvents(events)
     }
 
-    override func makeSession() throws -> OpaquePointer {
-        let callbacks = SessionCallbacks.make()
-        defer { nghttp2_session_callbacks_del(callbacks) }
-        let option = Self.makeOptions()
-        defer { nghttp2_option_del(option) }
-        var session: OpaquePointer?
-        let rv = nghttp2_session_client_new2(&session, callbacks, Unmanaged.passUnretained(self as HTTP2Connection).toOpaque(), option)
-        guard rv == 0, let session else { throw HTTP2Error.nghttp2("session_client_new", String(cString: nghttp2_strerror(rv))) }
-        var settings = [
-            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_ENABLE_PUSH.rawValue), value: 0),
-            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: windowSize),
-        ]
-        _ = nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
-        _ = nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, Int32(min(UInt32(Int32.max), windowSize * 4)))
-        return session
+    override var initialSettings: [nghttp2_settings_entry] {
+        [nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_ENABLE_PUSH.rawValue), value: 0),
+         nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: windowSize)]
     }
+
+    override var connectionWindowSize: Int32 { Int32(min(UInt32(Int32.max), windowSize * 4)) }
 
     override func sessionReady() {
         let waiting = pending

@@ -43,8 +43,10 @@ class HTTP2Connection: EventLoopSource, EventLoopFlushable, @unchecked Sendable 
 
     // MARK: Subclass hooks
 
-    /// Creates the nghttp2 session and queues the initial SETTINGS.
-    func makeSession() throws -> OpaquePointer { fatalError("abstract") }
+    /// The SETTINGS this side sends first.
+    var initialSettings: [nghttp2_settings_entry] { [] }
+    /// The connection-level receive window to open at start.
+    var connectionWindowSize: Int32 { 65_535 }
     /// The session exists and may be used.
     func sessionReady() {}
     /// The connection is closed: fail or cancel whatever still waits on it.
@@ -306,12 +308,24 @@ class HTTP2Connection: EventLoopSource, EventLoopFlushable, @unchecked Sendable 
 
     // MARK: Shared nghttp2 helpers
 
-    /// Session options every connection uses: flow-control windows follow the reader, not receipt.
-    static func makeOptions() -> OpaquePointer? {
+    /// Creates the nghttp2 session for this side and queues the initial SETTINGS and window.
+    private func makeSession() throws -> OpaquePointer {
+        let callbacks = SessionCallbacks.make()
+        defer { nghttp2_session_callbacks_del(callbacks) }
         var option: OpaquePointer?
         nghttp2_option_new(&option)
+        defer { nghttp2_option_del(option) }
+        // Flow-control windows follow the reader, not receipt.
         nghttp2_option_set_no_auto_window_update(option, 1)
-        return option
+        var session: OpaquePointer?
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        let rv = isServer ? nghttp2_session_server_new2(&session, callbacks, me, option)
+                          : nghttp2_session_client_new2(&session, callbacks, me, option)
+        guard rv == 0, let session else { throw HTTP2Error.nghttp2("session_new", String(cString: nghttp2_strerror(rv))) }
+        var settings = initialSettings
+        _ = nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
+        _ = nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, connectionWindowSize)
+        return session
     }
 
     /// A data provider reading from `body`, which the caller keeps alive until the stream closes.

@@ -15,10 +15,7 @@ public struct HTTP2Request: Sendable {
     public let remoteAddress: String
 
     /// The path without its query string.
-    public var pathWithoutQuery: Substring {
-        if let q = path.firstIndex(of: "?") { return path[..<q] }
-        return path[...]
-    }
+    public var pathWithoutQuery: Substring { stripQuery(path) }
 
     /// The value of one query parameter (no percent-decoding).
     public func queryParameter(_ name: String) -> String? {
@@ -147,4 +144,10 @@ public struct HTTP2Router: Sendable {
         for (p, r) in prefixes where path.hasPrefix(p) { return r }
         return fallback
     }
+}
+
+/// A path without its query string.
+func stripQuery(_ path: String) -> Substring {
+    if let q = path.firstIndex(of: "?") { return path[..<q] }
+    return path[...]
 }

@@ -50,23 +50,13 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
 
     override var openStreamCount: Int { streams.count }
 
-    override func makeSession() throws -> OpaquePointer {
-        let callbacks = SessionCallbacks.make()
-        defer { nghttp2_session_callbacks_del(callbacks) }
-        let option = Self.makeOptions()
-        defer { nghttp2_option_del(option) }
-        var session: OpaquePointer?
-        let rv = nghttp2_session_server_new2(&session, callbacks, Unmanaged.passUnretained(self as HTTP2Connection).toOpaque(), option)
-        guard rv == 0, let session else { throw HTTP2Error.nghttp2("session_server_new", String(cString: nghttp2_strerror(rv))) }
-        var settings = [
-            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: config.maxConcurrentStreams),
-            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: config.initialWindowSize),
-            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: UInt32(config.maxHeaderListSize)),
-        ]
-        _ = nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count)
-        _ = nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, config.connectionWindowSize)
-        return session
+    override var initialSettings: [nghttp2_settings_entry] {
+        [nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: config.maxConcurrentStreams),
+         nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: config.initialWindowSize),
+         nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: UInt32(config.maxHeaderListSize))]
     }
+
+    override var connectionWindowSize: Int32 { config.connectionWindowSize }
 
     override func connectionDidClose() {
         for stream in streams.values {
@@ -232,7 +222,7 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
             submitFixed(stream, HTTP2FixedResponse(status: 431, headers: ["content-type": "text/plain"], body: Array("request header fields too large\n".utf8)))
             return
         }
-        let route = router.route(for: pathWithoutQuery(stream.path))
+        let route = router.route(for: stripQuery(stream.path))
         let rawHeaders = stream.headers
         stream.headers.removeAll()  // from here on, collects request trailers
         switch route {
@@ -276,11 +266,6 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
                 }
             }
         }
-    }
-
-    private func pathWithoutQuery(_ path: String) -> Substring {
-        if let q = path.firstIndex(of: "?") { return path[..<q] }
-        return path[...]
     }
 
     private func submitPendingFixed(_ stream: Stream) {

@@ -33,6 +33,10 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
         .target(
+            name: "KilnRPC",
+            dependencies: ["KilnHTTP2"]
+        ),
+        .target(
             name: "KilnServer",
             dependencies: ["KilnHTTP2", .product(name: "Logging", package: "swift-log")]
         ),
@@ -47,6 +51,10 @@ let package = Package(
         .testTarget(
             name: "KilnHTTP2Tests",
             dependencies: ["KilnHTTP2", "KilnServer"]
+        ),
+        .testTarget(
+            name: "KilnRPCTests",
+            dependencies: ["KilnRPC"]
         ),
     ]
 )

@@ -5,10 +5,10 @@ SWIFT      ?= swift
 BUILD_DIR  ?= .build
 # Debian packages the build, the tests and the server need.
 APT_PACKAGES := pkg-config libnghttp2-dev libssl-dev libvulkan-dev mesa-vulkan-drivers glslc \
-                nghttp2-client nghttp2-server curl openssl python3 procps
+                nghttp2-client nghttp2-server curl openssl python3 python3-pip procps
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build build-release test serve bench-transport clean certs
+.PHONY: all deps pydeps build build-release test serve bench-transport clean certs
 
 all: build
 
@@ -22,6 +22,11 @@ deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
+## Python packages the interop tests drive (grpcio as a gRPC client nobody here wrote).
+pydeps:
+	@python3 -c 'import grpc' 2>/dev/null || python3 -m pip install -q grpcio 2>/dev/null \
+	  || python3 -m pip install -q --break-system-packages grpcio
+
 build: deps
 	$(SWIFT) build
 
@@ -29,7 +34,7 @@ build-release: deps
 	$(SWIFT) build -c release
 
 ## Builds everything and runs every test.
-test: deps
+test: deps pydeps
 	$(SWIFT) build --build-tests
 	KILN_BIN=$$($(SWIFT) build --show-bin-path)/kiln $(SWIFT) test --skip-build
 

@@ -54,7 +54,8 @@ let package = Package(
         ),
         .testTarget(
             name: "KilnRPCTests",
-            dependencies: ["KilnRPC"]
+            dependencies: ["KilnRPC", "KilnHTTP2"],
+            exclude: ["grpcio_client.py"]
         ),
     ]
 )

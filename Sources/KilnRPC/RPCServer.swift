@@ -1,0 +1,96 @@
+import KilnHTTP2
+
+/// A server method on raw messages: reads request payloads, writes response payloads. Generated service
+/// code adapts typed methods to this.
+public typealias RPCMethodHandler = @Sendable (RPCRequestMessages, RPCResponseWriter, RPCServerContext) async throws -> Void
+
+/// gRPC over HTTP/2 (grpc `doc/PROTOCOL-HTTP2.md`) on top of ``HTTP2Server``: routes `/Service/Method`
+/// paths to handlers, enforces content-type, message encoding, message size and deadlines, and ends
+/// every call with a `grpc-status` — Trailers-Only when no message was sent.
+public struct RPCServer: HTTP2Handler {
+    private var methods: [String: RPCMethodHandler] = [:]
+    /// Largest request message accepted (RESOURCE_EXHAUSTED above it).
+    public var maxReceiveMessageSize = 4 * 1024 * 1024
+
+    public init() {}
+
+    /// Registers a handler for `/service/method`.
+    public mutating func register(service: String, method: String, _ handler: @escaping RPCMethodHandler) {
+        methods["/\(service)/\(method)"] = handler
+    }
+
+    /// Registers a unary method.
+    public mutating func registerUnary(service: String, method: String,
+                                       _ body: @escaping @Sendable ([UInt8], RPCServerContext) async throws -> [UInt8]) {
+        register(service: service, method: method) { requests, writer, context in
+            let reply = try await body(try await requests.single(), context)
+            try await writer.write(reply)
+        }
+    }
+
+    /// The paths served, for reflection and tests.
+    public var paths: [String] { methods.keys.sorted() }
+
+    /// Mounts this server on every path of `router` that looks like a gRPC method.
+    public func install(into router: inout HTTP2Router) {
+        for path in methods.keys { router.add(path, .handler(self)) }
+        // Unknown methods under any service still get a gRPC answer (UNIMPLEMENTED), not an HTTP 404.
+        router.add(prefix: "/", .handler(self))
+    }
+
+    public func handle(_ request: HTTP2Request, _ response: HTTP2ResponseWriter) async throws {
+        let contentType = request.headers["content-type"] ?? ""
+        guard contentType == "application/grpc" || contentType.hasPrefix("application/grpc+") || contentType.hasPrefix("application/grpc;") else {
+            response.sendHead(status: 415, headers: ["content-type": "text/plain"])
+            try await response.write(Array("gRPC requires content-type application/grpc\n".utf8))
+            response.finish()
+            return
+        }
+        let writer = RPCResponseWriter(response: response)
+        guard request.method == "POST" else {
+            writer.finish(RPCError(.internal, "gRPC requires POST, got \(request.method)"))
+            return
+        }
+        guard let handler = methods[request.path] else {
+            writer.finish(RPCError(.unimplemented, "unknown method \(request.path)"))
+            return
+        }
+        if let encoding = request.headers["grpc-encoding"], encoding != "identity" {
+            writer.finish(RPCError(.unimplemented, "message encoding \(encoding) is not supported; use identity"))
+            return
+        }
+        var timeout: UInt64?
+        if let value = request.headers["grpc-timeout"] {
+            guard let t = GRPCTimeout.parse(value) else {
+                writer.finish(RPCError(.internal, "malformed grpc-timeout \(value)"))
+                return
+            }
+            timeout = t
+        }
+        let context = RPCServerContext(path: request.path, metadata: request.headers, timeoutNanoseconds: timeout,
+                                       remoteAddress: request.remoteAddress)
+        let messages = RPCRequestMessages(body: request.body, maxMessageSize: maxReceiveMessageSize)
+        do {
+            try await Self.run(timeout: timeout) {
+                try await handler(messages, writer, context)
+            }
+            writer.finish(nil)
+        } catch {
+            writer.finish(RPCError(wrapping: error))
+        }
+    }
+
+    /// Runs `body`, cancelling it with DEADLINE_EXCEEDED when `timeout` passes first.
+    static func run(timeout: UInt64?, _ body: @escaping @Sendable () async throws -> Void) async throws {
+        guard let timeout else { return try await body() }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(nanoseconds: timeout)
+                throw RPCError(.deadlineExceeded, "deadline exceeded")
+            }
+            defer { group.cancelAll() }
+            try await group.next()
+        }
+    }
+}

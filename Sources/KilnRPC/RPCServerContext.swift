@@ -1,0 +1,109 @@
+import KilnHTTP2
+
+/// What a server method knows about its call besides the messages.
+public struct RPCServerContext: Sendable {
+    /// `/package.Service/Method`.
+    public let path: String
+    /// Request metadata: every non-pseudo header the client sent (`-bin` values still base64).
+    public let metadata: HTTP2Headers
+    /// Nanoseconds the client allows for the call (`grpc-timeout`), if it set one.
+    public let timeoutNanoseconds: UInt64?
+    /// The peer's address.
+    public let remoteAddress: String
+}
+
+/// The request messages of one call, as raw protobuf payloads in order.
+public struct RPCRequestMessages: AsyncSequence, Sendable {
+    public typealias Element = [UInt8]
+    let body: HTTP2InboundBody
+    let maxMessageSize: Int
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let body: HTTP2InboundBody
+        var deframer: GRPCMessageDeframer
+        var ended = false
+
+        public mutating func next() async throws -> [UInt8]? {
+            while true {
+                if let message = try deframer.next() {
+                    if message.compressed {
+                        // Only identity is accepted (see RPCServer); a compressed flag with it is the peer's error.
+                        throw RPCError(.internal, "compressed message without a message encoding")
+                    }
+                    return message.payload
+                }
+                if ended { return nil }
+                guard let chunk = try await body.next() else {
+                    ended = true
+                    if deframer.hasPartialMessage { throw RPCError(.internal, "request ended inside a message") }
+                    return nil
+                }
+                deframer.append(chunk)
+            }
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(body: body, deframer: GRPCMessageDeframer(maxMessageSize: maxMessageSize))
+    }
+
+    /// The one message of a unary or server-streaming call: exactly one must come.
+    public func single() async throws -> [UInt8] {
+        var it = makeAsyncIterator()
+        guard let first = try await it.next() else { throw RPCError(.internal, "request has no message") }
+        if try await it.next() != nil { throw RPCError(.internal, "request has more than one message") }
+        return first
+    }
+}
+
+/// The response side of one call: initial metadata, messages, then (from the server) the status.
+public final class RPCResponseWriter: Sendable {
+    private let response: HTTP2ResponseWriter
+    private let metadata = Mutex<(initial: HTTP2Headers, trailing: HTTP2Headers)>((HTTP2Headers(), HTTP2Headers()))
+
+    init(response: HTTP2ResponseWriter) { self.response = response }
+
+    /// Adds initial metadata; only before the first message.
+    public func addInitialMetadata(_ name: String, _ value: String) {
+        metadata.withLock { $0.initial.add(name, value) }
+    }
+
+    /// Adds trailing metadata, sent with the status.
+    public func addTrailingMetadata(_ name: String, _ value: String) {
+        metadata.withLock { $0.trailing.add(name, value) }
+    }
+
+    private func sendHeadIfNeeded() {
+        guard !response.headSent else { return }
+        var headers = metadata.withLock { $0.initial }
+        headers.replace("content-type", "application/grpc")
+        headers.replace("grpc-accept-encoding", "identity")
+        response.sendHead(status: 200, headers: headers)
+    }
+
+    /// Sends one message, waiting while the client reads slower than this writes.
+    public func write(_ payload: [UInt8]) async throws {
+        sendHeadIfNeeded()
+        try await response.write(GRPCMessageFramer.frame(payload))
+    }
+
+    /// Ends the call with a status: trailers after messages, or Trailers-Only when nothing was sent.
+    func finish(_ error: RPCError?) {
+        let code = error?.code ?? .ok
+        var fields = metadata.withLock { $0.trailing }
+        fields.replace("grpc-status", String(code.rawValue))
+        if let message = error?.message, !message.isEmpty {
+            fields.replace("grpc-message", StatusMessageCoding.encode(message))
+        }
+        if response.headSent {
+            response.finish(trailers: fields)
+        } else {
+            var headers = metadata.withLock { $0.initial }
+            headers.replace("content-type", "application/grpc")
+            for f in fields { headers.replace(f.name, f.value) }
+            response.sendHead(status: 200, headers: headers, endStream: true)
+        }
+    }
+}
+
+import Synchronization

@@ -1,0 +1,114 @@
+import Foundation
+import KilnHTTP2
+import Synchronization
+import XCTest
+@testable import KilnRPC
+
+/// Python grpcio against Kiln's RPC server: all four call kinds, errors, deadlines, metadata, limits
+/// and cancellation.
+final class GRPCInteropTests: XCTestCase {
+    static let cancelled = Atomic<Int>(0)
+
+    static func echoService() -> RPCServer {
+        var rpc = RPCServer()
+        let s = "kiln.test.Echo"
+        rpc.registerUnary(service: s, method: "Unary") { request, _ in request }
+        rpc.register(service: s, method: "Expand") { requests, writer, _ in
+            let n = Int(String(decoding: try await requests.single(), as: UTF8.self)) ?? 0
+            for i in 0..<n { try await writer.write(Array("m\(i)".utf8)) }
+        }
+        rpc.register(service: s, method: "Collect") { requests, writer, _ in
+            var all: [UInt8] = []
+            for try await m in requests { all += m }
+            try await writer.write(all)
+        }
+        rpc.register(service: s, method: "Chat") { requests, writer, _ in
+            for try await m in requests { try await writer.write(Array("echo:".utf8) + m) }
+        }
+        rpc.registerUnary(service: s, method: "Fail") { _, _ in
+            throw RPCError(.invalidArgument, "bad 50% ünïcode\nline")
+        }
+        rpc.registerUnary(service: s, method: "Slow") { _, _ in
+            do {
+                try await Task.sleep(for: .seconds(10))
+            } catch {
+                GRPCInteropTests.cancelled.add(1, ordering: .relaxed)
+                throw error
+            }
+            return []
+        }
+        rpc.register(service: s, method: "Meta") { requests, writer, context in
+            _ = try await requests.single()
+            writer.addInitialMetadata("x-key", context.metadata["x-key"] ?? "missing")
+            writer.addTrailingMetadata("x-blob-bin", context.metadata["x-blob-bin"] ?? "")
+            try await writer.write([])
+        }
+        rpc.register(service: s, method: "Forever") { _, writer, _ in
+            do {
+                while true {
+                    try await writer.write(Array("tick".utf8))
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+            } catch {
+                GRPCInteropTests.cancelled.add(1, ordering: .relaxed)
+                throw error
+            }
+        }
+        return rpc
+    }
+
+    func testPythonGrpcioClient() async throws {
+        var router = HTTP2Router()
+        Self.echoService().install(into: &router)
+        var config = HTTP2ServerConfiguration()
+        config.h2cPort = 0
+        config.tlsPort = nil
+        let group = try EventLoopGroup(threads: 2)
+        let server = try HTTP2Server(configuration: config, router: router, group: group)
+        try server.start()
+        let port = server.h2cAddress!.port
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("grpcio_client.py").path
+
+        let result = try await Task.detached { () -> (Int32, Data, String) in
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = ["python3", script, String(port)]
+            let out = Pipe(), err = Pipe()
+            p.standardOutput = out
+            p.standardError = err
+            try p.run()
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            let errText = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            return (p.terminationStatus, data, errText)
+        }.value
+        XCTAssertEqual(result.0, 0, result.2)
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: result.1) as? [String: Any], result.2)
+
+        XCTAssertEqual(json["unary"] as? String, "hello")
+        XCTAssertEqual(json["unary_empty"] as? Int, 0)
+        XCTAssertEqual(json["unary_large"] as? Int, 3 << 20)
+        XCTAssertEqual(json["server_streaming"] as? [String], ["m0", "m1", "m2", "m3", "m4"])
+        XCTAssertEqual(json["client_streaming"] as? String, "abcdef")
+        XCTAssertEqual(json["bidi"] as? [String], ["echo:one", "echo:two", "echo:three"])
+        XCTAssertEqual(json["unimplemented"] as? String, "UNIMPLEMENTED:unknown method /kiln.test.Echo/Nope")
+        XCTAssertEqual((json["unknown_service"] as? String)?.hasPrefix("UNIMPLEMENTED"), true)
+        XCTAssertEqual(json["error"] as? String, "INVALID_ARGUMENT:bad 50% ünïcode\nline", "grpc-message percent-encoded and decoded")
+        XCTAssertEqual(json["deadline"] as? String, "DEADLINE_EXCEEDED")
+        XCTAssertLessThan(json["deadline_seconds"] as? Double ?? 99, 2)
+        XCTAssertEqual(json["initial_metadata"] as? [String: String], ["x-key": "value-1"])
+        XCTAssertEqual((json["trailing_metadata"] as? [String: [Int]])?["x-blob-bin"], [0, 1, 254], "-bin metadata round-trips")
+        XCTAssertEqual(json["too_large"] as? String, "RESOURCE_EXHAUSTED")
+        XCTAssertEqual(json["cancel_first"] as? String, "tick")
+        XCTAssertEqual(json["after_cancel"] as? String, "still-here")
+        XCTAssertGreaterThanOrEqual(Self.cancelled.load(ordering: .relaxed), 2, "deadline and client cancel both cancelled the handler")
+
+        // A non-gRPC content type gets HTTP 415.
+        let client = try HTTP2Client(host: "127.0.0.1", port: port, group: group)
+        let plain = try await client.request(method: "POST", path: "/kiln.test.Echo/Unary", headers: ["content-type": "text/plain"], body: [1])
+        XCTAssertEqual(plain.status, 415)
+        client.close()
+        await server.shutdown()
+        group.shutdown()
+    }
+}

@@ -8,7 +8,7 @@ APT_PACKAGES := pkg-config libnghttp2-dev libssl-dev libvulkan-dev mesa-vulkan-d
                 nghttp2-client nghttp2-server curl openssl python3 python3-pip procps
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps pydeps build build-release test serve bench-transport clean certs
+.PHONY: all deps pydeps build build-release test serve bench-transport bench-rpc clean certs
 
 all: build
 
@@ -45,6 +45,10 @@ serve: build-release
 ## Transport benchmark against nghttpd, interleaved in one run; figures go to BENCHMARKS.md.
 bench-transport: build-release
 	KILN_BIN=$$($(SWIFT) build -c release --show-bin-path)/kiln bash Benchmarks/transport.sh
+
+## RPC benchmark against the bare-C nghttp2 echo and (when built) grpc-swift-2, interleaved.
+bench-rpc: build-release
+	KILN_BIN=$$($(SWIFT) build -c release --show-bin-path)/kiln bash Benchmarks/rpc.sh
 
 ## Makes new development certificates (Certs/ is committed; this is only for renewal).
 certs:

@@ -38,7 +38,7 @@ let package = Package(
         ),
         .target(
             name: "KilnServer",
-            dependencies: ["KilnHTTP2", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["KilnHTTP2", "KilnRPC", .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "kiln",

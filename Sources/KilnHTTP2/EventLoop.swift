@@ -91,9 +91,11 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Runs `work` on the loop's thread, soon. Safe from any thread.
     public func execute(_ work: @escaping @Sendable () -> Void) {
+        let local = inEventLoop
         let mustSignal = queue.withLock { q -> Bool in
             q.items.append(work)
-            if q.signalled { return false }
+            // From the loop's own thread no wake-up is needed: the loop drains the queue before it waits.
+            if q.signalled || local { return false }
             q.signalled = true
             return true
         }
@@ -186,15 +188,21 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     private func runPendingWork() {
-        // Items queued while these run are picked up on the next iteration (the eventfd is signalled again).
-        let items = queue.withLock { q -> [@Sendable () -> Void] in
-            q.signalled = false
-            let items = q.items
-            q.items.removeAll(keepingCapacity: true)
-            return items
+        // Work queued by the work itself (a task resuming on this loop) runs in the same iteration, up to
+        // a bound so that sockets are not starved; anything left makes the next wait return at once.
+        for _ in 0..<16 {
+            let items = queue.withLock { q -> [@Sendable () -> Void] in
+                q.signalled = false
+                let items = q.items
+                q.items.removeAll(keepingCapacity: true)
+                return items
+            }
+            if items.isEmpty { return }
+            for item in items { item() }
         }
-        for item in items { item() }
     }
+
+    private var hasPendingWork: Bool { queue.withLock { !$0.items.isEmpty } }
 
     private func drainFlushQueue() {
         while !flushQueue.isEmpty {
@@ -214,6 +222,7 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     private func nextTimeoutMillis() -> Int32 {
+        if hasPendingWork { return 0 }
         while let top = timers.min, cancelledTimers.contains(top.id) {
             cancelledTimers.remove(top.id)
             timers.removeMin()
@@ -242,5 +251,14 @@ enum MonotonicClock {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+}
+
+/// Tasks can run on a loop's thread (`Task(executorPreference: loop)`): a request handler then talks to
+/// its connection without a thread hop in either direction.
+extension EventLoop: TaskExecutor {
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let unowned = UnownedJob(job)
+        execute { unowned.runSynchronously(on: self.asUnownedTaskExecutor()) }
     }
 }

@@ -252,7 +252,9 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
             }
             let request = HTTP2Request(method: stream.method, path: stream.path, authority: stream.authority,
                                        scheme: stream.scheme, headers: rawHeaders.materialize(), body: body, remoteAddress: remoteAddress)
-            stream.task = Task {
+            // The handler runs on this connection's loop: its writes and reads reach the connection without
+            // crossing threads. Work that blocks belongs on other executors (the engine's), not here.
+            stream.task = Task(executorPreference: loop) {
                 defer { loop.execute { connection.handlerReturned(streamID: id) } }
                 do {
                     try await handler.handle(request, writer)

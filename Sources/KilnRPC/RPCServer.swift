@@ -34,8 +34,10 @@ public struct RPCServer: HTTP2Handler {
     /// Mounts this server on every path of `router` that looks like a gRPC method.
     public func install(into router: inout HTTP2Router) {
         for path in methods.keys { router.add(path, .handler(self)) }
-        // Unknown methods under any service still get a gRPC answer (UNIMPLEMENTED), not an HTTP 404.
-        router.add(prefix: "/", .handler(self))
+        // Unknown methods of a known service get a gRPC UNIMPLEMENTED; unknown services fall through to
+        // the router's 404, which gRPC clients also read as UNIMPLEMENTED.
+        let services = Set(methods.keys.compactMap { p in p.lastIndex(of: "/").map { String(p[...$0]) } })
+        for prefix in services { router.add(prefix: prefix, .handler(self)) }
     }
 
     public func handle(_ request: HTTP2Request, _ response: HTTP2ResponseWriter) async throws {

@@ -1,4 +1,5 @@
 import KilnHTTP2
+import KilnRPC
 
 /// The transport's demonstration routes, served until the model services take over `kiln serve`.
 /// Tests and `make bench-transport` rely on their exact behaviour.
@@ -13,6 +14,7 @@ public enum DemoRoutes {
         router.add("/stream", .handler(ChunkStreamHandler()))
         router.add("/bytes", .handler(ByteStreamHandler()))
         router.add("/sleep", .handler(SleepHandler()))
+        BenchmarkEchoService.rpcServer().install(into: &router)
         return router
     }
 }
@@ -77,5 +79,21 @@ struct SleepHandler: HTTP2Handler {
         response.sendHead(headers: ["content-type": "text/plain"])
         try await response.write(Array("slept\n".utf8))
         response.finish()
+    }
+}
+
+/// `pkg.Service`: the gRPC benchmark service, on the same paths and with the same answers as the bare-C
+/// anchor in `../shared/anchors/grpc_echo.c`, so that `make bench-rpc` compares like with like.
+public enum BenchmarkEchoService {
+    static let token = Array("token-0123456789".utf8)
+
+    public static func rpcServer() -> RPCServer {
+        var rpc = RPCServer()
+        rpc.registerUnary(service: "pkg.Service", method: "Echo") { request, _ in request }
+        rpc.register(service: "pkg.Service", method: "Stream") { requests, writer, _ in
+            _ = try await requests.single()
+            for _ in 0..<256 { try await writer.write(token) }
+        }
+        return rpc
     }
 }

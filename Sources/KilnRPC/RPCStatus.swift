@@ -78,11 +78,15 @@ public struct RPCError: Error, Sendable, CustomStringConvertible {
         self.cause = cause
     }
 
-    /// Any error as an RPC error: an `RPCError` as it is, task cancellation as CANCELLED, anything else
+    /// Any error as an RPC error: an `RPCError` as it is, a protobuf decoding error as INTERNAL, task
+    /// cancellation as CANCELLED, anything else
     /// as UNKNOWN with the cause kept.
     public init(wrapping error: any Error) {
         if let e = error as? RPCError {
             self = e
+        } else if let e = error as? ProtobufError {
+            // A message that does not parse is the peer's fault, reported as gRPC implementations do.
+            self.init(.internal, "invalid message: \(e)", cause: error)
         } else if error is CancellationError {
             self.init(.cancelled, "cancelled", cause: error)
         } else {

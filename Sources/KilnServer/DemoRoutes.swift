@@ -14,7 +14,9 @@ public enum DemoRoutes {
         router.add("/stream", .handler(ChunkStreamHandler()))
         router.add("/bytes", .handler(ByteStreamHandler()))
         router.add("/sleep", .handler(SleepHandler()))
-        BenchmarkEchoService.rpcServer().install(into: &router)
+        var rpc = BenchmarkEchoService.rpcServer()
+        HealthService().register(on: &rpc)
+        rpc.install(into: &router)
         return router
     }
 }
@@ -87,6 +89,7 @@ struct SleepHandler: HTTP2Handler {
 public enum BenchmarkEchoService {
     static let token = Array("token-0123456789".utf8)
 
+    /// The echo service alone (health is added by the demo router).
     public static func rpcServer() -> RPCServer {
         var rpc = RPCServer()
         rpc.registerUnary(service: "pkg.Service", method: "Echo") { request, _ in request }

@@ -54,6 +54,9 @@ final class GRPCInteropTests: XCTestCase {
                 throw error
             }
         }
+        let health = HealthService()
+        health.setStatus(.serving, service: s)
+        health.register(on: &rpc)
         return rpc
     }
 
@@ -101,6 +104,9 @@ final class GRPCInteropTests: XCTestCase {
         XCTAssertEqual(json["too_large"] as? String, "RESOURCE_EXHAUSTED")
         XCTAssertEqual(json["cancel_first"] as? String, "tick")
         XCTAssertEqual(json["after_cancel"] as? String, "still-here")
+        XCTAssertEqual(json["health"] as? String, "SERVING", "grpcio's health stub")
+        XCTAssertEqual(json["health_unknown"] as? String, "NOT_FOUND")
+        XCTAssertEqual(json["health_watch"] as? String, "SERVING")
         XCTAssertGreaterThanOrEqual(Self.cancelled.load(ordering: .relaxed), 2, "deadline and client cancel both cancelled the handler")
 
         // A non-gRPC content type gets HTTP 415.

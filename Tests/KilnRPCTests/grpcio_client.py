@@ -58,4 +58,14 @@ out["cancel_first"] = first.decode()
 time.sleep(0.3)
 out["after_cancel"] = unary(b"still-here").decode()
 
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+
+health = health_pb2_grpc.HealthStub(channel)
+status_name = health_pb2.HealthCheckResponse.ServingStatus.Name
+out["health"] = status_name(health.Check(health_pb2.HealthCheckRequest()).status)
+out["health_unknown"] = code_of(lambda: health.Check(health_pb2.HealthCheckRequest(service="no.Such"))).split(":")[0]
+watch = health.Watch(health_pb2.HealthCheckRequest(service="kiln.test.Echo"))
+out["health_watch"] = status_name(next(watch).status)
+watch.cancel()
+
 print(json.dumps(out))

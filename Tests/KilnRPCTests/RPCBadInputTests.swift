@@ -1,0 +1,74 @@
+import KilnHTTP2
+import Synchronization
+import XCTest
+@testable import KilnRPC
+
+/// Wrong bytes at the RPC layer get the specified status, and a concurrent good call is unaffected.
+final class RPCBadInputTests: XCTestCase {
+    func testEachBadRequestGetsItsStatus() async throws {
+        var router = HTTP2Router()
+        var rpc = GRPCInteropTests.echoService()
+        rpc.maxReceiveMessageSize = 1024
+        rpc.install(into: &router)
+        var config = HTTP2ServerConfiguration()
+        config.h2cPort = 0
+        config.tlsPort = nil
+        let group = try EventLoopGroup(threads: 1)
+        let server = try HTTP2Server(configuration: config, router: router, group: group)
+        try server.start()
+        let port = server.h2cAddress!.port
+        let http = try HTTP2Client(host: "127.0.0.1", port: port, group: group)
+        let grpcHeaders: HTTP2Headers = ["content-type": "application/grpc", "te": "trailers"]
+
+        // A good streaming call runs across all the bad ones.
+        let channel = try RPCChannel(host: "127.0.0.1", port: port, group: group)
+        let good = try channel.makeCall(path: "/kiln.test.Echo/Chat")
+        var goodReplies = good.responses.makeAsyncIterator()
+        try await good.send(Array("before".utf8))
+        let first = try await goodReplies.next()
+        XCTAssertEqual(first, Array("echo:before".utf8))
+
+        func status(path: String = "/kiln.test.Echo/Unary", headers: HTTP2Headers = grpcHeaders, body: [UInt8]) async throws -> (Int, String?, String?) {
+            let r = try await http.request(method: "POST", path: path, headers: headers, body: body)
+            let fields = r.trailers.isEmpty ? r.headers : r.trailers
+            return (r.status, fields["grpc-status"], fields["grpc-message"].map(StatusMessageCoding.decode))
+        }
+
+        let truncated = try await status(body: [0, 0, 0])
+        XCTAssertEqual(truncated.1, String(RPCStatusCode.internal.rawValue), "truncated prefix: \(truncated)")
+        let partial = try await status(body: [0, 0, 0, 0, 10, 1, 2])
+        XCTAssertEqual(partial.1, String(RPCStatusCode.internal.rawValue), "truncated message")
+        let huge = try await status(body: [0, 0x7F, 0xFF, 0xFF, 0xFF])
+        XCTAssertEqual(huge.1, String(RPCStatusCode.resourceExhausted.rawValue), "declared length over the limit")
+        let badFlag = try await status(body: [7, 0, 0, 0, 0])
+        XCTAssertEqual(badFlag.1, String(RPCStatusCode.internal.rawValue), "invalid compressed flag")
+        let compressed = try await status(body: [1, 0, 0, 0, 1, 0])
+        XCTAssertEqual(compressed.1, String(RPCStatusCode.internal.rawValue), "compressed flag without an encoding")
+        var gzip = grpcHeaders
+        gzip.add("grpc-encoding", "gzip")
+        let unsupported = try await status(headers: gzip, body: [1, 0, 0, 0, 1, 0])
+        XCTAssertEqual(unsupported.1, String(RPCStatusCode.unimplemented.rawValue), "gzip is not offered")
+        let unknown = try await status(path: "/kiln.test.Echo/Nope", body: [0, 0, 0, 0, 0])
+        XCTAssertEqual(unknown.1, String(RPCStatusCode.unimplemented.rawValue))
+        let unknownService = try await http.request(method: "POST", path: "/no.Such/Thing", headers: grpcHeaders, body: [0, 0, 0, 0, 0])
+        XCTAssertEqual(RPCStatusCode(httpStatus: unknownService.status), .unimplemented, "unknown service: 404, read as UNIMPLEMENTED")
+        let wrongType = try await status(headers: ["content-type": "application/json"], body: [0, 0, 0, 0, 0])
+        XCTAssertEqual(wrongType.0, 415)
+        var badTimeout = grpcHeaders
+        badTimeout.add("grpc-timeout", "soon")
+        let timeout = try await status(headers: badTimeout, body: [0, 0, 0, 0, 0])
+        XCTAssertEqual(timeout.1, String(RPCStatusCode.internal.rawValue), "malformed grpc-timeout")
+        let health = try await status(path: "/grpc.health.v1.Health/Check", body: GRPCMessageFramer.frame([0x0A, 0x02, 0xC3, 0x28]))
+        XCTAssertEqual(health.1, String(RPCStatusCode.internal.rawValue), "invalid protobuf (bad UTF-8 string): \(health)")
+
+        try await good.send(Array("after".utf8))
+        let second = try await goodReplies.next()
+        XCTAssertEqual(second, Array("echo:after".utf8), "the good call was unaffected")
+        good.finish()
+        while try await goodReplies.next() != nil {}
+        http.close()
+        channel.close()
+        await server.shutdown()
+        group.shutdown()
+    }
+}

@@ -9,7 +9,7 @@ APT_PACKAGES := pkg-config libnghttp2-dev libssl-dev libvulkan-dev mesa-vulkan-d
 PY_PACKAGES  := grpcio grpcio-health-checking
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps pydeps build build-release test serve bench-transport bench-rpc clean certs
+.PHONY: all deps pydeps build build-release test serve bench-transport bench-rpc fuzz clean certs
 
 all: build
 
@@ -50,6 +50,10 @@ bench-transport: build-release
 ## RPC benchmark against the bare-C nghttp2 echo and (when built) grpc-swift-2, interleaved.
 bench-rpc: build-release
 	KILN_BIN=$$($(SWIFT) build -c release --show-bin-path)/kiln bash Benchmarks/rpc.sh
+
+## libFuzzer on the protobuf decoder and the gRPC message framer (FUZZ_SECONDS each, default 60).
+fuzz: deps
+	bash Fuzz/run.sh
 
 ## Makes new development certificates (Certs/ is committed; this is only for renewal).
 certs:

@@ -180,7 +180,10 @@ final class ClientConnection: HTTP2Connection, @unchecked Sendable {
         guard let stream = streams.removeValue(forKey: streamID) else { return 0 }
         let unread = stream.received - stream.consumedReported
         if unread > 0, let session { _ = nghttp2_session_consume_connection(session, unread) }
-        if errorCode == NGHTTP2_NO_ERROR.rawValue {
+        if errorCode == NGHTTP2_NO_ERROR.rawValue && stream.headDelivered && stream.call.body.finishedCleanly {
+            // The response is complete and the server asks us to stop sending (RFC 9113 §8.1): not an error.
+            stream.call.outbound?.discardFurtherWrites()
+        } else if errorCode == NGHTTP2_NO_ERROR.rawValue {
             // A clean close: anything not yet ended ended early.
             stream.call.deliverHead(.failure(HTTP2Error.connectionClosed))
             stream.call.body.finish(error: .connectionClosed)

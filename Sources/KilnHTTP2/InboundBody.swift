@@ -84,6 +84,9 @@ public final class HTTP2InboundBody: AsyncSequence, Sendable {
 
     // MARK: Reader side
 
+    /// Whether the body has ended without error.
+    public var finishedCleanly: Bool { state.withLock { $0.finished && $0.error == nil } }
+
     /// Trailers that ended the body (empty until the body has ended, and when there were none).
     public var trailers: HTTP2Headers { state.withLock { $0.trailers } }
 

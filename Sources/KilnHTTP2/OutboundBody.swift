@@ -19,6 +19,8 @@ final class OutboundBody: Sendable {
         var waiter: CheckedContinuation<Void, Error>?
         /// The provider answered DEFERRED; the next write must resume the stream.
         var deferred = false
+        /// The peer has its complete answer and asked us to stop (RST_STREAM NO_ERROR): writes are dropped.
+        var discarding = false
     }
 
     private let state = Mutex(State())
@@ -39,6 +41,7 @@ final class OutboundBody: Sendable {
     func write(_ bytes: [UInt8]) async throws {
         if bytes.isEmpty { return }
         let (mustResume, mustWait) = try state.withLock { s -> (Bool, Bool) in
+            if s.discarding { return (false, false) }
             if let f = s.failure { throw f }
             if s.finished { throw HTTP2Error.invalidState("write after finish") }
             s.chunks.append(bytes)
@@ -86,6 +89,19 @@ final class OutboundBody: Sendable {
     var isFinished: Bool { state.withLock { $0.finished } }
 
     // MARK: Loop side
+
+    /// The stream ended cleanly while the producer may still be writing: from now on writes succeed and
+    /// go nowhere, and a producer waiting for room is released.
+    func discardFurtherWrites() {
+        let w = state.withLock { s -> CheckedContinuation<Void, Error>? in
+            s.discarding = true
+            s.chunks.removeAll()
+            s.buffered = 0
+            defer { s.waiter = nil }
+            return s.waiter
+        }
+        w?.resume()
+    }
 
     /// Fails the producer: the stream is gone.
     func fail(_ error: HTTP2Error) {

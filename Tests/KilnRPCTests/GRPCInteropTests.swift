@@ -28,6 +28,10 @@ final class GRPCInteropTests: XCTestCase {
         rpc.registerUnary(service: s, method: "Fail") { _, _ in
             throw RPCError(.invalidArgument, "bad 50% ünïcode\nline")
         }
+        rpc.registerUnary(service: s, method: "Status") { request, _ in
+            let code = RPCStatusCode(rawValue: Int(request.first ?? 2)) ?? .unknown
+            throw RPCError(code, "status \(code.rawValue)")
+        }
         rpc.registerUnary(service: s, method: "Slow") { _, _ in
             do {
                 try await Task.sleep(for: .seconds(10))
@@ -92,6 +96,8 @@ final class GRPCInteropTests: XCTestCase {
         XCTAssertEqual(json["unary_empty"] as? Int, 0)
         XCTAssertEqual(json["unary_large"] as? Int, 3 << 20)
         XCTAssertEqual(json["server_streaming"] as? [String], ["m0", "m1", "m2", "m3", "m4"])
+        XCTAssertEqual(json["stream_10000_in_order"] as? Bool, true, "a server stream of 10,000 messages")
+        XCTAssertEqual(json["statuses"] as? [String], RPCStatusCode.allCases.dropFirst().map(\.description), "every status code")
         XCTAssertEqual(json["client_streaming"] as? String, "abcdef")
         XCTAssertEqual(json["bidi"] as? [String], ["echo:one", "echo:two", "echo:three"])
         XCTAssertEqual(json["unimplemented"] as? String, "UNIMPLEMENTED:unknown method /kiln.test.Echo/Nope")

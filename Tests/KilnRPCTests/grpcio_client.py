@@ -30,6 +30,12 @@ out["unary_large"] = len(unary(b"x" * (3 << 20)))
 expand = channel.unary_stream("/kiln.test.Echo/Expand")
 out["server_streaming"] = [m.decode() for m in expand(b"5")]
 
+msgs = [m.decode() for m in expand(b"10000")]
+out["stream_10000_in_order"] = msgs == [f"m{i}" for i in range(10000)]
+
+status = channel.unary_unary("/kiln.test.Echo/Status")
+out["statuses"] = [code_of(lambda c=c: status(bytes([c]))).split(":")[0] for c in range(1, 17)]
+
 collect = channel.stream_unary("/kiln.test.Echo/Collect")
 out["client_streaming"] = collect(iter([b"a", b"bc", b"", b"def"])).decode()
 

@@ -40,35 +40,33 @@ public final class RPCChannel: Sendable {
 
     /// A unary call: one request, one response message.
     public func unary(path: String, request: [UInt8], options: RPCCallOptions = RPCCallOptions()) async throws -> (message: [UInt8], trailingMetadata: HTTP2Headers) {
-        try await withRetries {
-            let call = try self.makeCall(path: path, options: options)
-            try await call.send(request)
-            call.finish()
-            var messages: [[UInt8]] = []
-            do {
-                for try await m in call.responses { messages.append(m) }
-            } catch let e as RPCError {
-                throw Attempt(error: e, retryable: e.code == .unavailable && !call.receivedMessage)
-            }
-            guard messages.count == 1 else { throw Attempt(error: RPCError(.internal, "unary response had \(messages.count) messages"), retryable: false) }
-            return (messages[0], call.trailingMetadata)
-        }
+        let (messages, trailers) = try await collect(path: path, request: request, options: options, expectOne: true)
+        return (messages[0], trailers)
     }
 
-    /// A server-streaming call: one request, a stream of responses. Retried only until the first
-    /// response message arrives.
+    /// A server-streaming call: one request, a stream of responses, collected. Retried only until the
+    /// first response message arrives.
     public func serverStreaming(path: String, request: [UInt8], options: RPCCallOptions = RPCCallOptions()) async throws -> [[UInt8]] {
+        try await collect(path: path, request: request, options: options, expectOne: false).messages
+    }
+
+    /// Sends one request and collects every response message, with retries and the breaker.
+    private func collect(path: String, request: [UInt8], options: RPCCallOptions, expectOne: Bool) async throws -> (messages: [[UInt8]], trailers: HTTP2Headers) {
         try await withRetries {
+            // makeCall records its own failures (connect errors) and refuses while the circuit is open.
             let call = try self.makeCall(path: path, options: options)
-            try await call.send(request)
-            call.finish()
             var messages: [[UInt8]] = []
             do {
+                try await call.send(request)
+                call.finish()
                 for try await m in call.responses { messages.append(m) }
             } catch let e as RPCError {
                 throw Attempt(error: e, retryable: e.code == .unavailable && !call.receivedMessage)
             }
-            return messages
+            if expectOne && messages.count != 1 {
+                throw Attempt(error: RPCError(.internal, "unary response had \(messages.count) messages"), retryable: false)
+            }
+            return (messages, call.trailingMetadata)
         }
     }
 

@@ -37,7 +37,7 @@ build-release: deps
 ## Builds everything and runs every test.
 test: deps pydeps
 	$(SWIFT) build --build-tests
-	KILN_BIN=$$($(SWIFT) build --show-bin-path)/kiln $(SWIFT) test --skip-build
+	KILN_BIN=$$($(SWIFT) build --show-bin-path)/kiln $(SWIFT) test --skip-build --disable-swift-testing
 
 ## Runs the server: TLS on 127.0.0.1:8443 (development certificates) and h2c on 127.0.0.1:8080.
 serve: build-release

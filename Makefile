@@ -6,7 +6,7 @@ BUILD_DIR  ?= .build
 # Debian packages the build, the tests and the server need.
 APT_PACKAGES := pkg-config libnghttp2-dev libssl-dev libvulkan-dev mesa-vulkan-drivers glslc \
                 nghttp2-client nghttp2-server curl openssl python3 python3-pip procps
-PY_PACKAGES  := grpcio grpcio-health-checking
+PY_PACKAGES  := grpcio grpcio-health-checking grpcio-tools
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps pydeps build build-release test serve bench-transport bench-rpc fuzz clean certs
@@ -25,7 +25,7 @@ deps:
 
 ## Python packages the interop tests drive (grpcio as a gRPC client nobody here wrote).
 pydeps:
-	@python3 -c 'import grpc, grpc_health' 2>/dev/null || python3 -m pip install -q $(PY_PACKAGES) 2>/dev/null \
+	@python3 -c 'import grpc, grpc_health, grpc_tools' 2>/dev/null || python3 -m pip install -q $(PY_PACKAGES) 2>/dev/null \
 	  || python3 -m pip install -q --break-system-packages $(PY_PACKAGES)
 
 build: deps

@@ -36,6 +36,8 @@ let package = Package(
             name: "KilnRPC",
             dependencies: ["KilnHTTP2"]
         ),
+        // The schema generator's parser and emitter (kiln-protoc); depends on nothing of Kiln's.
+        .target(name: "KilnProtoc"),
         .target(
             name: "KilnServer",
             dependencies: ["KilnHTTP2", "KilnRPC", .product(name: "Logging", package: "swift-log")]
@@ -51,6 +53,10 @@ let package = Package(
         .testTarget(
             name: "KilnHTTP2Tests",
             dependencies: ["KilnHTTP2", "KilnServer"]
+        ),
+        .testTarget(
+            name: "KilnProtocTests",
+            dependencies: ["KilnProtoc"]
         ),
         .testTarget(
             name: "KilnRPCTests",

@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "kiln", targets: ["kiln"]),
+        .executable(name: "kiln-protoc", targets: ["kiln-protoc"]),
         .library(name: "KilnHTTP2", targets: ["KilnHTTP2"]),
     ],
     dependencies: [
@@ -38,6 +39,7 @@ let package = Package(
         ),
         // The schema generator's parser and emitter (kiln-protoc); depends on nothing of Kiln's.
         .target(name: "KilnProtoc"),
+        .executableTarget(name: "kiln-protoc", dependencies: ["KilnProtoc"]),
         .target(
             name: "KilnServer",
             dependencies: ["KilnHTTP2", "KilnRPC", .product(name: "Logging", package: "swift-log")]

@@ -9,7 +9,7 @@ APT_PACKAGES := pkg-config libnghttp2-dev libssl-dev libvulkan-dev mesa-vulkan-d
 PY_PACKAGES  := grpcio grpcio-health-checking grpcio-tools
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps pydeps build build-release test serve bench-transport bench-rpc fuzz clean certs
+.PHONY: all deps pydeps generate build build-release test serve bench-transport bench-rpc fuzz clean certs
 
 all: build
 
@@ -33,6 +33,14 @@ build: deps
 
 build-release: deps
 	$(SWIFT) build -c release
+
+## Regenerates Sources/KilnAPI from Schemas/ with Kiln's own generator (a test fails when it is stale).
+SCHEMAS := kiln/v1/inference.proto grpc/health/v1/health.proto
+generate: deps
+	$(SWIFT) build --product kiln-protoc
+	$$($(SWIFT) build --show-bin-path)/kiln-protoc --proto_path Schemas --swift_out Sources/KilnAPI $(SCHEMAS)
+	$$($(SWIFT) build --show-bin-path)/kiln-protoc --proto_path Tests/KilnProtocTests/Fixtures \
+	  --swift_out Tests/KilnProtocTests/Generated kiln/test/v1/everything.proto
 
 ## Builds everything and runs every test.
 test: deps pydeps

@@ -1,25 +1,45 @@
-// kiln-protoc: Kiln's schema generator. Today it parses and checks proto3 files (errors as
-// file:line:column); emitting Swift comes next (see Schemas/README.md).
+// kiln-protoc: Kiln's schema generator.
+//   kiln-protoc --proto_path Schemas [--swift_out DIR] FILE.proto ...
+// Parses each file (errors as file:line:column) and, with --swift_out, writes DIR/<path_with_underscores>.pb.swift.
 import Foundation
 import KilnProtoc
 
-let arguments = Array(CommandLine.arguments.dropFirst())
-guard !arguments.isEmpty, !arguments.contains("--help") else {
-    print("usage: kiln-protoc FILE.proto ...   (checks each file; prints its messages, enums and services)")
-    exit(arguments.isEmpty ? 2 : 0)
+var protoPath = "."
+var swiftOut: String?
+var files: [String] = []
+var args = Array(CommandLine.arguments.dropFirst())
+while !args.isEmpty {
+    let a = args.removeFirst()
+    switch a {
+    case "--proto_path", "-I": protoPath = args.isEmpty ? "." : args.removeFirst()
+    case "--swift_out": swiftOut = args.isEmpty ? nil : args.removeFirst()
+    case "--help", "-h":
+        print("usage: kiln-protoc [--proto_path DIR] [--swift_out DIR] FILE.proto ...")
+        exit(0)
+    default: files.append(a)
+    }
+}
+guard !files.isEmpty else {
+    FileHandle.standardError.write(Data("kiln-protoc: no input files (see --help)\n".utf8))
+    exit(2)
 }
 var failed = false
-for path in arguments {
+for relative in files {
     do {
-        let source = try String(contentsOfFile: path, encoding: .utf8)
-        let file = try ProtoParser.parse(source, file: path)
-        print("\(path): package \(file.package), \(file.messages.count) messages, \(file.enums.count) enums, "
-              + "\(file.services.count) services (\(file.services.flatMap(\.methods).count) methods)")
-    } catch let error as ProtoParseError {
-        FileHandle.standardError.write(Data("\(error)\n".utf8))
-        failed = true
+        let source = try String(contentsOfFile: protoPath + "/" + relative, encoding: .utf8)
+        let parsed = try ProtoParser.parse(source, file: relative)
+        if let swiftOut {
+            var emitter = SwiftEmitter(file: parsed)
+            let swift = try emitter.emit()
+            let name = SwiftEmitter.outputName(for: relative)
+            try swift.write(toFile: swiftOut + "/" + name, atomically: true, encoding: .utf8)
+            print("\(relative) → \(swiftOut)/\(name)")
+        } else {
+            print("\(relative): package \(parsed.package), \(parsed.messages.count) messages, \(parsed.enums.count) enums, "
+                  + "\(parsed.services.count) services (\(parsed.services.flatMap(\.methods).count) methods)")
+        }
     } catch {
-        FileHandle.standardError.write(Data("\(path): error: \(error)\n".utf8))
+        FileHandle.standardError.write(Data("\(error)\n".utf8))
         failed = true
     }
 }

@@ -60,8 +60,8 @@ let package = Package(
         ),
         .testTarget(
             name: "KilnProtocTests",
-            dependencies: ["KilnProtoc", "KilnAPI", "KilnRPC"],
-            exclude: ["protobuf_peer.py", "Fixtures"]
+            dependencies: ["KilnProtoc", "KilnAPI", "KilnRPC", "KilnHTTP2"],
+            exclude: ["protobuf_peer.py", "health_server.py", "Fixtures"]
         ),
         .testTarget(
             name: "KilnRPCTests",

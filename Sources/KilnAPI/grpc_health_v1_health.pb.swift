@@ -89,3 +89,44 @@ public struct Grpc_Health_V1_HealthCheckResponse: ProtobufMessage {
         }
     }
 }
+
+public protocol Grpc_Health_V1_HealthService: Sendable {
+    /// The status now; NOT_FOUND for an unknown service.
+    func check(request: Grpc_Health_V1_HealthCheckRequest, context: RPCServerContext) async throws -> Grpc_Health_V1_HealthCheckResponse
+    /// The status now, then each change, until the client cancels.
+    func watch(request: Grpc_Health_V1_HealthCheckRequest, responses: RPCTypedWriter<Grpc_Health_V1_HealthCheckResponse>, context: RPCServerContext) async throws
+}
+
+extension Grpc_Health_V1_HealthService {
+    /// Registers every method of `grpc.health.v1.Health` on `server`.
+    public func register(on server: inout RPCServer) {
+        server.register(service: "grpc.health.v1.Health", method: "Check") { requests, writer, context in
+            let request = try await RPCTypedRequests<Grpc_Health_V1_HealthCheckRequest>(requests).single()
+            try await writer.write(try await self.check(request: request, context: context).serializedBytes())
+        }
+        server.register(service: "grpc.health.v1.Health", method: "Watch") { requests, writer, context in
+            let request = try await RPCTypedRequests<Grpc_Health_V1_HealthCheckRequest>(requests).single()
+            try await self.watch(request: request, responses: RPCTypedWriter<Grpc_Health_V1_HealthCheckResponse>(writer), context: context)
+        }
+    }
+}
+
+/// A typed client for `grpc.health.v1.Health` on an ``RPCChannel``.
+public struct Grpc_Health_V1_HealthClient: Sendable {
+    public let channel: RPCChannel
+
+    public init(channel: RPCChannel) { self.channel = channel }
+
+    /// The status now; NOT_FOUND for an unknown service.
+    public func check(_ request: Grpc_Health_V1_HealthCheckRequest, options: RPCCallOptions = RPCCallOptions()) async throws -> Grpc_Health_V1_HealthCheckResponse {
+        try await channel.unary(path: "/grpc.health.v1.Health/Check", request: request, options: options, as: Grpc_Health_V1_HealthCheckResponse.self)
+    }
+
+    /// The status now, then each change, until the client cancels.
+    public func watch(_ request: Grpc_Health_V1_HealthCheckRequest, options: RPCCallOptions = RPCCallOptions()) async throws -> AsyncThrowingStream<Grpc_Health_V1_HealthCheckResponse, Error> {
+        let call = try channel.makeTypedCall(path: "/grpc.health.v1.Health/Watch", options: options, request: Grpc_Health_V1_HealthCheckRequest.self, response: Grpc_Health_V1_HealthCheckResponse.self)
+        try await call.send(request)
+        call.finish()
+        return call.responses
+    }
+}

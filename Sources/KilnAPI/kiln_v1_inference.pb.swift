@@ -749,3 +749,105 @@ public struct Kiln_V1_ModelInfo: ProtobufMessage {
         }
     }
 }
+
+/// Text generation, chat, tokenization and model discovery.
+public protocol Kiln_V1_InferenceService: Sendable {
+    /// Completes a prompt. Streams one GenerateResponse per generated token, then a final one carrying
+    /// finish_reason and usage.
+    func generate(request: Kiln_V1_GenerateRequest, responses: RPCTypedWriter<Kiln_V1_GenerateResponse>, context: RPCServerContext) async throws
+    /// Continues a conversation rendered with the model's chat template. Streams like Generate.
+    func chat(request: Kiln_V1_ChatRequest, responses: RPCTypedWriter<Kiln_V1_GenerateResponse>, context: RPCServerContext) async throws
+    /// Ends a server-side chat session and frees what it holds.
+    func endSession(request: Kiln_V1_EndSessionRequest, context: RPCServerContext) async throws -> Kiln_V1_EndSessionResponse
+    /// Turns text into token ids exactly as the model's tokenizer does.
+    func tokenize(request: Kiln_V1_TokenizeRequest, context: RPCServerContext) async throws -> Kiln_V1_TokenizeResponse
+    /// Turns token ids back into text.
+    func detokenize(request: Kiln_V1_DetokenizeRequest, context: RPCServerContext) async throws -> Kiln_V1_DetokenizeResponse
+    /// Lists the models this server can run.
+    func listModels(request: Kiln_V1_ListModelsRequest, context: RPCServerContext) async throws -> Kiln_V1_ListModelsResponse
+    /// Describes one model.
+    func getModel(request: Kiln_V1_GetModelRequest, context: RPCServerContext) async throws -> Kiln_V1_ModelInfo
+}
+
+extension Kiln_V1_InferenceService {
+    /// Registers every method of `kiln.v1.Inference` on `server`.
+    public func register(on server: inout RPCServer) {
+        server.register(service: "kiln.v1.Inference", method: "Generate") { requests, writer, context in
+            let request = try await RPCTypedRequests<Kiln_V1_GenerateRequest>(requests).single()
+            try await self.generate(request: request, responses: RPCTypedWriter<Kiln_V1_GenerateResponse>(writer), context: context)
+        }
+        server.register(service: "kiln.v1.Inference", method: "Chat") { requests, writer, context in
+            let request = try await RPCTypedRequests<Kiln_V1_ChatRequest>(requests).single()
+            try await self.chat(request: request, responses: RPCTypedWriter<Kiln_V1_GenerateResponse>(writer), context: context)
+        }
+        server.register(service: "kiln.v1.Inference", method: "EndSession") { requests, writer, context in
+            let request = try await RPCTypedRequests<Kiln_V1_EndSessionRequest>(requests).single()
+            try await writer.write(try await self.endSession(request: request, context: context).serializedBytes())
+        }
+        server.register(service: "kiln.v1.Inference", method: "Tokenize") { requests, writer, context in
+            let request = try await RPCTypedRequests<Kiln_V1_TokenizeRequest>(requests).single()
+            try await writer.write(try await self.tokenize(request: request, context: context).serializedBytes())
+        }
+        server.register(service: "kiln.v1.Inference", method: "Detokenize") { requests, writer, context in
+            let request = try await RPCTypedRequests<Kiln_V1_DetokenizeRequest>(requests).single()
+            try await writer.write(try await self.detokenize(request: request, context: context).serializedBytes())
+        }
+        server.register(service: "kiln.v1.Inference", method: "ListModels") { requests, writer, context in
+            let request = try await RPCTypedRequests<Kiln_V1_ListModelsRequest>(requests).single()
+            try await writer.write(try await self.listModels(request: request, context: context).serializedBytes())
+        }
+        server.register(service: "kiln.v1.Inference", method: "GetModel") { requests, writer, context in
+            let request = try await RPCTypedRequests<Kiln_V1_GetModelRequest>(requests).single()
+            try await writer.write(try await self.getModel(request: request, context: context).serializedBytes())
+        }
+    }
+}
+
+/// A typed client for `kiln.v1.Inference` on an ``RPCChannel``.
+public struct Kiln_V1_InferenceClient: Sendable {
+    public let channel: RPCChannel
+
+    public init(channel: RPCChannel) { self.channel = channel }
+
+    /// Completes a prompt. Streams one GenerateResponse per generated token, then a final one carrying
+    /// finish_reason and usage.
+    public func generate(_ request: Kiln_V1_GenerateRequest, options: RPCCallOptions = RPCCallOptions()) async throws -> AsyncThrowingStream<Kiln_V1_GenerateResponse, Error> {
+        let call = try channel.makeTypedCall(path: "/kiln.v1.Inference/Generate", options: options, request: Kiln_V1_GenerateRequest.self, response: Kiln_V1_GenerateResponse.self)
+        try await call.send(request)
+        call.finish()
+        return call.responses
+    }
+
+    /// Continues a conversation rendered with the model's chat template. Streams like Generate.
+    public func chat(_ request: Kiln_V1_ChatRequest, options: RPCCallOptions = RPCCallOptions()) async throws -> AsyncThrowingStream<Kiln_V1_GenerateResponse, Error> {
+        let call = try channel.makeTypedCall(path: "/kiln.v1.Inference/Chat", options: options, request: Kiln_V1_ChatRequest.self, response: Kiln_V1_GenerateResponse.self)
+        try await call.send(request)
+        call.finish()
+        return call.responses
+    }
+
+    /// Ends a server-side chat session and frees what it holds.
+    public func endSession(_ request: Kiln_V1_EndSessionRequest, options: RPCCallOptions = RPCCallOptions()) async throws -> Kiln_V1_EndSessionResponse {
+        try await channel.unary(path: "/kiln.v1.Inference/EndSession", request: request, options: options, as: Kiln_V1_EndSessionResponse.self)
+    }
+
+    /// Turns text into token ids exactly as the model's tokenizer does.
+    public func tokenize(_ request: Kiln_V1_TokenizeRequest, options: RPCCallOptions = RPCCallOptions()) async throws -> Kiln_V1_TokenizeResponse {
+        try await channel.unary(path: "/kiln.v1.Inference/Tokenize", request: request, options: options, as: Kiln_V1_TokenizeResponse.self)
+    }
+
+    /// Turns token ids back into text.
+    public func detokenize(_ request: Kiln_V1_DetokenizeRequest, options: RPCCallOptions = RPCCallOptions()) async throws -> Kiln_V1_DetokenizeResponse {
+        try await channel.unary(path: "/kiln.v1.Inference/Detokenize", request: request, options: options, as: Kiln_V1_DetokenizeResponse.self)
+    }
+
+    /// Lists the models this server can run.
+    public func listModels(_ request: Kiln_V1_ListModelsRequest, options: RPCCallOptions = RPCCallOptions()) async throws -> Kiln_V1_ListModelsResponse {
+        try await channel.unary(path: "/kiln.v1.Inference/ListModels", request: request, options: options, as: Kiln_V1_ListModelsResponse.self)
+    }
+
+    /// Describes one model.
+    public func getModel(_ request: Kiln_V1_GetModelRequest, options: RPCCallOptions = RPCCallOptions()) async throws -> Kiln_V1_ModelInfo {
+        try await channel.unary(path: "/kiln.v1.Inference/GetModel", request: request, options: options, as: Kiln_V1_ModelInfo.self)
+    }
+}

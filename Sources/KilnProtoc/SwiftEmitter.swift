@@ -36,6 +36,10 @@ public struct SwiftEmitter {
             line("")
             try emitMessage(m, proto: base + m.name, swiftName: types[base + m.name]!.swift)
         }
+        for s in file.services {
+            line("")
+            try emitService(s)
+        }
         return out
     }
 
@@ -260,6 +264,100 @@ public struct SwiftEmitter {
         line("}")
         indent -= 1
         line("}")
+        indent -= 1
+        line("}")
+    }
+
+    // MARK: Services
+
+    private func methodName(_ name: String) -> String {
+        SwiftNaming.property(name.prefix(1).lowercased() + name.dropFirst())
+    }
+
+    private mutating func emitService(_ service: ProtoService) throws {
+        let prefix = SwiftNaming.packagePrefix(file.package)
+        let fullName = file.package.isEmpty ? service.name : file.package + "." + service.name
+        let scope = file.package
+        func type(_ n: String) throws -> String { try resolve(n, scope: scope).swift }
+
+        // Server protocol.
+        doc(service.comment)
+        line("public protocol \(prefix)\(service.name)Service: Sendable {")
+        indent += 1
+        for m in service.methods {
+            let req = try type(m.input), res = try type(m.output), name = methodName(m.name)
+            doc(m.comment)
+            switch (m.clientStreaming, m.serverStreaming) {
+            case (false, false): line("func \(name)(request: \(req), context: RPCServerContext) async throws -> \(res)")
+            case (false, true): line("func \(name)(request: \(req), responses: RPCTypedWriter<\(res)>, context: RPCServerContext) async throws")
+            case (true, false): line("func \(name)(requests: RPCTypedRequests<\(req)>, context: RPCServerContext) async throws -> \(res)")
+            case (true, true): line("func \(name)(requests: RPCTypedRequests<\(req)>, responses: RPCTypedWriter<\(res)>, context: RPCServerContext) async throws")
+            }
+        }
+        indent -= 1
+        line("}")
+        line("")
+        line("extension \(prefix)\(service.name)Service {")
+        indent += 1
+        line("/// Registers every method of `\(fullName)` on `server`.")
+        line("public func register(on server: inout RPCServer) {")
+        indent += 1
+        for m in service.methods {
+            let req = try type(m.input), res = try type(m.output), name = methodName(m.name)
+            line("server.register(service: \"\(fullName)\", method: \"\(m.name)\") { requests, writer, context in")
+            indent += 1
+            switch (m.clientStreaming, m.serverStreaming) {
+            case (false, false):
+                line("let request = try await RPCTypedRequests<\(req)>(requests).single()")
+                line("try await writer.write(try await self.\(name)(request: request, context: context).serializedBytes())")
+            case (false, true):
+                line("let request = try await RPCTypedRequests<\(req)>(requests).single()")
+                line("try await self.\(name)(request: request, responses: RPCTypedWriter<\(res)>(writer), context: context)")
+            case (true, false):
+                line("let reply = try await self.\(name)(requests: RPCTypedRequests<\(req)>(requests), context: context)")
+                line("try await writer.write(reply.serializedBytes())")
+            case (true, true):
+                line("try await self.\(name)(requests: RPCTypedRequests<\(req)>(requests), responses: RPCTypedWriter<\(res)>(writer), context: context)")
+            }
+            indent -= 1
+            line("}")
+        }
+        indent -= 1
+        line("}")
+        indent -= 1
+        line("}")
+
+        // Client.
+        line("")
+        line("/// A typed client for `\(fullName)` on an ``RPCChannel``.")
+        line("public struct \(prefix)\(service.name)Client: Sendable {")
+        indent += 1
+        line("public let channel: RPCChannel")
+        line("")
+        line("public init(channel: RPCChannel) { self.channel = channel }")
+        for m in service.methods {
+            let req = try type(m.input), res = try type(m.output), name = methodName(m.name)
+            let path = "/\(fullName)/\(m.name)"
+            line("")
+            doc(m.comment)
+            switch (m.clientStreaming, m.serverStreaming) {
+            case (false, false):
+                line("public func \(name)(_ request: \(req), options: RPCCallOptions = RPCCallOptions()) async throws -> \(res) {")
+                line("    try await channel.unary(path: \"\(path)\", request: request, options: options, as: \(res).self)")
+                line("}")
+            case (false, true):
+                line("public func \(name)(_ request: \(req), options: RPCCallOptions = RPCCallOptions()) async throws -> AsyncThrowingStream<\(res), Error> {")
+                line("    let call = try channel.makeTypedCall(path: \"\(path)\", options: options, request: \(req).self, response: \(res).self)")
+                line("    try await call.send(request)")
+                line("    call.finish()")
+                line("    return call.responses")
+                line("}")
+            case (true, _):
+                line("public func \(name)(options: RPCCallOptions = RPCCallOptions()) throws -> RPCTypedClientCall<\(req), \(res)> {")
+                line("    try channel.makeTypedCall(path: \"\(path)\", options: options, request: \(req).self, response: \(res).self)")
+                line("}")
+            }
+        }
         indent -= 1
         line("}")
     }

@@ -19,6 +19,7 @@ let package = Package(
         .systemLibrary(name: "CNGHTTP2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CLinux"),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CVulkan", pkgConfig: "vulkan", providers: [.apt(["libvulkan-dev"])]),
 
         .target(
@@ -35,7 +36,7 @@ let package = Package(
         ),
         .target(
             name: "KilnRPC",
-            dependencies: ["KilnHTTP2"]
+            dependencies: ["KilnHTTP2", "CZlib"]
         ),
         // The schema generator's parser and emitter (kiln-protoc); depends on nothing of Kiln's.
         .target(name: "KilnProtoc"),

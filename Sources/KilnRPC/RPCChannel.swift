@@ -27,11 +27,13 @@ public final class RPCChannel: Sendable {
         var headers = options.metadata
         headers.replace("content-type", "application/grpc")
         headers.replace("te", "trailers")
-        headers.replace("grpc-accept-encoding", "identity")
+        headers.replace("grpc-accept-encoding", "gzip, identity")
+        if options.compressRequests { headers.replace("grpc-encoding", "gzip") }
         if let t = options.timeout { headers.replace("grpc-timeout", GRPCTimeout.format(nanoseconds: UInt64(max(0, t) * 1e9))) }
         do {
             let call = try http.makeCall(method: "POST", path: path, headers: headers)
-            return RPCClientCall(call: call, timeout: options.timeout, maxReceiveMessageSize: maxReceiveMessageSize)
+            return RPCClientCall(call: call, timeout: options.timeout, maxReceiveMessageSize: maxReceiveMessageSize,
+                                 compressRequests: options.compressRequests)
         } catch {
             breaker.recordFailure()
             throw RPCError(.unavailable, "\(target): \(error)", cause: error)

@@ -7,9 +7,12 @@ public struct RPCCallOptions: Sendable {
     public var timeout: Double?
     /// Request metadata (`-bin` names carry base64 values).
     public var metadata: HTTP2Headers
-    public init(timeout: Double? = nil, metadata: HTTP2Headers = HTTP2Headers()) {
+    /// Send request messages gzip-compressed (`grpc-encoding: gzip`).
+    public var compressRequests: Bool
+    public init(timeout: Double? = nil, metadata: HTTP2Headers = HTTP2Headers(), compressRequests: Bool = false) {
         self.timeout = timeout
         self.metadata = metadata
+        self.compressRequests = compressRequests
     }
 }
 
@@ -18,6 +21,7 @@ public struct RPCCallOptions: Sendable {
 public final class RPCClientCall: Sendable {
     private let call: HTTP2ClientCall
     private let maxReceiveMessageSize: Int
+    private let compressRequests: Bool
     private struct State {
         var initialMetadata: HTTP2Headers?
         var trailingMetadata = HTTP2Headers()
@@ -27,9 +31,10 @@ public final class RPCClientCall: Sendable {
     }
     private let state = Mutex(State())
 
-    init(call: HTTP2ClientCall, timeout: Double?, maxReceiveMessageSize: Int) {
+    init(call: HTTP2ClientCall, timeout: Double?, maxReceiveMessageSize: Int, compressRequests: Bool = false) {
         self.call = call
         self.maxReceiveMessageSize = maxReceiveMessageSize
+        self.compressRequests = compressRequests
         if let timeout {
             let timer = Task { [weak self] in
                 try? await Task.sleep(nanoseconds: UInt64(max(0, timeout) * 1e9))
@@ -49,7 +54,11 @@ public final class RPCClientCall: Sendable {
     /// Sends one request message.
     public func send(_ payload: [UInt8]) async throws {
         do {
-            try await call.write(GRPCMessageFramer.frame(payload))
+            if compressRequests {
+                try await call.write(GRPCMessageFramer.frame(try GzipCodec.compress(payload), compressed: true))
+            } else {
+                try await call.write(GRPCMessageFramer.frame(payload))
+            }
         } catch {
             throw mapError(error)
         }
@@ -91,14 +100,19 @@ public final class RPCClientCall: Sendable {
         AsyncThrowingStream { continuation in
             let task = Task {
                 do {
-                    _ = try await self.initialMetadata()
+                    let head = try await self.initialMetadata()
+                    let gzip = head["grpc-encoding"] == "gzip"
                     var deframer = GRPCMessageDeframer(maxMessageSize: self.maxReceiveMessageSize)
                     while let chunk = try await self.call.body.next() {
                         deframer.append(chunk)
                         while let m = try deframer.next() {
-                            if m.compressed { throw RPCError(.internal, "compressed response without an encoding") }
+                            var payload = m.payload
+                            if m.compressed {
+                                guard gzip else { throw RPCError(.internal, "compressed response without an encoding") }
+                                payload = try GzipCodec.decompress(payload, limit: self.maxReceiveMessageSize)
+                            }
                             self.state.withLock { $0.receivedMessage = true }
-                            continuation.yield(m.payload)
+                            continuation.yield(payload)
                         }
                     }
                     if deframer.hasPartialMessage { throw RPCError(.internal, "response ended inside a message") }

@@ -57,8 +57,10 @@ public struct RPCServer: HTTP2Handler {
             writer.finish(RPCError(.unimplemented, "unknown method \(request.path)"))
             return
         }
-        if let encoding = request.headers["grpc-encoding"], encoding != "identity" {
-            writer.finish(RPCError(.unimplemented, "message encoding \(encoding) is not supported; use identity"))
+        let encoding = request.headers["grpc-encoding"] ?? "identity"
+        guard encoding == "identity" || encoding == "gzip" else {
+            writer.addTrailingMetadata("grpc-accept-encoding", "gzip, identity")
+            writer.finish(RPCError(.unimplemented, "message encoding \(encoding) is not supported; use gzip or identity"))
             return
         }
         var timeout: UInt64?
@@ -71,7 +73,7 @@ public struct RPCServer: HTTP2Handler {
         }
         let context = RPCServerContext(path: request.path, metadata: request.headers, timeoutNanoseconds: timeout,
                                        remoteAddress: request.remoteAddress)
-        let messages = RPCRequestMessages(body: request.body, maxMessageSize: maxReceiveMessageSize)
+        let messages = RPCRequestMessages(body: request.body, maxMessageSize: maxReceiveMessageSize, gzip: encoding == "gzip")
         do {
             try await Self.run(timeout: timeout) {
                 try await handler(messages, writer, context)

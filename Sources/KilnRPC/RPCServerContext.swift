@@ -17,18 +17,23 @@ public struct RPCRequestMessages: AsyncSequence, Sendable {
     public typealias Element = [UInt8]
     let body: HTTP2InboundBody
     let maxMessageSize: Int
+    /// Whether the client declared `grpc-encoding: gzip` (compressed messages are then gzip).
+    var gzip = false
 
     public struct AsyncIterator: AsyncIteratorProtocol {
         let body: HTTP2InboundBody
         var deframer: GRPCMessageDeframer
+        let gzip: Bool
+        let maxMessageSize: Int
         var ended = false
 
         public mutating func next() async throws -> [UInt8]? {
             while true {
                 if let message = try deframer.next() {
                     if message.compressed {
-                        // Only identity is accepted (see RPCServer); a compressed flag with it is the peer's error.
-                        throw RPCError(.internal, "compressed message without a message encoding")
+                        // A compressed flag needs a declared encoding; identity has none to undo.
+                        guard gzip else { throw RPCError(.internal, "compressed message without a message encoding") }
+                        return try GzipCodec.decompress(message.payload, limit: maxMessageSize)
                     }
                     return message.payload
                 }
@@ -44,7 +49,7 @@ public struct RPCRequestMessages: AsyncSequence, Sendable {
     }
 
     public func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(body: body, deframer: GRPCMessageDeframer(maxMessageSize: maxMessageSize))
+        AsyncIterator(body: body, deframer: GRPCMessageDeframer(maxMessageSize: maxMessageSize), gzip: gzip, maxMessageSize: maxMessageSize)
     }
 
     /// The one message of a unary or server-streaming call: exactly one must come.
@@ -77,7 +82,7 @@ public final class RPCResponseWriter: Sendable {
         guard !response.headSent else { return }
         var headers = metadata.withLock { $0.initial }
         headers.replace("content-type", "application/grpc")
-        headers.replace("grpc-accept-encoding", "identity")
+        headers.replace("grpc-accept-encoding", "gzip, identity")
         response.sendHead(status: 200, headers: headers)
     }
 

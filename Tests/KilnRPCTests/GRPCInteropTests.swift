@@ -95,6 +95,7 @@ final class GRPCInteropTests: XCTestCase {
         XCTAssertEqual(json["unary"] as? String, "hello")
         XCTAssertEqual(json["unary_empty"] as? Int, 0)
         XCTAssertEqual(json["unary_large"] as? Int, 3 << 20)
+        XCTAssertEqual(json["unary_gzip"] as? Int, 100_000, "gzip-compressed request from grpcio")
         XCTAssertEqual(json["server_streaming"] as? [String], ["m0", "m1", "m2", "m3", "m4"])
         XCTAssertEqual(json["stream_10000_in_order"] as? Bool, true, "a server stream of 10,000 messages")
         XCTAssertEqual(json["statuses"] as? [String], RPCStatusCode.allCases.dropFirst().map(\.description), "every status code")

@@ -29,6 +29,9 @@ final class RPCChannelTests: XCTestCase {
         defer { channel.close() }
         let unary = try await channel.unary(path: "/kiln.test.Echo/Unary", request: Array("hi".utf8))
         XCTAssertEqual(unary.message, Array("hi".utf8))
+        let big = [UInt8](repeating: 7, count: 200_000)
+        let compressed = try await channel.unary(path: "/kiln.test.Echo/Unary", request: big, options: RPCCallOptions(compressRequests: true))
+        XCTAssertEqual(compressed.message, big, "gzip-compressed request")
         let expanded = try await channel.serverStreaming(path: "/kiln.test.Echo/Expand", request: Array("4".utf8))
         XCTAssertEqual(expanded.map { String(decoding: $0, as: UTF8.self) }, ["m0", "m1", "m2", "m3"])
 

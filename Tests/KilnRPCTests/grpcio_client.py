@@ -26,6 +26,7 @@ unary = channel.unary_unary("/kiln.test.Echo/Unary")
 out["unary"] = unary(b"hello").decode()
 out["unary_empty"] = len(unary(b""))
 out["unary_large"] = len(unary(b"x" * (3 << 20)))
+out["unary_gzip"] = len(unary(b"z" * 100000, compression=grpc.Compression.Gzip))
 
 expand = channel.unary_stream("/kiln.test.Echo/Expand")
 out["server_streaming"] = [m.decode() for m in expand(b"5")]

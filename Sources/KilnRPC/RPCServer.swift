@@ -53,6 +53,12 @@ public struct RPCServer: HTTP2Handler {
             writer.finish(RPCError(.internal, "gRPC requires POST, got \(request.method)"))
             return
         }
+        // PROTOCOL-HTTP2.md requires `te: trailers`: a peer (or proxy) that drops it cannot be relied on
+        // to deliver the trailers that carry the status.
+        guard request.headers["te"] == "trailers" else {
+            writer.finish(RPCError(.internal, "gRPC requires the header te: trailers"))
+            return
+        }
         guard let handler = methods[request.path] else {
             writer.finish(RPCError(.unimplemented, "unknown method \(request.path)"))
             return

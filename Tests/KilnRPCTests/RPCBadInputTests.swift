@@ -61,6 +61,9 @@ final class RPCBadInputTests: XCTestCase {
         XCTAssertEqual(RPCStatusCode(httpStatus: unknownService.status), .unimplemented, "unknown service: 404, read as UNIMPLEMENTED")
         let wrongType = try await status(headers: ["content-type": "application/json"], body: [0, 0, 0, 0, 0])
         XCTAssertEqual(wrongType.0, 415)
+        let noTE = try await status(headers: ["content-type": "application/grpc"], body: [0, 0, 0, 0, 0])
+        XCTAssertEqual(noTE.1, String(RPCStatusCode.internal.rawValue), "missing te: trailers")
+        XCTAssertEqual(noTE.2, "gRPC requires the header te: trailers")
         var badTimeout = grpcHeaders
         badTimeout.add("grpc-timeout", "soon")
         let timeout = try await status(headers: badTimeout, body: [0, 0, 0, 0, 0])

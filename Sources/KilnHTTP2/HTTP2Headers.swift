@@ -16,7 +16,7 @@ public struct HTTP2Headers: Sendable, Equatable, Sequence, ExpressibleByDictiona
 
     public init() { fields = [] }
     public init(_ pairs: [(String, String)]) {
-        fields = pairs.map { Field(name: $0.0.lowercased(), value: $0.1) }
+        fields = pairs.map { Field(name: Self.lowercase($0.0), value: $0.1) }
     }
     public init(dictionaryLiteral elements: (String, String)...) {
         self.init(elements)
@@ -27,7 +27,12 @@ public struct HTTP2Headers: Sendable, Equatable, Sequence, ExpressibleByDictiona
 
     /// Adds a field; the name is lower-cased.
     public mutating func add(_ name: String, _ value: String) {
-        fields.append(Field(name: name.lowercased(), value: value))
+        fields.append(Field(name: Self.lowercase(name), value: value))
+    }
+
+    /// Names are almost always written lower-case already: skip the allocation then.
+    private static func lowercase(_ name: String) -> String {
+        name.utf8.contains(where: { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") }) ? name.lowercased() : name
     }
 
     /// Appends a field whose name is already lower-case (from the wire).
@@ -37,7 +42,7 @@ public struct HTTP2Headers: Sendable, Equatable, Sequence, ExpressibleByDictiona
 
     /// Replaces every field of this name with one.
     public mutating func replace(_ name: String, _ value: String) {
-        let n = name.lowercased()
+        let n = Self.lowercase(name)
         fields.removeAll { $0.name == n }
         fields.append(Field(name: n, value: value))
     }

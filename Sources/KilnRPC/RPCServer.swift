@@ -104,3 +104,18 @@ public struct RPCServer: HTTP2Handler {
         }
     }
 }
+
+extension RPCServer {
+    /// An HTTP/2 server carrying only this RPC server, started: h2c on `host:port` (0 picks a port).
+    public func startHTTP2Server(host: String = "127.0.0.1", h2cPort: Int = 0, group: EventLoopGroup) throws -> HTTP2Server {
+        var router = HTTP2Router()
+        install(into: &router)
+        var config = HTTP2ServerConfiguration()
+        config.host = host
+        config.h2cPort = h2cPort
+        config.tlsPort = nil
+        let server = try HTTP2Server(configuration: config, router: router, group: group)
+        try server.start()
+        return server
+    }
+}

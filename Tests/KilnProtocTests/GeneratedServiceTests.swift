@@ -72,14 +72,8 @@ final class GeneratedServiceTests: XCTestCase {
     func testGeneratedServerProtocolServesGrpcioStub() async throws {
         var rpc = RPCServer()
         TestHealth().register(on: &rpc)
-        var router = HTTP2Router()
-        rpc.install(into: &router)
-        var config = HTTP2ServerConfiguration()
-        config.h2cPort = 0
-        config.tlsPort = nil
         let group = try EventLoopGroup(threads: 1)
-        let server = try HTTP2Server(configuration: config, router: router, group: group)
-        try server.start()
+        let server = try rpc.startHTTP2Server(group: group)
         let port = server.h2cAddress!.port
         let script = """
         import grpc

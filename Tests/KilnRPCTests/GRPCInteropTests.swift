@@ -65,14 +65,8 @@ final class GRPCInteropTests: XCTestCase {
     }
 
     func testPythonGrpcioClient() async throws {
-        var router = HTTP2Router()
-        Self.echoService().install(into: &router)
-        var config = HTTP2ServerConfiguration()
-        config.h2cPort = 0
-        config.tlsPort = nil
         let group = try EventLoopGroup(threads: 2)
-        let server = try HTTP2Server(configuration: config, router: router, group: group)
-        try server.start()
+        let server = try Self.echoService().startHTTP2Server(group: group)
         let port = server.h2cAddress!.port
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("grpcio_client.py").path
 

@@ -6,16 +6,10 @@ import XCTest
 /// Wrong bytes at the RPC layer get the specified status, and a concurrent good call is unaffected.
 final class RPCBadInputTests: XCTestCase {
     func testEachBadRequestGetsItsStatus() async throws {
-        var router = HTTP2Router()
         var rpc = GRPCInteropTests.echoService()
         rpc.maxReceiveMessageSize = 1024
-        rpc.install(into: &router)
-        var config = HTTP2ServerConfiguration()
-        config.h2cPort = 0
-        config.tlsPort = nil
         let group = try EventLoopGroup(threads: 1)
-        let server = try HTTP2Server(configuration: config, router: router, group: group)
-        try server.start()
+        let server = try rpc.startHTTP2Server(group: group)
         let port = server.h2cAddress!.port
         let http = try HTTP2Client(host: "127.0.0.1", port: port, group: group)
         let grpcHeaders: HTTP2Headers = ["content-type": "application/grpc", "te": "trailers"]

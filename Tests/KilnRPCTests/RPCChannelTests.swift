@@ -13,14 +13,7 @@ final class RPCChannelTests: XCTestCase {
     override func tearDown() async throws { group.shutdown() }
 
     private func startKilnServer(_ rpc: RPCServer) throws -> HTTP2Server {
-        var router = HTTP2Router()
-        rpc.install(into: &router)
-        var config = HTTP2ServerConfiguration()
-        config.h2cPort = 0
-        config.tlsPort = nil
-        let server = try HTTP2Server(configuration: config, router: router, group: group)
-        try server.start()
-        return server
+        try rpc.startHTTP2Server(group: group)
     }
 
     /// Every call kind, errors, metadata and deadlines; run against both servers.

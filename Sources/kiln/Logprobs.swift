@@ -1,0 +1,36 @@
+import ArgumentParser
+import Foundation
+import KilnModel
+
+/// `kiln logprobs --tokens "ID ..."`: teacher-forces the ids through the CPU reference decoder and prints,
+/// for every position after the first, the log-probability of the given token and the top N.
+struct Logprobs: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Teacher-force token ids and print log-probabilities as JSON lines.")
+
+    @Option(help: "GGUF model (default: the SmolLM2 model `make model` fetches).") var model = DefaultModel.path
+    @Option(help: "Token ids, separated by spaces.") var tokens: String
+    @Option(help: "How many of the most likely tokens to list per position.") var top = 5
+
+    func run() throws {
+        let ids = try tokens.split(whereSeparator: { $0 == " " || $0 == "," }).map { piece -> Int in
+            guard let id = Int(piece) else { throw ValidationError("not a token id: \(piece)") }
+            return id
+        }
+        guard ids.count >= 2 else { throw ValidationError("--tokens needs at least two ids") }
+        let weights = try ReferenceWeights(gguf: GGUFFile(path: model))
+        if let bad = ids.first(where: { $0 < 0 || $0 >= weights.config.vocabularySize }) {
+            throw ValidationError("token id \(bad) is outside the vocabulary (0..<\(weights.config.vocabularySize))")
+        }
+        let decoder = ReferenceDecoder(weights: weights)
+        // Logits at position i predict token i + 1.
+        let logits = decoder.forward(Array(ids.dropLast()), logitCount: ids.count - 1)
+        for (i, row) in logits.enumerated() {
+            let lp = logSoftmax(row)
+            let best = lp.indices.sorted { lp[$0] > lp[$1] }.prefix(max(top, 0))
+            let topJSON = best.map { "[\($0), \(json(lp[$0]))]" }.joined(separator: ", ")
+            print("{\"pos\": \(i + 1), \"token\": \(ids[i + 1]), \"logprob\": \(json(lp[ids[i + 1]])), \"top\": [\(topJSON)]}")
+        }
+    }
+
+    private func json(_ x: Double) -> String { x.isFinite ? String(format: "%.6f", x) : "-1e30" }
+}

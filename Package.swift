@@ -47,7 +47,6 @@ let package = Package(
         // GGUF files, quantized formats, tokenizers, chat templates and the CPU reference decoder.
         .target(
             name: "KilnModel",
-            dependencies: [.product(name: "HeapModule", package: "swift-collections")],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
         .target(
@@ -62,9 +61,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Helpers shared by the test targets (running real programs, finding the repository).
+        .target(name: "KilnTestSupport", path: "Tests/KilnTestSupport"),
         .testTarget(
             name: "KilnHTTP2Tests",
-            dependencies: ["KilnHTTP2", "KilnServer"]
+            dependencies: ["KilnHTTP2", "KilnServer", "KilnTestSupport"]
         ),
         .testTarget(
             name: "KilnProtocTests",
@@ -73,7 +74,8 @@ let package = Package(
         ),
         .testTarget(
             name: "KilnModelTests",
-            dependencies: ["KilnModel"]
+            dependencies: ["KilnModel", "KilnTestSupport"],
+            exclude: ["gguf_peer.py"]
         ),
         .testTarget(
             name: "KilnRPCTests",

@@ -7,10 +7,17 @@ seconds=${FUZZ_SECONDS:-60}
 out=.build-fuzz
 mkdir -p "$out"
 src=Sources/KilnRPC
+model=Sources/KilnModel
+gguf="$model/GGUFFile.swift $model/GGUFCursor.swift $model/GGUFError.swift $model/GGUFValue.swift $model/GGMLType.swift $model/MappedFile.swift"
 declare -A targets=(
   [protobuf]="Fuzz/ProtobufDecoderFuzz.swift $src/ProtobufWire.swift $src/ProtobufReader.swift"
   [framer]="Fuzz/MessageFramerFuzz.swift $src/MessageFraming.swift $src/RPCStatus.swift $src/ProtobufWire.swift"
+  [gguf]="Fuzz/GGUFReaderFuzz.swift $gguf $model/ModelConfig.swift $model/Dequantize.swift"
+  [tokenizer]="Fuzz/TokenizerFuzz.swift $gguf $model/Tokenizer/*.swift"
 )
+# The tokenizer target reads real vocabularies: the default model's (byte-level BPE) and llama.cpp's SentencePiece suite.
+export KILN_FUZZ_BPE=${KILN_FUZZ_BPE:-${KILN_MODEL:-$HOME/.cache/kiln/models/SmolLM2-135M-Instruct.Q4_1.gguf}}
+export KILN_FUZZ_SPM=${KILN_FUZZ_SPM:-../shared/reference/tokenizer/ggml-vocab-llama-spm.gguf}
 for name in "${!targets[@]}"; do
   echo "== fuzz $name (${seconds}s)"
   # ld.gold warns about every ASan helper symbol it cannot export; those lines are noise.

@@ -10,6 +10,7 @@ public final class MappedFile: @unchecked Sendable {
     // Immutable after init and never written through (PROT_READ), so sharing across threads is safe.
     public let path: String
     public let bytes: UnsafeRawBufferPointer
+    private let isMapped: Bool
 
     /// Maps `path`; throws `GGUFError` naming the file when it cannot be opened or mapped.
     public init(path: String) throws {
@@ -24,6 +25,7 @@ public final class MappedFile: @unchecked Sendable {
             throw GGUFError(.cannotOpen(path: path, reason: String(cString: strerror(errno))), offset: 0)
         }
         let size = Int(info.st_size)
+        isMapped = size > 0
         guard size > 0 else {
             bytes = UnsafeRawBufferPointer(start: nil, count: 0)
             return
@@ -34,7 +36,21 @@ public final class MappedFile: @unchecked Sendable {
         bytes = UnsafeRawBufferPointer(start: base, count: size)
     }
 
+    /// A copy of `contents` in memory, read like a file (for fuzzing and tests).
+    public init(copying contents: [UInt8], path: String = "<memory>") {
+        self.path = path
+        isMapped = false
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(contents.count, 1), alignment: 64)
+        buffer.copyBytes(from: contents)
+        bytes = UnsafeRawBufferPointer(rebasing: buffer[..<contents.count])
+    }
+
     deinit {
-        if let base = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) }
+        guard let base = bytes.baseAddress else { return }
+        if isMapped {
+            munmap(UnsafeMutableRawPointer(mutating: base), bytes.count)
+        } else {
+            UnsafeMutableRawPointer(mutating: base).deallocate()
+        }
     }
 }

@@ -1,69 +1,9 @@
 import Foundation
 import Glibc
 import XCTest
+@_exported import KilnTestSupport
 @testable import KilnHTTP2
 import KilnServer
-
-/// The repository root, for Certs/ and the kiln binary.
-let repositoryRoot: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-
-func certPath(_ name: String) -> String { repositoryRoot.appendingPathComponent("Certs/\(name)").path }
-
-/// The kiln executable built alongside the tests.
-var kilnBinary: String {
-    if let bin = ProcessInfo.processInfo.environment["KILN_BIN"] { return bin }
-    return repositoryRoot.appendingPathComponent(".build/debug/kiln").path
-}
-
-/// Output of a finished process.
-struct ProcessResult {
-    let status: Int32
-    let stdout: String
-    let stderr: String
-}
-
-/// Runs a program to completion (killing it after `timeout` seconds).
-func runTool(_ executable: String, _ arguments: [String], timeout: Double = 60, stdin: Data? = nil) throws -> ProcessResult {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: executable.hasPrefix("/") ? executable : "/usr/bin/\(executable)")
-    p.arguments = arguments
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    let input = Pipe()
-    p.standardInput = input
-    try p.run()
-    if let stdin { input.fileHandleForWriting.write(stdin) }
-    try? input.fileHandleForWriting.close()
-    // Read both pipes concurrently so that a chatty child never blocks on a full pipe.
-    let outData = LockedData(), errData = LockedData()
-    let g = DispatchGroup()
-    for (pipe, sink) in [(out, outData), (err, errData)] {
-        g.enter()
-        DispatchQueue.global().async {
-            sink.set(pipe.fileHandleForReading.readDataToEndOfFile())
-            g.leave()
-        }
-    }
-    let deadline = Date().addingTimeInterval(timeout)
-    while p.isRunning && Date() < deadline { usleep(10_000) }
-    if p.isRunning {
-        p.terminate()
-        XCTFail("\(executable) \(arguments) timed out after \(timeout)s")
-    }
-    p.waitUntilExit()
-    g.wait()
-    return ProcessResult(status: p.terminationStatus,
-                         stdout: String(decoding: outData.get(), as: UTF8.self),
-                         stderr: String(decoding: errData.get(), as: UTF8.self))
-}
-
-final class LockedData: @unchecked Sendable {
-    private var data = Data()
-    private let lock = NSLock()
-    func set(_ d: Data) { lock.lock(); data = d; lock.unlock() }
-    func get() -> Data { lock.lock(); defer { lock.unlock() }; return data }
-}
 
 /// A port that was free a moment ago.
 func freePort() -> Int {

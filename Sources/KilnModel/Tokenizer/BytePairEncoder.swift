@@ -1,5 +1,3 @@
-import HeapModule
-
 /// GPT-2-style byte-level BPE over pre-tokenized words, exactly as llama.cpp applies it: the pair of
 /// adjacent symbols with the lowest merge rank merges first (leftmost on ties) until no ranked pair is left.
 ///
@@ -85,7 +83,7 @@ struct BytePairEncoder: Sendable {
         var next = Array(1...n).map { Int32($0) }
         var prev = (0..<n).map { Int32($0 - 1) }
         next[n - 1] = -1
-        var heap = Heap<Candidate>()
+        var heap = MinHeap<Candidate>()
         func consider(_ l: Int32, _ r: Int32) {
             guard l >= 0, r >= 0 else { return }
             let key = UInt64(UInt32(symbols[Int(l)])) << 32 | UInt64(UInt32(symbols[Int(r)]))

@@ -1,5 +1,3 @@
-import HeapModule
-
 /// SentencePiece-style BPE (Llama 2, TinyLlama, Mistral), as llama.cpp runs it: start from UTF-8
 /// characters, repeatedly merge the adjacent pair whose concatenation is the highest-scoring vocabulary
 /// token (leftmost on ties), and spell anything left outside the vocabulary as `<0xXX>` byte tokens.
@@ -44,7 +42,7 @@ struct SentencePieceEncoder: Sendable {
         let count = start.count
         var next = (0..<count).map { $0 + 1 }, prev = (0..<count).map { $0 - 1 }
         next[count - 1] = -1
-        var heap = Heap<Candidate>()
+        var heap = MinHeap<Candidate>()
         func consider(_ l: Int, _ r: Int) {
             guard l >= 0, r >= 0 else { return }
             let bytes = Array(text[start[l] ..< start[l] + length[l] + length[r]])

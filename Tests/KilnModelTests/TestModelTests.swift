@@ -1,0 +1,79 @@
+import Foundation
+import KilnModel
+import KilnTestSupport
+import XCTest
+
+/// The GGUF writer and `kiln make-test-model`: files in every type load in our reader and in Python's, and
+/// the reference decoder runs them.
+final class TestModelTests: XCTestCase {
+    func testTestModelsInEveryTypeLoadEverywhere() throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for type in GGMLType.allCases {
+            let path = dir.appendingPathComponent("m-\(type).gguf").path
+            let r = try runTool(kilnBinary, ["make-test-model", "--layers", "2", "--dim", "256", "--ffn-dim", "512",
+                                             "--heads", "4", "--kv-heads", "2", "--type", type.description, path])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let file = try GGUFFile(path: path)
+            XCTAssertEqual(file.tensor("blk.0.attn_q.weight")?.type, type)
+            let config = try ModelConfig(gguf: file)
+            XCTAssertEqual(config.layerCount, 2)
+            XCTAssertEqual(config.kvHeadCount, 2)
+
+            let peer = try ggufPeer(["describe", path])
+            let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(peer.stdout.utf8)) as? [String: Any])
+            let tensors = try XCTUnwrap(json["tensors"] as? [[String: Any]])
+            XCTAssertEqual(tensors.map { $0["name"] as? String }, file.tensors.map(\.name))
+            XCTAssertEqual(tensors.map { $0["type"] as? String }, file.tensors.map(\.type.description))
+            XCTAssertEqual(tensors.map { $0["offset"] as? Int }, file.tensors.map(\.fileOffset))
+
+            let decoder = ReferenceDecoder(weights: try ReferenceWeights(gguf: file))
+            let logits = decoder.forward([3, 4, 5], logitCount: 3)
+            XCTAssertEqual(logits.count, 3)
+            XCTAssertTrue(logits.allSatisfy { $0.count == config.vocabularySize && $0.allSatisfy(\.isFinite) }, "\(type)")
+        }
+    }
+
+    /// Decoding a sequence in one batch or one token at a time gives the same logits (the KV cache works).
+    func testIncrementalDecodingMatchesBatch() throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("m.gguf").path
+        try TestModelBuilder().build().write(to: path)
+        let weights = try ReferenceWeights(gguf: GGUFFile(path: path))
+        let tokens = [5, 80, 81, 90, 100, 3, 7]
+        let batch = ReferenceDecoder(weights: weights).forward(tokens, logitCount: tokens.count)
+        let stepper = ReferenceDecoder(weights: weights)
+        for (i, t) in tokens.enumerated() {
+            let step = stepper.forward([t])[0]
+            for (a, b) in zip(step, batch[i]) { XCTAssertEqual(a, b, accuracy: 1e-4) }
+        }
+        XCTAssertEqual(stepper.position, tokens.count)
+    }
+
+    func testTokenizerOfTestModel() throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("m.gguf").path
+        try TestModelBuilder().build().write(to: path)
+        let file = try GGUFFile(path: path)
+        let tokenizer = try Tokenizer(gguf: file)
+        let ids = tokenizer.encode("<|im_start|>the theater<|im_end|>")
+        XCTAssertEqual(ids.first, 1)
+        XCTAssertEqual(ids.last, 2)
+        XCTAssertLessThan(ids.count, 2 + "the theater".utf8.count, "merges apply")
+        XCTAssertEqual(tokenizer.decode(ids, renderSpecial: true), "<|im_start|>the theater<|im_end|>")
+        let template = try ChatTemplate(jinjaSource: try file.string("tokenizer.chat_template"))
+        XCTAssertEqual(template.family, .chatml)
+    }
+
+    func testModelInfoCommand() throws {
+        let r = try runTool(kilnBinary, ["model-info", DefaultModel.path])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("general.architecture = \"llama\""))
+        XCTAssertTrue(r.stdout.contains("token_embd.weight  Q8_0  [576, 49152]"))
+        let bad = try runTool(kilnBinary, ["model-info", "/etc/passwd"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("bad magic"), bad.stderr)
+    }
+}

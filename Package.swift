@@ -49,6 +49,15 @@ let package = Package(
             name: "KilnModel",
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
+        // Vulkan compute: device, memory, kernels (GLSL under Shaders/, compiled by the ShaderCompiler plugin).
+        .target(
+            name: "KilnVulkan",
+            dependencies: ["CVulkan", "KilnModel"],
+            exclude: [],
+            plugins: ["ShaderCompiler"]
+        ),
+        .executableTarget(name: "kiln-shader-embed"),
+        .plugin(name: "ShaderCompiler", capability: .buildTool(), dependencies: ["kiln-shader-embed"]),
         .target(
             name: "KilnServer",
             dependencies: ["KilnHTTP2", "KilnRPC", .product(name: "Logging", package: "swift-log")]
@@ -56,7 +65,7 @@ let package = Package(
         .executableTarget(
             name: "kiln",
             dependencies: [
-                "KilnHTTP2", "KilnServer", "KilnModel",
+                "KilnHTTP2", "KilnServer", "KilnModel", "KilnVulkan",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -76,6 +85,10 @@ let package = Package(
             name: "KilnModelTests",
             dependencies: ["KilnModel", "KilnTestSupport"],
             exclude: ["gguf_peer.py"]
+        ),
+        .testTarget(
+            name: "KilnVulkanTests",
+            dependencies: ["KilnVulkan", "KilnModel", "KilnTestSupport"]
         ),
         .testTarget(
             name: "KilnRPCTests",

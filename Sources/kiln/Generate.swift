@@ -7,6 +7,8 @@ struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Complete a prompt and stream the text to stdout.")
 
     @Option(help: "GGUF model (default: the SmolLM2 model `make model` fetches).") var model = DefaultModel.path
+    @Option(help: "Decoder: vulkan, cpu, or auto (Vulkan when a device exists).") var backend: BackendChoice = .auto
+    @Option(name: .customLong("vulkan-device"), help: "Vulkan device index (default: the best one).") var vulkanDevice: Int?
     @Option(help: "The prompt.") var prompt: String?
     @Option(name: .customLong("prompt-file"), help: "Read the prompt from this file.") var promptFile: String?
     @Option(name: .customLong("max-tokens"), help: "Most tokens to generate.") var maxTokens = 128
@@ -39,19 +41,19 @@ struct Generate: ParsableCommand {
         }
         let promptIds = tokenizer.encode(text, addSpecial: true, parseSpecial: true)
         guard !promptIds.isEmpty else { throw ValidationError("the prompt is empty") }
-        let weights = try ReferenceWeights(gguf: file)
-        guard promptIds.count + maxTokens <= weights.config.contextLength else {
-            throw ValidationError("prompt (\(promptIds.count) tokens) + --max-tokens exceeds the context (\(weights.config.contextLength))")
+        let config = try ModelConfig(gguf: file)
+        guard promptIds.count + maxTokens <= config.contextLength else {
+            throw ValidationError("prompt (\(promptIds.count) tokens) + --max-tokens exceeds the context (\(config.contextLength))")
         }
-        let decoder = ReferenceDecoder(weights: weights)
+        let decoder = try SequenceDecoder(file: file, backend: backend, deviceIndex: vulkanDevice)
         var sampler = SimpleSampler(temperature: temperature, seed: seed)
         var detokenizer = StreamingDetokenizer(tokenizer: tokenizer)
-        var logits = decoder.forward(promptIds)[0]
+        var logits = try decoder.forward(promptIds)[0]
         for _ in 0..<maxTokens {
             let next = sampler.sample(logits)
             if tokenizer.isEndOfGeneration(next) { break }
             FileHandle.standardOutput.write(Data(detokenizer.append(next).utf8))
-            logits = decoder.forward([next])[0]
+            logits = try decoder.forward([next])[0]
         }
         FileHandle.standardOutput.write(Data((detokenizer.finish() + "\n").utf8))
     }

@@ -8,7 +8,10 @@ struct Logprobs: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Teacher-force token ids and print log-probabilities as JSON lines.")
 
     @Option(help: "GGUF model (default: the SmolLM2 model `make model` fetches).") var model = DefaultModel.path
+    @Option(help: "Decoder: vulkan, cpu, or auto (Vulkan when a device exists).") var backend: BackendChoice = .auto
+    @Option(name: .customLong("vulkan-device"), help: "Vulkan device index (default: the best one).") var vulkanDevice: Int?
     @Option(help: "Token ids, separated by spaces.") var tokens: String
+    @Option(name: .customLong("logits-out"), help: "Also write the raw float32 logits to this file.") var logitsOut: String?
     @Option(help: "How many of the most likely tokens to list per position.") var top = 5
 
     func run() throws {
@@ -17,13 +20,19 @@ struct Logprobs: ParsableCommand {
             return id
         }
         guard ids.count >= 2 else { throw ValidationError("--tokens needs at least two ids") }
-        let weights = try ReferenceWeights(gguf: GGUFFile(path: model))
-        if let bad = ids.first(where: { $0 < 0 || $0 >= weights.config.vocabularySize }) {
-            throw ValidationError("token id \(bad) is outside the vocabulary (0..<\(weights.config.vocabularySize))")
+        let file = try GGUFFile(path: model)
+        let config = try ModelConfig(gguf: file)
+        if let bad = ids.first(where: { $0 < 0 || $0 >= config.vocabularySize }) {
+            throw ValidationError("token id \(bad) is outside the vocabulary (0..<\(config.vocabularySize))")
         }
-        let decoder = ReferenceDecoder(weights: weights)
+        let decoder = try SequenceDecoder(file: file, backend: backend, deviceIndex: vulkanDevice)
         // Logits at position i predict token i + 1.
-        let logits = decoder.forward(Array(ids.dropLast()), logitCount: ids.count - 1)
+        let logits = try decoder.forward(Array(ids.dropLast()), logitCount: ids.count - 1)
+        if let logitsOut {
+            // Raw float32 rows, for comparing backends.
+            let data = logits.flatMap { $0 }.withUnsafeBytes { Data($0) }
+            try data.write(to: URL(fileURLWithPath: logitsOut))
+        }
         for (i, row) in logits.enumerated() {
             let lp = logSoftmax(row)
             let best = lp.indices.sorted { lp[$0] > lp[$1] }.prefix(max(top, 0))

@@ -1,0 +1,263 @@
+import CVulkan
+import Foundation
+
+/// One compute shader made into a pipeline: its descriptor-set layout (N storage buffers at bindings
+/// 0..<N), push-constant range and specialization constants, plus a descriptor pool from which bound sets
+/// are made once, at load time, never per step.
+public final class ComputeKernel: @unchecked Sendable {
+    let device: VulkanDevice
+    let name: String
+    let setLayout: VkDescriptorSetLayout
+    let pipelineLayout: VkPipelineLayout
+    let pipeline: VkPipeline
+    let bindingCount: Int
+    let pushConstantBytes: Int
+    /// local_size_x of the shader.
+    let workgroupSize: Int
+    private var pools: [VkDescriptorPool] = []
+    private var poolRoom = 0
+    static let setsPerPool = 256
+
+    init(device: VulkanDevice, name: String, spirv: [UInt32], bindings: Int, pushConstantBytes: Int,
+         specialization: [UInt32] = [], workgroupSize: Int = 8) throws {
+        self.device = device
+        self.workgroupSize = workgroupSize
+        self.name = name
+        bindingCount = bindings
+        self.pushConstantBytes = pushConstantBytes
+        let vk = device.device
+
+        var module: VkShaderModule?
+        try spirv.withUnsafeBufferPointer { code in
+            var info = VkShaderModuleCreateInfo()
+            info.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO
+            info.codeSize = code.count * 4
+            info.pCode = code.baseAddress
+            try check(vkCreateShaderModule(vk, &info, nil, &module), "vkCreateShaderModule(\(name))")
+        }
+        defer { vkDestroyShaderModule(vk, module, nil) }
+
+        var layoutBindings = (0..<bindings).map { i -> VkDescriptorSetLayoutBinding in
+            var b = VkDescriptorSetLayoutBinding()
+            b.binding = UInt32(i)
+            b.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER
+            b.descriptorCount = 1
+            b.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT.rawValue
+            return b
+        }
+        var setLayout: VkDescriptorSetLayout?
+        try layoutBindings.withUnsafeMutableBufferPointer { pointer in
+            var info = VkDescriptorSetLayoutCreateInfo()
+            info.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO
+            info.bindingCount = UInt32(bindings)
+            info.pBindings = UnsafePointer(pointer.baseAddress)
+            try check(vkCreateDescriptorSetLayout(vk, &info, nil, &setLayout), "vkCreateDescriptorSetLayout(\(name))")
+        }
+        self.setLayout = setLayout!
+
+        var range = VkPushConstantRange(stageFlags: VK_SHADER_STAGE_COMPUTE_BIT.rawValue, offset: 0, size: UInt32(pushConstantBytes))
+        var pipelineLayout: VkPipelineLayout?
+        try withUnsafePointer(to: &range) { rangePointer in
+            try withUnsafePointer(to: &setLayout) { setPointer in
+                var info = VkPipelineLayoutCreateInfo()
+                info.sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO
+                info.setLayoutCount = 1
+                info.pSetLayouts = setPointer
+                info.pushConstantRangeCount = pushConstantBytes > 0 ? 1 : 0
+                info.pPushConstantRanges = rangePointer
+                try check(vkCreatePipelineLayout(vk, &info, nil, &pipelineLayout), "vkCreatePipelineLayout(\(name))")
+            }
+        }
+        self.pipelineLayout = pipelineLayout!
+
+        var entries = specialization.indices.map {
+            VkSpecializationMapEntry(constantID: UInt32($0), offset: UInt32($0 * 4), size: 4)
+        }
+        var values = specialization
+        var pipeline: VkPipeline?
+        try entries.withUnsafeMutableBufferPointer { entryPointer in
+            try values.withUnsafeMutableBytes { valuePointer in
+                var specializationInfo = VkSpecializationInfo(
+                    mapEntryCount: UInt32(entryPointer.count), pMapEntries: UnsafePointer(entryPointer.baseAddress),
+                    dataSize: valuePointer.count, pData: UnsafeRawPointer(valuePointer.baseAddress))
+                try withUnsafePointer(to: &specializationInfo) { specPointer in
+                    try "main".withCString { entry in
+                        var stage = VkPipelineShaderStageCreateInfo()
+                        stage.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO
+                        stage.stage = VK_SHADER_STAGE_COMPUTE_BIT
+                        stage.module = module
+                        stage.pName = entry
+                        stage.pSpecializationInfo = specialization.isEmpty ? nil : specPointer
+                        var info = VkComputePipelineCreateInfo()
+                        info.sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO
+                        info.stage = stage
+                        info.layout = pipelineLayout
+                        try check(vkCreateComputePipelines(vk, nil, 1, &info, nil, &pipeline), "vkCreateComputePipelines(\(name))")
+                    }
+                }
+            }
+        }
+        self.pipeline = pipeline!
+    }
+
+    deinit {
+        let vk = device.device
+        for pool in pools { vkDestroyDescriptorPool(vk, pool, nil) }
+        vkDestroyPipeline(vk, pipeline, nil)
+        vkDestroyPipelineLayout(vk, pipelineLayout, nil)
+        vkDestroyDescriptorSetLayout(vk, setLayout, nil)
+    }
+
+    /// A descriptor set with `buffers` at bindings 0, 1, …, made once and reused every step.
+    func bind(_ buffers: [DeviceBuffer]) throws -> VkDescriptorSet {
+        precondition(buffers.count == bindingCount, "\(name) takes \(bindingCount) buffers, given \(buffers.count)")
+        if poolRoom == 0 {
+            var size = VkDescriptorPoolSize(type: VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, descriptorCount: UInt32(Self.setsPerPool * bindingCount))
+            var pool: VkDescriptorPool?
+            try withUnsafePointer(to: &size) { sizePointer in
+                var info = VkDescriptorPoolCreateInfo()
+                info.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO
+                info.maxSets = UInt32(Self.setsPerPool)
+                info.poolSizeCount = 1
+                info.pPoolSizes = sizePointer
+                try check(vkCreateDescriptorPool(device.device, &info, nil, &pool), "vkCreateDescriptorPool(\(name))")
+            }
+            pools.append(pool!)
+            poolRoom = Self.setsPerPool
+        }
+        var set: VkDescriptorSet?
+        var layout: VkDescriptorSetLayout? = setLayout
+        try withUnsafePointer(to: &layout) { layoutPointer in
+            var info = VkDescriptorSetAllocateInfo()
+            info.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO
+            info.descriptorPool = pools[pools.count - 1]
+            info.descriptorSetCount = 1
+            info.pSetLayouts = layoutPointer
+            try check(vkAllocateDescriptorSets(device.device, &info, &set), "vkAllocateDescriptorSets(\(name))")
+        }
+        poolRoom -= 1
+        var infos = buffers.map { VkDescriptorBufferInfo(buffer: $0.buffer, offset: 0, range: VkDeviceSize(VK_WHOLE_SIZE)) }
+        infos.withUnsafeMutableBufferPointer { infoPointer in
+            var writes = (0..<buffers.count).map { i -> VkWriteDescriptorSet in
+                var w = VkWriteDescriptorSet()
+                w.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET
+                w.dstSet = set
+                w.dstBinding = UInt32(i)
+                w.descriptorCount = 1
+                w.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER
+                w.pBufferInfo = UnsafePointer(infoPointer.baseAddress! + i)
+                return w
+            }
+            vkUpdateDescriptorSets(device.device, UInt32(writes.count), &writes, 0, nil)
+        }
+        return set!
+    }
+}
+
+/// Records a step's dispatches into one command buffer, with a barrier between dependent dispatches,
+/// then submits it and waits on a fence.
+public final class CommandStream: @unchecked Sendable {
+    let device: VulkanDevice
+    let commandBuffer: VkCommandBuffer
+    let fence: VkFence
+    private var recording = false
+    /// KILN_VULKAN_PROFILE=1: every dispatch is submitted alone and timed (slow; for finding hot kernels).
+    let profiling = ProcessInfo.processInfo.environment["KILN_VULKAN_PROFILE"] == "1"
+    private(set) var profile: [String: (count: Int, seconds: Double)] = [:]
+
+    init(device: VulkanDevice) throws {
+        self.device = device
+        var info = VkCommandBufferAllocateInfo()
+        info.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO
+        info.commandPool = device.commandPool
+        info.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY
+        info.commandBufferCount = 1
+        var buffer: VkCommandBuffer?
+        try check(vkAllocateCommandBuffers(device.device, &info, &buffer), "vkAllocateCommandBuffers")
+        commandBuffer = buffer!
+        var fenceInfo = VkFenceCreateInfo()
+        fenceInfo.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO
+        var fence: VkFence?
+        try check(vkCreateFence(device.device, &fenceInfo, nil, &fence), "vkCreateFence")
+        self.fence = fence!
+    }
+
+    deinit {
+        vkDestroyFence(device.device, fence, nil)
+        var buffer: VkCommandBuffer? = commandBuffer
+        vkFreeCommandBuffers(device.device, device.commandPool, 1, &buffer)
+    }
+
+    func begin() throws {
+        try check(vkResetCommandBuffer(commandBuffer, 0), "vkResetCommandBuffer")
+        var info = VkCommandBufferBeginInfo()
+        info.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO
+        info.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT.rawValue
+        try check(vkBeginCommandBuffer(commandBuffer, &info), "vkBeginCommandBuffer")
+        recording = true
+    }
+
+    /// Records `kernel` over `invocations` lanes (workgroups of 8) with the given push constants.
+    func dispatch<P>(_ kernel: ComputeKernel, _ set: VkDescriptorSet, _ constants: P, invocations: Int) {
+        precondition(recording)
+        precondition(MemoryLayout<P>.size == kernel.pushConstantBytes, "\(kernel.name): push constants are \(kernel.pushConstantBytes) bytes")
+        vkCmdBindPipeline(commandBuffer, VK_PIPELINE_BIND_POINT_COMPUTE, kernel.pipeline)
+        var set: VkDescriptorSet? = set
+        vkCmdBindDescriptorSets(commandBuffer, VK_PIPELINE_BIND_POINT_COMPUTE, kernel.pipelineLayout, 0, 1, &set, 0, nil)
+        var constants = constants
+        withUnsafeBytes(of: &constants) { bytes in
+            vkCmdPushConstants(commandBuffer, kernel.pipelineLayout, VK_SHADER_STAGE_COMPUTE_BIT.rawValue, 0, UInt32(bytes.count), bytes.baseAddress)
+        }
+        let groups = (invocations + kernel.workgroupSize - 1) / kernel.workgroupSize
+        vkCmdDispatch(commandBuffer, UInt32(max(groups, 1)), 1, 1)
+        if profiling {
+            let start = DispatchTime.now().uptimeNanoseconds
+            try? submitAndWait()
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            let old = profile[kernel.name] ?? (0, 0)
+            profile[kernel.name] = (old.count + 1, old.seconds + seconds)
+            try? begin()
+        }
+    }
+
+    /// The profile so far, one line per kernel, slowest first.
+    public func profileReport() -> String {
+        profile.sorted { $0.value.seconds > $1.value.seconds }.map {
+            String(format: "%@: %d dispatches, %.1f ms total, %.1f µs each", $0.key, $0.value.count, $0.value.seconds * 1000, $0.value.seconds / Double($0.value.count) * 1e6)
+        }.joined(separator: "\n")
+    }
+
+    /// Makes every earlier dispatch's writes visible to later dispatches.
+    func barrier() {
+        var memory = VkMemoryBarrier()
+        memory.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER
+        memory.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT.rawValue
+        memory.dstAccessMask = VK_ACCESS_SHADER_READ_BIT.rawValue | VK_ACCESS_SHADER_WRITE_BIT.rawValue
+        vkCmdPipelineBarrier(commandBuffer, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT.rawValue, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT.rawValue,
+                             0, 1, &memory, 0, nil, 0, nil)
+    }
+
+    /// Ends recording, submits, and waits until the device is done (host reads after this see the results).
+    func submitAndWait() throws {
+        recording = false
+        var memory = VkMemoryBarrier()
+        memory.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER
+        memory.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT.rawValue
+        memory.dstAccessMask = VK_ACCESS_HOST_READ_BIT.rawValue
+        vkCmdPipelineBarrier(commandBuffer, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT.rawValue, VK_PIPELINE_STAGE_HOST_BIT.rawValue,
+                             0, 1, &memory, 0, nil, 0, nil)
+        try check(vkEndCommandBuffer(commandBuffer), "vkEndCommandBuffer")
+        let buffers: [VkCommandBuffer?] = [commandBuffer]
+        var submit = VkSubmitInfo()
+        submit.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO
+        submit.commandBufferCount = 1
+        let submitted = buffers.withUnsafeBufferPointer { pointer -> VkResult in
+            submit.pCommandBuffers = pointer.baseAddress
+            return vkQueueSubmit(device.queue, 1, &submit, self.fence)
+        }
+        try check(submitted, "vkQueueSubmit")
+        var fences: [VkFence?] = [fence]
+        try check(vkWaitForFences(device.device, 1, &fences, VkBool32(VK_TRUE), UInt64.max), "vkWaitForFences")
+        try check(vkResetFences(device.device, 1, &fences), "vkResetFences")
+    }
+}

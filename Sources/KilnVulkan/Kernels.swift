@@ -1,0 +1,49 @@
+/// The compute kernels of the CPU-shaped family (lanes own whole rows, 16-byte loads, no shared memory or
+/// barriers), and their push-constant layouts (std430: tightly packed 32-bit fields, matching the GLSL).
+final class Kernels {
+    let matmulF32: ComputeKernel
+    let matmulQ8_0: ComputeKernel
+    let matmulQ4_1: ComputeKernel
+    let embed: ComputeKernel
+    let ropeStore: ComputeKernel
+    let attention: ComputeKernel
+    let swiglu: ComputeKernel
+    let gatherRows: ComputeKernel
+    let argmax: ComputeKernel
+    let rmsNorm: ComputeKernel
+
+    /// Output rows per matrix-kernel invocation (ROWS in matmul_main.glsl).
+    static let rowsPerInvocation = 4
+
+    struct MatmulParameters { var K, N, B, xStride, yStride, flags: UInt32 }
+    struct NormParameters { var B, width4: UInt32; var epsilon: Float }
+    struct EmbedParameters { var K, B, format: UInt32 }
+    struct RopeParameters { var B, headDim, heads, kvHeads, ropeDim, neox, blockSize, maxBlocks: UInt32 }
+    struct AttentionParameters { var B, heads, kvHeads, blockSize, maxBlocks, qkvWidth: UInt32; var scale: Float }
+    struct SwigluParameters { var B, width: UInt32 }
+    struct GatherParameters { var rows, width4: UInt32 }
+    struct ArgmaxParameters { var rows, vocabulary: UInt32 }
+
+    init(device: VulkanDevice, headDimension: Int) throws {
+        let matmulBytes = MemoryLayout<MatmulParameters>.size
+        matmulF32 = try ComputeKernel(device: device, name: "matmul_f32", spirv: EmbeddedShaders.matmulF32, bindings: 4, pushConstantBytes: matmulBytes)
+        matmulQ8_0 = try ComputeKernel(device: device, name: "matmul_q8_0", spirv: EmbeddedShaders.matmulQ80, bindings: 4, pushConstantBytes: matmulBytes)
+        matmulQ4_1 = try ComputeKernel(device: device, name: "matmul_q4_1", spirv: EmbeddedShaders.matmulQ41, bindings: 4, pushConstantBytes: matmulBytes)
+        embed = try ComputeKernel(device: device, name: "embed", spirv: EmbeddedShaders.embed, bindings: 4, pushConstantBytes: MemoryLayout<EmbedParameters>.size)
+        ropeStore = try ComputeKernel(device: device, name: "rope_store", spirv: EmbeddedShaders.ropeStore, bindings: 7, pushConstantBytes: MemoryLayout<RopeParameters>.size)
+        attention = try ComputeKernel(device: device, name: "attention", spirv: EmbeddedShaders.attention, bindings: 7,
+                                      pushConstantBytes: MemoryLayout<AttentionParameters>.size, specialization: [UInt32(headDimension)])
+        swiglu = try ComputeKernel(device: device, name: "swiglu", spirv: EmbeddedShaders.swiglu, bindings: 2, pushConstantBytes: MemoryLayout<SwigluParameters>.size)
+        gatherRows = try ComputeKernel(device: device, name: "gather_rows", spirv: EmbeddedShaders.gatherRows, bindings: 3, pushConstantBytes: MemoryLayout<GatherParameters>.size)
+        rmsNorm = try ComputeKernel(device: device, name: "rmsnorm", spirv: EmbeddedShaders.rmsnorm, bindings: 3, pushConstantBytes: MemoryLayout<NormParameters>.size)
+        argmax = try ComputeKernel(device: device, name: "argmax", spirv: EmbeddedShaders.argmax, bindings: 2, pushConstantBytes: MemoryLayout<ArgmaxParameters>.size)
+    }
+
+    func matmul(for format: DeviceMatrix.Format) -> ComputeKernel {
+        switch format {
+        case .f32: return matmulF32
+        case .q8_0: return matmulQ8_0
+        case .q4_1: return matmulQ4_1
+        }
+    }
+}

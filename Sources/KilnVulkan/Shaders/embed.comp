@@ -1,0 +1,38 @@
+#version 450
+#extension GL_EXT_control_flow_attributes : require
+// Gathers embedding rows for a batch of tokens into x (float32), from the Q8_0-repacked or float32 table:
+// one invocation per (token, block of 32).
+
+layout(local_size_x = 8) in;
+layout(push_constant) uniform Parameters { uint K; uint B; uint format; } p;  // format 0: f32, 1: q8_0, 2: q4_1
+
+layout(std430, binding = 0) readonly buffer Quants { uvec4 quants[]; };
+layout(std430, binding = 1) readonly buffer Scales { float scales[]; };
+layout(std430, binding = 2) readonly buffer Tokens { uint tokens[]; };
+layout(std430, binding = 3) writeonly buffer Output { vec4 x[]; };
+
+void main() {
+    uint blocks = p.K / 32;
+    uint id = gl_GlobalInvocationID.x;
+    if (id >= p.B * blocks) return;
+    uint t = id / blocks, b = id % blocks;
+    uint row = tokens[t];
+    uint i = row * blocks + b;
+    uint out0 = t * (p.K / 4) + b * 8;
+    if (p.format == 0u) {
+        [[unroll]] for (uint k = 0; k < 8; ++k) x[out0 + k] = uintBitsToFloat(quants[i * 8 + k]);
+    } else if (p.format == 1u) {
+        float d = scales[i];
+        [[unroll]] for (uint k = 0; k < 4; ++k) {
+            x[out0 + k] = d * vec4(ivec4(uvec4(quants[2 * i][k])) << ivec4(24, 16, 8, 0) >> 24);
+            x[out0 + 4 + k] = d * vec4(ivec4(uvec4(quants[2 * i + 1][k])) << ivec4(24, 16, 8, 0) >> 24);
+        }
+    } else {
+        vec2 s = vec2(scales[2 * i], scales[2 * i + 1]);
+        [[unroll]] for (uint k = 0; k < 4; ++k) {
+            ivec4 word = ivec4(uvec4(quants[i][k]));
+            x[out0 + k] = s.x * vec4((word >> ivec4(0, 8, 16, 24)) & 0xF) + s.y;
+            x[out0 + 4 + k] = s.x * vec4((word >> ivec4(4, 12, 20, 28)) & 0xF) + s.y;
+        }
+    }
+}

@@ -1,0 +1,255 @@
+import CVulkan
+import Foundation
+import KilnModel
+
+/// The llama-family forward pass on Vulkan compute shaders, over a paged KV cache on the device.
+///
+/// Weights stay quantized on the device (see `DeviceMatrix`); Q, K and V are one stacked matrix, as are
+/// gate and up, so a layer is seven dispatches: QKV (RMSNorm fused in), RoPE + KV store, attention, output
+/// projection (+ residual), gate|up (RMSNorm fused in), SwiGLU, down projection (+ residual). A whole step
+/// is recorded into one command buffer and submitted once.
+public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
+    public let config: ModelConfig
+    public let blockSize: Int
+    public let blockCount: Int
+    public let device: VulkanDevice
+    /// Most tokens in one step, most sequences in one step, most logit rows in one step.
+    public let maxTokens: Int, maxSequences: Int, maxLogitRows: Int
+    let maxBlocksPerSequence: Int
+
+    private let arena: MemoryArena
+    private let kernels: Kernels
+    private let stream: CommandStream
+
+    private struct Layer {
+        let qkv: DeviceMatrix, output: DeviceMatrix, gateUp: DeviceMatrix, down: DeviceMatrix
+        let keys: DeviceBuffer, values: DeviceBuffer
+        let attentionNormSet, qkvSet, ropeSet, attentionSet, outputSet, ffnNormSet, gateUpSet, swigluSet, downSet: VkDescriptorSetHandle
+    }
+    private var layers: [Layer] = []
+    private let embedding: DeviceMatrix
+    private let outputMatrix: DeviceMatrix
+    private let x, normed, qkv, attended, gateUp, hidden, gathered, gatheredNormed, logitsBuffer, chosen: DeviceBuffer
+    private let tokensBuffer, positionsBuffer, sequencesBuffer, blockTablesBuffer, rowsBuffer, rotation: DeviceBuffer
+    private let embedSet, gatherSet, outputNormSet, outputSet, argmaxSet: VkDescriptorSetHandle
+
+    /// Loads `file`'s weights onto `device` with a KV pool of `blockCount` blocks of `blockSize` tokens.
+    public init(device: VulkanDevice, file: GGUFFile, blockCount: Int = 512, blockSize: Int = 16,
+                maxTokens: Int = 512, maxSequences: Int = 64, maxLogitRows: Int = 64) throws {
+        let c = try ModelConfig(gguf: file)
+        guard !c.attentionBias else {
+            throw VulkanError("model", message: "QKV biases (\(c.architecture)) are not in the Vulkan kernels yet; use --backend cpu")
+        }
+        guard c.embeddingWidth % 32 == 0, c.feedForwardWidth % 32 == 0, c.headDimension % 4 == 0 else {
+            throw VulkanError("model", message: "widths must be multiples of 32")
+        }
+        config = c
+        self.device = device
+        self.blockSize = blockSize
+        self.blockCount = blockCount
+        self.maxTokens = maxTokens
+        self.maxSequences = maxSequences
+        self.maxLogitRows = maxLogitRows
+        maxBlocksPerSequence = (c.contextLength + blockSize - 1) / blockSize
+        let arena = MemoryArena(device: device)
+        self.arena = arena
+        let kernels = try Kernels(device: device, headDimension: c.headDimension)
+        self.kernels = kernels
+        stream = try CommandStream(device: device)
+
+        func tensor(_ name: String) throws -> GGUFTensorInfo {
+            guard let t = file.tensor(name) else { throw GGUFError(.missingTensor(name), offset: 0) }
+            return t
+        }
+        func vector(_ name: String) throws -> DeviceBuffer {
+            let t = try tensor(name)
+            let values = Dequantize.array(t.type, file.data(of: t), count: t.elementCount)
+            let buffer = try arena.buffer(values.count * 4, label: name)
+            values.withUnsafeBytes { buffer.copy($0) }
+            return buffer
+        }
+        let d = c.embeddingWidth, f = c.feedForwardWidth
+        let qWidth = c.headCount * c.headDimension, kvWidth = c.kvHeadCount * c.headDimension
+        let qkvWidth = qWidth + 2 * kvWidth
+
+        embedding = try DeviceMatrix(arena: arena, file: file, tensors: [tensor("token_embd.weight")], label: "token_embd")
+        outputMatrix = c.tiedOutput ? embedding : try DeviceMatrix(arena: arena, file: file, tensors: [tensor("output.weight")], label: "output")
+        x = try arena.buffer(maxTokens * d * 4, label: "x")
+        normed = try arena.buffer(maxTokens * d * 4, label: "normed")
+        gatheredNormed = try arena.buffer(maxLogitRows * d * 4, label: "gathered_normed")
+        qkv = try arena.buffer(maxTokens * qkvWidth * 4, label: "qkv")
+        attended = try arena.buffer(maxTokens * qWidth * 4, label: "attended")
+        gateUp = try arena.buffer(maxTokens * 2 * f * 4, label: "gate_up")
+        hidden = try arena.buffer(maxTokens * f * 4, label: "hidden")
+        gathered = try arena.buffer(maxLogitRows * d * 4, label: "gathered")
+        logitsBuffer = try arena.buffer(maxLogitRows * c.vocabularySize * 4, label: "logits")
+        chosen = try arena.buffer(maxLogitRows * 4, label: "chosen")
+        tokensBuffer = try arena.buffer(maxTokens * 4, label: "tokens")
+        positionsBuffer = try arena.buffer(maxTokens * 4, label: "positions")
+        sequencesBuffer = try arena.buffer(maxTokens * 4, label: "sequences")
+        blockTablesBuffer = try arena.buffer(maxSequences * maxBlocksPerSequence * 4, label: "block_tables")
+        rowsBuffer = try arena.buffer(maxLogitRows * 4, label: "logit_rows")
+        // cos/sin per (position, pair), computed in double exactly as the CPU reference does.
+        let pairs = c.ropeDimension / 2
+        rotation = try arena.buffer(c.contextLength * pairs * 8, label: "rotation")
+        let table = rotation.floats(c.contextLength * pairs * 2)
+        for pos in 0..<c.contextLength {
+            for i in 0..<pairs {
+                let theta = Double(pos) * pow(Double(c.ropeBase), -2 * Double(i) / Double(c.ropeDimension))
+                table[(pos * pairs + i) * 2] = Float(cos(theta))
+                table[(pos * pairs + i) * 2 + 1] = Float(sin(theta))
+            }
+        }
+        let kvBytes = blockCount * blockSize * kvWidth * 4
+        guard kvBytes <= device.info.maxStorageBufferRange else {
+            throw VulkanError("KV pool", message: "\(blockCount) blocks need \(kvBytes >> 20) MiB per layer, above maxStorageBufferRange")
+        }
+
+        embedSet = VkDescriptorSetHandle(try kernels.embed.bind([embedding.quants, embedding.scales, tokensBuffer, x]))
+        gatherSet = VkDescriptorSetHandle(try kernels.gatherRows.bind([rowsBuffer, x, gathered]))
+        let outputNorm = try vector("output_norm.weight")
+        outputNormSet = VkDescriptorSetHandle(try kernels.rmsNorm.bind([gathered, outputNorm, gatheredNormed]))
+        outputSet = VkDescriptorSetHandle(try kernels.matmul(for: outputMatrix.format).bind([outputMatrix.quants, outputMatrix.scales, gatheredNormed, logitsBuffer]))
+        argmaxSet = VkDescriptorSetHandle(try kernels.argmax.bind([logitsBuffer, chosen]))
+
+        for l in 0..<c.layerCount {
+            let p = "blk.\(l)."
+            let qkvMatrix = try DeviceMatrix(arena: arena, file: file, tensors: [tensor(p + "attn_q.weight"), tensor(p + "attn_k.weight"), tensor(p + "attn_v.weight")], label: p + "qkv")
+            let outputProjection = try DeviceMatrix(arena: arena, file: file, tensors: [tensor(p + "attn_output.weight")], label: p + "attn_output")
+            let gateUpMatrix = try DeviceMatrix(arena: arena, file: file, tensors: [tensor(p + "ffn_gate.weight"), tensor(p + "ffn_up.weight")], label: p + "gate_up")
+            let downMatrix = try DeviceMatrix(arena: arena, file: file, tensors: [tensor(p + "ffn_down.weight")], label: p + "ffn_down")
+            let attentionNorm = try vector(p + "attn_norm.weight"), ffnNorm = try vector(p + "ffn_norm.weight")
+            let keys = try arena.buffer(kvBytes, label: p + "keys"), values = try arena.buffer(kvBytes, label: p + "values")
+            func matmulSet(_ m: DeviceMatrix, _ input: DeviceBuffer, _ output: DeviceBuffer) throws -> VkDescriptorSetHandle {
+                VkDescriptorSetHandle(try kernels.matmul(for: m.format).bind([m.quants, m.scales, input, output]))
+            }
+            layers.append(Layer(
+                qkv: qkvMatrix, output: outputProjection, gateUp: gateUpMatrix, down: downMatrix, keys: keys, values: values,
+                attentionNormSet: VkDescriptorSetHandle(try kernels.rmsNorm.bind([x, attentionNorm, normed])),
+                qkvSet: try matmulSet(qkvMatrix, normed, qkv),
+                ropeSet: VkDescriptorSetHandle(try kernels.ropeStore.bind([qkv, positionsBuffer, sequencesBuffer, blockTablesBuffer, rotation, keys, values])),
+                attentionSet: VkDescriptorSetHandle(try kernels.attention.bind([qkv, positionsBuffer, sequencesBuffer, blockTablesBuffer, keys, values, attended])),
+                outputSet: try matmulSet(outputProjection, attended, x),
+                ffnNormSet: VkDescriptorSetHandle(try kernels.rmsNorm.bind([x, ffnNorm, normed])),
+                gateUpSet: try matmulSet(gateUpMatrix, normed, gateUp),
+                swigluSet: VkDescriptorSetHandle(try kernels.swiglu.bind([gateUp, hidden])),
+                downSet: try matmulSet(downMatrix, hidden, x)))
+        }
+    }
+
+    /// Per-kernel timings when KILN_VULKAN_PROFILE=1.
+    public func profileReport() -> String { stream.profileReport() }
+
+    /// Bytes of device memory the decoder holds (weights, KV pool, activations).
+    public var deviceBytes: Int { arena.allocatedBytes }
+
+    public func logits(_ batch: DecodeBatch) throws -> [[Float]] {
+        try run(batch, greedy: false)
+        let v = config.vocabularySize
+        let all = logitsBuffer.floats(batch.logitRows.count * v)
+        return (0..<batch.logitRows.count).map { Array(all[$0 * v ..< ($0 + 1) * v]) }
+    }
+
+    public func greedy(_ batch: DecodeBatch) throws -> [Int] {
+        try run(batch, greedy: true)
+        let ids = chosen.contents.assumingMemoryBound(to: UInt32.self)
+        return (0..<batch.logitRows.count).map { Int(ids[$0]) }
+    }
+
+    /// Invocations for a matrix of `rows` outputs: each owns `Kernels.rowsPerInvocation` rows.
+    private func rowGroups(_ rows: UInt32) -> Int { (Int(rows) + Kernels.rowsPerInvocation - 1) / Kernels.rowsPerInvocation }
+
+    private func run(_ batch: DecodeBatch, greedy: Bool) throws {
+        let c = config
+        let n = batch.tokens.count, rows = batch.logitRows.count
+        guard n > 0, n <= maxTokens, rows <= maxLogitRows, batch.blockTables.count <= maxSequences,
+              batch.positions.count == n, batch.sequences.count == n else {
+            throw VulkanError("step", message: "batch of \(n) tokens, \(rows) logit rows, \(batch.blockTables.count) sequences is outside the decoder's limits")
+        }
+        // Upload the step's small tables; everything else is already on the device.
+        let tokens = tokensBuffer.contents.assumingMemoryBound(to: UInt32.self)
+        let positions = positionsBuffer.contents.assumingMemoryBound(to: UInt32.self)
+        let sequences = sequencesBuffer.contents.assumingMemoryBound(to: UInt32.self)
+        for i in 0..<n {
+            guard batch.tokens[i] >= 0, batch.tokens[i] < c.vocabularySize, batch.positions[i] >= 0, batch.positions[i] < c.contextLength,
+                  batch.sequences[i] >= 0, batch.sequences[i] < batch.blockTables.count,
+                  batch.positions[i] / blockSize < batch.blockTables[batch.sequences[i]].count else {
+                throw VulkanError("step", message: "token \(i) has an id, position or block table out of range")
+            }
+            tokens[i] = UInt32(batch.tokens[i]); positions[i] = UInt32(batch.positions[i]); sequences[i] = UInt32(batch.sequences[i])
+        }
+        let tables = blockTablesBuffer.contents.assumingMemoryBound(to: UInt32.self)
+        for (s, table) in batch.blockTables.enumerated() {
+            guard table.count <= maxBlocksPerSequence, table.allSatisfy({ $0 >= 0 && $0 < blockCount }) else {
+                throw VulkanError("step", message: "block table \(s) is out of range")
+            }
+            for (i, block) in table.enumerated() { tables[s * maxBlocksPerSequence + i] = UInt32(block) }
+        }
+        let rowIndex = rowsBuffer.contents.assumingMemoryBound(to: UInt32.self)
+        for (i, r) in batch.logitRows.enumerated() {
+            guard r >= 0 && r < n else { throw VulkanError("step", message: "logit row \(r) is not a token of the step") }
+            rowIndex[i] = UInt32(r)
+        }
+
+        let d = UInt32(c.embeddingWidth), f = UInt32(c.feedForwardWidth), B = UInt32(n)
+        let qWidth = UInt32(c.headCount * c.headDimension), kvWidth = UInt32(c.kvHeadCount * c.headDimension)
+        let qkvWidth = qWidth + 2 * kvWidth
+        let eps = c.rmsEpsilon
+        typealias M = Kernels.MatmulParameters
+        try stream.begin()
+        stream.dispatch(kernels.embed, embedSet.set, Kernels.EmbedParameters(K: d, B: B, format: embedding.format.rawValue), invocations: n * c.embeddingWidth / 32)
+        stream.barrier()
+        for layer in layers {
+            stream.dispatch(kernels.rmsNorm, layer.attentionNormSet.set, Kernels.NormParameters(B: B, width4: d / 4, epsilon: eps), invocations: n)
+            stream.barrier()
+            stream.dispatch(kernels.matmul(for: layer.qkv.format), layer.qkvSet.set,
+                            M(K: d, N: qkvWidth, B: B, xStride: d, yStride: qkvWidth, flags: 0), invocations: rowGroups(qkvWidth))
+            stream.barrier()
+            stream.dispatch(kernels.ropeStore, layer.ropeSet.set,
+                            Kernels.RopeParameters(B: B, headDim: UInt32(c.headDimension), heads: UInt32(c.headCount), kvHeads: UInt32(c.kvHeadCount),
+                                                   ropeDim: UInt32(c.ropeDimension), neox: c.architecture == "qwen2" ? 1 : 0,
+                                                   blockSize: UInt32(blockSize), maxBlocks: UInt32(maxBlocksPerSequence)),
+                            invocations: n * (c.headCount + c.kvHeadCount) * c.ropeDimension / 2)
+            stream.barrier()
+            stream.dispatch(kernels.attention, layer.attentionSet.set,
+                            Kernels.AttentionParameters(B: B, heads: UInt32(c.headCount), kvHeads: UInt32(c.kvHeadCount), blockSize: UInt32(blockSize),
+                                                        maxBlocks: UInt32(maxBlocksPerSequence), qkvWidth: qkvWidth,
+                                                        scale: 1 / Float(c.headDimension).squareRoot()),
+                            invocations: n * c.headCount)
+            stream.barrier()
+            stream.dispatch(kernels.matmul(for: layer.output.format), layer.outputSet.set,
+                            M(K: qWidth, N: d, B: B, xStride: qWidth, yStride: d, flags: 1), invocations: rowGroups(d))
+            stream.barrier()
+            stream.dispatch(kernels.rmsNorm, layer.ffnNormSet.set, Kernels.NormParameters(B: B, width4: d / 4, epsilon: eps), invocations: n)
+            stream.barrier()
+            stream.dispatch(kernels.matmul(for: layer.gateUp.format), layer.gateUpSet.set,
+                            M(K: d, N: 2 * f, B: B, xStride: d, yStride: 2 * f, flags: 0), invocations: rowGroups(2 * f))
+            stream.barrier()
+            stream.dispatch(kernels.swiglu, layer.swigluSet.set, Kernels.SwigluParameters(B: B, width: f), invocations: n * Int(f))
+            stream.barrier()
+            stream.dispatch(kernels.matmul(for: layer.down.format), layer.downSet.set,
+                            M(K: f, N: d, B: B, xStride: f, yStride: d, flags: 1), invocations: rowGroups(d))
+            stream.barrier()
+        }
+        if rows > 0 {
+            stream.dispatch(kernels.gatherRows, gatherSet.set, Kernels.GatherParameters(rows: UInt32(rows), width4: d / 4), invocations: rows * Int(d) / 4)
+            stream.barrier()
+            stream.dispatch(kernels.rmsNorm, outputNormSet.set, Kernels.NormParameters(B: UInt32(rows), width4: d / 4, epsilon: eps), invocations: rows)
+            stream.barrier()
+            let v = UInt32(c.vocabularySize)
+            stream.dispatch(kernels.matmul(for: outputMatrix.format), outputSet.set,
+                            M(K: d, N: v, B: UInt32(rows), xStride: d, yStride: v, flags: 0), invocations: rowGroups(v))
+            if greedy {
+                stream.barrier()
+                stream.dispatch(kernels.argmax, argmaxSet.set, Kernels.ArgmaxParameters(rows: UInt32(rows), vocabulary: v), invocations: rows)
+            }
+        }
+        try stream.submitAndWait()
+    }
+}
+
+/// A descriptor set (an opaque Vulkan handle) held by the decoder.
+struct VkDescriptorSetHandle: @unchecked Sendable {
+    let set: VkDescriptorSet
+    init(_ set: VkDescriptorSet) { self.set = set }
+}

@@ -1,0 +1,172 @@
+import CVulkan
+import Foundation
+
+/// A Vulkan device chosen for compute: the instance, one physical device (a discrete GPU first, then an
+/// integrated one, then a CPU implementation such as lavapipe), one compute queue and a command pool.
+/// Used from one thread at a time (the engine's step loop).
+public final class VulkanDevice: @unchecked Sendable {
+    public enum Kind: String, Sendable { case discreteGPU = "discrete GPU", integratedGPU = "integrated GPU", cpu = "CPU", other }
+
+    /// What the engine and the logs need to know about a device.
+    public struct Info: Sendable, CustomStringConvertible {
+        public let index: Int
+        public let name: String
+        public let kind: Kind
+        public let maxStorageBufferRange: Int
+        public let maxMemoryAllocationSize: Int
+        public let maxComputeWorkGroupCount: Int
+        public var description: String {
+            "#\(index) \(name) (\(kind.rawValue)), maxStorageBufferRange \(maxStorageBufferRange >> 20) MiB, maxMemoryAllocationSize \(maxMemoryAllocationSize >> 20) MiB"
+        }
+    }
+
+    let instance: VkInstance
+    let physicalDevice: VkPhysicalDevice
+    let device: VkDevice
+    let queue: VkQueue
+    let queueFamily: UInt32
+    let commandPool: VkCommandPool
+    let memoryTypeIndex: UInt32
+    public let info: Info
+
+    /// Every physical device the loader reports (empty when there is no Vulkan driver at all).
+    public static func available() throws -> [Info] {
+        let instance = try makeInstance()
+        defer { vkDestroyInstance(instance, nil) }
+        return try physicalDevices(instance).enumerated().map { describe($1, index: $0) }
+    }
+
+    /// Opens device `index`, or the best one: discrete GPU, integrated GPU, then CPU (lavapipe).
+    public init(index: Int? = nil) throws {
+        instance = try Self.makeInstance()
+        let devices = try Self.physicalDevices(instance)
+        guard !devices.isEmpty else {
+            vkDestroyInstance(instance, nil)
+            throw VulkanError("vkEnumeratePhysicalDevices", message: "no Vulkan device (install mesa-vulkan-drivers for lavapipe)")
+        }
+        let infos = devices.enumerated().map { Self.describe($1, index: $0) }
+        let rank: (Kind) -> Int = { [.discreteGPU: 0, .integratedGPU: 1, .cpu: 2][$0] ?? 3 }
+        let chosen: Int
+        if let index {
+            guard index >= 0 && index < devices.count else {
+                vkDestroyInstance(instance, nil)
+                throw VulkanError("device selection", message: "no Vulkan device #\(index) (there are \(devices.count))")
+            }
+            chosen = index
+        } else {
+            chosen = infos.indices.min { rank(infos[$0].kind) < rank(infos[$1].kind) } ?? 0
+        }
+        let physicalDevice = devices[chosen]
+        self.physicalDevice = physicalDevice
+        info = infos[chosen]
+
+        var familyCount: UInt32 = 0
+        vkGetPhysicalDeviceQueueFamilyProperties(physicalDevice, &familyCount, nil)
+        var families = [VkQueueFamilyProperties](repeating: VkQueueFamilyProperties(), count: Int(familyCount))
+        vkGetPhysicalDeviceQueueFamilyProperties(physicalDevice, &familyCount, &families)
+        guard let family = families.firstIndex(where: { $0.queueFlags & VK_QUEUE_COMPUTE_BIT.rawValue != 0 }) else {
+            vkDestroyInstance(instance, nil)
+            throw VulkanError("queue selection", message: "\(info.name) has no compute queue")
+        }
+        queueFamily = UInt32(family)
+
+        var priority: Float = 1
+        var queueInfo = VkDeviceQueueCreateInfo()
+        queueInfo.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO
+        queueInfo.queueFamilyIndex = queueFamily
+        queueInfo.queueCount = 1
+        var device: VkDevice?
+        let created = withUnsafePointer(to: &priority) { priorityPointer -> VkResult in
+            queueInfo.pQueuePriorities = priorityPointer
+            return withUnsafePointer(to: &queueInfo) { queuePointer in
+                var createInfo = VkDeviceCreateInfo()
+                createInfo.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO
+                createInfo.queueCreateInfoCount = 1
+                createInfo.pQueueCreateInfos = queuePointer
+                return vkCreateDevice(physicalDevice, &createInfo, nil, &device)
+            }
+        }
+        guard created == VK_SUCCESS, let device else {
+            vkDestroyInstance(instance, nil)
+            throw VulkanError("vkCreateDevice", created)
+        }
+        self.device = device
+        var queue: VkQueue?
+        vkGetDeviceQueue(device, queueFamily, 0, &queue)
+        self.queue = queue!
+
+        var poolInfo = VkCommandPoolCreateInfo()
+        poolInfo.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO
+        poolInfo.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT.rawValue
+        poolInfo.queueFamilyIndex = queueFamily
+        var pool: VkCommandPool?
+        try check(vkCreateCommandPool(device, &poolInfo, nil, &pool), "vkCreateCommandPool")
+        commandPool = pool!
+
+        // Host-visible, coherent memory: every type lavapipe has, and on GPUs the device-local window where
+        // one exists. (A staging path for device-only memory is future work.)
+        var memory = VkPhysicalDeviceMemoryProperties()
+        vkGetPhysicalDeviceMemoryProperties(physicalDevice, &memory)
+        let types = withUnsafeBytes(of: memory.memoryTypes) { Array($0.bindMemory(to: VkMemoryType.self).prefix(Int(memory.memoryTypeCount))) }
+        let wanted = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT.rawValue | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT.rawValue
+        let candidates = types.indices.filter { types[$0].propertyFlags & wanted == wanted }
+        guard let best = candidates.first(where: { types[$0].propertyFlags & VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT.rawValue != 0 }) ?? candidates.first else {
+            throw VulkanError("memory selection", message: "\(info.name) has no host-visible coherent memory")
+        }
+        memoryTypeIndex = UInt32(best)
+    }
+
+    deinit {
+        vkDeviceWaitIdle(device)
+        vkDestroyCommandPool(device, commandPool, nil)
+        vkDestroyDevice(device, nil)
+        vkDestroyInstance(instance, nil)
+    }
+
+    private static func makeInstance() throws -> VkInstance {
+        var app = VkApplicationInfo()
+        app.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO
+        app.apiVersion = (1 << 22) | (1 << 12)  // Vulkan 1.1
+        var instance: VkInstance?
+        let result = withUnsafePointer(to: &app) { appPointer -> VkResult in
+            var info = VkInstanceCreateInfo()
+            info.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO
+            info.pApplicationInfo = appPointer
+            return vkCreateInstance(&info, nil, &instance)
+        }
+        guard result == VK_SUCCESS, let instance else { throw VulkanError("vkCreateInstance", result) }
+        return instance
+    }
+
+    private static func physicalDevices(_ instance: VkInstance) throws -> [VkPhysicalDevice] {
+        var count: UInt32 = 0
+        try check(vkEnumeratePhysicalDevices(instance, &count, nil), "vkEnumeratePhysicalDevices")
+        var devices = [VkPhysicalDevice?](repeating: nil, count: Int(count))
+        try check(vkEnumeratePhysicalDevices(instance, &count, &devices), "vkEnumeratePhysicalDevices")
+        return devices.compactMap { $0 }
+    }
+
+    private static func describe(_ device: VkPhysicalDevice, index: Int) -> Info {
+        var properties = VkPhysicalDeviceProperties()
+        vkGetPhysicalDeviceProperties(device, &properties)
+        var maintenance3 = VkPhysicalDeviceMaintenance3Properties()
+        maintenance3.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES
+        var properties2 = VkPhysicalDeviceProperties2()
+        properties2.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2
+        withUnsafeMutablePointer(to: &maintenance3) { pointer in
+            properties2.pNext = UnsafeMutableRawPointer(pointer)
+            vkGetPhysicalDeviceProperties2(device, &properties2)
+        }
+        let name = withUnsafeBytes(of: properties.deviceName) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        let kind: Kind = switch properties.deviceType {
+        case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: .discreteGPU
+        case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: .integratedGPU
+        case VK_PHYSICAL_DEVICE_TYPE_CPU: .cpu
+        default: .other
+        }
+        return Info(index: index, name: name, kind: kind,
+                    maxStorageBufferRange: Int(properties.limits.maxStorageBufferRange),
+                    maxMemoryAllocationSize: Int(maintenance3.maxMemoryAllocationSize),
+                    maxComputeWorkGroupCount: Int(properties.limits.maxComputeWorkGroupCount.0))
+    }
+}

@@ -53,7 +53,6 @@ let package = Package(
         .target(
             name: "KilnVulkan",
             dependencies: ["CVulkan", "KilnModel"],
-            exclude: [],
             plugins: ["ShaderCompiler"]
         ),
         .executableTarget(name: "kiln-shader-embed"),

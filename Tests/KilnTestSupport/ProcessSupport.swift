@@ -23,8 +23,12 @@ public struct ProcessResult {
 }
 
 /// Runs a program to completion (killing it after `timeout` seconds).
-public func runTool(_ executable: String, _ arguments: [String], timeout: Double = 60, stdin: Data? = nil) throws -> ProcessResult {
+public func runTool(_ executable: String, _ arguments: [String], timeout: Double = 60, stdin: Data? = nil,
+                    environment: [String: String] = [:]) throws -> ProcessResult {
     let p = Process()
+    if !environment.isEmpty {
+        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
     p.executableURL = URL(fileURLWithPath: executable.hasPrefix("/") ? executable : "/usr/bin/\(executable)")
     p.arguments = arguments
     let out = Pipe(), err = Pipe()

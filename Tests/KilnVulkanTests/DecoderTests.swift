@@ -1,0 +1,84 @@
+import Foundation
+import KilnModel
+@testable import KilnVulkan
+import KilnTestSupport
+import XCTest
+
+/// The whole decoder on a small random-weight model: against the CPU reference, and the invariances the
+/// engine relies on (batching, chunking and block placement never change a result, bit for bit).
+final class DecoderTests: XCTestCase {
+    private func testModel(type: GGMLType) throws -> GGUFFile {
+        var builder = TestModelBuilder()
+        builder.layers = 2; builder.width = 128; builder.feedForwardWidth = 256; builder.heads = 4; builder.kvHeads = 2
+        builder.type = type
+        return try GGUFFile(file: MappedFile(copying: builder.build().serialized()))
+    }
+
+    private func relativeL2(_ a: [Float], _ b: [Float]) -> Double {
+        var e = 0.0, n = 0.0
+        for (x, y) in zip(a, b) { e += Double(x - y) * Double(x - y); n += Double(y) * Double(y) }
+        return (e / max(n, 1e-30)).squareRoot()
+    }
+
+    func testMatchesCPUReferenceForEveryWeightFormat() throws {
+        let device = try VulkanDevice()
+        for type in [GGMLType.q4_1, .q8_0, .f32, .q4_K, .q6_K] {
+            let file = try testModel(type: type)
+            let vulkan = try VulkanDecoder(device: device, file: file, blockCount: 16, maxTokens: 64, maxSequences: 4, maxLogitRows: 64)
+            let cpu = ReferenceDecoder(weights: try ReferenceWeights(gguf: file))
+            let tokens = [5, 80, 81, 90, 100, 3, 7, 200, 201, 40, 41]
+            let expected = cpu.forward(tokens, logitCount: tokens.count)
+            let got = try vulkan.logits(.sequence(tokens, startingAt: 0, blockTable: [3, 9], wanted: tokens.count))
+            for (i, (g, e)) in zip(got, expected).enumerated() {
+                XCTAssertLessThanOrEqual(relativeL2(g, e), 1e-4, "\(type) position \(i)")
+            }
+            // Then one more token, decoding against the cache the prefill filled.
+            let next = try vulkan.logits(.sequence([17], startingAt: tokens.count, blockTable: [3, 9]))[0]
+            XCTAssertLessThanOrEqual(relativeL2(next, cpu.forward([17])[0]), 1e-4, "\(type) decode step")
+            XCTAssertEqual(try vulkan.greedy(.sequence([18], startingAt: tokens.count + 1, blockTable: [3, 9])), [argmax(cpu.forward([18])[0])])
+        }
+    }
+
+    func testBatchingChunkingAndBlockPlacementChangeNothing() throws {
+        let device = try VulkanDevice()
+        let file = try testModel(type: .q4_1)
+        let decoder = try VulkanDecoder(device: device, file: file, blockCount: 64, maxTokens: 128, maxSequences: 8, maxLogitRows: 16)
+        var rng = SystemRandomNumberGenerator()
+        let prompts = (0..<8).map { i in (0..<(5 + 3 * i)).map { _ in Int.random(in: 3..<259, using: &rng) } }
+        // Each prompt alone, on blocks 0, 1, ...
+        let alone = try prompts.map { try decoder.logits(.sequence($0, startingAt: 0, blockTable: [0, 1, 2])) [0] }
+        // All eight in one step, each on its own scattered blocks.
+        var batch = DecodeBatch(tokens: [], positions: [], sequences: [], blockTables: [], logitRows: [])
+        for (s, prompt) in prompts.enumerated() {
+            batch.blockTables.append([60 - s, 10 + 5 * s, 3 + s])
+            for (i, t) in prompt.enumerated() {
+                batch.tokens.append(t); batch.positions.append(i); batch.sequences.append(s)
+            }
+            batch.logitRows.append(batch.tokens.count - 1)
+        }
+        let together = try decoder.logits(batch)
+        for s in 0..<8 { XCTAssertEqual(together[s], alone[s], "prompt \(s): batched logits differ from its logits alone") }
+
+        // One prompt in one step, in chunks of 7, and token by token, on scattered blocks.
+        let prompt = prompts[7]  // 26 tokens: two blocks
+        let table = [41, 7]
+        let whole = try decoder.logits(.sequence(prompt, startingAt: 0, blockTable: table))[0]
+        var chunked: [Float] = []
+        for start in stride(from: 0, to: prompt.count, by: 7) {
+            chunked = try decoder.logits(.sequence(Array(prompt[start..<min(start + 7, prompt.count)]), startingAt: start, blockTable: table))[0]
+        }
+        var stepped: [Float] = []
+        for (i, t) in prompt.enumerated() { stepped = try decoder.logits(.sequence([t], startingAt: i, blockTable: [5, 33]))[0] }
+        XCTAssertEqual(whole, alone[7], "scattered blocks differ from contiguous ones")
+        XCTAssertEqual(chunked, whole, "chunked prefill differs from one-step prefill")
+        XCTAssertEqual(stepped, whole, "token-by-token decoding differs from prefill")
+    }
+
+    func testBadBatchesAreErrorsNotCrashes() throws {
+        let decoder = try VulkanDecoder(device: try VulkanDevice(), file: try testModel(type: .q8_0), blockCount: 8, maxTokens: 16, maxSequences: 2, maxLogitRows: 4)
+        XCTAssertThrowsError(try decoder.logits(.sequence([999_999], startingAt: 0, blockTable: [0])))
+        XCTAssertThrowsError(try decoder.logits(.sequence([5], startingAt: 0, blockTable: [8])))
+        XCTAssertThrowsError(try decoder.logits(.sequence([5], startingAt: 40, blockTable: [0])), "position past the block table")
+        XCTAssertThrowsError(try decoder.logits(.sequence(Array(repeating: 5, count: 17), startingAt: 0, blockTable: [0, 1])))
+    }
+}

@@ -1,0 +1,74 @@
+import Foundation
+@testable import KilnModel
+@testable import KilnVulkan
+import KilnTestSupport
+import XCTest
+
+/// Each kernel against a float64 CPU computation on random inputs of several shapes, including row counts
+/// that are not multiples of the rows per invocation; outputs are poisoned with NaN first so an element the
+/// kernel forgot to write fails the comparison.
+final class KernelTests: XCTestCase {
+    static let device: VulkanDevice? = try? VulkanDevice()
+
+    private func device() throws -> VulkanDevice {
+        guard let device = Self.device else {
+            XCTFail("no Vulkan device: install mesa-vulkan-drivers (lavapipe)")
+            throw VulkanError("test", message: "no device")
+        }
+        return device
+    }
+
+    func testDeviceIsFoundAndDescribed() throws {
+        let devices = try VulkanDevice.available()
+        XCTAssertFalse(devices.isEmpty, "lavapipe should be installed by make deps")
+        let d = try device()
+        print("Vulkan device: \(d.info)")
+        XCTAssertGreaterThan(d.info.maxStorageBufferRange, 1 << 20)
+    }
+
+    func testMatmulEveryFormatAndShape() throws {
+        let device = try device()
+        let arena = MemoryArena(device: device, chunkSize: 64 << 20)
+        let kernels = try Kernels(device: device, headDimension: 64)
+        let stream = try CommandStream(device: device)
+        var rng = SystemRandomNumberGenerator()
+        for type in [GGMLType.q4_1, .q4_0, .q8_0, .f32, .f16, .bf16, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K] {
+            for (n, k, b) in [(1, 256, 1), (5, 256, 3), (37, 512, 6), (130, 256, 9)] {
+                var w = GGUFWriter()
+                w.tensors = [.init(name: "w", dimensions: [k, n], type: type,
+                                   data: TestModelBuilder.randomData(type, count: n * k, scale: 0.5, rng: &rng))]
+                let file = try GGUFFile(file: MappedFile(copying: w.serialized()))
+                let info = try XCTUnwrap(file.tensor("w"))
+                let matrix = try DeviceMatrix(arena: arena, file: file, tensors: [info], label: "w")
+                let weights = Dequantize.array(type, file.data(of: info), count: n * k)
+                let xs = (0..<b * k).map { _ in Float.random(in: -1...1, using: &rng) }
+                let residual = (0..<b * n).map { _ in Float.random(in: -1...1, using: &rng) }
+                let xBuffer = try arena.buffer(xs.count * 4, label: "x"), yBuffer = try arena.buffer(b * n * 4, label: "y")
+                xs.withUnsafeBytes { xBuffer.copy($0) }
+                let set = try kernels.matmul(for: matrix.format).bind([matrix.quants, matrix.scales, xBuffer, yBuffer])
+                for accumulate in [false, true] {
+                    let y = yBuffer.floats(b * n)
+                    for i in 0..<y.count { y[i] = accumulate ? residual[i] : .nan }
+                    try stream.begin()
+                    stream.dispatch(kernels.matmul(for: matrix.format), set,
+                                    Kernels.MatmulParameters(K: UInt32(k), N: UInt32(n), B: UInt32(b), xStride: UInt32(k), yStride: UInt32(n), flags: accumulate ? 1 : 0),
+                                    invocations: (n + Kernels.rowsPerInvocation - 1) / Kernels.rowsPerInvocation)
+                    try stream.submitAndWait()
+                    var error = 0.0, norm = 0.0
+                    for col in 0..<b {
+                        for row in 0..<n {
+                            var expected = accumulate ? Double(residual[col * n + row]) : 0
+                            for i in 0..<k { expected += Double(weights[row * k + i]) * Double(xs[col * k + i]) }
+                            let got = Double(y[col * n + row])
+                            XCTAssertFalse(got.isNaN, "\(type) \(n)×\(k) B=\(b): element (\(row), \(col)) not written")
+                            error += (got - expected) * (got - expected)
+                            norm += expected * expected
+                        }
+                    }
+                    let relative = (error / max(norm, 1e-30)).squareRoot()
+                    XCTAssertLessThanOrEqual(relative, 1e-4, "\(type) \(n)×\(k) B=\(b) accumulate=\(accumulate)")
+                }
+            }
+        }
+    }
+}

@@ -44,14 +44,14 @@ public final class MemoryArena: @unchecked Sendable {
 
     /// A new zero-filled storage buffer of `size` bytes.
     public func buffer(_ size: Int, label: String) throws -> DeviceBuffer {
-        let size = max(size, 16)
+        let size = (max(size, 16) + 15) / 16 * 16  // whole 16-byte texels for texel-buffer views
         guard size <= device.info.maxStorageBufferRange else {
             throw VulkanError("buffer \(label)", message: "\(size) bytes exceeds maxStorageBufferRange \(device.info.maxStorageBufferRange)")
         }
         var info = VkBufferCreateInfo()
         info.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO
         info.size = VkDeviceSize(size)
-        info.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT.rawValue | VK_BUFFER_USAGE_TRANSFER_SRC_BIT.rawValue | VK_BUFFER_USAGE_TRANSFER_DST_BIT.rawValue
+        info.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT.rawValue | VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT.rawValue | VK_BUFFER_USAGE_TRANSFER_SRC_BIT.rawValue | VK_BUFFER_USAGE_TRANSFER_DST_BIT.rawValue
         info.sharingMode = VK_SHARING_MODE_EXCLUSIVE
         var buffer: VkBuffer?
         try check(vkCreateBuffer(device.device, &info, nil, &buffer), "vkCreateBuffer(\(label))")

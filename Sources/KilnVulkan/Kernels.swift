@@ -1,9 +1,14 @@
+import CVulkan
+
 /// The compute kernels of the CPU-shaped family (lanes own whole rows, 16-byte loads, no shared memory or
 /// barriers), and their push-constant layouts (std430: tightly packed 32-bit fields, matching the GLSL).
 final class Kernels {
     let matmulF32: ComputeKernel
     let matmulQ8_0: ComputeKernel
     let matmulQ4_1: ComputeKernel
+    let matmulF32Rows8: ComputeKernel
+    let matmulQ8_0Rows8: ComputeKernel
+    let matmulQ4_1Rows8: ComputeKernel
     let embed: ComputeKernel
     let ropeStore: ComputeKernel
     let attention: ComputeKernel
@@ -12,8 +17,10 @@ final class Kernels {
     let argmax: ComputeKernel
     let rmsNorm: ComputeKernel
 
-    /// Output rows per matrix-kernel invocation (ROWS in matmul_main.glsl).
+    /// Output rows per invocation of the tiled matrix kernels (matmul_main.glsl) and of the single-column
+    /// ones (matmul_rows8.glsl).
     static let rowsPerInvocation = 4
+    static let rowsPerInvocationSingleColumn = 8
 
     struct MatmulParameters { var K, N, B, xStride, yStride, flags: UInt32 }
     struct NormParameters { var B, width4: UInt32; var epsilon: Float }
@@ -26,9 +33,20 @@ final class Kernels {
 
     init(device: VulkanDevice, headDimension: Int) throws {
         let matmulBytes = MemoryLayout<MatmulParameters>.size
-        matmulF32 = try ComputeKernel(device: device, name: "matmul_f32", spirv: EmbeddedShaders.matmulF32, bindings: 4, pushConstantBytes: matmulBytes)
-        matmulQ8_0 = try ComputeKernel(device: device, name: "matmul_q8_0", spirv: EmbeddedShaders.matmulQ80, bindings: 4, pushConstantBytes: matmulBytes)
-        matmulQ4_1 = try ComputeKernel(device: device, name: "matmul_q4_1", spirv: EmbeddedShaders.matmulQ41, bindings: 4, pushConstantBytes: matmulBytes)
+        // Weights, scales and activations are read through texel views (see ComputeKernel.texelBindings).
+        let floats = VK_FORMAT_R32G32B32A32_SFLOAT, words = VK_FORMAT_R32G32B32A32_UINT
+        matmulF32 = try ComputeKernel(device: device, name: "matmul_f32", spirv: EmbeddedShaders.matmulF32, bindings: 4, pushConstantBytes: matmulBytes,
+                                      texelBindings: [0: floats, 1: floats, 2: floats])
+        matmulQ8_0 = try ComputeKernel(device: device, name: "matmul_q8_0", spirv: EmbeddedShaders.matmulQ80, bindings: 4, pushConstantBytes: matmulBytes,
+                                       texelBindings: [0: words, 1: floats, 2: floats])
+        matmulQ4_1 = try ComputeKernel(device: device, name: "matmul_q4_1", spirv: EmbeddedShaders.matmulQ41, bindings: 4, pushConstantBytes: matmulBytes,
+                                       texelBindings: [0: words, 1: floats, 2: floats])
+        matmulF32Rows8 = try ComputeKernel(device: device, name: "matmul_f32_rows8", spirv: EmbeddedShaders.matmulF32Rows8, bindings: 4, pushConstantBytes: matmulBytes,
+                                           texelBindings: [0: floats, 1: floats, 2: floats])
+        matmulQ8_0Rows8 = try ComputeKernel(device: device, name: "matmul_q8_0_rows8", spirv: EmbeddedShaders.matmulQ80Rows8, bindings: 4, pushConstantBytes: matmulBytes,
+                                            texelBindings: [0: words, 1: floats, 2: floats])
+        matmulQ4_1Rows8 = try ComputeKernel(device: device, name: "matmul_q4_1_rows8", spirv: EmbeddedShaders.matmulQ41Rows8, bindings: 4, pushConstantBytes: matmulBytes,
+                                            texelBindings: [0: words, 1: floats, 2: floats])
         embed = try ComputeKernel(device: device, name: "embed", spirv: EmbeddedShaders.embed, bindings: 4, pushConstantBytes: MemoryLayout<EmbedParameters>.size)
         ropeStore = try ComputeKernel(device: device, name: "rope_store", spirv: EmbeddedShaders.ropeStore, bindings: 7, pushConstantBytes: MemoryLayout<RopeParameters>.size)
         attention = try ComputeKernel(device: device, name: "attention", spirv: EmbeddedShaders.attention, bindings: 7,
@@ -37,6 +55,18 @@ final class Kernels {
         gatherRows = try ComputeKernel(device: device, name: "gather_rows", spirv: EmbeddedShaders.gatherRows, bindings: 3, pushConstantBytes: MemoryLayout<GatherParameters>.size)
         rmsNorm = try ComputeKernel(device: device, name: "rmsnorm", spirv: EmbeddedShaders.rmsnorm, bindings: 3, pushConstantBytes: MemoryLayout<NormParameters>.size)
         argmax = try ComputeKernel(device: device, name: "argmax", spirv: EmbeddedShaders.argmax, bindings: 2, pushConstantBytes: MemoryLayout<ArgmaxParameters>.size)
+    }
+
+    /// The matrix kernel for `columns` columns of x and the invocations it needs for `rows` outputs: the
+    /// single-column frame for one column, the 4 × 4 tiles otherwise. Both reduce in the same order.
+    func matmul(for format: DeviceMatrix.Format, columns: Int, rows: Int) -> (ComputeKernel, invocations: Int) {
+        guard columns == 1 else { return (matmul(for: format), (rows + Self.rowsPerInvocation - 1) / Self.rowsPerInvocation) }
+        let kernel: ComputeKernel = switch format {
+        case .f32: matmulF32Rows8
+        case .q8_0: matmulQ8_0Rows8
+        case .q4_1: matmulQ4_1Rows8
+        }
+        return (kernel, (rows + Self.rowsPerInvocationSingleColumn - 1) / Self.rowsPerInvocationSingleColumn)
     }
 
     func matmul(for format: DeviceMatrix.Format) -> ComputeKernel {

@@ -156,8 +156,13 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         return (0..<batch.logitRows.count).map { Int(ids[$0]) }
     }
 
-    /// Invocations for a matrix of `rows` outputs: each owns `Kernels.rowsPerInvocation` rows.
-    private func rowGroups(_ rows: UInt32) -> Int { (Int(rows) + Kernels.rowsPerInvocation - 1) / Kernels.rowsPerInvocation }
+    /// Records y (+)= W · x for `columns` columns, choosing the kernel variant by the column count.
+    private func matmul(_ m: DeviceMatrix, _ set: VkDescriptorSetHandle, columns: Int, accumulate: Bool) {
+        let (kernel, invocations) = kernels.matmul(for: m.format, columns: columns, rows: m.rows)
+        stream.dispatch(kernel, set.set, Kernels.MatmulParameters(K: UInt32(m.columns), N: UInt32(m.rows), B: UInt32(columns),
+                                                                  xStride: UInt32(m.columns), yStride: UInt32(m.rows), flags: accumulate ? 1 : 0),
+                        invocations: invocations)
+    }
 
     private func run(_ batch: DecodeBatch, greedy: Bool) throws {
         let c = config
@@ -195,15 +200,13 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         let qWidth = UInt32(c.headCount * c.headDimension), kvWidth = UInt32(c.kvHeadCount * c.headDimension)
         let qkvWidth = qWidth + 2 * kvWidth
         let eps = c.rmsEpsilon
-        typealias M = Kernels.MatmulParameters
         try stream.begin()
         stream.dispatch(kernels.embed, embedSet.set, Kernels.EmbedParameters(K: d, B: B, format: embedding.format.rawValue), invocations: n * c.embeddingWidth / 32)
         stream.barrier()
         for layer in layers {
             stream.dispatch(kernels.rmsNorm, layer.attentionNormSet.set, Kernels.NormParameters(B: B, width4: d / 4, epsilon: eps), invocations: n)
             stream.barrier()
-            stream.dispatch(kernels.matmul(for: layer.qkv.format), layer.qkvSet.set,
-                            M(K: d, N: qkvWidth, B: B, xStride: d, yStride: qkvWidth, flags: 0), invocations: rowGroups(qkvWidth))
+            matmul(layer.qkv, layer.qkvSet, columns: n, accumulate: false)
             stream.barrier()
             stream.dispatch(kernels.ropeStore, layer.ropeSet.set,
                             Kernels.RopeParameters(B: B, headDim: UInt32(c.headDimension), heads: UInt32(c.headCount), kvHeads: UInt32(c.kvHeadCount),
@@ -217,18 +220,15 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
                                                         scale: 1 / Float(c.headDimension).squareRoot()),
                             invocations: n * c.headCount)
             stream.barrier()
-            stream.dispatch(kernels.matmul(for: layer.output.format), layer.outputSet.set,
-                            M(K: qWidth, N: d, B: B, xStride: qWidth, yStride: d, flags: 1), invocations: rowGroups(d))
+            matmul(layer.output, layer.outputSet, columns: n, accumulate: true)
             stream.barrier()
             stream.dispatch(kernels.rmsNorm, layer.ffnNormSet.set, Kernels.NormParameters(B: B, width4: d / 4, epsilon: eps), invocations: n)
             stream.barrier()
-            stream.dispatch(kernels.matmul(for: layer.gateUp.format), layer.gateUpSet.set,
-                            M(K: d, N: 2 * f, B: B, xStride: d, yStride: 2 * f, flags: 0), invocations: rowGroups(2 * f))
+            matmul(layer.gateUp, layer.gateUpSet, columns: n, accumulate: false)
             stream.barrier()
             stream.dispatch(kernels.swiglu, layer.swigluSet.set, Kernels.SwigluParameters(B: B, width: f), invocations: n * Int(f))
             stream.barrier()
-            stream.dispatch(kernels.matmul(for: layer.down.format), layer.downSet.set,
-                            M(K: f, N: d, B: B, xStride: f, yStride: d, flags: 1), invocations: rowGroups(d))
+            matmul(layer.down, layer.downSet, columns: n, accumulate: true)
             stream.barrier()
         }
         if rows > 0 {
@@ -237,8 +237,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
             stream.dispatch(kernels.rmsNorm, outputNormSet.set, Kernels.NormParameters(B: UInt32(rows), width4: d / 4, epsilon: eps), invocations: rows)
             stream.barrier()
             let v = UInt32(c.vocabularySize)
-            stream.dispatch(kernels.matmul(for: outputMatrix.format), outputSet.set,
-                            M(K: d, N: v, B: UInt32(rows), xStride: d, yStride: v, flags: 0), invocations: rowGroups(v))
+            matmul(outputMatrix, outputSet, columns: rows, accumulate: false)
             if greedy {
                 stream.barrier()
                 stream.dispatch(kernels.argmax, argmaxSet.set, Kernels.ArgmaxParameters(rows: UInt32(rows), vocabulary: v), invocations: rows)

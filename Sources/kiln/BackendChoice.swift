@@ -26,7 +26,7 @@ final class SequenceDecoder {
         case .cpu, .auto:
             let decoder = ReferenceDecoder(weights: try ReferenceWeights(gguf: file))
             description = "CPU reference decoder"
-            forwardBody = { tokens, count in decoder.forward(tokens, logitCount: count) }
+            forwardBody = { tokens, count in try decoder.forward(tokens, logitCount: count) }
         case .vulkan:
             let device = try VulkanDevice(index: deviceIndex)
             let config = try ModelConfig(gguf: file)

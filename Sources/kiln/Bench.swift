@@ -1,10 +1,11 @@
 import ArgumentParser
 import Foundation
 import KilnModel
+import KilnVulkan
 
 /// `kiln bench …`: measurements the `make bench-*` scripts drive; each figure is printed as a `BENCH` line.
 struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks (used by make bench-*).", subcommands: [BenchModel.self])
+    static let configuration = CommandConfiguration(abstract: "Benchmarks (used by make bench-*).", subcommands: [BenchModel.self, BenchDecode.self])
 }
 
 /// `kiln bench model`: GGUF open time, tokenizer throughput and the CPU reference decoder's speed.
@@ -39,9 +40,9 @@ struct BenchModel: ParsableCommand {
             let weights = try ReferenceWeights(gguf: file)
             let decoder = ReferenceDecoder(weights: weights)
             let prompt = [1, 9690, 198, 2683, 359, 253, 5356, 5646]  // a short ChatML-style prompt
-            var logits = decoder.forward(prompt.filter { $0 < weights.config.vocabularySize })[0]
-            let time = seconds {
-                for _ in 0..<decodeTokens { logits = decoder.forward([argmax(logits)])[0] }
+            var logits = try decoder.forward(prompt.filter { $0 < weights.config.vocabularySize })[0]
+            let time = try seconds {
+                for _ in 0..<decodeTokens { logits = try decoder.forward([argmax(logits)])[0] }
             }
             print(String(format: "BENCH cpu_decoder_tok_s %.2f tok/s", Double(decodeTokens) / time))
         }
@@ -54,4 +55,56 @@ struct BenchModel: ParsableCommand {
     }
 
     private func median(_ xs: [Double]) -> Double { xs.sorted()[xs.count / 2] }
+}
+
+/// `kiln bench decode`: the Vulkan decoder's prefill tok/s for one long prompt and decode tok/s at several
+/// batch sizes (greedy on the device).
+struct BenchDecode: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "decode", abstract: "Vulkan prefill and batched decode tok/s.")
+
+    @Option(help: "GGUF model.") var model = DefaultModel.path
+    @Option(name: .customLong("prompt-tokens"), help: "Prefill length.") var promptTokens = 512
+    @Option(help: "Batch sizes for decode, comma-separated.") var batches = "1,4,16,32"
+    @Option(help: "Decode steps timed per batch size.") var steps = 8
+    @Option(name: .customLong("vulkan-device"), help: "Vulkan device index.") var vulkanDevice: Int?
+
+    func run() throws {
+        let file = try GGUFFile(path: model)
+        let device = try VulkanDevice(index: vulkanDevice)
+        print("device: \(device.info)")
+        let sizes = batches.split(separator: ",").compactMap { Int($0) }
+        let maxBatch = sizes.max() ?? 1
+        let blockSize = 16
+        let perSequence = (16 + steps + 1 + blockSize - 1) / blockSize
+        let promptBlocks = (promptTokens + blockSize - 1) / blockSize
+        let decoder = try VulkanDecoder(device: device, file: file, blockCount: promptBlocks + maxBatch * perSequence, blockSize: blockSize,
+                                        maxTokens: max(promptTokens, maxBatch * 16), maxSequences: maxBatch, maxLogitRows: maxBatch)
+        let vocabulary = decoder.config.vocabularySize
+        let prompt = (0..<promptTokens).map { (($0 * 7919) % (vocabulary - 100)) + 50 }
+        let prefill = try seconds { _ = try decoder.greedy(.sequence(prompt, startingAt: 0, blockTable: Array(0..<promptBlocks))) }
+        print(String(format: "BENCH vulkan_prefill_tok_s %.2f tok/s", Double(promptTokens) / prefill))
+        for b in sizes {
+            let tables = (0..<b).map { s in Array(promptBlocks + s * perSequence ..< promptBlocks + (s + 1) * perSequence) }
+            // Prefill 16 tokens per sequence in one step, then time `steps` decode steps for all of them.
+            var batch = DecodeBatch(tokens: [], positions: [], sequences: [], blockTables: tables, logitRows: [])
+            for s in 0..<b {
+                for i in 0..<16 { batch.tokens.append(prompt[(s * 16 + i) % promptTokens]); batch.positions.append(i); batch.sequences.append(s) }
+                batch.logitRows.append(batch.tokens.count - 1)
+            }
+            var next = try decoder.greedy(batch)
+            let time = try seconds {
+                for step in 0..<steps {
+                    next = try decoder.greedy(DecodeBatch(tokens: next, positions: Array(repeating: 16 + step, count: b),
+                                                          sequences: Array(0..<b), blockTables: tables, logitRows: Array(0..<b)))
+                }
+            }
+            print(String(format: "BENCH vulkan_decode_b%d_tok_s %.2f tok/s", b, Double(b * steps) / time))
+        }
+    }
+
+    private func seconds(_ body: () throws -> Void) rethrows -> Double {
+        let start = DispatchTime.now().uptimeNanoseconds
+        try body()
+        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    }
 }

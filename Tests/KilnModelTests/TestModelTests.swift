@@ -28,7 +28,7 @@ final class TestModelTests: XCTestCase {
             XCTAssertEqual(tensors.map { $0["offset"] as? Int }, file.tensors.map(\.fileOffset))
 
             let decoder = ReferenceDecoder(weights: try ReferenceWeights(gguf: file))
-            let logits = decoder.forward([3, 4, 5], logitCount: 3)
+            let logits = try decoder.forward([3, 4, 5], logitCount: 3)
             XCTAssertEqual(logits.count, 3)
             XCTAssertTrue(logits.allSatisfy { $0.count == config.vocabularySize && $0.allSatisfy(\.isFinite) }, "\(type)")
         }
@@ -42,10 +42,10 @@ final class TestModelTests: XCTestCase {
         try TestModelBuilder().build().write(to: path)
         let weights = try ReferenceWeights(gguf: GGUFFile(path: path))
         let tokens = [5, 80, 81, 90, 100, 3, 7]
-        let batch = ReferenceDecoder(weights: weights).forward(tokens, logitCount: tokens.count)
+        let batch = try ReferenceDecoder(weights: weights).forward(tokens, logitCount: tokens.count)
         let stepper = ReferenceDecoder(weights: weights)
         for (i, t) in tokens.enumerated() {
-            let step = stepper.forward([t])[0]
+            let step = try stepper.forward([t])[0]
             for (a, b) in zip(step, batch[i]) { XCTAssertEqual(a, b, accuracy: 1e-4) }
         }
         XCTAssertEqual(stepper.position, tokens.count)
@@ -75,5 +75,24 @@ final class TestModelTests: XCTestCase {
         let bad = try runTool(kilnBinary, ["model-info", "/etc/passwd"])
         XCTAssertNotEqual(bad.status, 0)
         XCTAssertTrue(bad.stderr.contains("bad magic"), bad.stderr)
+    }
+}
+
+/// The CPU backend behind `DecoderBackend`: paged addressing and batching change nothing.
+final class ReferenceBackendTests: XCTestCase {
+    func testBatchedScatteredEqualsAloneContiguous() throws {
+        let weights = try ReferenceWeights(gguf: GGUFFile(file: MappedFile(copying: TestModelBuilder().build().serialized())))
+        let backend = ReferenceBackend(weights: weights, blockCount: 32, blockSize: 4)
+        let prompts = [[5, 80, 81, 90, 100, 3, 7], [40, 41], [200, 201, 202, 203, 204]]
+        let alone = try prompts.map { try backend.logits(.sequence($0, startingAt: 0, blockTable: [0, 1])) [0] }
+        var batch = DecodeBatch(tokens: [], positions: [], sequences: [], blockTables: [[30, 3], [17], [9, 22]], logitRows: [])
+        for (s, p) in prompts.enumerated() {
+            for (i, t) in p.enumerated() { batch.tokens.append(t); batch.positions.append(i); batch.sequences.append(s) }
+            batch.logitRows.append(batch.tokens.count - 1)
+        }
+        XCTAssertEqual(try backend.logits(batch), alone)
+        XCTAssertEqual(try backend.greedy(batch), alone.map(argmax))
+        XCTAssertThrowsError(try backend.logits(.sequence([5], startingAt: 8, blockTable: [0])), "no block for position 8")
+        XCTAssertThrowsError(try backend.logits(.sequence([5], startingAt: 0, blockTable: [32])), "block outside the pool")
     }
 }

@@ -46,13 +46,19 @@ final class KernelTests: XCTestCase {
                 let xBuffer = try arena.buffer(xs.count * 4, label: "x"), yBuffer = try arena.buffer(b * n * 4, label: "y")
                 xs.withUnsafeBytes { xBuffer.copy($0) }
                 let set = try kernels.matmul(for: matrix.format).bind([matrix.quants, matrix.scales, xBuffer, yBuffer])
+                // Both frames (4 × 4 tiles, and 8 rows of one column at a time) on every case; they must agree
+                // bit for bit, since the decoder picks one by batch size.
+                let tiled = (kernels.matmul(for: matrix.format), (n + Kernels.rowsPerInvocation - 1) / Kernels.rowsPerInvocation)
+                let single = kernels.matmul(for: matrix.format, columns: 1, rows: n)
+                var firstResult: [Float]?
+                for (kernel, invocations) in [tiled, single] {
                 for accumulate in [false, true] {
                     let y = yBuffer.floats(b * n)
                     for i in 0..<y.count { y[i] = accumulate ? residual[i] : .nan }
                     try stream.begin()
-                    stream.dispatch(kernels.matmul(for: matrix.format), set,
+                    stream.dispatch(kernel, set,
                                     Kernels.MatmulParameters(K: UInt32(k), N: UInt32(n), B: UInt32(b), xStride: UInt32(k), yStride: UInt32(n), flags: accumulate ? 1 : 0),
-                                    invocations: (n + Kernels.rowsPerInvocation - 1) / Kernels.rowsPerInvocation)
+                                    invocations: invocations)
                     try stream.submitAndWait()
                     var error = 0.0, norm = 0.0
                     for col in 0..<b {
@@ -66,7 +72,12 @@ final class KernelTests: XCTestCase {
                         }
                     }
                     let relative = (error / max(norm, 1e-30)).squareRoot()
-                    XCTAssertLessThanOrEqual(relative, 1e-4, "\(type) \(n)×\(k) B=\(b) accumulate=\(accumulate)")
+                    XCTAssertLessThanOrEqual(relative, 1e-4, "\(type) \(n)×\(k) B=\(b) accumulate=\(accumulate) \(kernel.name)")
+                    if !accumulate {
+                        if let firstResult { XCTAssertEqual(Array(y), firstResult, "\(kernel.name) differs from the tiled kernel") }
+                        firstResult = Array(y)
+                    }
+                }
                 }
             }
         }

@@ -10,40 +10,10 @@
 
 layout(local_size_x = 8) in;
 
-layout(push_constant) uniform Parameters {
-    uint K;        // input width (a multiple of 32)
-    uint N;        // output rows
-    uint B;        // batch columns
-    uint xStride;  // floats between columns of x
-    uint yStride;  // floats between columns of y
-    uint flags;    // 1: y += W·x (the residual)
-} p;
-
-layout(std430, binding = 2) readonly buffer InputX { vec4 x[]; };
-layout(std430, binding = 3) buffer OutputY { float y[]; };
-
 // No local arrays: on lavapipe an array that is not fully unrolled lives in per-lane scratch memory, and
 // every access becomes a scatter/gather. Rows, columns and activation blocks are plain variables: each
 // invocation computes a tile of 4 rows × 4 columns, so a weight block is loaded once per 4 columns and an
 // activation block once per 4 rows.
-#define LOAD_X(s, column) \
-    vec4 s##0 = vec4(0), s##1 = vec4(0), s##2 = vec4(0), s##3 = vec4(0), s##4 = vec4(0), s##5 = vec4(0), s##6 = vec4(0), s##7 = vec4(0); \
-    float s##Sum = 0.0; \
-    if ((column) < p.B) { \
-        uint xb = ((column) * p.xStride) / 4 + b * 8; \
-        s##0 = x[xb]; s##1 = x[xb + 1]; s##2 = x[xb + 2]; s##3 = x[xb + 3]; \
-        s##4 = x[xb + 4]; s##5 = x[xb + 5]; s##6 = x[xb + 6]; s##7 = x[xb + 7]; \
-        vec4 s4 = ((s##0 + s##1) + (s##2 + s##3)) + ((s##4 + s##5) + (s##6 + s##7)); \
-        s##Sum = (s4.x + s4.y) + (s4.z + s4.w); \
-    }
-#define PASS(s) s##0, s##1, s##2, s##3, s##4, s##5, s##6, s##7, s##Sum
-
-#define STORE(acc, row, column) \
-    if ((row) < p.N && (column) < p.B) { \
-        uint at = (column) * p.yStride + (row); \
-        y[at] = (p.flags & 1u) != 0u ? y[at] + acc : acc; \
-    }
-
 void main() {
     uint row0 = gl_GlobalInvocationID.x * 4;
     if (row0 >= p.N) return;

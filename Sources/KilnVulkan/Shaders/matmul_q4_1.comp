@@ -1,28 +1,6 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
+// y = W · x, Q4_1 weights, tiles of 4 rows × 4 columns (batches). Same reduction order as every other variant.
 #include "matmul_args.glsl"
-// y = W · x with W in Q4_1, repacked at load: 16 bytes of nibbles per block (byte j: element j low,
-// element j + 16 high) and (d, m) as float32 pairs.
-
-layout(std430, binding = 0) readonly buffer Quants { uvec4 quants[]; };
-layout(std430, binding = 1) readonly buffer Scales { vec2 scales[]; };
-
-struct Block { uvec4 q; vec2 s; };
-Block loadBlock(uint row, uint block);
-float blockDot(Block w, X_ARGS(x));
-
+#include "weights_q4_1.glsl"
 #include "matmul_main.glsl"
-
-Block loadBlock(uint row, uint block) {
-    uint i = row * (p.K / 32) + block;
-    return Block(quants[i], scales[i]);
-}
-
-vec4 low(uint w) { return vec4((ivec4(w) >> ivec4(0, 8, 16, 24)) & 0xF); }
-vec4 high(uint w) { return vec4((ivec4(w) >> ivec4(4, 12, 20, 28)) & 0xF); }
-
-float blockDot(Block w, X_ARGS(x)) {
-    float sum = (dot(low(w.q.x), x0) + dot(high(w.q.x), x4)) + (dot(low(w.q.y), x1) + dot(high(w.q.y), x5))
-              + (dot(low(w.q.z), x2) + dot(high(w.q.z), x6)) + (dot(low(w.q.w), x3) + dot(high(w.q.w), x7));
-    return w.s.x * sum + w.s.y * xSum;
-}

@@ -1,27 +1,6 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
+// y = W · x, Q8_0 weights, tiles of 4 rows × 4 columns (batches). Same reduction order as every other variant.
 #include "matmul_args.glsl"
-// y = W · x with W in Q8_0, repacked at load: 32 signed bytes per block as two uvec4, the scale as float32.
-
-layout(std430, binding = 0) readonly buffer Quants { uvec4 quants[]; };
-layout(std430, binding = 1) readonly buffer Scales { float scales[]; };
-
-struct Block { uvec4 a; uvec4 b; float d; };
-Block loadBlock(uint row, uint block);
-float blockDot(Block w, X_ARGS(x));
-
+#include "weights_q8_0.glsl"
 #include "matmul_main.glsl"
-
-Block loadBlock(uint row, uint block) {
-    uint i = row * (p.K / 32) + block;
-    return Block(quants[2 * i], quants[2 * i + 1], scales[i]);
-}
-
-// Sign-extends each byte of w: shift it to the top, then arithmetic-shift it back down.
-vec4 bytes(uint w) { return vec4(ivec4(w) << ivec4(24, 16, 8, 0) >> 24); }
-
-float blockDot(Block w, X_ARGS(x)) {
-    float sum = (dot(bytes(w.a.x), x0) + dot(bytes(w.a.y), x1)) + (dot(bytes(w.a.z), x2) + dot(bytes(w.a.w), x3))
-              + (dot(bytes(w.b.x), x4) + dot(bytes(w.b.y), x5)) + (dot(bytes(w.b.z), x6) + dot(bytes(w.b.w), x7));
-    return w.d * sum;
-}

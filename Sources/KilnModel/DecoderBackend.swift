@@ -41,4 +41,6 @@ public protocol DecoderBackend: AnyObject {
     func logits(_ batch: DecodeBatch) throws -> [[Float]]
     /// Runs the step and returns the argmax token of each of `batch.logitRows`.
     func greedy(_ batch: DecodeBatch) throws -> [Int]
+    /// Copies one KV block's contents to another (copy-on-write when a shared block must be written).
+    func copyBlock(from source: Int, to destination: Int) throws
 }

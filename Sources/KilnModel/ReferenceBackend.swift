@@ -27,6 +27,24 @@ public final class ReferenceBackend: DecoderBackend {
 
     public func greedy(_ batch: DecodeBatch) throws -> [Int] { try logits(batch).map(argmax) }
 
+    public func copyBlock(from source: Int, to destination: Int) throws {
+        guard source >= 0, source < blockCount, destination >= 0, destination < blockCount else {
+            throw DecodeBatchError("block \(source) or \(destination) is outside the pool of \(blockCount)")
+        }
+        let width = blockSize * config.kvHeadCount * config.headDimension
+        for layer in keys.indices {
+            let needed = (max(source, destination) + 1) * width
+            if keys[layer].count < needed {
+                keys[layer] += [Float](repeating: 0, count: needed - keys[layer].count)
+                values[layer] += [Float](repeating: 0, count: needed - values[layer].count)
+            }
+            for i in 0..<width {
+                keys[layer][destination * width + i] = keys[layer][source * width + i]
+                values[layer][destination * width + i] = values[layer][source * width + i]
+            }
+        }
+    }
+
     public func logits(_ batch: DecodeBatch) throws -> [[Float]] {
         let c = config
         let n = batch.tokens.count, d = c.embeddingWidth

@@ -254,13 +254,21 @@ public final class CommandStream: @unchecked Sendable {
         }.joined(separator: "\n")
     }
 
+    /// Records a copy of `bytes` bytes between two buffers (after a barrier on earlier shader writes).
+    func copy(from source: DeviceBuffer, at sourceOffset: Int, to destination: DeviceBuffer, at destinationOffset: Int, bytes: Int) {
+        precondition(recording)
+        var region = VkBufferCopy(srcOffset: VkDeviceSize(sourceOffset), dstOffset: VkDeviceSize(destinationOffset), size: VkDeviceSize(bytes))
+        vkCmdCopyBuffer(commandBuffer, source.buffer, destination.buffer, 1, &region)
+    }
+
     /// Makes every earlier dispatch's writes visible to later dispatches.
     func barrier() {
         var memory = VkMemoryBarrier()
         memory.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER
-        memory.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT.rawValue
-        memory.dstAccessMask = VK_ACCESS_SHADER_READ_BIT.rawValue | VK_ACCESS_SHADER_WRITE_BIT.rawValue
-        vkCmdPipelineBarrier(commandBuffer, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT.rawValue, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT.rawValue,
+        memory.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT.rawValue | VK_ACCESS_TRANSFER_WRITE_BIT.rawValue
+        memory.dstAccessMask = VK_ACCESS_SHADER_READ_BIT.rawValue | VK_ACCESS_SHADER_WRITE_BIT.rawValue | VK_ACCESS_TRANSFER_READ_BIT.rawValue
+        vkCmdPipelineBarrier(commandBuffer, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT.rawValue | VK_PIPELINE_STAGE_TRANSFER_BIT.rawValue,
+                             VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT.rawValue | VK_PIPELINE_STAGE_TRANSFER_BIT.rawValue,
                              0, 1, &memory, 0, nil, 0, nil)
     }
 
@@ -269,9 +277,9 @@ public final class CommandStream: @unchecked Sendable {
         recording = false
         var memory = VkMemoryBarrier()
         memory.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER
-        memory.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT.rawValue
+        memory.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT.rawValue | VK_ACCESS_TRANSFER_WRITE_BIT.rawValue
         memory.dstAccessMask = VK_ACCESS_HOST_READ_BIT.rawValue
-        vkCmdPipelineBarrier(commandBuffer, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT.rawValue, VK_PIPELINE_STAGE_HOST_BIT.rawValue,
+        vkCmdPipelineBarrier(commandBuffer, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT.rawValue | VK_PIPELINE_STAGE_TRANSFER_BIT.rawValue, VK_PIPELINE_STAGE_HOST_BIT.rawValue,
                              0, 1, &memory, 0, nil, 0, nil)
         try check(vkEndCommandBuffer(commandBuffer), "vkEndCommandBuffer")
         let buffers: [VkCommandBuffer?] = [commandBuffer]

@@ -19,7 +19,7 @@ final class Kernels {
 
     /// Output rows per invocation of the tiled matrix kernels (matmul_main.glsl) and of the single-column
     /// ones (matmul_rows8.glsl).
-    static let rowsPerInvocation = 4
+    static let rowsPerInvocation = 8
     static let rowsPerInvocationSingleColumn = 8
 
     struct MatmulParameters { var K, N, B, xStride, yStride, flags: UInt32 }
@@ -50,7 +50,8 @@ final class Kernels {
         embed = try ComputeKernel(device: device, name: "embed", spirv: EmbeddedShaders.embed, bindings: 4, pushConstantBytes: MemoryLayout<EmbedParameters>.size)
         ropeStore = try ComputeKernel(device: device, name: "rope_store", spirv: EmbeddedShaders.ropeStore, bindings: 7, pushConstantBytes: MemoryLayout<RopeParameters>.size)
         attention = try ComputeKernel(device: device, name: "attention", spirv: EmbeddedShaders.attention, bindings: 7,
-                                      pushConstantBytes: MemoryLayout<AttentionParameters>.size, specialization: [UInt32(headDimension)])
+                                      pushConstantBytes: MemoryLayout<AttentionParameters>.size, specialization: [UInt32(headDimension)],
+                                      texelBindings: [4: VK_FORMAT_R32G32B32A32_SFLOAT, 5: VK_FORMAT_R32G32B32A32_SFLOAT])
         swiglu = try ComputeKernel(device: device, name: "swiglu", spirv: EmbeddedShaders.swiglu, bindings: 2, pushConstantBytes: MemoryLayout<SwigluParameters>.size)
         gatherRows = try ComputeKernel(device: device, name: "gather_rows", spirv: EmbeddedShaders.gatherRows, bindings: 3, pushConstantBytes: MemoryLayout<GatherParameters>.size)
         rmsNorm = try ComputeKernel(device: device, name: "rmsnorm", spirv: EmbeddedShaders.rmsnorm, bindings: 3, pushConstantBytes: MemoryLayout<NormParameters>.size)

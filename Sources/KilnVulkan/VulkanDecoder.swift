@@ -137,6 +137,20 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         }
     }
 
+    /// Copies KV block `source` to block `destination` in every layer (copy-on-write of a shared block).
+    public func copyBlock(from source: Int, to destination: Int) throws {
+        guard source >= 0, source < blockCount, destination >= 0, destination < blockCount else {
+            throw VulkanError("copyBlock", message: "block \(source) or \(destination) is outside the pool of \(blockCount)")
+        }
+        let bytes = blockSize * config.kvHeadCount * config.headDimension * 4
+        try stream.begin()
+        for layer in layers {
+            stream.copy(from: layer.keys, at: source * bytes, to: layer.keys, at: destination * bytes, bytes: bytes)
+            stream.copy(from: layer.values, at: source * bytes, to: layer.values, at: destination * bytes, bytes: bytes)
+        }
+        try stream.submitAndWait()
+    }
+
     /// Per-kernel timings when KILN_VULKAN_PROFILE=1.
     public func profileReport() -> String { stream.profileReport() }
 

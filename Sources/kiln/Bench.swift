@@ -100,6 +100,7 @@ struct BenchDecode: ParsableCommand {
             }
             print(String(format: "BENCH vulkan_decode_b%d_tok_s %.2f tok/s", b, Double(b * steps) / time))
         }
+        if ProcessInfo.processInfo.environment["KILN_VULKAN_PROFILE"] == "1" { print(decoder.profileReport()) }
     }
 
     private func seconds(_ body: () throws -> Void) rethrows -> Double {

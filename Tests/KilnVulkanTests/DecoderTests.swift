@@ -74,6 +74,23 @@ final class DecoderTests: XCTestCase {
         XCTAssertEqual(stepped, whole, "token-by-token decoding differs from prefill")
     }
 
+    /// A sequence continued on copies of its blocks decodes exactly as on the originals (copy-on-write).
+    func testBlockCopy() throws {
+        let file = try testModel(type: .q8_0)
+        let decoder = try VulkanDecoder(device: try VulkanDevice(), file: file, blockCount: 16, maxTokens: 32, maxSequences: 2, maxLogitRows: 4)
+        let cpu = ReferenceBackend(weights: try ReferenceWeights(gguf: file), blockCount: 16)
+        let prompt = [5, 80, 81, 90, 100, 3, 7, 200, 201, 40, 41, 42, 43, 44, 45, 46, 47, 48]  // 18 tokens: two blocks
+        for backend in [decoder as DecoderBackend, cpu] {
+            _ = try backend.logits(.sequence(prompt, startingAt: 0, blockTable: [2, 5]))
+            let original = try backend.logits(.sequence([9], startingAt: prompt.count, blockTable: [2, 5]))
+            try backend.copyBlock(from: 2, to: 11)
+            try backend.copyBlock(from: 5, to: 12)
+            let copied = try backend.logits(.sequence([9], startingAt: prompt.count, blockTable: [11, 12]))
+            XCTAssertEqual(copied, original)
+            XCTAssertThrowsError(try backend.copyBlock(from: 0, to: 16))
+        }
+    }
+
     func testBadBatchesAreErrorsNotCrashes() throws {
         let decoder = try VulkanDecoder(device: try VulkanDevice(), file: try testModel(type: .q8_0), blockCount: 8, maxTokens: 16, maxSequences: 2, maxLogitRows: 4)
         XCTAssertThrowsError(try decoder.logits(.sequence([999_999], startingAt: 0, blockTable: [0])))

@@ -15,8 +15,9 @@ layout(std430, binding = 0) readonly buffer QKV { float qkv[]; };
 layout(std430, binding = 1) readonly buffer Positions { uint positions[]; };
 layout(std430, binding = 2) readonly buffer Sequences { uint sequences[]; };
 layout(std430, binding = 3) readonly buffer BlockTables { uint blockTables[]; };
-layout(std430, binding = 4) readonly buffer KeyCache { vec4 keys[]; };
-layout(std430, binding = 5) readonly buffer ValueCache { vec4 values[]; };
+// The KV pool is read through texel views: a texel fetch is a gather on lavapipe, an SSBO load a loop.
+layout(binding = 4) uniform samplerBuffer keys;
+layout(binding = 5) uniform samplerBuffer values;
 layout(std430, binding = 6) writeonly buffer Output { vec4 outputs[]; };
 
 const uint V = HEAD_DIM / 4;
@@ -41,12 +42,12 @@ void main() {
         uint block = blockTables[table + j / p.blockSize];
         uint slot = (block * p.blockSize + j % p.blockSize) * kvWidth4 + kvHead * V;
         float s = 0.0;
-        [[unroll]] for (uint i = 0; i < V; ++i) s += dot(q[i], keys[slot + i]);
+        [[unroll]] for (uint i = 0; i < V; ++i) s += dot(q[i], texelFetch(keys, int(slot + i)));
         float newMaximum = max(maximum, s);
         float correction = exp(maximum - newMaximum);
         float w = exp(s - newMaximum);
         total = total * correction + w;
-        [[unroll]] for (uint i = 0; i < V; ++i) acc[i] = acc[i] * correction + w * values[slot + i];
+        [[unroll]] for (uint i = 0; i < V; ++i) acc[i] = acc[i] * correction + w * texelFetch(values, int(slot + i));
         maximum = newMaximum;
     }
     uint outBase = (t * p.heads + head) * V;

@@ -13,6 +13,8 @@ public struct TestModelBuilder {
     public var contextLength = 512
     public var type: GGMLType = .q8_0
     public var seed: UInt64 = 1
+    /// `llama`, or `qwen2` (biases on Q, K and V; NeoX-style RoPE).
+    public var architecture = "llama"
     /// Merges of common English pairs added to the byte vocabulary.
     public var merges = ["t h", "th e", "i n", "a n", "e r", "o n", "r e", "Ġ t", "Ġt he", "Ġ a", "e n", "a t"]
     public static let specialTokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -52,19 +54,20 @@ public struct TestModelBuilder {
         let vocab = tokens.count
         let headDim = width / heads
         var w = GGUFWriter()
+        let a = architecture
         w.metadata = [
-            ("general.architecture", .string("llama")),
+            ("general.architecture", .string(a)),
             ("general.name", .string("kiln-test-model")),
-            ("llama.block_count", .uint32(UInt32(layers))),
-            ("llama.context_length", .uint32(UInt32(contextLength))),
-            ("llama.embedding_length", .uint32(UInt32(width))),
-            ("llama.feed_forward_length", .uint32(UInt32(feedForwardWidth))),
-            ("llama.attention.head_count", .uint32(UInt32(heads))),
-            ("llama.attention.head_count_kv", .uint32(UInt32(kvHeads))),
-            ("llama.rope.freq_base", .float32(10000)),
-            ("llama.rope.dimension_count", .uint32(UInt32(headDim))),
-            ("llama.attention.layer_norm_rms_epsilon", .float32(1e-5)),
-            ("llama.vocab_size", .uint32(UInt32(vocab))),
+            ("\(a).block_count", .uint32(UInt32(layers))),
+            ("\(a).context_length", .uint32(UInt32(contextLength))),
+            ("\(a).embedding_length", .uint32(UInt32(width))),
+            ("\(a).feed_forward_length", .uint32(UInt32(feedForwardWidth))),
+            ("\(a).attention.head_count", .uint32(UInt32(heads))),
+            ("\(a).attention.head_count_kv", .uint32(UInt32(kvHeads))),
+            ("\(a).rope.freq_base", .float32(10000)),
+            ("\(a).rope.dimension_count", .uint32(UInt32(headDim))),
+            ("\(a).attention.layer_norm_rms_epsilon", .float32(1e-5)),
+            ("\(a).vocab_size", .uint32(UInt32(vocab))),
             ("tokenizer.ggml.model", .string("gpt2")),
             ("tokenizer.ggml.pre", .string("smollm")),
             ("tokenizer.ggml.tokens", .array(.string, tokens.map { .string($0) })),
@@ -93,6 +96,12 @@ public struct TestModelBuilder {
             matrix(p + "attn_q.weight", width, heads * headDim, type: rowType(width))
             matrix(p + "attn_k.weight", width, kvHeads * headDim, type: rowType(width))
             matrix(p + "attn_v.weight", width, kvHeads * headDim, type: rowType(width))
+            if architecture == "qwen2" {
+                for (name, count) in [("attn_q.bias", heads * headDim), ("attn_k.bias", kvHeads * headDim), ("attn_v.bias", kvHeads * headDim)] {
+                    let values = (0..<count).map { _ in Float.random(in: -0.5...0.5, using: &rng) }
+                    w.tensors.append(.init(name: p + name, dimensions: [count], type: .f32, data: values.flatMap(Self.bytes)))
+                }
+            }
             matrix(p + "attn_output.weight", heads * headDim, width, type: rowType(heads * headDim))
             norm(p + "ffn_norm.weight")
             matrix(p + "ffn_gate.weight", width, feedForwardWidth, type: rowType(width))

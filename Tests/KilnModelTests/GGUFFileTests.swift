@@ -53,7 +53,10 @@ final class GGUFFileTests: XCTestCase {
 
     private func smallFile() -> [UInt8] {
         var w = GGUFWriter()
-        w.metadata = [("general.architecture", .string("llama")), ("a.list", .array(.uint32, [.uint32(1), .uint32(2)]))]
+        w.metadata = [("general.architecture", .string("llama")), ("a.list", .array(.uint32, [.uint32(1), .uint32(2)])),
+                      ("every.type", .array(.array, [.array(.int8, [.int8(-1)]), .array(.string, [.string("é"), .string("")])])),
+                      ("b", .bool(true)), ("f", .float64(0.25)), ("i", .int64(-7)), ("u16", .uint16(9)), ("i16", .int16(-9)),
+                      ("u8", .uint8(200)), ("f32", .float32(1.5)), ("i32", .int32(-3)), ("u64", .uint64(1 << 40))]
         w.tensors = [
             .init(name: "x", dimensions: [32, 2], type: .q8_0, data: [UInt8](repeating: 0, count: 68)),
             .init(name: "y", dimensions: [4], type: .f32, data: [UInt8](repeating: 0, count: 16)),
@@ -94,6 +97,12 @@ final class GGUFFileTests: XCTestCase {
         let file = try open(smallFile())
         XCTAssertEqual(file.tensors.map(\.name), ["x", "y"])
         XCTAssertEqual(file.metadata["a.list"], .array(.uint32, [.uint32(1), .uint32(2)]))
+        XCTAssertEqual(file.metadata["every.type"], .array(.array, [.array(.int8, [.int8(-1)]), .array(.string, [.string("é"), .string("")])]))
+        XCTAssertEqual(file.metadata["b"], .bool(true))
+        XCTAssertEqual(file.metadata["f"]?.double, 0.25)
+        XCTAssertEqual(file.metadata["i"]?.integer, -7)
+        XCTAssertEqual(file.metadata["u64"]?.integer, 1 << 40)
+        XCTAssertEqual(file.metadata["i16"], .int16(-9))
     }
 
     func testBadMagicAndVersion() {

@@ -51,6 +51,30 @@ final class TestModelTests: XCTestCase {
         XCTAssertEqual(stepper.position, tokens.count)
     }
 
+    /// qwen2: Q/K/V biases are read and applied (and change the result), RoPE pairs NeoX-style, and the
+    /// cache still gives the same logits incrementally as in one batch.
+    func testQwen2Architecture() throws {
+        var builder = TestModelBuilder()
+        builder.architecture = "qwen2"
+        let file = try GGUFFile(file: MappedFile(copying: builder.build().serialized()))
+        let config = try ModelConfig(gguf: file)
+        XCTAssertEqual(config.architecture, "qwen2")
+        XCTAssertTrue(config.attentionBias)
+        let weights = try ReferenceWeights(gguf: file)
+        XCTAssertNotNil(weights.layers[0].queryBias)
+        let tokens = [5, 80, 81, 90]
+        let batch = try ReferenceDecoder(weights: weights).forward(tokens, logitCount: tokens.count)
+        let stepper = ReferenceDecoder(weights: weights)
+        for (i, t) in tokens.enumerated() {
+            for (a, b) in zip(try stepper.forward([t])[0], batch[i]) { XCTAssertEqual(a, b, accuracy: 1e-4) }
+        }
+        // The same weights read as llama (no biases, adjacent-pair RoPE) give different logits.
+        var llama = builder
+        llama.architecture = "llama"
+        let plain = try ReferenceDecoder(weights: ReferenceWeights(gguf: GGUFFile(file: MappedFile(copying: llama.build().serialized()))))
+        XCTAssertNotEqual(try plain.forward(tokens)[0], batch[3])
+    }
+
     func testTokenizerOfTestModel() throws {
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -91,6 +91,16 @@ final class DecoderTests: XCTestCase {
         }
     }
 
+    /// qwen2's Q/K/V biases are not in the kernels yet: refused by name rather than computed wrongly.
+    func testQwen2IsRefusedClearly() throws {
+        var builder = TestModelBuilder()
+        builder.architecture = "qwen2"
+        let file = try GGUFFile(file: MappedFile(copying: builder.build().serialized()))
+        XCTAssertThrowsError(try VulkanDecoder(device: try VulkanDevice(), file: file, blockCount: 4)) { error in
+            XCTAssertTrue("\(error)".contains("biases"), "\(error)")
+        }
+    }
+
     func testBadBatchesAreErrorsNotCrashes() throws {
         let decoder = try VulkanDecoder(device: try VulkanDevice(), file: try testModel(type: .q8_0), blockCount: 8, maxTokens: 16, maxSequences: 2, maxLogitRows: 4)
         XCTAssertThrowsError(try decoder.logits(.sequence([999_999], startingAt: 0, blockTable: [0])))

@@ -57,6 +57,8 @@ let package = Package(
         ),
         .executableTarget(name: "kiln-shader-embed"),
         .plugin(name: "ShaderCompiler", capability: .buildTool(), dependencies: ["kiln-shader-embed"]),
+        // The serving engine: KV block bookkeeping (prefix caching), scheduler, sampler, sessions.
+        .target(name: "KilnEngine", dependencies: ["KilnModel"]),
         .target(
             name: "KilnServer",
             dependencies: ["KilnHTTP2", "KilnRPC", .product(name: "Logging", package: "swift-log")]
@@ -88,6 +90,10 @@ let package = Package(
         .testTarget(
             name: "KilnVulkanTests",
             dependencies: ["KilnVulkan", "KilnModel", "KilnTestSupport"]
+        ),
+        .testTarget(
+            name: "KilnEngineTests",
+            dependencies: ["KilnEngine"]
         ),
         .testTarget(
             name: "KilnRPCTests",

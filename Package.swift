@@ -93,7 +93,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KilnEngineTests",
-            dependencies: ["KilnEngine"]
+            dependencies: ["KilnEngine", "KilnModel"]
         ),
         .testTarget(
             name: "KilnRPCTests",

@@ -21,18 +21,6 @@ public struct TestModelBuilder {
 
     public init() {}
 
-    /// A deterministic generator (SplitMix64), so the same builder makes the same file.
-    struct SplitMix64: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     /// The vocabulary: special tokens, the 256 byte tokens, then one token per merge.
     public func vocabulary() -> (tokens: [String], types: [Int32], merges: [String]) {
         var tokens = Self.specialTokens
@@ -49,7 +37,7 @@ public struct TestModelBuilder {
     }
 
     public func build() -> GGUFWriter {
-        var rng = SplitMix64(state: seed)
+        var rng = SplitMix64(seed: seed)
         let (tokens, types, merges) = vocabulary()
         let vocab = tokens.count
         let headDim = width / heads

@@ -1,4 +1,5 @@
 @testable import KilnEngine
+import KilnModel
 import XCTest
 
 final class KVCacheManagerTests: XCTestCase {
@@ -68,7 +69,7 @@ final class KVCacheManagerTests: XCTestCase {
     /// 100,000 random operations (admit with overlapping prompts, append, compute, fork, free) with the
     /// invariants checked throughout; at the end every block is free again and nothing leaked.
     func testRandomizedOperationsKeepInvariants() {
-        var rng = SplitMix(seed: 42)
+        var rng = SplitMix64(seed: 42)
         let m = KVCacheManager(blockCount: 64, blockSize: 4)
         var live: [Int] = []
         var nextID = 0
@@ -122,15 +123,3 @@ final class KVCacheManagerTests: XCTestCase {
     private func tokenCount(_ m: KVCacheManager, _ id: Int) -> Int { m.tokenCount(id) }
 }
 
-/// A small deterministic generator for reproducible random tests.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -4,11 +4,11 @@ import Foundation
 /// with a seeded generator. (The serving engine has the full sampler; this is the reference decoder's.)
 public struct SimpleSampler {
     public var temperature: Float
-    private var rng: TestModelBuilder.SplitMix64
+    private var rng: SplitMix64
 
     public init(temperature: Float, seed: UInt64) {
         self.temperature = temperature
-        rng = TestModelBuilder.SplitMix64(state: seed)
+        rng = SplitMix64(seed: seed)
     }
 
     public mutating func sample(_ logits: [Float]) -> Int {

@@ -1,0 +1,105 @@
+import KilnEngine
+import KilnModel
+import XCTest
+
+final class SamplerTests: XCTestCase {
+    private func randomLogits(_ n: Int, _ rng: inout SplitMix64) -> [Float] {
+        (0..<n).map { _ in Float.random(in: -5...5, using: &rng) }
+    }
+
+    func testGreedyAndTopKOfOneAreArgmax() {
+        var rng = SplitMix64(seed: 7)
+        for _ in 0..<50 {
+            let logits = randomLogits(300, &rng)
+            XCTAssertEqual(Sampler(.greedy).sample(logits, context: [], index: 0).id, argmax(logits))
+            var p = SamplingParameters(); p.topK = 1; p.seed = 99
+            XCTAssertEqual(Sampler(p).sample(logits, context: [], index: 3).id, argmax(logits))
+            p = SamplingParameters(); p.topP = 1e-6
+            XCTAssertEqual(Sampler(p).sample(logits, context: [], index: 5).id, argmax(logits))
+            p = SamplingParameters(); p.minP = 1
+            XCTAssertEqual(Sampler(p).sample(logits, context: [], index: 9).id, argmax(logits))
+        }
+    }
+
+    /// Same seed, same request, same tokens; the i-th draw depends only on (seed, i), so continuing a
+    /// generation from its first i tokens reproduces the rest; another seed differs.
+    func testSeedsReproduceAndDrawsAreCounterBased() {
+        var rng = SplitMix64(seed: 1)
+        let steps = (0..<40).map { _ in randomLogits(50, &rng) }
+        func run(seed: UInt64, from start: Int = 0) -> [Int] {
+            var p = SamplingParameters(); p.seed = seed; p.temperature = 1.3
+            return (start..<steps.count).map { Sampler(p).sample(steps[$0], context: [], index: $0).id }
+        }
+        XCTAssertEqual(run(seed: 5), run(seed: 5))
+        XCTAssertEqual(Array(run(seed: 5).suffix(25)), run(seed: 5, from: 15))
+        XCTAssertNotEqual(run(seed: 5), run(seed: 6))
+        XCTAssertEqual(Sampler.draw(seed: 5, index: 3), Sampler.draw(seed: 5, index: 3))
+        XCTAssertNotEqual(Sampler.draw(seed: 5, index: 3), Sampler.draw(seed: 5, index: 4))
+    }
+
+    /// Sampling follows the softmax: frequencies over many seeds match probabilities at temperature 1.
+    func testDistributionFollowsTheLogits() {
+        let logits: [Float] = [0, 1, 2, -1]
+        var counts = [0, 0, 0, 0]
+        for seed in 0..<20_000 {
+            var p = SamplingParameters(); p.seed = UInt64(seed)
+            counts[Sampler(p).sample(logits, context: [], index: 0).id] += 1
+        }
+        let e = logits.map { exp(Double($0)) }, total = e.reduce(0, +)
+        for i in 0..<4 { XCTAssertEqual(Double(counts[i]) / 20_000, e[i] / total, accuracy: 0.015) }
+    }
+
+    func testPenaltiesAndLogprobs() {
+        let logits: [Float] = [2.0, 1.9, -1, 0.5]
+        var p = SamplingParameters.greedy
+        XCTAssertEqual(Sampler(p).sample(logits, context: [0], index: 0).id, 0)
+        p.repetitionPenalty = 1.5
+        XCTAssertEqual(Sampler(p).sample(logits, context: [0], index: 0).id, 1, "2.0 / 1.5 falls below 1.9")
+        p = .greedy; p.frequencyPenalty = 0.1
+        XCTAssertEqual(Sampler(p).sample(logits, context: [0, 0], index: 0).id, 1)
+        p = .greedy; p.presencePenalty = 0.05
+        XCTAssertEqual(Sampler(p).sample(logits, context: [0, 0, 0], index: 0).id, 0, "presence counts once")
+        p = .greedy; p.logprobs = 2
+        let s = Sampler(p).sample(logits, context: [], index: 0)
+        XCTAssertEqual(s.top.map(\.id), [0, 1])
+        XCTAssertEqual(s.logprob, logSoftmax(logits)[0], accuracy: 1e-12)
+    }
+
+    func testValidationNamesTheField() {
+        var p = SamplingParameters(); p.temperature = -1
+        XCTAssertThrowsError(try p.validate()) { XCTAssertEqual(($0 as? SamplingError)?.field, "temperature") }
+        p = SamplingParameters(); p.topP = 0
+        XCTAssertThrowsError(try p.validate()) { XCTAssertEqual(($0 as? SamplingError)?.field, "top_p") }
+        p = SamplingParameters(); p.logprobs = 100
+        XCTAssertThrowsError(try p.validate()) { XCTAssertEqual(($0 as? SamplingError)?.field, "logprobs") }
+        XCTAssertNoThrow(try SamplingParameters().validate())
+    }
+}
+
+final class StopSequenceMatcherTests: XCTestCase {
+    private func run(_ stops: [String], _ chunks: [String]) -> (String, String?) {
+        var m = StopSequenceMatcher(stops)
+        var out = ""
+        for c in chunks { out += m.feed(c); if m.matched != nil { break } }
+        return (out + m.finish(), m.matched)
+    }
+
+    func testStopSpanningTokensIsNotEmitted() {
+        XCTAssertEqual(run(["\n\nUser:"], ["Hello", " there.", "\n", "\nUs", "er:", " more"]).0, "Hello there.")
+        XCTAssertEqual(run(["\n\nUser:"], ["Hello", " there.", "\n", "\nUs", "er:", " more"]).1, "\n\nUser:")
+        // A partial match that turns out not to be one is emitted in full.
+        XCTAssertEqual(run(["STOP"], ["ST", "OP"]).0, "")
+        XCTAssertEqual(run(["STOP"], ["ST", "ONE", " end"]).0, "STONE end")
+        XCTAssertEqual(run(["STOP"], ["text ST"]).0, "text ST")
+        // The earliest of several stop sequences wins; text before it in the same chunk is kept.
+        XCTAssertEqual(run(["b", "abc"], ["xxab", "c"]).0, "xxa")
+        XCTAssertEqual(run(["。"], ["你好", "。再见"]).0, "你好")
+    }
+
+    func testHeldBackTextIsReleasedAsSoonAsItCannotMatch() {
+        var m = StopSequenceMatcher(["END"])
+        XCTAssertEqual(m.feed("the E"), "the ")
+        XCTAssertEqual(m.feed("x"), "Ex")
+        XCTAssertNil(m.matched)
+    }
+}

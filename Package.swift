@@ -89,7 +89,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KilnVulkanTests",
-            dependencies: ["KilnVulkan", "KilnModel", "KilnTestSupport"]
+            dependencies: ["KilnVulkan", "KilnModel", "KilnEngine", "KilnTestSupport"]
         ),
         .testTarget(
             name: "KilnEngineTests",

@@ -1,0 +1,213 @@
+import KilnModel
+
+/// A generation the engine runs: prompt tokens, how to sample, when to stop.
+public struct GenerationRequest: Sendable {
+    public enum Priority: Int, Sendable, Comparable {
+        case interactive = 0, batch = 1
+        public static func < (a: Priority, b: Priority) -> Bool { a.rawValue < b.rawValue }
+    }
+    public var id: Int
+    public var prompt: [Int]
+    public var parameters: SamplingParameters
+    public var maxTokens: Int
+    /// Tokens that end the generation (EOS, end of turn); the stop token itself is reported.
+    public var stopTokens: Set<Int>
+    public var priority: Priority
+
+    public init(id: Int, prompt: [Int], parameters: SamplingParameters = .greedy, maxTokens: Int,
+                stopTokens: Set<Int> = [], priority: Priority = .interactive) {
+        self.id = id
+        self.prompt = prompt
+        self.parameters = parameters
+        self.maxTokens = maxTokens
+        self.stopTokens = stopTokens
+        self.priority = priority
+    }
+}
+
+public enum FinishReason: String, Sendable { case stop, length, cancelled, error }
+
+/// What one step produced for one request: a token, and/or the end of the request.
+public struct StepEvent: Sendable, Equatable {
+    public let requestID: Int
+    public let token: SampledToken?
+    public let finish: FinishReason?
+    /// Prompt tokens served from the prefix cache (set on the request's first token).
+    public let cachedPromptTokens: Int
+}
+
+/// The engine's core: iteration-level (continuous) batching over a `DecoderBackend` and a `KVCacheManager`.
+/// Each `step()` admits waiting requests while blocks allow, gives running ones a share of the step's token
+/// budget (prompts are prefilled in chunks, so a long prompt never stalls the others' decoding), runs one
+/// backend step, samples, and reports. When blocks run out, the most recently admitted request is preempted
+/// — its blocks freed, its tokens kept — and later recomputed; its client sees only a pause, and because the
+/// kernels are batch-invariant and the sampler counter-based, it produces the same tokens.
+public final class Scheduler {
+    struct Running {
+        var request: GenerationRequest
+        var tokens: [Int]          // prompt + generated, the sequence's KV contents once computed
+        var computed = 0
+        var generated: [Int] = []
+        var cachedPromptTokens = 0
+        var reportedCached = false
+        let arrival: Int
+    }
+
+    public let backend: DecoderBackend
+    public let cache: KVCacheManager
+    public let tokenBudget: Int
+    public let maxWaiting: Int
+    private var waiting: [Running] = []
+    private var running: [Running] = []   // in admission order
+    private var arrivals = 0
+    public private(set) var preemptions = 0
+
+    public init(backend: DecoderBackend, cache: KVCacheManager, tokenBudget: Int = 256, maxWaiting: Int = 1024) {
+        precondition(cache.blockSize == backend.blockSize)
+        self.backend = backend
+        self.cache = cache
+        self.tokenBudget = tokenBudget
+        self.maxWaiting = maxWaiting
+    }
+
+    public var hasWork: Bool { !waiting.isEmpty || !running.isEmpty }
+    public var runningCount: Int { running.count }
+    public var waitingCount: Int { waiting.count }
+
+    /// Queues a request. Refused (load shedding) when the waiting queue is full or the request can never fit.
+    public func submit(_ request: GenerationRequest) throws {
+        guard waiting.count < maxWaiting else { throw SchedulerError.queueFull(maxWaiting) }
+        guard !request.prompt.isEmpty else { throw SchedulerError.invalid("prompt is empty") }
+        guard request.maxTokens > 0 else { throw SchedulerError.invalid("max_tokens must be positive") }
+        let longest = request.prompt.count + request.maxTokens
+        guard longest <= backend.config.contextLength else {
+            throw SchedulerError.invalid("prompt (\(request.prompt.count) tokens) + max_tokens exceeds the context (\(backend.config.contextLength))")
+        }
+        guard cache.blocksFor(tokens: longest) <= cache.pool.count else {
+            throw SchedulerError.invalid("the request needs more KV blocks than the pool has")
+        }
+        try request.parameters.validate()
+        waiting.append(Running(request: request, tokens: request.prompt, arrival: arrivals))
+        arrivals += 1
+    }
+
+    /// Ends a request now: its blocks are free before the next step.
+    public func cancel(_ id: Int) -> Bool {
+        if let i = running.firstIndex(where: { $0.request.id == id }) {
+            cache.free(id)
+            running.remove(at: i)
+            return true
+        }
+        if let i = waiting.firstIndex(where: { $0.request.id == id }) { waiting.remove(at: i); return true }
+        return false
+    }
+
+    /// Runs one iteration and returns its events.
+    public func step() throws -> [StepEvent] {
+        admit()
+        guard !running.isEmpty else { return [] }
+
+        // Build the batch: decoding requests first (one token each), then prefill chunks in admission order.
+        var batch = DecodeBatch(tokens: [], positions: [], sequences: [], blockTables: [], logitRows: [])
+        var wanted: [Int] = []   // index into running, per logit row
+        var processed: [(Int, Int)] = []  // (running index, tokens computed after the step)
+        var budget = tokenBudget
+        let order = running.indices.sorted { (running[$0].tokens.count - running[$0].computed == 1 ? 0 : 1, $0) < (running[$1].tokens.count - running[$1].computed == 1 ? 0 : 1, $1) }
+        for i in order where budget > 0 {
+            let r = running[i]
+            let remaining = r.tokens.count - r.computed
+            guard remaining > 0 else { continue }
+            let chunk = min(remaining, budget)
+            budget -= chunk
+            let table = batch.blockTables.count
+            batch.blockTables.append(cache.blockTable(r.request.id))
+            for p in r.computed..<r.computed + chunk {
+                batch.tokens.append(r.tokens[p]); batch.positions.append(p); batch.sequences.append(table)
+            }
+            processed.append((i, r.computed + chunk))
+            if r.computed + chunk == r.tokens.count {
+                batch.logitRows.append(batch.tokens.count - 1)
+                wanted.append(i)
+            }
+        }
+        let logits = try backend.logits(batch)
+        for (i, done) in processed {
+            running[i].computed = done
+            cache.markComputed(running[i].request.id, upTo: done)
+        }
+
+        var events: [StepEvent] = []
+        var finished: Set<Int> = []
+        for (row, i) in wanted.enumerated() {
+            var r = running[i]
+            let sampled = Sampler(r.request.parameters).sample(logits[row], context: r.tokens, index: r.generated.count)
+            r.generated.append(sampled.id)
+            r.tokens.append(sampled.id)
+            var finish: FinishReason?
+            if r.request.stopTokens.contains(sampled.id) { finish = .stop } else if r.generated.count >= r.request.maxTokens { finish = .length }
+            let cached = r.reportedCached ? 0 : r.cachedPromptTokens
+            r.reportedCached = true
+            events.append(StepEvent(requestID: r.request.id, token: sampled, finish: finish, cachedPromptTokens: cached))
+            running[i] = r
+            if finish != nil { finished.insert(i) }
+        }
+        // Finished requests release their blocks; the others reserve room for their new token.
+        for i in finished.sorted(by: >) {
+            cache.free(running[i].request.id)
+            running.remove(at: i)
+        }
+        try reserveNewTokens()
+        return events
+    }
+
+    /// Admits waiting requests (interactive before batch, then arrival order) while the pool can hold them.
+    private func admit() {
+        waiting.sort { ($0.request.priority, $0.arrival) < ($1.request.priority, $1.arrival) }
+        while let next = waiting.first {
+            guard let cached = cache.admit(next.request.id, tokens: next.tokens) else { break }
+            var r = waiting.removeFirst()
+            r.computed = cached
+            if r.generated.isEmpty { r.cachedPromptTokens = cached }
+            running.append(r)
+        }
+    }
+
+    /// Every running request whose last token is sampled but not yet in its blocks gets room for it;
+    /// when the pool is out of blocks, the most recently admitted request is preempted (recomputed later).
+    private func reserveNewTokens() throws {
+        var i = 0
+        while i < running.count {
+            let r = running[i]
+            let held = cache.tokenCount(r.request.id)
+            if held < r.tokens.count {
+                if let copies = cache.append(r.request.id, tokens: Array(r.tokens[held...])) {
+                    for c in copies { try backend.copyBlock(from: c.source, to: c.destination) }
+                } else {
+                    preemptNewest()
+                    i = 0
+                    continue
+                }
+            }
+            i += 1
+        }
+    }
+
+    private func preemptNewest() {
+        guard var victim = running.popLast() else { return }
+        cache.free(victim.request.id)
+        victim.computed = 0
+        waiting.insert(victim, at: 0)
+        preemptions += 1
+    }
+}
+
+public enum SchedulerError: Error, CustomStringConvertible, Equatable {
+    case queueFull(Int)
+    case invalid(String)
+    public var description: String {
+        switch self {
+        case .queueFull(let n): return "the waiting queue is full (\(n) requests)"
+        case .invalid(let why): return why
+        }
+    }
+}

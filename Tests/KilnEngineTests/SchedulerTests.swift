@@ -1,0 +1,118 @@
+import KilnEngine
+import KilnModel
+import XCTest
+
+/// The scheduler on a small random-weight model with the CPU reference backend: batching, preemption and
+/// prefix caching never change a request's tokens, and nothing leaks.
+final class SchedulerTests: XCTestCase {
+    static let weights: ReferenceWeights = {
+        var builder = TestModelBuilder()
+        builder.contextLength = 512
+        return try! ReferenceWeights(gguf: GGUFFile(file: MappedFile(copying: builder.build().serialized())))
+    }()
+
+    private func scheduler(blocks: Int, budget: Int = 64, maxWaiting: Int = 100) -> Scheduler {
+        let backend = ReferenceBackend(weights: Self.weights, blockCount: blocks, blockSize: 16)
+        return Scheduler(backend: backend, cache: KVCacheManager(blockCount: blocks, blockSize: 16), tokenBudget: budget, maxWaiting: maxWaiting)
+    }
+
+    private func requests(count: Int, promptLength: Int, maxTokens: Int, sampled: Bool = false) -> [GenerationRequest] {
+        var rng = SplitMix64(seed: 11)
+        return (0..<count).map { i in
+            var p = SamplingParameters.greedy
+            if sampled { p = SamplingParameters(); p.temperature = 0.8; p.topK = 40; p.seed = UInt64(i) }
+            return GenerationRequest(id: i, prompt: (0..<promptLength + i).map { _ in Int.random(in: 3..<270, using: &rng) },
+                                     parameters: p, maxTokens: maxTokens, priority: i % 3 == 0 ? .batch : .interactive)
+        }
+    }
+
+    /// Runs until idle; returns each request's tokens and finish reason.
+    private func drain(_ s: Scheduler) throws -> [Int: (tokens: [Int], finish: FinishReason?, cached: Int)] {
+        var out: [Int: (tokens: [Int], finish: FinishReason?, cached: Int)] = [:]
+        var steps = 0
+        while s.hasWork {
+            for e in try s.step() {
+                var entry = out[e.requestID] ?? ([], nil, 0)
+                if let t = e.token { entry.tokens.append(t.id) }
+                entry.finish = e.finish ?? entry.finish
+                entry.cached += e.cachedPromptTokens
+                out[e.requestID] = entry
+            }
+            steps += 1
+            XCTAssertLessThan(steps, 10_000, "scheduler does not make progress")
+            if steps >= 10_000 { break }
+        }
+        return out
+    }
+
+    private func alone(_ r: GenerationRequest) throws -> [Int] {
+        let s = scheduler(blocks: 64)
+        try s.submit(r)
+        return try drain(s)[r.id]?.tokens ?? []
+    }
+
+    func testConcurrentRequestsEqualAlone() throws {
+        for sampled in [false, true] {
+            let rs = requests(count: 8, promptLength: 20, maxTokens: 24, sampled: sampled)
+            let s = scheduler(blocks: 64, budget: 48)
+            for r in rs { try s.submit(r) }
+            let together = try drain(s)
+            for r in rs {
+                XCTAssertEqual(together[r.id]?.tokens, try alone(r), "request \(r.id) (sampled: \(sampled))")
+                XCTAssertEqual(together[r.id]?.finish, .length)
+                XCTAssertEqual(together[r.id]?.tokens.count, 24)
+            }
+            XCTAssertEqual(s.cache.pool.freeCount, 64, "blocks leaked")
+        }
+    }
+
+    /// 16 blocks of 16 tokens for 6 requests needing 5 blocks each: queueing and preemption, same tokens.
+    func testKVPressurePreemptsAndStillProducesTheSameTokens() throws {
+        let rs = requests(count: 6, promptLength: 40, maxTokens: 30)
+        let s = scheduler(blocks: 16, budget: 64)
+        for r in rs { try s.submit(r) }
+        let pressured = try drain(s)
+        XCTAssertGreaterThan(s.preemptions, 0, "the pool should have run out")
+        for r in rs { XCTAssertEqual(pressured[r.id]?.tokens, try alone(r), "request \(r.id)") }
+        XCTAssertEqual(s.cache.pool.freeCount, 16)
+        XCTAssertNil(s.cache.checkInvariants())
+    }
+
+    func testCancelFreesBlocksAndPrefixCacheIsUsed() throws {
+        let s = scheduler(blocks: 32)
+        let prompt = Array(3..<60)
+        try s.submit(GenerationRequest(id: 1, prompt: prompt, maxTokens: 100))
+        _ = try s.step(); _ = try s.step()
+        XCTAssertTrue(s.cancel(1))
+        XCTAssertEqual(s.cache.pool.freeCount, 32)
+        XCTAssertNil(s.cache.checkInvariants())
+        // The cancelled request's full prompt blocks are still cached: a new request with the same prompt uses them.
+        try s.submit(GenerationRequest(id: 2, prompt: prompt + [7], maxTokens: 2))
+        let result = try drain(s)
+        XCTAssertEqual(result[2]?.cached, 48, "three full blocks of the 57-token prompt")
+        XCTAssertEqual(result[2]?.tokens, try alone(GenerationRequest(id: 2, prompt: prompt + [7], maxTokens: 2)))
+    }
+
+    func testStopTokensAndBadRequests() throws {
+        let first = try alone(GenerationRequest(id: 1, prompt: [5, 6, 7], maxTokens: 5))
+        let s = scheduler(blocks: 8, maxWaiting: 2)
+        let stop = first[2]
+        try s.submit(GenerationRequest(id: 1, prompt: [5, 6, 7], maxTokens: 5, stopTokens: [stop]))
+        let result = try drain(s)
+        let through = try XCTUnwrap(first.firstIndex(of: stop))
+        XCTAssertEqual(result[1]?.tokens, Array(first[...through]), "ends at the first stop token, which is reported")
+        XCTAssertEqual(result[1]?.finish, .stop)
+        XCTAssertThrowsError(try s.submit(GenerationRequest(id: 2, prompt: [], maxTokens: 5)))
+        XCTAssertThrowsError(try s.submit(GenerationRequest(id: 3, prompt: [5], maxTokens: 0)))
+        XCTAssertThrowsError(try s.submit(GenerationRequest(id: 4, prompt: [5], maxTokens: 600)))  // past the context
+        var bad = SamplingParameters(); bad.topP = 2
+        XCTAssertThrowsError(try s.submit(GenerationRequest(id: 5, prompt: [5], parameters: bad, maxTokens: 3))) {
+            XCTAssertEqual(($0 as? SamplingError)?.field, "top_p")
+        }
+        try s.submit(GenerationRequest(id: 6, prompt: [5], maxTokens: 3))
+        try s.submit(GenerationRequest(id: 7, prompt: [5], maxTokens: 3))
+        XCTAssertThrowsError(try s.submit(GenerationRequest(id: 8, prompt: [5], maxTokens: 3))) {
+            XCTAssertEqual($0 as? SchedulerError, .queueFull(2))
+        }
+    }
+}

@@ -69,6 +69,7 @@ test: deps pydeps model
 	  $(SWIFT) test --skip-build --disable-swift-testing
 
 ## Runs the server: TLS on 127.0.0.1:8443 (development certificates) and h2c on 127.0.0.1:8080.
+SERVE_ARGS ?= --model $(MODELS_DIR)/$(MODEL_FILE)
 serve: build-release model
 	$$($(SWIFT) build -c release --show-bin-path)/kiln serve $(SERVE_ARGS)
 

@@ -61,7 +61,7 @@ let package = Package(
         .target(name: "KilnEngine", dependencies: ["KilnModel"]),
         .target(
             name: "KilnServer",
-            dependencies: ["KilnHTTP2", "KilnRPC", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["KilnHTTP2", "KilnRPC", "KilnAPI", "KilnModel", "KilnEngine", .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "kiln",
@@ -94,6 +94,11 @@ let package = Package(
         .testTarget(
             name: "KilnEngineTests",
             dependencies: ["KilnEngine", "KilnModel"]
+        ),
+        .testTarget(
+            name: "KilnServerTests",
+            dependencies: ["KilnModel", "KilnTestSupport"],
+            exclude: ["inference_client.py"]
         ),
         .testTarget(
             name: "KilnRPCTests",

@@ -57,13 +57,16 @@ public final class Scheduler {
     public let cache: KVCacheManager
     public let tokenBudget: Int
     public let maxWaiting: Int
+    /// Sequences in one step at most (the backend's batch limit).
+    public let maxRunning: Int
     private var waiting: [Running] = []
     private var running: [Running] = []   // in admission order
     private var arrivals = 0
     public private(set) var preemptions = 0
 
-    public init(backend: DecoderBackend, cache: KVCacheManager, tokenBudget: Int = 256, maxWaiting: Int = 1024) {
+    public init(backend: DecoderBackend, cache: KVCacheManager, tokenBudget: Int = 256, maxWaiting: Int = 1024, maxRunning: Int = 64) {
         precondition(cache.blockSize == backend.blockSize)
+        self.maxRunning = maxRunning
         self.backend = backend
         self.cache = cache
         self.tokenBudget = tokenBudget
@@ -163,7 +166,7 @@ public final class Scheduler {
     /// Admits waiting requests (interactive before batch, then arrival order) while the pool can hold them.
     private func admit() {
         waiting.sort { ($0.request.priority, $0.arrival) < ($1.request.priority, $1.arrival) }
-        while let next = waiting.first {
+        while let next = waiting.first, running.count < maxRunning {
             guard let cached = cache.admit(next.request.id, tokens: next.tokens) else { break }
             var r = waiting.removeFirst()
             r.computed = cached

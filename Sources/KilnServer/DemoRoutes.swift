@@ -7,7 +7,8 @@ public enum DemoRoutes {
     /// The small fixed response used by the transport benchmark.
     public static let helloBody = Array("kiln\n".utf8)
 
-    public static func router() -> HTTP2Router {
+    /// The routes, plus whatever `services` registers on the RPC server (the inference service).
+    public static func router(services: (inout RPCServer) -> Void = { _ in }) -> HTTP2Router {
         var router = HTTP2Router()
         router.add("/", .fixed(HTTP2FixedResponse(headers: ["content-type": "text/plain"], body: helloBody)))
         router.add("/echo", .handler(EchoHandler()))
@@ -16,6 +17,7 @@ public enum DemoRoutes {
         router.add("/sleep", .handler(SleepHandler()))
         var rpc = BenchmarkEchoService.rpcServer()
         HealthService().register(on: &rpc)
+        services(&rpc)
         rpc.install(into: &router)
         return router
     }

@@ -66,3 +66,19 @@ final class SequenceDecoder {
 
 /// The decoder whose kernel profile is printed at exit (KILN_VULKAN_PROFILE=1).
 nonisolated(unsafe) var atexit_decoder: VulkanDecoder?
+
+/// The decoder backend for serving: Vulkan when chosen or found, else the CPU reference.
+func makeBackend(file: GGUFFile, choice: BackendChoice, deviceIndex: Int?, blocks: Int) throws -> DecoderBackend {
+    var choice = choice
+    if choice == .auto {
+        choice = ((try? VulkanDevice.available()) ?? []).isEmpty ? .cpu : .vulkan
+        if choice == .cpu {
+            FileHandle.standardError.write(Data("kiln: no Vulkan device found (install mesa-vulkan-drivers for lavapipe); using the CPU reference decoder\n".utf8))
+        }
+    }
+    if choice == .vulkan {
+        return try VulkanDecoder(device: VulkanDevice(index: deviceIndex), file: file, blockCount: blocks, blockSize: 16,
+                                 maxTokens: 256, maxSequences: 64, maxLogitRows: 64)
+    }
+    return ReferenceBackend(weights: try ReferenceWeights(gguf: file), blockCount: blocks, blockSize: 16)
+}

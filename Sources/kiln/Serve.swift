@@ -2,6 +2,10 @@ import ArgumentParser
 import Glibc
 import KilnHTTP2
 import KilnServer
+import KilnEngine
+import KilnModel
+import KilnVulkan
+import Foundation
 import Logging
 
 /// `kiln serve`: TLS and h2c listeners; for now with the transport's demo routes.
@@ -25,6 +29,11 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("keepalive"), help: "Seconds of silence before a PING (0: off).") var keepalive = 60.0
     @Option(name: .customLong("keepalive-timeout"), help: "Seconds a PING may go unanswered.") var keepaliveTimeout = 20.0
     @Option(name: .customLong("drain-seconds"), help: "Seconds in-flight streams get on SIGTERM.") var drainSeconds = 30.0
+    @Option(help: "GGUF model to serve through kiln.v1.Inference (without it: transport and health only).") var model: String?
+    @Option(help: "Decoder: vulkan, cpu, or auto (Vulkan when a device exists).") var backend: BackendChoice = .auto
+    @Option(name: .customLong("vulkan-device"), help: "Vulkan device index (default: the best one).") var vulkanDevice: Int?
+    @Option(name: .customLong("kv-blocks"), help: "KV cache blocks of 16 tokens.") var kvBlocks = 1024
+    @Option(name: .customLong("max-waiting"), help: "Requests queued beyond this are refused (RESOURCE_EXHAUSTED).") var maxWaiting = 256
 
     func run() async throws {
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
@@ -47,7 +56,18 @@ struct Serve: AsyncParsableCommand {
 
         TerminationSignals.install()
         let group = try EventLoopGroup(threads: threads ?? EventLoopGroup.coreCount)
-        let server = try HTTP2Server(configuration: config, router: DemoRoutes.router(), group: group, logger: logger)
+        var inference: InferenceService?
+        var engine: EngineLoop?
+        if let model {
+            let file = try GGUFFile(path: model)
+            let decoderBackend = try makeBackend(file: file, choice: backend, deviceIndex: vulkanDevice, blocks: kvBlocks)
+            let loop = EngineLoop(scheduler: Scheduler(backend: decoderBackend, cache: KVCacheManager(blockCount: kvBlocks, blockSize: 16), maxWaiting: maxWaiting))
+            engine = loop
+            inference = try InferenceService(modelName: URL(fileURLWithPath: model).deletingPathExtension().lastPathComponent, file: file, engine: loop)
+            announce("serving \(model) on \(type(of: decoderBackend))")
+        }
+        let router = DemoRoutes.router { rpc in inference?.register(on: &rpc) }
+        let server = try HTTP2Server(configuration: config, router: router, group: group, logger: logger)
         try server.start()
         if let a = server.h2cAddress { announce("listening h2c \(a)") }
         if let a = server.tlsAddress { announce("listening tls \(a)") }
@@ -55,6 +75,7 @@ struct Serve: AsyncParsableCommand {
         await waitForTermination()
         announce("shutting down: draining \(server.connectionCount) connection(s)")
         await server.shutdown()
+        engine?.stop()
         group.shutdown()
         announce("stopped")
     }

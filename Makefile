@@ -91,7 +91,7 @@ bench-decode: build-release model
 
 ## libFuzzer on the protobuf decoder, the gRPC message framer, the GGUF reader and the tokenizer
 ## (FUZZ_SECONDS each, default 60).
-fuzz: deps model
+fuzz: deps pydeps model
 	bash Fuzz/run.sh
 
 ## Makes new development certificates (Certs/ is committed; this is only for renewal).

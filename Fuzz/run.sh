@@ -22,7 +22,10 @@ for name in "${!targets[@]}"; do
   echo "== fuzz $name (${seconds}s)"
   # ld.gold warns about every ASan helper symbol it cannot export; those lines are noise.
   swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name Fuzz${name} ${targets[$name]} -o "$out/fuzz-$name" 2> >(grep -v "ld.gold: warning" >&2)
-  rm -rf "$out/corpus-$name"; cp -r "Fuzz/corpus/$name" "$out/corpus-$name"
+  rm -rf "$out/corpus-$name"; mkdir -p "$out/corpus-$name"
+  [ -d "Fuzz/corpus/$name" ] && cp -r "Fuzz/corpus/$name/." "$out/corpus-$name/"
+  # The GGUF seed is written by the Python gguf package rather than committed as a binary.
+  [ "$name" = gguf ] && python3 Fuzz/make_gguf_seed.py "$out/corpus-$name/seed.gguf"
   "$out/fuzz-$name" -max_total_time="$seconds" -max_len=4096 -rss_limit_mb=2048 "$out/corpus-$name" 2>&1 | tail -3
 done
 echo "fuzzing found no crash"

@@ -1,6 +1,7 @@
 // kiln-protoc: Kiln's schema generator.
 //   kiln-protoc --proto_path Schemas [--swift_out DIR] FILE.proto ...
-// Parses each file (errors as file:line:column) and, with --swift_out, writes DIR/<path_with_underscores>.pb.swift.
+// Parses each file (errors as file:line:column) and, with --swift_out, writes DIR/<path_with_underscores>.pb.swift
+// (messages and enums) and, for files with services, DIR/<path_with_underscores>.rpc.swift.
 import Foundation
 import KilnProtoc
 
@@ -30,10 +31,10 @@ for relative in files {
         let parsed = try ProtoParser.parse(source, file: relative)
         if let swiftOut {
             var emitter = SwiftEmitter(file: parsed)
-            let swift = try emitter.emit()
-            let name = SwiftEmitter.outputName(for: relative)
-            try swift.write(toFile: swiftOut + "/" + name, atomically: true, encoding: .utf8)
-            print("\(relative) → \(swiftOut)/\(name)")
+            for (name, swift) in try emitter.emitFiles() {
+                try swift.write(toFile: swiftOut + "/" + name, atomically: true, encoding: .utf8)
+                print("\(relative) → \(swiftOut)/\(name)")
+            }
         } else {
             print("\(relative): package \(parsed.package), \(parsed.messages.count) messages, \(parsed.enums.count) enums, "
                   + "\(parsed.services.count) services (\(parsed.services.flatMap(\.methods).count) methods)")

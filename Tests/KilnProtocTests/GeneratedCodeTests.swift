@@ -13,14 +13,19 @@ final class GeneratedCodeTests: XCTestCase {
         let fixture = "kiln/test/v1/everything.proto"
         let fixtureSource = try String(contentsOf: Self.root.appendingPathComponent("Tests/KilnProtocTests/Fixtures/" + fixture), encoding: .utf8)
         var fixtureEmitter = SwiftEmitter(file: try ProtoParser.parse(fixtureSource, file: fixture))
-        let fixtureCommitted = try String(contentsOf: Self.root.appendingPathComponent("Tests/KilnProtocTests/Generated/" + SwiftEmitter.outputName(for: fixture)), encoding: .utf8)
-        XCTAssertEqual(try fixtureEmitter.emit(), fixtureCommitted, "test fixture code is stale: run `make generate`")
+        for (name, fresh) in try fixtureEmitter.emitFiles() {
+            let committed = try String(contentsOf: Self.root.appendingPathComponent("Tests/KilnProtocTests/Generated/" + name), encoding: .utf8)
+            XCTAssertEqual(fresh, committed, "test fixture code \(name) is stale: run `make generate`")
+        }
         for schema in Self.schemas {
             let source = try String(contentsOf: Self.root.appendingPathComponent("Schemas/" + schema), encoding: .utf8)
             var emitter = SwiftEmitter(file: try ProtoParser.parse(source, file: schema))
-            let fresh = try emitter.emit()
-            let committed = try String(contentsOf: Self.root.appendingPathComponent("Sources/KilnAPI/" + SwiftEmitter.outputName(for: schema)), encoding: .utf8)
-            XCTAssertEqual(fresh, committed, "Sources/KilnAPI is stale for \(schema): run `make generate`")
+            let files = try emitter.emitFiles()
+            XCTAssertEqual(files.count, 2, "\(schema) has a service: types and RPC surface in two files")
+            for (name, fresh) in files {
+                let committed = try String(contentsOf: Self.root.appendingPathComponent("Sources/KilnAPI/" + name), encoding: .utf8)
+                XCTAssertEqual(fresh, committed, "Sources/KilnAPI/\(name) is stale for \(schema): run `make generate`")
+            }
         }
     }
 

@@ -9,66 +9,47 @@ enum BackendChoice: String, ExpressibleByArgument, CaseIterable {
     case vulkan, cpu, auto
 }
 
-/// One sequence decoded token by token on either backend: what `kiln generate` and `kiln logprobs` need.
+/// One sequence decoded on either backend (what `kiln generate` and `kiln logprobs` need): its KV blocks
+/// are 0, 1, 2, … and tokens go through in steps of at most `maxStep`.
 final class SequenceDecoder {
-    private let forwardBody: ([Int], Int) throws -> [[Float]]
-    let description: String
+    private let backend: DecoderBackend
+    private let table: [Int]
+    private let maxStep: Int
+    private var position = 0
 
-    init(file: GGUFFile, backend: BackendChoice, deviceIndex: Int?) throws {
-        var choice = backend
-        if choice == .auto {
-            choice = ((try? VulkanDevice.available()) ?? []).isEmpty ? .cpu : .vulkan
-            if choice == .cpu {
-                FileHandle.standardError.write(Data("kiln: no Vulkan device found (install mesa-vulkan-drivers for lavapipe); using the CPU reference decoder\n".utf8))
-            }
-        }
-        switch choice {
-        case .cpu, .auto:
-            let decoder = ReferenceDecoder(weights: try ReferenceWeights(gguf: file))
-            description = "CPU reference decoder"
-            forwardBody = { tokens, count in try decoder.forward(tokens, logitCount: count) }
-        case .vulkan:
-            let device = try VulkanDevice(index: deviceIndex)
-            let config = try ModelConfig(gguf: file)
-            let blockSize = 16
-            let blocks = (config.contextLength + blockSize - 1) / blockSize
-            let decoder = try VulkanDecoder(device: device, file: file, blockCount: blocks, blockSize: blockSize,
-                                            maxTokens: 512, maxSequences: 1, maxLogitRows: 512)
-            description = "Vulkan on \(device.info)"
-            if ProcessInfo.processInfo.environment["KILN_VULKAN_PROFILE"] == "1" {
-                atexit_decoder = decoder
-                atexit { if let d = atexit_decoder { FileHandle.standardError.write(Data((d.profileReport() + "\n").utf8)) } }
-            }
-            let table = Array(0..<blocks)
-            var position = 0
-            forwardBody = { tokens, count in
-                var result: [[Float]] = []
-                // Steps of at most 512 tokens; logits only for the last `count` tokens overall.
-                var start = 0
-                while start < tokens.count {
-                    let chunk = Array(tokens[start..<min(start + 512, tokens.count)])
-                    let firstWanted = tokens.count - count
-                    let wanted = (0..<chunk.count).filter { start + $0 >= firstWanted }
-                    let batch = DecodeBatch(tokens: chunk, positions: Array(position..<position + chunk.count),
-                                            sequences: Array(repeating: 0, count: chunk.count), blockTables: [table], logitRows: wanted)
-                    result += try decoder.logits(batch)
-                    position += chunk.count
-                    start += chunk.count
-                }
-                return result
-            }
-        }
+    init(file: GGUFFile, backend choice: BackendChoice, deviceIndex: Int?) throws {
+        let config = try ModelConfig(gguf: file)
+        let blocks = (config.contextLength + 15) / 16
+        maxStep = 512
+        backend = try makeBackend(file: file, choice: choice, deviceIndex: deviceIndex, blocks: blocks,
+                                  maxTokens: maxStep, maxSequences: 1, maxLogitRows: maxStep)
+        table = Array(0..<blocks)
     }
 
     /// Appends `tokens` to the sequence and returns the logits of its last `logitCount` tokens.
-    func forward(_ tokens: [Int], logitCount: Int = 1) throws -> [[Float]] { try forwardBody(tokens, logitCount) }
+    func forward(_ tokens: [Int], logitCount: Int = 1) throws -> [[Float]] {
+        var result: [[Float]] = []
+        let firstWanted = tokens.count - logitCount
+        var start = 0
+        while start < tokens.count {
+            let chunk = Array(tokens[start..<min(start + maxStep, tokens.count)])
+            let wanted = (0..<chunk.count).filter { start + $0 >= firstWanted }
+            let batch = DecodeBatch(tokens: chunk, positions: Array(position..<position + chunk.count),
+                                    sequences: Array(repeating: 0, count: chunk.count), blockTables: [table], logitRows: wanted)
+            result += try backend.logits(batch)
+            position += chunk.count
+            start += chunk.count
+        }
+        return result
+    }
 }
 
 /// The decoder whose kernel profile is printed at exit (KILN_VULKAN_PROFILE=1).
 nonisolated(unsafe) var atexit_decoder: VulkanDecoder?
 
-/// The decoder backend for serving: Vulkan when chosen or found, else the CPU reference.
-func makeBackend(file: GGUFFile, choice: BackendChoice, deviceIndex: Int?, blocks: Int) throws -> DecoderBackend {
+/// The decoder backend: Vulkan when chosen or found (lavapipe included), else the CPU reference decoder.
+func makeBackend(file: GGUFFile, choice: BackendChoice, deviceIndex: Int?, blocks: Int,
+                 maxTokens: Int = 256, maxSequences: Int = 64, maxLogitRows: Int = 64) throws -> DecoderBackend {
     var choice = choice
     if choice == .auto {
         choice = ((try? VulkanDevice.available()) ?? []).isEmpty ? .cpu : .vulkan
@@ -76,9 +57,12 @@ func makeBackend(file: GGUFFile, choice: BackendChoice, deviceIndex: Int?, block
             FileHandle.standardError.write(Data("kiln: no Vulkan device found (install mesa-vulkan-drivers for lavapipe); using the CPU reference decoder\n".utf8))
         }
     }
-    if choice == .vulkan {
-        return try VulkanDecoder(device: VulkanDevice(index: deviceIndex), file: file, blockCount: blocks, blockSize: 16,
-                                 maxTokens: 256, maxSequences: 64, maxLogitRows: 64)
+    guard choice == .vulkan else { return ReferenceBackend(weights: try ReferenceWeights(gguf: file), blockCount: blocks, blockSize: 16) }
+    let decoder = try VulkanDecoder(device: VulkanDevice(index: deviceIndex), file: file, blockCount: blocks, blockSize: 16,
+                                    maxTokens: maxTokens, maxSequences: maxSequences, maxLogitRows: maxLogitRows)
+    if ProcessInfo.processInfo.environment["KILN_VULKAN_PROFILE"] == "1" {
+        atexit_decoder = decoder
+        atexit { if let d = atexit_decoder { FileHandle.standardError.write(Data((d.profileReport() + "\n").utf8)) } }
     }
-    return ReferenceBackend(weights: try ReferenceWeights(gguf: file), blockCount: blocks, blockSize: 16)
+    return decoder
 }

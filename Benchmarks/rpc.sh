@@ -25,7 +25,7 @@ start() {  # name port command...
   "$@" >/dev/null 2>&1 &
   pid_of[$name]=$!; pids+=($!); port_of[$name]=$p
 }
-p=$(port); start kiln "$p" "$KILN_BIN" serve --threads 1 --no-tls --h2c-port "$p"
+p=$(port); start kiln "$p" "$KILN_BIN" serve --no-model --threads 1 --no-tls --h2c-port "$p"
 p=$(port); start bare_c "$p" "$work/grpc_echo" "$p"
 servers=(kiln bare_c)
 if [ -n "$GRPCSWIFT_BIN" ] && [ -x "$GRPCSWIFT_BIN" ]; then

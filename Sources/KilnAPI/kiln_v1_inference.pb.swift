@@ -93,6 +93,9 @@ public struct Kiln_V1_SamplingParameters: ProtobufMessage {
     public var topLogprobs: UInt32 = 0
     /// Return the chosen token's log-probability with each token.
     public var logprobs: Bool = false
+    /// Keep generating past end-of-sequence and end-of-turn tokens until max_tokens (for benchmarks and
+    /// fixed-length workloads; the text after such a token is rarely meaningful).
+    public var ignoreEos: Bool = false
     /// Fields this version of the schema does not know, kept as they came.
     public var unknownFields: [UInt8] = []
 
@@ -111,6 +114,7 @@ public struct Kiln_V1_SamplingParameters: ProtobufMessage {
         for v in self.stop { w.write(field: 10, string: v) }
         if self.topLogprobs != 0 { w.write(field: 11, uint32: self.topLogprobs) }
         if self.logprobs { w.write(field: 12, bool: self.logprobs) }
+        if self.ignoreEos { w.write(field: 13, bool: self.ignoreEos) }
         w.appendRaw(unknownFields)
     }
 
@@ -144,6 +148,8 @@ public struct Kiln_V1_SamplingParameters: ProtobufMessage {
                 self.topLogprobs = UInt32(truncatingIfNeeded: try r.readVarint())
             case 12 where wire == .varint:
                 self.logprobs = (try r.readVarint()) != 0
+            case 13 where wire == .varint:
+                self.ignoreEos = (try r.readVarint()) != 0
             default:
                 unknownFields += try r.skipField(tagStart: start, field, wire)
             }
@@ -378,6 +384,9 @@ public struct Kiln_V1_Usage: ProtobufMessage {
     public var completionTokens: UInt32 = 0
     /// Milliseconds from the request's arrival to its first token.
     public var timeToFirstTokenMs: Double = 0
+    /// Whether the whole answer was replayed from the result cache (an identical deterministic request
+    /// answered earlier: temperature 0, or the same seed).
+    public var fromResultCache: Bool = false
     /// Fields this version of the schema does not know, kept as they came.
     public var unknownFields: [UInt8] = []
 
@@ -388,6 +397,7 @@ public struct Kiln_V1_Usage: ProtobufMessage {
         if self.cachedPromptTokens != 0 { w.write(field: 2, uint32: self.cachedPromptTokens) }
         if self.completionTokens != 0 { w.write(field: 3, uint32: self.completionTokens) }
         if self.timeToFirstTokenMs.bitPattern != 0 { w.write(field: 4, double: self.timeToFirstTokenMs) }
+        if self.fromResultCache { w.write(field: 5, bool: self.fromResultCache) }
         w.appendRaw(unknownFields)
     }
 
@@ -405,6 +415,8 @@ public struct Kiln_V1_Usage: ProtobufMessage {
                 self.completionTokens = UInt32(truncatingIfNeeded: try r.readVarint())
             case 4 where wire == .fixed64:
                 self.timeToFirstTokenMs = Double(bitPattern: try r.readFixed64())
+            case 5 where wire == .varint:
+                self.fromResultCache = (try r.readVarint()) != 0
             default:
                 unknownFields += try r.skipField(tagStart: start, field, wire)
             }
@@ -743,6 +755,129 @@ public struct Kiln_V1_ModelInfo: ProtobufMessage {
                 self.isDefault = (try r.readVarint()) != 0
             case 8 where wire == .lengthDelimited:
                 self.chatTemplate = try r.readString(field: 8)
+            default:
+                unknownFields += try r.skipField(tagStart: start, field, wire)
+            }
+        }
+    }
+}
+
+public struct Kiln_V1_GetStatsRequest: ProtobufMessage {
+    /// Fields this version of the schema does not know, kept as they came.
+    public var unknownFields: [UInt8] = []
+
+    public init() {}
+
+    public func encode(to w: inout ProtobufWriter) {
+        w.appendRaw(unknownFields)
+    }
+
+    public init(reader r: inout ProtobufReader) throws {
+        self.init()
+        while true {
+            let start = r.position
+            guard let (field, wire) = try r.readTag() else { break }
+            switch field {
+            default:
+                unknownFields += try r.skipField(tagStart: start, field, wire)
+            }
+        }
+    }
+}
+
+/// A snapshot of the engine, taken between two steps.
+public struct Kiln_V1_ServerStats: ProtobufMessage {
+    /// KV cache blocks in the pool (each holds block_size tokens of every layer).
+    public var kvBlocksTotal: UInt32 = 0
+    /// Blocks no sequence references (blocks still holding a cached prefix count as free: they are evicted
+    /// only when a free block is needed).
+    public var kvBlocksFree: UInt32 = 0
+    /// Full blocks findable by the prefix cache.
+    public var kvBlocksCached: UInt32 = 0
+    /// Tokens per block.
+    public var blockSize: UInt32 = 0
+    /// Requests in the running batch, and waiting for admission.
+    public var runningRequests: UInt32 = 0
+    public var waitingRequests: UInt32 = 0
+    /// Requests finished (stop or length), cancelled, and refused because the waiting queue was full.
+    public var completedRequests: UInt64 = 0
+    public var cancelledRequests: UInt64 = 0
+    public var refusedRequests: UInt64 = 0
+    /// Times a running request was preempted (its blocks freed, to be recomputed later).
+    public var preemptions: UInt64 = 0
+    /// Prompt tokens admitted (recomputations included), and those served from the prefix cache.
+    public var promptTokens: UInt64 = 0
+    public var cachedPromptTokens: UInt64 = 0
+    /// Answers replayed from the result cache, and deterministic requests it could not answer.
+    public var resultCacheHits: UInt64 = 0
+    public var resultCacheMisses: UInt64 = 0
+    /// Live server-side chat sessions.
+    public var sessions: UInt32 = 0
+    /// Engine steps run since start.
+    public var steps: UInt64 = 0
+    /// Fields this version of the schema does not know, kept as they came.
+    public var unknownFields: [UInt8] = []
+
+    public init() {}
+
+    public func encode(to w: inout ProtobufWriter) {
+        if self.kvBlocksTotal != 0 { w.write(field: 1, uint32: self.kvBlocksTotal) }
+        if self.kvBlocksFree != 0 { w.write(field: 2, uint32: self.kvBlocksFree) }
+        if self.kvBlocksCached != 0 { w.write(field: 3, uint32: self.kvBlocksCached) }
+        if self.blockSize != 0 { w.write(field: 4, uint32: self.blockSize) }
+        if self.runningRequests != 0 { w.write(field: 5, uint32: self.runningRequests) }
+        if self.waitingRequests != 0 { w.write(field: 6, uint32: self.waitingRequests) }
+        if self.completedRequests != 0 { w.write(field: 7, uint64: self.completedRequests) }
+        if self.cancelledRequests != 0 { w.write(field: 8, uint64: self.cancelledRequests) }
+        if self.refusedRequests != 0 { w.write(field: 9, uint64: self.refusedRequests) }
+        if self.preemptions != 0 { w.write(field: 10, uint64: self.preemptions) }
+        if self.promptTokens != 0 { w.write(field: 11, uint64: self.promptTokens) }
+        if self.cachedPromptTokens != 0 { w.write(field: 12, uint64: self.cachedPromptTokens) }
+        if self.resultCacheHits != 0 { w.write(field: 13, uint64: self.resultCacheHits) }
+        if self.resultCacheMisses != 0 { w.write(field: 14, uint64: self.resultCacheMisses) }
+        if self.sessions != 0 { w.write(field: 15, uint32: self.sessions) }
+        if self.steps != 0 { w.write(field: 16, uint64: self.steps) }
+        w.appendRaw(unknownFields)
+    }
+
+    public init(reader r: inout ProtobufReader) throws {
+        self.init()
+        while true {
+            let start = r.position
+            guard let (field, wire) = try r.readTag() else { break }
+            switch field {
+            case 1 where wire == .varint:
+                self.kvBlocksTotal = UInt32(truncatingIfNeeded: try r.readVarint())
+            case 2 where wire == .varint:
+                self.kvBlocksFree = UInt32(truncatingIfNeeded: try r.readVarint())
+            case 3 where wire == .varint:
+                self.kvBlocksCached = UInt32(truncatingIfNeeded: try r.readVarint())
+            case 4 where wire == .varint:
+                self.blockSize = UInt32(truncatingIfNeeded: try r.readVarint())
+            case 5 where wire == .varint:
+                self.runningRequests = UInt32(truncatingIfNeeded: try r.readVarint())
+            case 6 where wire == .varint:
+                self.waitingRequests = UInt32(truncatingIfNeeded: try r.readVarint())
+            case 7 where wire == .varint:
+                self.completedRequests = try r.readVarint()
+            case 8 where wire == .varint:
+                self.cancelledRequests = try r.readVarint()
+            case 9 where wire == .varint:
+                self.refusedRequests = try r.readVarint()
+            case 10 where wire == .varint:
+                self.preemptions = try r.readVarint()
+            case 11 where wire == .varint:
+                self.promptTokens = try r.readVarint()
+            case 12 where wire == .varint:
+                self.cachedPromptTokens = try r.readVarint()
+            case 13 where wire == .varint:
+                self.resultCacheHits = try r.readVarint()
+            case 14 where wire == .varint:
+                self.resultCacheMisses = try r.readVarint()
+            case 15 where wire == .varint:
+                self.sessions = UInt32(truncatingIfNeeded: try r.readVarint())
+            case 16 where wire == .varint:
+                self.steps = try r.readVarint()
             default:
                 unknownFields += try r.skipField(tagStart: start, field, wire)
             }

@@ -20,6 +20,9 @@ public protocol Kiln_V1_InferenceService: Sendable {
     func listModels(request: Kiln_V1_ListModelsRequest, context: RPCServerContext) async throws -> Kiln_V1_ListModelsResponse
     /// Describes one model.
     func getModel(request: Kiln_V1_GetModelRequest, context: RPCServerContext) async throws -> Kiln_V1_ModelInfo
+    /// The engine's counters and gauges: KV blocks, queues, caches, sessions. For operators, load balancers
+    /// and tests (a pool with no request running has every block free).
+    func getStats(request: Kiln_V1_GetStatsRequest, context: RPCServerContext) async throws -> Kiln_V1_ServerStats
 }
 
 extension Kiln_V1_InferenceService {
@@ -52,6 +55,10 @@ extension Kiln_V1_InferenceService {
         server.register(service: "kiln.v1.Inference", method: "GetModel") { requests, writer, context in
             let request = try await RPCTypedRequests<Kiln_V1_GetModelRequest>(requests).single()
             try await writer.write(try await self.getModel(request: request, context: context).serializedBytes())
+        }
+        server.register(service: "kiln.v1.Inference", method: "GetStats") { requests, writer, context in
+            let request = try await RPCTypedRequests<Kiln_V1_GetStatsRequest>(requests).single()
+            try await writer.write(try await self.getStats(request: request, context: context).serializedBytes())
         }
     }
 }
@@ -102,5 +109,11 @@ public struct Kiln_V1_InferenceClient: Sendable {
     /// Describes one model.
     public func getModel(_ request: Kiln_V1_GetModelRequest, options: RPCCallOptions = RPCCallOptions()) async throws -> Kiln_V1_ModelInfo {
         try await channel.unary(path: "/kiln.v1.Inference/GetModel", request: request, options: options, as: Kiln_V1_ModelInfo.self)
+    }
+
+    /// The engine's counters and gauges: KV blocks, queues, caches, sessions. For operators, load balancers
+    /// and tests (a pool with no request running has every block free).
+    public func getStats(_ request: Kiln_V1_GetStatsRequest, options: RPCCallOptions = RPCCallOptions()) async throws -> Kiln_V1_ServerStats {
+        try await channel.unary(path: "/kiln.v1.Inference/GetStats", request: request, options: options, as: Kiln_V1_ServerStats.self)
     }
 }

@@ -29,9 +29,13 @@ public final class KVCacheManager {
     /// Prompt tokens served from the prefix cache, and prompt tokens admitted, since the start.
     public private(set) var cachedPromptTokens = 0, admittedPromptTokens = 0
 
-    public init(blockCount: Int, blockSize: Int = 16) {
+    /// Whether full blocks are offered to and looked up in the prefix cache (off: every prompt is computed).
+    public let prefixCaching: Bool
+
+    public init(blockCount: Int, blockSize: Int = 16, prefixCaching: Bool = true) {
         precondition(blockSize > 0)
         self.blockSize = blockSize
+        self.prefixCaching = prefixCaching
         pool = BlockPool(count: blockCount)
     }
 
@@ -59,7 +63,7 @@ public final class KVCacheManager {
         // Find the cached prefix first, without taking anything.
         var keys: [BlockKey] = []
         var chain = BlockKey.root
-        while (keys.count + 1) * blockSize < ids.count {
+        while prefixCaching, (keys.count + 1) * blockSize < ids.count {
             let start = keys.count * blockSize
             let key = BlockKey(parent: chain, tokens: Array(ids[start..<start + blockSize]))
             guard pool.isCached(key) else { break }
@@ -115,7 +119,7 @@ public final class KVCacheManager {
         guard var s = sequences[id] else { preconditionFailure("unknown sequence \(id)") }
         precondition(count <= s.tokens.count)
         s.computed = max(s.computed, count)
-        while (s.cachedBlocks + 1) * blockSize <= s.computed {
+        while prefixCaching, (s.cachedBlocks + 1) * blockSize <= s.computed {
             let start = s.cachedBlocks * blockSize
             let key = BlockKey(parent: s.chain, tokens: Array(s.tokens[start..<start + blockSize]))
             pool.cache(s.blocks[s.cachedBlocks], as: key)

@@ -28,7 +28,7 @@ public struct SamplingParameters: Sendable, Equatable {
     /// Checks every field's range; the error names the field.
     public func validate() throws {
         func fail(_ field: String, _ why: String) -> SamplingError { SamplingError(field: field, reason: why) }
-        guard temperature.isFinite, temperature >= 0, temperature <= 100 else { throw fail("temperature", "must be in 0...100") }
+        guard temperature.isFinite, temperature >= 0, temperature <= 2 else { throw fail("temperature", "must be in 0...2") }
         guard topK >= 0 else { throw fail("top_k", "must not be negative") }
         guard topP.isFinite, topP > 0, topP <= 1 else { throw fail("top_p", "must be in (0, 1]") }
         guard minP.isFinite, minP >= 0, minP <= 1 else { throw fail("min_p", "must be in [0, 1]") }

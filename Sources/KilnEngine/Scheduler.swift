@@ -63,6 +63,7 @@ public final class Scheduler {
     private var running: [Running] = []   // in admission order
     private var arrivals = 0
     public private(set) var preemptions = 0
+    public private(set) var completed = 0, cancelled = 0, steps = 0
 
     public init(backend: DecoderBackend, cache: KVCacheManager, tokenBudget: Int = 256, maxWaiting: Int = 1024, maxRunning: Int = 64) {
         precondition(cache.blockSize == backend.blockSize)
@@ -99,9 +100,14 @@ public final class Scheduler {
         if let i = running.firstIndex(where: { $0.request.id == id }) {
             cache.free(id)
             running.remove(at: i)
+            cancelled += 1
             return true
         }
-        if let i = waiting.firstIndex(where: { $0.request.id == id }) { waiting.remove(at: i); return true }
+        if let i = waiting.firstIndex(where: { $0.request.id == id }) {
+            waiting.remove(at: i)
+            cancelled += 1
+            return true
+        }
         return false
     }
 
@@ -134,6 +140,7 @@ public final class Scheduler {
             }
         }
         let logits = try backend.logits(batch)
+        steps += 1
         for (i, done) in processed {
             running[i].computed = done
             cache.markComputed(running[i].request.id, upTo: done)
@@ -158,6 +165,7 @@ public final class Scheduler {
         for i in finished.sorted(by: >) {
             cache.free(running[i].request.id)
             running.remove(at: i)
+            completed += 1
         }
         try reserveNewTokens()
         return events
@@ -195,12 +203,36 @@ public final class Scheduler {
         }
     }
 
+    /// A snapshot of the counters and the pool.
+    public var stats: EngineStats {
+        EngineStats(blocksTotal: cache.pool.count, blocksFree: cache.pool.freeCount, blocksCached: cache.pool.cachedCount,
+                    blockSize: cache.blockSize, running: running.count, waiting: waiting.count, completed: completed,
+                    cancelled: cancelled, preemptions: preemptions, promptTokens: cache.admittedPromptTokens,
+                    cachedPromptTokens: cache.cachedPromptTokens, steps: steps)
+    }
+
     private func preemptNewest() {
         guard var victim = running.popLast() else { return }
         cache.free(victim.request.id)
         victim.computed = 0
         waiting.insert(victim, at: 0)
         preemptions += 1
+    }
+}
+
+/// Counters and gauges of a scheduler and its KV pool, taken between steps.
+public struct EngineStats: Sendable, Equatable {
+    public var blocksTotal = 0, blocksFree = 0, blocksCached = 0, blockSize = 0
+    public var running = 0, waiting = 0
+    public var completed = 0, cancelled = 0, preemptions = 0
+    public var promptTokens = 0, cachedPromptTokens = 0
+    public var steps = 0
+    public init() {}
+    public init(blocksTotal: Int, blocksFree: Int, blocksCached: Int, blockSize: Int, running: Int, waiting: Int, completed: Int,
+                cancelled: Int, preemptions: Int, promptTokens: Int, cachedPromptTokens: Int, steps: Int) {
+        self.blocksTotal = blocksTotal; self.blocksFree = blocksFree; self.blocksCached = blocksCached; self.blockSize = blockSize
+        self.running = running; self.waiting = waiting; self.completed = completed; self.cancelled = cancelled
+        self.preemptions = preemptions; self.promptTokens = promptTokens; self.cachedPromptTokens = cachedPromptTokens; self.steps = steps
     }
 }
 

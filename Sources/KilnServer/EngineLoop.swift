@@ -13,10 +13,13 @@ public final class EngineLoop: @unchecked Sendable {
     private var streams: [Int: AsyncThrowingStream<StepEvent, Error>.Continuation] = [:]
     private var nextID = 1
     private var stopped = false
+    private var snapshot: EngineStats
+    private var refused = 0
     private let scheduler: Scheduler
 
     public init(scheduler: Scheduler) {
         self.scheduler = scheduler
+        snapshot = scheduler.stats
         let thread = Thread { [weak self] in self?.run() }
         thread.name = "kiln-engine"
         thread.start()
@@ -39,6 +42,13 @@ public final class EngineLoop: @unchecked Sendable {
             condition.signal()
             condition.unlock()
         }
+    }
+
+    /// The scheduler's counters after its latest step, and requests refused for a full queue.
+    public var stats: (engine: EngineStats, refused: Int) {
+        condition.lock()
+        defer { condition.unlock() }
+        return (snapshot, refused)
     }
 
     private func cancel(_ id: Int) {
@@ -65,15 +75,24 @@ public final class EngineLoop: @unchecked Sendable {
             cancellations.removeAll()
             condition.unlock()
 
+            var refusals = 0
             for (request, continuation) in incoming {
                 do {
                     try scheduler.submit(request)
                     streams[request.id] = continuation
                 } catch {
+                    if case SchedulerError.queueFull = error { refusals += 1 }
                     continuation.finish(throwing: error)
                 }
             }
             for id in cancelled where scheduler.cancel(id) { streams.removeValue(forKey: id)?.finish() }
+            defer {
+                let stats = scheduler.stats
+                condition.lock()
+                snapshot = stats
+                refused += refusals
+                condition.unlock()
+            }
             guard scheduler.hasWork else { continue }
             do {
                 for event in try scheduler.step() {

@@ -4,17 +4,21 @@ import KilnEngine
 import KilnModel
 import KilnRPC
 
-/// `kiln.v1.Inference` on one model: Generate and Chat stream one message per token from the engine loop;
-/// Tokenize, Detokenize, ListModels and GetModel answer from the tokenizer and the model's metadata.
+/// `kiln.v1.Inference` on one model: Generate and Chat stream one message per token from the engine loop
+/// (answers to deterministic requests replayed from the result cache; chat sessions kept server-side);
+/// Tokenize, Detokenize, ListModels, GetModel and GetStats answer directly.
 public struct InferenceService: Kiln_V1_InferenceService {
     public let modelName: String
     let tokenizer: Tokenizer
     let template: ChatTemplate?
     let info: Kiln_V1_ModelInfo
     let engine: EngineLoop
-    let maxTokensLimit: Int
+    let contextLength: Int
+    let options: InferenceOptions
+    let results: ResultCache
+    let sessions: SessionStore
 
-    public init(modelName: String, file: GGUFFile, engine: EngineLoop) throws {
+    public init(modelName: String, file: GGUFFile, engine: EngineLoop, options: InferenceOptions = InferenceOptions()) throws {
         self.modelName = modelName
         tokenizer = try Tokenizer(gguf: file)
         let source = file.metadata["tokenizer.chat_template"]?.string
@@ -31,34 +35,81 @@ public struct InferenceService: Kiln_V1_InferenceService {
         info.chatTemplate = template?.family.rawValue ?? ""
         self.info = info
         self.engine = engine
-        maxTokensLimit = config.contextLength
+        self.options = options
+        contextLength = config.contextLength
+        results = ResultCache(bytes: options.resultCacheBytes, timeToLive: options.resultCacheTimeToLive)
+        sessions = SessionStore(maxSessions: options.maxSessions, memoryBudget: options.sessionMemoryBytes,
+                                idleTimeToLive: options.sessionIdleTimeToLive)
     }
 
-    private func checkModel(_ name: String) throws {
-        guard name.isEmpty || name == modelName else { throw RPCError(.notFound, "model \"\(name)\" is not served here (this server runs \"\(modelName)\")") }
+    private var runner: GenerationRun { GenerationRun(tokenizer: tokenizer, engine: engine, results: results) }
+
+    private func checkModel(_ name: String, field: String = "model") throws {
+        guard name.isEmpty || name == modelName else {
+            throw RPCError(.invalidArgument, "\(field): model \"\(name)\" is not served here (this server runs \"\(modelName)\")")
+        }
     }
 
     public func generate(request: Kiln_V1_GenerateRequest, responses: RPCTypedWriter<Kiln_V1_GenerateResponse>, context: RPCServerContext) async throws {
         try checkModel(request.model)
         guard !request.prompt.isEmpty else { throw RPCError(.invalidArgument, "prompt is empty") }
         let ids = tokenizer.encode(request.prompt, addSpecial: true, parseSpecial: request.parseSpecialTokens)
-        try await stream(prompt: ids, sampling: request.sampling, priority: request.priority, responses: responses)
+        let plan = try self.plan(prompt: ids, sampling: request.sampling, priority: request.priority)
+        _ = try await runner.run(plan, responses: responses)
     }
 
     public func chat(request: Kiln_V1_ChatRequest, responses: RPCTypedWriter<Kiln_V1_GenerateResponse>, context: RPCServerContext) async throws {
         try checkModel(request.model)
-        guard request.sessionId.isEmpty else { throw RPCError(.unimplemented, "session_id: server-side sessions are not implemented yet; send the full history") }
         guard !request.messages.isEmpty else { throw RPCError(.invalidArgument, "messages is empty") }
         guard let template else { throw RPCError(.failedPrecondition, "the model has no chat template") }
-        let text = template.render(request.messages.map { ChatMessage(role: $0.role, content: $0.content) }, addGenerationPrompt: true)
-        let ids = tokenizer.encode(text, addSpecial: true, parseSpecial: true)
-        try await stream(prompt: ids, sampling: request.sampling, priority: request.priority, responses: responses)
+        let new = request.messages.map { ChatMessage(role: $0.role, content: $0.content) }
+        if let bad = new.first(where: { $0.role.isEmpty }) { throw RPCError(.invalidArgument, "messages.role is empty (content \(bad.content.prefix(40).debugDescription))") }
+        guard !request.sessionId.isEmpty else {
+            let text = template.render(new, addGenerationPrompt: true)
+            let plan = try self.plan(prompt: tokenizer.encode(text, addSpecial: true, parseSpecial: true),
+                                     sampling: request.sampling, priority: request.priority)
+            _ = try await runner.run(plan, responses: responses)
+            return
+        }
+
+        let id = request.sessionId
+        guard id.utf8.count <= 256 else { throw RPCError(.invalidArgument, "session_id is longer than 256 bytes") }
+        var session: SessionStore.Session
+        do { session = try sessions.begin(id) } catch {
+            throw RPCError(.aborted, "session_id \"\(id)\" is already running a turn; send the next one after it ends")
+        }
+        var committed = false
+        defer { if !committed { sessions.abandon(id) } }
+
+        // The conversation rendered in full; when it starts with what the model has already seen, only the
+        // rest is tokenized and appended, so the prompt begins with the session's exact tokens.
+        let messages = session.messages + new
+        let rendered = template.render(messages, addGenerationPrompt: true)
+        let prompt: [Int], promptText: String
+        let renderedBytes = Array(rendered.utf8)
+        if !session.tokens.isEmpty, renderedBytes.starts(with: session.text.utf8) {
+            let rest = String(decoding: renderedBytes[session.text.utf8.count...], as: UTF8.self)
+            prompt = session.tokens + tokenizer.encode(rest, addSpecial: false, parseSpecial: true)
+            promptText = session.text + rest
+        } else {
+            prompt = tokenizer.encode(rendered, addSpecial: true, parseSpecial: true)
+            promptText = rendered
+        }
+        let plan = try self.plan(prompt: prompt, sampling: request.sampling, priority: request.priority,
+                                 field: "session_id \"\(id)\": the history")
+        let outcome = try await runner.run(plan, responses: responses)
+        guard outcome.finish == .stop || outcome.finish == .length else { return }
+        session.messages = messages + [ChatMessage(role: "assistant", content: outcome.text)]
+        session.text = promptText + outcome.seenText
+        session.tokens = prompt + outcome.tokens
+        sessions.commit(id, session)
+        committed = true
     }
 
-    /// Turns schema sampling fields into the engine's, naming the field on a bad value.
-    func parameters(_ s: Kiln_V1_SamplingParameters?) throws -> (SamplingParameters, maxTokens: Int, stops: [String]) {
+    /// Checks a request's sampling fields and limits, naming the field of a bad one.
+    func plan(prompt: [Int], sampling: Kiln_V1_SamplingParameters?, priority: Kiln_V1_Priority, field: String = "prompt") throws -> GenerationPlan {
+        let s = sampling ?? Kiln_V1_SamplingParameters()
         var p = SamplingParameters()
-        let s = s ?? Kiln_V1_SamplingParameters()
         p.temperature = s.temperature ?? 1
         p.topK = Int(s.topK)
         p.topP = s.topP ?? 1
@@ -68,71 +119,33 @@ public struct InferenceService: Kiln_V1_InferenceService {
         p.presencePenalty = s.presencePenalty
         p.seed = s.seed ?? UInt64.random(in: 0...UInt64.max)
         p.logprobs = Int(s.topLogprobs)
-        do { try p.validate() } catch let e as SamplingError { throw RPCError(.invalidArgument, e.description) }
-        let maxTokens = Int(s.maxTokens ?? 256)
-        guard maxTokens > 0, maxTokens <= maxTokensLimit else { throw RPCError(.invalidArgument, "max_tokens must be in 1...\(maxTokensLimit)") }
-        return (p, maxTokens, s.stop)
-    }
-
-    private func stream(prompt: [Int], sampling: Kiln_V1_SamplingParameters?, priority: Kiln_V1_Priority,
-                        responses: RPCTypedWriter<Kiln_V1_GenerateResponse>) async throws {
-        let (p, maxTokens, stops) = try parameters(sampling)
-        guard prompt.count + maxTokens <= maxTokensLimit else {
-            throw RPCError(.invalidArgument, "prompt (\(prompt.count) tokens) + max_tokens (\(maxTokens)) exceeds the context (\(maxTokensLimit))")
+        do { try p.validate() } catch let e as SamplingError {
+            throw RPCError(.invalidArgument, "sampling.\(e.field == "logprobs" ? "top_logprobs" : e.field) \(e.reason)")
         }
-        let wantLogprobs = sampling?.logprobs ?? false
-        let stopTokens = tokenizer.vocabulary.endOfGeneration
-        let events = engine.generate { id in
-            GenerationRequest(id: id, prompt: prompt, parameters: p, maxTokens: maxTokens, stopTokens: stopTokens,
-                              priority: priority == .batch ? .batch : .interactive)
+        guard s.stop.count <= 16 else { throw RPCError(.invalidArgument, "sampling.stop has \(s.stop.count) strings (at most 16)") }
+        if let bad = s.stop.first(where: { $0.isEmpty || $0.utf8.count > 256 }) {
+            throw RPCError(.invalidArgument, "sampling.stop: \(bad.debugDescription) must be 1 to 256 bytes")
         }
-        var detokenizer = StreamingDetokenizer(tokenizer: tokenizer)
-        var stopper = StopSequenceMatcher(stops)
-        let start = DispatchTime.now().uptimeNanoseconds
-        var firstTokenMs = 0.0, completion = 0, cached = 0
-        var finish = Kiln_V1_FinishReason.length
-        do {
-            for try await event in events {
-                cached += event.cachedPromptTokens
-                if let token = event.token {
-                    completion += 1
-                    if completion == 1 { firstTokenMs = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6 }
-                    let isStopToken = stopTokens.contains(token.id)
-                    var message = Kiln_V1_GenerateResponse()
-                    message.tokenId = UInt32(token.id)
-                    message.text = isStopToken ? "" : stopper.feed(detokenizer.append(token.id))
-                    if wantLogprobs {
-                        message.logprob = Float(token.logprob)
-                        message.topLogprobs = token.top.map { t in
-                            var l = Kiln_V1_TokenLogprob()
-                            l.tokenId = UInt32(t.id); l.logprob = Float(t.logprob)
-                            l.text = String(decoding: tokenizer.piece(t.id, renderSpecial: true), as: UTF8.self)
-                            return l
-                        }
-                    }
-                    if stopper.matched != nil { finish = .stop }
-                    if !isStopToken || wantLogprobs { try await responses.write(message) }
-                    if stopper.matched != nil { break }  // ends the stream: the engine loop cancels the request
-                }
-                if let f = event.finish { finish = f == .stop ? .stop : .length }
-            }
-        } catch is CancellationError {
-            finish = .cancelled
+        let maxTokens = Int(s.maxTokens ?? UInt32(options.defaultMaxTokens))
+        guard maxTokens > 0, maxTokens < contextLength else {
+            throw RPCError(.invalidArgument, "sampling.max_tokens must be in 1...\(contextLength - 1) (got \(maxTokens))")
         }
-        var last = Kiln_V1_GenerateResponse()
-        last.text = stopper.matched == nil ? stopper.feed(detokenizer.finish()) + stopper.finish() : ""
-        last.finishReason = finish
-        var usage = Kiln_V1_Usage()
-        usage.promptTokens = UInt32(prompt.count)
-        usage.cachedPromptTokens = UInt32(cached)
-        usage.completionTokens = UInt32(completion)
-        usage.timeToFirstTokenMs = firstTokenMs
-        last.usage = usage
-        try await responses.write(last)
+        guard !prompt.isEmpty else { throw RPCError(.invalidArgument, "\(field) is empty") }
+        guard prompt.count + maxTokens <= contextLength else {
+            throw RPCError(.invalidArgument, "\(field) (\(prompt.count) tokens) + sampling.max_tokens (\(maxTokens)) exceeds the context (\(contextLength) tokens)")
+        }
+        let stopTokens = s.ignoreEos ? [] : tokenizer.vocabulary.endOfGeneration
+        let key = ResultCache.Key(model: modelName, prompt: prompt, parameters: p, seeded: s.seed != nil, wantLogprob: s.logprobs,
+                                  maxTokens: maxTokens, stops: s.stop, stopTokens: stopTokens)
+        return GenerationPlan(prompt: prompt, parameters: p, maxTokens: maxTokens, stops: s.stop, stopTokens: stopTokens,
+                              wantLogprob: s.logprobs, priority: priority == .batch ? .batch : .interactive, cacheKey: key)
     }
 
     public func endSession(request: Kiln_V1_EndSessionRequest, context: RPCServerContext) async throws -> Kiln_V1_EndSessionResponse {
-        throw RPCError(.unimplemented, "server-side sessions are not implemented yet")
+        guard !request.sessionId.isEmpty else { throw RPCError(.invalidArgument, "session_id is empty") }
+        var response = Kiln_V1_EndSessionResponse()
+        response.existed = sessions.end(request.sessionId)
+        return response
     }
 
     public func tokenize(request: Kiln_V1_TokenizeRequest, context: RPCServerContext) async throws -> Kiln_V1_TokenizeResponse {
@@ -159,7 +172,32 @@ public struct InferenceService: Kiln_V1_InferenceService {
     }
 
     public func getModel(request: Kiln_V1_GetModelRequest, context: RPCServerContext) async throws -> Kiln_V1_ModelInfo {
-        try checkModel(request.name)
+        guard request.name.isEmpty || request.name == modelName else {
+            throw RPCError(.notFound, "name: model \"\(request.name)\" is not served here (this server runs \"\(modelName)\")")
+        }
         return info
+    }
+
+    public func getStats(request: Kiln_V1_GetStatsRequest, context: RPCServerContext) async throws -> Kiln_V1_ServerStats {
+        let (e, refused) = engine.stats
+        let cache = results.counts
+        var s = Kiln_V1_ServerStats()
+        s.kvBlocksTotal = UInt32(e.blocksTotal)
+        s.kvBlocksFree = UInt32(e.blocksFree)
+        s.kvBlocksCached = UInt32(e.blocksCached)
+        s.blockSize = UInt32(e.blockSize)
+        s.runningRequests = UInt32(e.running)
+        s.waitingRequests = UInt32(e.waiting)
+        s.completedRequests = UInt64(e.completed)
+        s.cancelledRequests = UInt64(e.cancelled)
+        s.refusedRequests = UInt64(refused)
+        s.preemptions = UInt64(e.preemptions)
+        s.promptTokens = UInt64(e.promptTokens)
+        s.cachedPromptTokens = UInt64(e.cachedPromptTokens)
+        s.resultCacheHits = UInt64(cache.hits)
+        s.resultCacheMisses = UInt64(cache.misses)
+        s.sessions = UInt32(sessions.count)
+        s.steps = UInt64(e.steps)
+        return s
     }
 }

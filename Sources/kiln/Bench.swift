@@ -4,8 +4,8 @@ import KilnModel
 import KilnVulkan
 
 /// `kiln bench …`: measurements the `make bench-*` scripts drive; each figure is printed as a `BENCH` line.
-struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks (used by make bench-*).", subcommands: [BenchModel.self, BenchDecode.self])
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Benchmarks (used by make bench-*).", subcommands: [BenchModel.self, BenchDecode.self, BenchServe.self])
 }
 
 /// `kiln bench model`: GGUF open time, tokenizer throughput and the CPU reference decoder's speed.

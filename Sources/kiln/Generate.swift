@@ -1,9 +1,11 @@
 import ArgumentParser
 import Foundation
+import KilnAPI
 import KilnModel
 
-/// `kiln generate`: streams a completion of a prompt to stdout, on the CPU reference decoder.
-struct Generate: ParsableCommand {
+/// `kiln generate`: streams a completion of a prompt to stdout — decoded here (Vulkan or the CPU reference
+/// decoder), or by a Kiln server through the generated client when `--server` is given.
+struct Generate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Complete a prompt and stream the text to stdout.")
 
     @Option(help: "GGUF model (default: the SmolLM2 model `make model` fetches).") var model = DefaultModel.path
@@ -15,6 +17,8 @@ struct Generate: ParsableCommand {
     @Option(help: "Sampling temperature (0: greedy).") var temperature: Float = 0
     @Option(help: "Random seed for sampling.") var seed: UInt64 = 0
     @Flag(help: "Wrap the prompt as a user message in the model's chat template.") var chat = false
+    @Option(help: "Generate on this Kiln server instead (h2c://HOST:PORT or https://HOST:PORT).") var server: String?
+    @Option(help: "CA that the server's certificate must chain to (https).") var ca = "Certs/ca.pem"
 
     func validate() throws {
         guard (prompt == nil) != (promptFile == nil) else { throw ValidationError("give exactly one of --prompt and --prompt-file") }
@@ -22,7 +26,7 @@ struct Generate: ParsableCommand {
         guard temperature >= 0 && temperature.isFinite else { throw ValidationError("--temperature must be 0 or more") }
     }
 
-    func run() throws {
+    func run() async throws {
         var text: String
         if let prompt {
             text = prompt
@@ -32,6 +36,7 @@ struct Generate: ParsableCommand {
         } else {
             text = ""
         }
+        if let server { return try await generateRemotely(text, server: RemoteServer(server)) }
         let file = try GGUFFile(path: model)
         let tokenizer = try Tokenizer(gguf: file)
         if chat {
@@ -56,5 +61,37 @@ struct Generate: ParsableCommand {
             logits = try decoder.forward([next])[0]
         }
         FileHandle.standardOutput.write(Data((detokenizer.finish() + "\n").utf8))
+    }
+}
+
+extension Generate {
+    /// The server path: Generate (or Chat with one user message) streamed to stdout as it arrives.
+    private func generateRemotely(_ text: String, server: RemoteServer) async throws {
+        let (client, group) = try server.connect(caPath: ca)
+        defer { client.channel.close(); group.shutdown() }
+        var sampling = Kiln_V1_SamplingParameters()
+        sampling.maxTokens = UInt32(maxTokens)
+        sampling.temperature = temperature
+        sampling.seed = seed
+        let stream: AsyncThrowingStream<Kiln_V1_GenerateResponse, Error>
+        if chat {
+            var message = Kiln_V1_ChatMessage()
+            message.role = "user"
+            message.content = text
+            var request = Kiln_V1_ChatRequest()
+            request.messages = [message]
+            request.sampling = sampling
+            stream = try await client.chat(request)
+        } else {
+            var request = Kiln_V1_GenerateRequest()
+            request.prompt = text
+            request.sampling = sampling
+            request.parseSpecialTokens = true
+            stream = try await client.generate(request)
+        }
+        for try await message in stream {
+            FileHandle.standardOutput.write(Data(message.text.utf8))
+        }
+        FileHandle.standardOutput.write(Data("\n".utf8))
     }
 }

@@ -8,7 +8,8 @@ import KilnVulkan
 import Foundation
 import Logging
 
-/// `kiln serve`: TLS and h2c listeners; for now with the transport's demo routes.
+/// `kiln serve`: `kiln.v1.Inference` on a model (the default SmolLM2 unless told otherwise), with gRPC
+/// health, on a TLS listener (development certificates) and an h2c one.
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run the server.")
 
@@ -29,11 +30,27 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("keepalive"), help: "Seconds of silence before a PING (0: off).") var keepalive = 60.0
     @Option(name: .customLong("keepalive-timeout"), help: "Seconds a PING may go unanswered.") var keepaliveTimeout = 20.0
     @Option(name: .customLong("drain-seconds"), help: "Seconds in-flight streams get on SIGTERM.") var drainSeconds = 30.0
-    @Option(help: "GGUF model to serve through kiln.v1.Inference (without it: transport and health only).") var model: String?
+    @Option(help: "GGUF model to serve through kiln.v1.Inference (\"default\": the SmolLM2 model `make model` fetches).") var model = "default"
+    @Flag(name: .customLong("no-model"), help: "Serve no model: transport, health and the demo routes only.") var noModel = false
     @Option(help: "Decoder: vulkan, cpu, or auto (Vulkan when a device exists).") var backend: BackendChoice = .auto
     @Option(name: .customLong("vulkan-device"), help: "Vulkan device index (default: the best one).") var vulkanDevice: Int?
-    @Option(name: .customLong("kv-blocks"), help: "KV cache blocks of 16 tokens.") var kvBlocks = 1024
+    @Option(name: .customLong("kv-cache-mb"), help: "Memory for the KV cache, in MiB.") var kvCacheMB = 768
+    @Option(name: .customLong("kv-blocks"), help: "KV cache blocks of 16 tokens (overrides --kv-cache-mb).") var kvBlocks: Int?
+    @Flag(name: .customLong("no-prefix-cache"), help: "Compute every prompt in full (for comparisons).") var noPrefixCache = false
     @Option(name: .customLong("max-waiting"), help: "Requests queued beyond this are refused (RESOURCE_EXHAUSTED).") var maxWaiting = 256
+    @Option(name: .customLong("max-batch"), help: "Sequences decoded in one step at most.") var maxBatch = 64
+    @Option(name: .customLong("step-tokens"), help: "Tokens computed in one step at most (prefill is chunked to fit).") var stepTokens = 256
+    @Option(name: .customLong("result-cache-mb"), help: "Memory for whole answers to deterministic requests, in MiB (0: off).") var resultCacheMB = 64
+    @Option(name: .customLong("result-cache-ttl"), help: "Seconds a cached answer lives.") var resultCacheTTL = 300.0
+    @Option(name: .customLong("max-sessions"), help: "Chat sessions kept at most.") var maxSessions = 1024
+    @Option(name: .customLong("session-memory-mb"), help: "Memory all chat sessions' histories may take, in MiB.") var sessionMemoryMB = 256
+    @Option(name: .customLong("session-ttl"), help: "Seconds an idle chat session lives.") var sessionTTL = 600.0
+
+    func validate() throws {
+        guard kvCacheMB > 0, kvBlocks.map({ $0 > 0 }) ?? true else { throw ValidationError("the KV cache needs at least one block") }
+        guard maxBatch > 0, stepTokens >= maxBatch else { throw ValidationError("--step-tokens must be at least --max-batch (every sequence gets a token per step)") }
+        guard resultCacheMB >= 0, sessionMemoryMB >= 0, maxSessions >= 0 else { throw ValidationError("cache sizes must not be negative") }
+    }
 
     func run() async throws {
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
@@ -58,13 +75,31 @@ struct Serve: AsyncParsableCommand {
         let group = try EventLoopGroup(threads: threads ?? EventLoopGroup.coreCount)
         var inference: InferenceService?
         var engine: EngineLoop?
-        if let model {
-            let file = try GGUFFile(path: model)
-            let decoderBackend = try makeBackend(file: file, choice: backend, deviceIndex: vulkanDevice, blocks: kvBlocks)
-            let loop = EngineLoop(scheduler: Scheduler(backend: decoderBackend, cache: KVCacheManager(blockCount: kvBlocks, blockSize: 16), maxWaiting: maxWaiting))
+        if !noModel {
+            let path = model == "default" ? DefaultModel.path : model
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw ValidationError("no model at \(path)\(model == "default" ? " (run `make model`, or pass --model PATH)" : "")")
+            }
+            let file = try GGUFFile(path: path)
+            let config = try ModelConfig(gguf: file)
+            // K and V of every layer for 16 tokens, in f32.
+            let blockBytes = 2 * config.layerCount * config.kvHeadCount * config.headDimension * 16 * 4
+            let blocks = kvBlocks ?? max(1, kvCacheMB * (1 << 20) / blockBytes)
+            let decoderBackend = try makeBackend(file: file, choice: backend, deviceIndex: vulkanDevice, blocks: blocks,
+                                                 maxTokens: stepTokens, maxSequences: maxBatch, maxLogitRows: maxBatch)
+            let cache = KVCacheManager(blockCount: blocks, blockSize: 16, prefixCaching: !noPrefixCache)
+            let loop = EngineLoop(scheduler: Scheduler(backend: decoderBackend, cache: cache, tokenBudget: stepTokens,
+                                                       maxWaiting: maxWaiting, maxRunning: maxBatch))
             engine = loop
-            inference = try InferenceService(modelName: URL(fileURLWithPath: model).deletingPathExtension().lastPathComponent, file: file, engine: loop)
-            announce("serving \(model) on \(type(of: decoderBackend))")
+            var options = InferenceOptions()
+            options.resultCacheBytes = resultCacheMB << 20
+            options.resultCacheTimeToLive = resultCacheTTL
+            options.maxSessions = maxSessions
+            options.sessionMemoryBytes = sessionMemoryMB << 20
+            options.sessionIdleTimeToLive = sessionTTL
+            inference = try InferenceService(modelName: URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent,
+                                             file: file, engine: loop, options: options)
+            announce("serving \(path) on \(type(of: decoderBackend)): \(blocks) KV blocks of 16 tokens (\((blocks * blockBytes) >> 20) MiB)\(noPrefixCache ? ", prefix cache off" : "")")
         }
         let router = DemoRoutes.router { rpc in inference?.register(on: &rpc) }
         let server = try HTTP2Server(configuration: config, router: router, group: group, logger: logger)

@@ -68,7 +68,7 @@ final class KilnProcess {
         tlsPort = freePort()
         process.executableURL = URL(fileURLWithPath: kilnBinary)
         process.currentDirectoryURL = repositoryRoot
-        process.arguments = ["serve", "--h2c-port", String(h2cPort), "--tls-port", String(tlsPort), "--threads", "2"] + extraArguments
+        process.arguments = ["serve", "--no-model", "--h2c-port", String(h2cPort), "--tls-port", String(tlsPort), "--threads", "2"] + extraArguments
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
         try process.run()

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# make bench-serve: `kiln bench serve` (the load generator on Kiln's generated client) against `kiln serve` and,
+# in the same run and alternating phase by phase, the same workload against llama.cpp's llama-server (CPU,
+# -np 8 -cb -t 2), built outside the repository from the llama-cpp-python sdist's vendored source into
+# ~/.cache/kiln/llama-server (nothing of it is committed). Also runs `kiln bench decode` for the batch-16 figure
+# the serving throughput is held to.
+#   CONCURRENCY (1,4,16,32)  NEW_TOKENS (64,128)  RATES (0.25,0.5,1)  TURNS (10)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KILN_BIN=${KILN_BIN:-.build/release/kiln}
+MODEL=${KILN_MODEL:-${KILN_MODELS_DIR:-$HOME/.cache/kiln/models}/SmolLM2-135M-Instruct.Q4_1.gguf}
+CONCURRENCY=${CONCURRENCY:-1,4,16,32}
+NEW_TOKENS=${NEW_TOKENS:-64,128}
+RATES=${RATES:-0.25,0.5,1}
+TURNS=${TURNS:-10}
+LLAMA_DIR=${LLAMA_DIR:-$HOME/.cache/kiln/llama-server}
+LLAMA_SERVER=$LLAMA_DIR/build/bin/llama-server
+
+if [ ! -x "$LLAMA_SERVER" ]; then
+  echo "building llama-server from the llama-cpp-python sdist (several minutes, once)"
+  command -v cmake >/dev/null || { apt-get update -qq && apt-get install -y -qq cmake; }
+  mkdir -p "$LLAMA_DIR"
+  python3 -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==${LLAMA_CPP_PYTHON_VERSION:-0.3.36}" -d "$LLAMA_DIR/sdist"
+  tar -xzf "$LLAMA_DIR"/sdist/llama_cpp_python-*.tar.gz -C "$LLAMA_DIR"
+  src=$(ls -d "$LLAMA_DIR"/llama_cpp_python-*/vendor/llama.cpp)
+  cmake -S "$src" -B "$LLAMA_DIR/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
+    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DGGML_NATIVE=ON >/dev/null
+  cmake --build "$LLAMA_DIR/build" --target llama-server -j 2 >/dev/null
+fi
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 600); do python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), 1)" 2>/dev/null && return 0; sleep 0.1; done; echo "no listener on $1"; exit 1; }
+kp=$(port); lp=$(port)
+"$KILN_BIN" serve --model "$MODEL" --no-tls --h2c-port "$kp" --kv-blocks 2048 --result-cache-mb 0 >/tmp/kiln-bench-serve.log 2>&1 &
+kpid=$!
+"$LLAMA_SERVER" -m "$MODEL" -np 8 -cb -c 8192 -t 2 --host 127.0.0.1 --port "$lp" >/tmp/kiln-bench-llama-server.log 2>&1 &
+lpid=$!
+trap 'kill $kpid $lpid 2>/dev/null || true' EXIT
+wait_port "$kp"; wait_port "$lp"
+for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$lp/health" >/dev/null && break; sleep 0.2; done
+
+out=$(mktemp)
+kiln_run() { "$KILN_BIN" bench serve --server "h2c://127.0.0.1:$kp" "$@" | tee -a "$out"; }
+llama_run() { "$KILN_BIN" bench serve --openai "http://127.0.0.1:$lp" "$@" | tee -a "$out"; }
+# Phase by phase, alternating the two servers.
+for n in ${NEW_TOKENS//,/ }; do
+  for c in ${CONCURRENCY//,/ }; do
+    llama_run --concurrency "$c" --new-tokens "$n" --turns 0
+    kiln_run --concurrency "$c" --new-tokens "$n" --turns 0
+  done
+done
+if [ -n "$RATES" ]; then
+  llama_run --skip-closed --rates "$RATES" --turns 0
+  kiln_run --skip-closed --rates "$RATES" --turns 0
+fi
+if [ "$TURNS" -gt 0 ]; then
+  llama_run --skip-closed --turns "$TURNS"
+  kiln_run --skip-closed --turns "$TURNS"
+fi
+kill $kpid $lpid 2>/dev/null || true
+wait 2>/dev/null || true
+"$KILN_BIN" bench decode --model "$MODEL" --steps 8 | grep 'decode_b16' | tee -a "$out"
+
+fig() { awk -v n="$1" '$2 == n {print $3}' "$out" | tail -1; }
+ratio() { python3 -c "a, b = '$1', '$2'; print(f'{float(a) / float(b):.3f}' if a and b and float(b) else 'nan')"; }
+echo "BENCH kiln_c16_vs_decode_b16 $(ratio "$(fig kiln_c16_n64_tok_s)" "$(fig vulkan_decode_b16_tok_s)") x"
+echo "BENCH kiln_vs_llama_server_c16_ttft_p95 $(ratio "$(fig kiln_c16_n64_ttft_p95_ms)" "$(fig llama_server_c16_n64_ttft_p95_ms)") x"
+echo "BENCH kiln_vs_llama_server_c16_tok_s $(ratio "$(fig kiln_c16_n64_tok_s)" "$(fig llama_server_c16_n64_tok_s)") x"

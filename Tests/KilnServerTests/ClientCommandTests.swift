@@ -1,0 +1,41 @@
+import Foundation
+import KilnModel
+import KilnTestSupport
+import XCTest
+
+/// The client commands against `kiln serve` (TLS and h2c): `kiln generate --server` and `kiln chat`.
+final class ClientCommandTests: XCTestCase {
+    /// Greedy `kiln generate --server` (h2c and TLS on the development CA) prints what the local decoder does.
+    func testGenerateOnTheServerEqualsLocal() throws {
+        let server = try KilnServeProcess(tls: true, ["--kv-blocks", "256"])
+        let args = ["generate", "--prompt", "The three primary colours are", "--max-tokens", "24"]
+        let local = try runTool(kilnReleaseBinary, args, timeout: 300)
+        XCTAssertEqual(local.status, 0, local.stderr)
+        let h2c = try runTool(kilnReleaseBinary, args + ["--server", "h2c://127.0.0.1:\(server.h2cPort)"], timeout: 300)
+        XCTAssertEqual(h2c.status, 0, h2c.stderr + server.log())
+        let tls = try runTool(kilnReleaseBinary, args + ["--server", "https://127.0.0.1:\(server.tlsPort)", "--ca", certPath("ca.pem")], timeout: 300)
+        XCTAssertEqual(tls.status, 0, tls.stderr + server.log())
+        XCTAssertGreaterThan(local.stdout.count, 20)
+        XCTAssertEqual(h2c.stdout, local.stdout)
+        XCTAssertEqual(tls.stdout, local.stdout)
+    }
+
+    /// `kiln chat --session`: two turns typed on stdin; the second is answered in context and reuses the
+    /// cached history; `/end` ends the session.
+    func testChatWithASession() throws {
+        let server = try KilnServeProcess(["--kv-blocks", "256"])
+        let input = Data("What is the capital of France?\nWhat is its population?\n/end\n".utf8)
+        let r = try runTool(kilnReleaseBinary, ["chat", "--server", "h2c://127.0.0.1:\(server.h2cPort)", "--session", "new",
+                                               "--temperature", "0", "--max-tokens", "32", "--verbose"], timeout: 300, stdin: input)
+        XCTAssertEqual(r.status, 0, r.stderr + server.log())
+        XCTAssertTrue(r.stdout.contains("Paris"), r.stdout)
+        XCTAssertEqual(r.stdout.split(separator: "\n").filter { !$0.isEmpty }.count >= 2, true, r.stdout)
+        let usage = r.stderr.split(separator: "\n").filter { $0.contains("prompt tokens") }
+        XCTAssertEqual(usage.count, 2, r.stderr)
+        // The second turn's prompt starts with the first turn's history, from the prefix cache.
+        let cached = usage.last.flatMap { line in line.split(separator: ",").first(where: { $0.contains("cached") }) }
+            .flatMap { Int($0.trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "") } ?? 0
+        XCTAssertGreaterThanOrEqual(cached, 32, r.stderr)
+        XCTAssertTrue(r.stderr.contains("session "), r.stderr)
+    }
+}

@@ -1,0 +1,174 @@
+"""The serving engine's acceptance scenarios, through Python grpcio against `kiln serve`.
+
+  engine_acceptance.py SCHEMAS concurrent PORT          32 concurrent greedy streams equal each alone
+  engine_acceptance.py SCHEMAS session PORT NOCACHE     a 10-turn session reuses its history (NOCACHE: --no-prefix-cache)
+  engine_acceptance.py SCHEMAS pressure PORT PRESSED    16 x (200 prompt + 100 new) on 64 blocks equal unpressured
+  engine_acceptance.py SCHEMAS cancel PORT              1,000 streams reset at random points leak no block
+  engine_acceptance.py SCHEMAS result-cache PORT        deterministic requests replayed from the result cache
+"""
+import concurrent.futures
+import os
+import random
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from kiln_grpc import Checks, Kiln, load  # noqa: E402
+
+schemas, scenario, ports = sys.argv[1], sys.argv[2], sys.argv[3:]
+pb, rpc = load(schemas)
+servers = [Kiln(pb, rpc, p) for p in ports]
+kiln = servers[0]
+check = Checks()
+
+
+def concurrent_streams():
+    topics = ["rivers", "mountains", "bread", "the moon", "chess", "violins", "rain", "trains", "bees", "glass",
+              "copper", "winter", "owls", "maps", "salt", "clocks", "tea", "bridges", "paper", "snow", "lighthouses",
+              "honey", "deserts", "kites", "coral", "ink", "volcanoes", "lanterns", "wheat", "whales", "candles", "ice"]
+    prompts = [f"Write one sentence about {t}." for t in topics]
+    alone = [kiln.generate(p, max_tokens=16)[0] for p in prompts]
+    before = kiln.stats().steps
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        together = list(pool.map(lambda p: kiln.generate(p, max_tokens=16)[0], prompts))
+    steps = kiln.stats().steps - before
+    same = [i for i in range(32) if together[i] == alone[i]]
+    check("32 concurrent greedy streams equal each alone", len(same) == 32,
+          f"{32 - len(same)} differ: " + "; ".join(f"{prompts[i]!r}: {together[i]} vs {alone[i]}" for i in range(32) if i not in same))
+    tokens = sum(len(t) for t in together)
+    # Batched for real: far fewer engine steps than tokens generated.
+    check("the 32 streams shared steps", steps < tokens / 4, f"{steps} steps for {tokens} tokens")
+
+
+def session(nocache):
+    questions = ["Hi! My name is Ada.", "What is a prime number?", "Give me an example.", "Is 21 prime?",
+                 "What about 23?", "What is the smallest prime?", "Name a fruit.", "What colour is it?",
+                 "Do you remember my name?", "Summarize our chat in one line."]
+    sid = f"acceptance-{os.getpid()}"
+    history, turns = [], []
+    for q in questions:
+        reply, last = kiln.chat([("user", q)], session_id=sid, max_tokens=24)
+        history += [("user", q), ("assistant", reply)]
+        turns.append(last.usage)
+        print(f"turn {len(turns)}: prompt {last.usage.prompt_tokens} cached {last.usage.cached_prompt_tokens} "
+              f"ttft {last.usage.time_to_first_token_ms:.0f} ms", flush=True)
+    t10 = turns[-1]
+    check("turn 10 takes >= 90% of its prompt from the cache", t10.cached_prompt_tokens >= 0.9 * t10.prompt_tokens, str(t10))
+    check("every later turn reuses the history", all(u.cached_prompt_tokens > 0 for u in turns[1:]))
+    # The same conversation sent in full, without a session, to a server with prefix caching off: the
+    # same prompt tokens, the same reply, and a first token at least twice as slow.
+    reply, last = nocache.chat(history[:-1], max_tokens=24)
+    check("the session's prompt equals the full history's", last.usage.prompt_tokens == t10.prompt_tokens,
+          f"{last.usage.prompt_tokens} vs {t10.prompt_tokens}")
+    check("the session's reply equals the full history's", reply == history[-1][1], f"{reply!r} vs {history[-1][1]!r}")
+    check("no cache reuse with prefix caching off", last.usage.cached_prompt_tokens == 0, str(last.usage))
+    check("turn 10's first token under half the uncached time", t10.time_to_first_token_ms < 0.5 * last.usage.time_to_first_token_ms,
+          f"{t10.time_to_first_token_ms:.0f} ms vs {last.usage.time_to_first_token_ms:.0f} ms uncached")
+    check("session ends", kiln.stub.EndSession(pb.EndSessionRequest(session_id=sid)).existed)
+
+
+def prompt_of(tokens, seed):
+    """A text of exactly `tokens` tokens (checked by Tokenize)."""
+    rng = random.Random(seed)
+    words = "apple river stone cloud music paper garden silver window forest candle market engine pocket".split()
+    text = f"Story {seed}:"
+    while len(kiln.stub.Tokenize(pb.TokenizeRequest(text=text)).token_ids) < tokens:
+        text += " " + rng.choice(words)
+    return text
+
+
+def pressure(pressed):
+    prompts = [prompt_of(200, i) for i in range(16)]
+    lengths = [len(kiln.stub.Tokenize(pb.TokenizeRequest(text=p)).token_ids) for p in prompts]
+    check("prompts of 200 tokens", all(n == 200 for n in lengths), str(lengths))
+
+    def run(server):
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            return list(pool.map(lambda p: server.generate(p, max_tokens=100, ignore_eos=True), prompts))
+    start = time.time()
+    free = run(kiln)
+    print(f"unpressured: {time.time() - start:.0f} s", flush=True)
+    start = time.time()
+    pressed_results = run(pressed)
+    print(f"on 64 blocks: {time.time() - start:.0f} s", flush=True)
+    s = pressed.wait_idle()
+    check("a pool of 64 blocks", s.kv_blocks_total == 64, str(s.kv_blocks_total))
+    check("every request completed 100 tokens", all(len(r[0]) == 100 and r[2].finish_reason == pb.FINISH_REASON_LENGTH
+                                                    for r in pressed_results))
+    differ = [i for i in range(16) if pressed_results[i][0] != free[i][0]]
+    check("tokens equal unpressured", not differ, f"requests {differ} differ")
+    check("pressure was relieved by preemption", s.preemptions > 0, f"{s.preemptions} preemptions")
+    check("no block leaked", s.kv_blocks_free == 64, str(s).replace("\n", " "))
+
+
+def cancel():
+    start_stats = kiln.wait_idle()
+    rng = random.Random(7)
+    plans = [(rng.randrange(1, 60), rng.randrange(1, 64), rng.randrange(0, 24)) for _ in range(1000)]
+    words = "the a of cat dog sun moon red blue one two three".split()
+
+    def one(plan):
+        prompt_words, max_tokens, cancel_after = plan
+        prompt = " ".join(rng.choice(words) for _ in range(prompt_words))
+        call = kiln.stub.Generate(pb.GenerateRequest(prompt=prompt, sampling=pb.SamplingParameters(max_tokens=max_tokens)))
+        received = 0
+        try:
+            if cancel_after == 0:
+                call.cancel()  # before any message arrives
+                return "early"
+            for _ in call:
+                received += 1
+                if received == cancel_after:
+                    call.cancel()  # RST_STREAM from the client mid-stream
+                    return "cancelled"
+            return "finished"
+        except Exception as e:  # a cancelled call raises on its next read
+            return "cancelled" if "CANCELLED" in str(e) else f"error {e}"
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(one, plans))
+    errors = [o for o in outcomes if o.startswith("error")]
+    check("no call failed", not errors, str(errors[:3]))
+    counts = {k: outcomes.count(k) for k in ("early", "cancelled", "finished")}
+    print(f"outcomes: {counts}", flush=True)
+    s = kiln.wait_idle()
+    check("1,000 streams: most reset mid-stream", counts["cancelled"] + counts["early"] >= 500, str(counts))
+    check("free blocks back to the start", s.kv_blocks_free == start_stats.kv_blocks_free == s.kv_blocks_total,
+          f"{s.kv_blocks_free} free of {s.kv_blocks_total}, {start_stats.kv_blocks_free} at the start")
+    check("the engine saw the cancellations", s.cancelled_requests - start_stats.cancelled_requests >= counts["cancelled"] // 2,
+          str(s).replace("\n", " "))
+    check("serves afterwards", len(kiln.generate("the cat", max_tokens=3)[0]) == 3)
+
+
+def result_cache():
+    before = kiln.stats()
+    a = kiln.generate("the red sun", max_tokens=20)
+    b = kiln.generate("the red sun", max_tokens=20)
+    check("greedy answer replayed", b[0] == a[0] and b[1] == a[1] and b[2].usage.from_result_cache and not a[2].usage.from_result_cache,
+          f"{a[2].usage} / {b[2].usage}")
+    check("replay keeps usage", b[2].usage.completion_tokens == a[2].usage.completion_tokens and b[2].finish_reason == a[2].finish_reason)
+    c = kiln.generate("the red sun", max_tokens=21)
+    check("other parameters miss", not c[2].usage.from_result_cache)
+    s1 = kiln.generate("blue moon", max_tokens=20, temperature=0.9, seed=5)
+    s2 = kiln.generate("blue moon", max_tokens=20, temperature=0.9, seed=5)
+    check("seeded answer replayed", s2[0] == s1[0] and s2[2].usage.from_result_cache)
+    r1 = kiln.generate("blue moon", max_tokens=20, temperature=0.9)
+    r2 = kiln.generate("blue moon", max_tokens=20, temperature=0.9)
+    check("unseeded sampling never replayed", not r1[2].usage.from_result_cache and not r2[2].usage.from_result_cache)
+    after = kiln.stats()
+    check("hits and misses counted", after.result_cache_hits - before.result_cache_hits == 2
+          and after.result_cache_misses - before.result_cache_misses == 3, str(after).replace("\n", " "))
+
+
+if scenario == "concurrent":
+    concurrent_streams()
+elif scenario == "session":
+    session(servers[1])
+elif scenario == "pressure":
+    pressure(servers[1])
+elif scenario == "cancel":
+    cancel()
+elif scenario == "result-cache":
+    result_cache()
+else:
+    sys.exit(f"unknown scenario {scenario}")
+check.exit()

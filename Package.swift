@@ -82,7 +82,7 @@ let package = Package(
         .testTarget(
             name: "KilnProtocTests",
             dependencies: ["KilnProtoc", "KilnAPI", "KilnRPC", "KilnHTTP2"],
-            exclude: ["protobuf_peer.py", "health_server.py", "Fixtures"]
+            exclude: ["protobuf_peer.py", "health_server.py", "descriptor_check.py", "Fixtures"]
         ),
         .testTarget(
             name: "KilnModelTests",
@@ -100,7 +100,7 @@ let package = Package(
         .testTarget(
             name: "KilnServerTests",
             dependencies: ["KilnServer", "KilnModel", "KilnTestSupport"],
-            exclude: ["inference_client.py", "engine_acceptance.py", "kiln_grpc.py"]
+            exclude: ["inference_client.py", "engine_acceptance.py", "kiln_grpc.py", "reflection_client.py"]
         ),
         .testTarget(
             name: "KilnRPCTests",

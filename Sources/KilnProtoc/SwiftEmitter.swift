@@ -49,7 +49,40 @@ public struct SwiftEmitter {
             line("")
             try emitMessage(m, proto: base + m.name, swiftName: types[base + m.name]!.swift)
         }
+        line("")
+        try emitDescriptor()
         return out
+    }
+
+    /// The file as a serialized `FileDescriptorProto`, with what it declares, for server reflection.
+    private mutating func emitDescriptor() throws {
+        let encoder = DescriptorEncoder(file: file)
+        let bytes = try encoder.encode()
+        var name = file.path
+        if name.hasSuffix(".proto") { name.removeLast(6) }
+        let property = String(name.map { $0.isLetter || $0.isNumber ? $0 : "_" })
+        line("extension ProtoFileDescriptor {")
+        indent += 1
+        line("/// `\(file.path)` as a serialized `google.protobuf.FileDescriptorProto`, for server reflection.")
+        line("public static let \(property) = ProtoFileDescriptor(")
+        indent += 1
+        line("name: \"\(file.path)\",")
+        line("dependencies: [\(file.imports.map { "\"\($0)\"" }.joined(separator: ", "))],")
+        line("symbols: [")
+        for symbol in encoder.symbols { line("    \"\(symbol)\",") }
+        line("],")
+        line("serialized: [")
+        var index = 0
+        while index < bytes.count {
+            let row = bytes[index..<min(index + 24, bytes.count)].map { "0x" + String($0, radix: 16, uppercase: true).leftPadded(2) }
+            line("    " + row.joined(separator: ", ") + ",")
+            index += 24
+        }
+        line("]")
+        indent -= 1
+        line(")")
+        indent -= 1
+        line("}")
     }
 
     /// Server protocols, their registration, and typed clients.
@@ -535,4 +568,8 @@ extension SwiftEmitter {
     public static func serviceOutputName(for protoPath: String) -> String {
         String(outputName(for: protoPath).dropLast(".pb.swift".count)) + ".rpc.swift"
     }
+}
+
+extension String {
+    fileprivate func leftPadded(_ width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
 }

@@ -7,7 +7,8 @@ public enum DemoRoutes {
     /// The small fixed response used by the transport benchmark.
     public static let helloBody = Array("kiln\n".utf8)
 
-    /// The routes, plus whatever `services` registers on the RPC server (the inference service).
+    /// The routes, plus whatever `services` registers on the RPC server (the inference service), gRPC health
+    /// and server reflection.
     public static func router(services: (inout RPCServer) -> Void = { _ in }) -> HTTP2Router {
         var router = HTTP2Router()
         router.add("/", .fixed(HTTP2FixedResponse(headers: ["content-type": "text/plain"], body: helloBody)))
@@ -18,6 +19,12 @@ public enum DemoRoutes {
         var rpc = BenchmarkEchoService.rpcServer()
         HealthService().register(on: &rpc)
         services(&rpc)
+        // Reflection lists the registered services that have a schema (the benchmark echo has none).
+        let files = ReflectionService.kilnFiles
+        let described = Set(files.flatMap(\.symbols))
+        let registered = Set(rpc.paths.compactMap { $0.split(separator: "/").first.map(String.init) })
+        let listed = registered.union(["grpc.reflection.v1.ServerReflection"]).filter(described.contains)
+        ReflectionService(services: Array(listed), files: files).registerBoth(on: &rpc)
         rpc.install(into: &router)
         return router
     }

@@ -7,7 +7,12 @@ import XCTest
 /// The generated code is current, and its wire format agrees with the reference implementation.
 final class GeneratedCodeTests: XCTestCase {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    static let schemas = ["kiln/v1/inference.proto", "grpc/health/v1/health.proto"]
+    /// Every `.proto` under Schemas/, so that a new one cannot go unchecked.
+    static let schemas: [String] = {
+        let dir = root.appendingPathComponent("Schemas")
+        let files = FileManager.default.enumerator(atPath: dir.path)?.compactMap { $0 as? String } ?? []
+        return files.filter { $0.hasSuffix(".proto") }.sorted()
+    }()
 
     func testCommittedCodeIsNotStale() throws {
         let fixture = "kiln/test/v1/everything.proto"
@@ -26,6 +31,18 @@ final class GeneratedCodeTests: XCTestCase {
                 let committed = try String(contentsOf: Self.root.appendingPathComponent("Sources/KilnAPI/" + name), encoding: .utf8)
                 XCTAssertEqual(fresh, committed, "Sources/KilnAPI/\(name) is stale for \(schema): run `make generate`")
             }
+        }
+    }
+
+    /// The FileDescriptorProto embedded for server reflection equals protoc's for every schema and the
+    /// fixture (maps, oneofs, optional fields, nested types, reserved ranges).
+    func testEmbeddedDescriptorsEqualProtocs() throws {
+        let script = Self.root.appendingPathComponent("Tests/KilnProtocTests/descriptor_check.py").path
+        for (protoRoot, generated, files) in [("Schemas", "Sources/KilnAPI", Self.schemas),
+                                              ("Tests/KilnProtocTests/Fixtures", "Tests/KilnProtocTests/Generated", ["kiln/test/v1/everything.proto"])] {
+            // A difference exits nonzero (thrown, failing the test); the script prints both descriptors.
+            let output = try Self.python([script, Self.root.appendingPathComponent(protoRoot).path, Self.root.appendingPathComponent(generated).path] + files)
+            XCTAssertEqual(output.components(separatedBy: "PASS ").count - 1, files.count, output)
         }
     }
 

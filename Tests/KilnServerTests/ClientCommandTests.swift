@@ -39,3 +39,17 @@ final class ClientCommandTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("session "), r.stderr)
     }
 }
+
+/// Server reflection on `kiln serve`, driven by grpcio-reflection's client (grpcurl's protocol).
+final class ReflectionTests: XCTestCase {
+    func testGrpcioReflectionClient() throws {
+        let dir = try temporaryDirectory()
+        let model = dir.appendingPathComponent("tiny.gguf").path
+        let made = try runTool(kilnReleaseBinary, ["make-test-model", model])
+        XCTAssertEqual(made.status, 0, made.stderr)
+        let server = try KilnServeProcess(model: model, ["--kv-blocks", "64"])
+        let passed = try KilnServeProcess.runScript("reflection_client.py", ["\(server.h2cPort)", repositoryRoot.appendingPathComponent("Schemas").path],
+                                                    servers: [server])
+        XCTAssertEqual(passed, 10)   // every check ran
+    }
+}

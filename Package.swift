@@ -99,8 +99,8 @@ let package = Package(
         ),
         .testTarget(
             name: "KilnServerTests",
-            dependencies: ["KilnServer", "KilnModel", "KilnTestSupport"],
-            exclude: ["inference_client.py", "engine_acceptance.py", "kiln_grpc.py", "reflection_client.py"]
+            dependencies: ["KilnServer", "KilnAPI", "KilnRPC", "KilnHTTP2", "KilnModel", "KilnTestSupport"],
+            exclude: ["inference_client.py", "engine_acceptance.py", "kiln_grpc.py", "reflection_client.py", "interop_client.py", "interop_server.py"]
         ),
         .testTarget(
             name: "KilnRPCTests",

@@ -78,7 +78,7 @@ public struct RPCServer: HTTP2Handler {
             timeout = t
         }
         let context = RPCServerContext(path: request.path, metadata: request.headers, timeoutNanoseconds: timeout,
-                                       remoteAddress: request.remoteAddress)
+                                       remoteAddress: request.remoteAddress, responses: writer)
         let messages = RPCRequestMessages(body: request.body, maxMessageSize: maxReceiveMessageSize, gzip: encoding == "gzip")
         do {
             try await Self.run(timeout: timeout) {

@@ -10,6 +10,14 @@ public struct RPCServerContext: Sendable {
     public let timeoutNanoseconds: UInt64?
     /// The peer's address.
     public let remoteAddress: String
+    /// The call's response side, for metadata (messages go through the method's writer or return value).
+    let responses: RPCResponseWriter
+
+    /// Adds response metadata sent before the first message (a unary method's way to set headers).
+    public func addInitialMetadata(_ name: String, _ value: String) { responses.addInitialMetadata(name, value) }
+
+    /// Adds response metadata sent with the status.
+    public func addTrailingMetadata(_ name: String, _ value: String) { responses.addTrailingMetadata(name, value) }
 }
 
 /// The request messages of one call, as raw protobuf payloads in order.

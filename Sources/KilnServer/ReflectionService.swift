@@ -22,7 +22,7 @@ public struct ReflectionService: Grpc_Reflection_V1_ServerReflectionService {
     }
 
     /// The schema files `kiln-protoc` generated into KilnAPI.
-    public static let kilnFiles: [ProtoFileDescriptor] = [.kiln_v1_inference, .grpc_health_v1_health, .grpc_reflection_v1_reflection]
+    public static let kilnFiles: [ProtoFileDescriptor] = [.kiln_v1_inference, .kiln_interop_v1_interop, .grpc_health_v1_health, .grpc_reflection_v1_reflection]
 
     /// The two service names reflection answers on.
     public static let serviceNames = ["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]

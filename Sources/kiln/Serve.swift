@@ -32,6 +32,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("drain-seconds"), help: "Seconds in-flight streams get on SIGTERM.") var drainSeconds = 30.0
     @Option(help: "GGUF model to serve through kiln.v1.Inference (\"default\": the SmolLM2 model `make model` fetches).") var model = "default"
     @Flag(name: .customLong("no-model"), help: "Serve no model: transport, health and the demo routes only.") var noModel = false
+    @Flag(help: "Also serve kiln.interop.v1.Interop (the RPC interop-test service).") var interop = false
     @Option(help: "Decoder: vulkan, cpu, or auto (Vulkan when a device exists).") var backend: BackendChoice = .auto
     @Option(name: .customLong("vulkan-device"), help: "Vulkan device index (default: the best one).") var vulkanDevice: Int?
     @Option(name: .customLong("kv-cache-mb"), help: "Memory for the KV cache, in MiB.") var kvCacheMB = 768
@@ -101,7 +102,11 @@ struct Serve: AsyncParsableCommand {
                                              file: file, engine: loop, options: options)
             announce("serving \(path) on \(type(of: decoderBackend)): \(blocks) KV blocks of 16 tokens (\((blocks * blockBytes) >> 20) MiB)\(noPrefixCache ? ", prefix cache off" : "")")
         }
-        let router = DemoRoutes.router { rpc in inference?.register(on: &rpc) }
+        let interopService = interop ? InteropService() : nil
+        let router = DemoRoutes.router { rpc in
+            inference?.register(on: &rpc)
+            interopService?.register(on: &rpc)
+        }
         let server = try HTTP2Server(configuration: config, router: router, group: group, logger: logger)
         try server.start()
         if let a = server.h2cAddress { announce("listening h2c \(a)") }

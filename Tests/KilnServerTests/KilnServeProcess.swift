@@ -52,7 +52,7 @@ final class KilnServeProcess {
         print(r.stdout)
         let detail = r.stdout + r.stderr + servers.map { "\n--- server log:\n" + $0.log().suffix(4000) }.joined()
         XCTAssertEqual(r.status, 0, detail, file: file, line: line)
-        XCTAssertFalse(r.stdout.contains("FAIL"), detail, file: file, line: line)
+        XCTAssertFalse(r.stdout.split(separator: "\n").contains { $0.hasPrefix("FAIL ") }, detail, file: file, line: line)
         return r.stdout.components(separatedBy: "\nPASS ").count - (r.stdout.hasPrefix("PASS ") ? 0 : 1)
     }
 

@@ -13,11 +13,17 @@ import grpc
 
 def load(schemas):
     """Compiles kiln/v1/inference.proto with grpcio-tools; returns (messages module, stubs module)."""
+    return load_module(schemas, "kiln/v1/inference.proto")
+
+
+def load_module(schemas, proto):
+    """Compiles `proto` (a path under `schemas`) with grpcio-tools; returns (messages module, stubs module)."""
     out = tempfile.mkdtemp()
     subprocess.check_call([sys.executable, "-m", "grpc_tools.protoc", "-I", schemas, f"--python_out={out}",
-                           f"--grpc_python_out={out}", "kiln/v1/inference.proto"])
+                           f"--grpc_python_out={out}", proto])
     sys.path.insert(0, out)
-    return importlib.import_module("kiln.v1.inference_pb2"), importlib.import_module("kiln.v1.inference_pb2_grpc")
+    module = proto[:-len(".proto")].replace("/", ".")
+    return importlib.import_module(module + "_pb2"), importlib.import_module(module + "_pb2_grpc")
 
 
 class Checks:

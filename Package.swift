@@ -104,7 +104,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KilnRPCTests",
-            dependencies: ["KilnRPC", "KilnHTTP2"],
+            dependencies: ["KilnRPC", "KilnHTTP2", "KilnServer"],
             exclude: ["grpcio_client.py", "grpcio_server.py"]
         ),
     ]

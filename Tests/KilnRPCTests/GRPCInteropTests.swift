@@ -3,6 +3,7 @@ import KilnHTTP2
 import Synchronization
 import XCTest
 @testable import KilnRPC
+import KilnServer
 
 /// Python grpcio against Kiln's RPC server: all four call kinds, errors, deadlines, metadata, limits
 /// and cancellation.

@@ -26,8 +26,12 @@ start() {  # name port command...
   pid_of[$name]=$!; pids+=($!); port_of[$name]=$p
 }
 p=$(port); start kiln "$p" "$KILN_BIN" serve --no-model --threads 1 --no-tls --h2c-port "$p"
+# kiln_async: the same Kiln process, through EchoAsync (a task per call, the path of every async handler);
+# kiln's Echo is an inline unary method answered on the event loop.
+pid_of[kiln_async]=${pid_of[kiln]}; port_of[kiln_async]=${port_of[kiln]}
+declare -A method_of=([kiln_async]=EchoAsync)
 p=$(port); start bare_c "$p" "$work/grpc_echo" "$p"
-servers=(kiln bare_c)
+servers=(kiln kiln_async bare_c)
 if [ -n "$GRPCSWIFT_BIN" ] && [ -x "$GRPCSWIFT_BIN" ]; then
   p=$(port); start grpc_swift "$p" "$GRPCSWIFT_BIN" "$p"; servers+=(grpc_swift)
 else
@@ -67,9 +71,10 @@ median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {p
 for round in $(seq "$ROUNDS"); do
   for s in "${servers[@]}"; do
     base="http://127.0.0.1:${port_of[$s]}/pkg.Service"
-    read -r rps lat cpu _ < <(run "${pid_of[$s]}" "$base/Echo" 1 -n 200000 -c 16 -m 32 -d "$work/unary.bin")
+    echo_method=${method_of[$s]:-Echo}
+    read -r rps lat cpu _ < <(run "${pid_of[$s]}" "$base/$echo_method" 1 -n 200000 -c 16 -m 32 -d "$work/unary.bin")
     add "${s}_unary_rps" "$rps"; add "${s}_unary_cpu" "$cpu"
-    read -r rps lat cpu _ < <(run "${pid_of[$s]}" "$base/Echo" 1 -n 20000 -c 1 -m 1 -d "$work/unary.bin")
+    read -r rps lat cpu _ < <(run "${pid_of[$s]}" "$base/$echo_method" 1 -n 20000 -c 1 -m 1 -d "$work/unary.bin")
     add "${s}_serial_lat" "$lat"; add "${s}_serial_cpu" "$cpu"
     read -r rps lat cpu permsg < <(run "${pid_of[$s]}" "$base/Stream" 256 -n 4000 -c 4 -m 8 -d "$work/stream.bin")
     add "${s}_stream_msgs" "$(python3 -c "print(round($rps*256))")"; add "${s}_stream_cpu" "$permsg"
@@ -85,7 +90,7 @@ for s in "${servers[@]}"; do
   echo "BENCH ${s}_stream_cpu_per_message $(median "${acc[${s}_stream_cpu]}") us"
 done
 for s in "${servers[@]}"; do
-  [ "$s" = kiln ] && continue
+  [ "$s" = kiln ] || [ "$s" = kiln_async ] && continue
   for f in unary_cpu serial_lat stream_cpu; do
     k=$(median "${acc[kiln_$f]}"); o=$(median "${acc[${s}_$f]}")
     echo "BENCH ratio_kiln_over_${s}_${f} $(python3 -c "print(f'{$k/$o:.2f}')") x"

@@ -117,6 +117,8 @@ public struct HTTP2FixedResponse: Sendable {
 public enum HTTP2Route: Sendable {
     case fixed(HTTP2FixedResponse)
     case handler(any HTTP2Handler)
+    /// Answered on the event loop once the whole request has arrived (no task).
+    case inline(any HTTP2InlineHandler)
 }
 
 /// Maps request paths to routes: exact paths first, then the longest matching prefix, then a fallback.

@@ -32,6 +32,12 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
         /// The body of a fixed response being sent, and how much of it has gone.
         var fixedBody: [UInt8] = []
         var fixedOffset = 0
+        /// An inline route: the request body gathered so far, and the response's trailers once answered.
+        var inline: (any HTTP2InlineHandler)?
+        var inlineHeaders = RawHeaderBlock()
+        var inlineBody: [UInt8] = []
+        var inlineBodyTooLarge = false
+        var trailers: HTTP2Headers?
         init(id: Int32) { self.id = id }
     }
 
@@ -121,12 +127,14 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
             } else if endStream {
                 stream.body?.finish(trailers: stream.headers.materialize())
                 submitPendingFixed(stream)
+                respondInline(stream)
             }
         case NGHTTP2_DATA.rawValue:
             if endStream, let stream = stream(hd.stream_id) {
                 stream.requestEnded = true
                 if !stream.bodyTooLarge { stream.body?.finish() }
                 submitPendingFixed(stream)
+                respondInline(stream)
             }
         case NGHTTP2_PING.rawValue:
             if hd.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) != 0 { lifecycle.pingAcknowledged() }
@@ -168,6 +176,16 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
                 _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), streamID, NGHTTP2_CANCEL.rawValue)
             }
             consumeUnread(stream)
+            return 0
+        }
+        if let handler = stream.inline {
+            // Buffered here and answered at END_STREAM; the window reopens at once, since nothing else reads.
+            if stream.inlineBody.count + data.count <= handler.maxRequestBodySize {
+                stream.inlineBody.append(contentsOf: data)
+            } else {
+                stream.inlineBodyTooLarge = true
+            }
+            discard(stream)
             return 0
         }
         guard let body = stream.body, !stream.handlerDone else {
@@ -232,6 +250,10 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
             } else {
                 stream.pendingFixed = response
             }
+        case .inline(let handler):
+            stream.inline = handler
+            stream.inlineHeaders = rawHeaders
+            if endStream { respondInline(stream) }
         case .handler(let handler):
             let id = stream.id
             let loop = self.loop
@@ -292,6 +314,31 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
         requestFlush()
     }
 
+    /// Calls the stream's inline handler (once its request has ended) and submits the whole response; the
+    /// trailers, if any, follow the body from the data callback.
+    private func respondInline(_ stream: Stream) {
+        guard let handler = stream.inline, let session, !stream.responseSubmitted else { return }
+        stream.inline = nil
+        stream.responseSubmitted = true
+        let request = HTTP2InlineRequest(method: stream.method, path: stream.path, headers: stream.inlineHeaders.materialize(),
+                                         body: stream.inlineBody, bodyTooLarge: stream.inlineBodyTooLarge, remoteAddress: remoteAddress)
+        stream.inlineHeaders.removeAll()
+        stream.inlineBody = []
+        let response = handler.respond(to: request)
+        let pseudo = [(":status", String(response.status))]
+        if response.body.isEmpty && response.trailers.isEmpty {
+            _ = withNameValuePairs(pseudo, response.headers) { nva, n in nghttp2_submit_response(session, stream.id, nva, n, nil) }
+        } else {
+            stream.fixedBody = response.body
+            stream.trailers = response.trailers.isEmpty ? nil : response.trailers
+            var provider = nghttp2_data_provider()
+            provider.source.ptr = Unmanaged.passUnretained(stream).toOpaque()
+            provider.read_callback = fixedBodyReadCallback
+            _ = withNameValuePairs(pseudo, response.headers) { nva, n in nghttp2_submit_response(session, stream.id, nva, n, &provider) }
+        }
+        requestFlush()
+    }
+
     private func submitResponse(streamID: Int32, status: Int, headers: HTTP2Headers, endStream: Bool) {
         guard let session, let stream = streams[streamID], !stream.responseSubmitted else { return }
         stream.responseSubmitted = true
@@ -327,16 +374,26 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
     }
 }
 
-/// Frames a fixed response's body straight from the stream (kept alive by the connection's stream table
-/// until nghttp2 closes the stream, after which this is never called).
-private let fixedBodyReadCallback: nghttp2_data_source_read_callback = { _, _, buf, length, flags, source, _ in
+/// Frames a fixed or inline response's body straight from the stream (kept alive by the connection's stream
+/// table until nghttp2 closes the stream, after which this is never called). At the end of the body, an
+/// inline response's trailers are submitted and the DATA frame leaves the stream open for them.
+private let fixedBodyReadCallback: nghttp2_data_source_read_callback = { session, streamID, buf, length, flags, source, _ in
     guard let buf, let flags, let ptr = source?.pointee.ptr else { return Int(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue) }
     let stream = Unmanaged<ServerConnection.Stream>.fromOpaque(ptr).takeUnretainedValue()
     let n = min(length, stream.fixedBody.count - stream.fixedOffset)
-    stream.fixedBody.withUnsafeBufferPointer { src in
-        buf.update(from: src.baseAddress! + stream.fixedOffset, count: n)
+    if n > 0 {
+        stream.fixedBody.withUnsafeBufferPointer { src in
+            if let base = src.baseAddress { buf.update(from: base + stream.fixedOffset, count: n) }
+        }
     }
     stream.fixedOffset += n
-    if stream.fixedOffset == stream.fixedBody.count { flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue }
+    if stream.fixedOffset == stream.fixedBody.count {
+        flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+        if let trailers = stream.trailers, let session {
+            stream.trailers = nil
+            flags.pointee |= NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
+            _ = withNameValuePairs([], trailers) { nva, count in nghttp2_submit_trailer(session, streamID, nva, count) }
+        }
+    }
     return n
 }

@@ -9,6 +9,7 @@ public typealias RPCMethodHandler = @Sendable (RPCRequestMessages, RPCResponseWr
 /// every call with a `grpc-status` — Trailers-Only when no message was sent.
 public struct RPCServer: HTTP2Handler {
     private var methods: [String: RPCMethodHandler] = [:]
+    private var inlineMethods: [String: RPCInlineUnaryHandler] = [:]
     /// Largest request message accepted (RESOURCE_EXHAUSTED above it).
     public var maxReceiveMessageSize = 4 * 1024 * 1024
 
@@ -28,15 +29,22 @@ public struct RPCServer: HTTP2Handler {
         }
     }
 
+    /// Registers a unary method answered on the event loop, without a task (see ``RPCInlineUnaryHandler``).
+    /// No deadline applies: it runs to completion at once.
+    public mutating func registerInlineUnary(service: String, method: String, _ body: @escaping RPCInlineUnaryHandler) {
+        inlineMethods["/\(service)/\(method)"] = body
+    }
+
     /// The paths served, for reflection and tests.
-    public var paths: [String] { methods.keys.sorted() }
+    public var paths: [String] { (Array(methods.keys) + Array(inlineMethods.keys)).sorted() }
 
     /// Mounts this server on every path of `router` that looks like a gRPC method.
     public func install(into router: inout HTTP2Router) {
         for path in methods.keys { router.add(path, .handler(self)) }
+        for (path, body) in inlineMethods { router.add(path, .inline(RPCInlineUnary(handler: body, maxReceiveMessageSize: maxReceiveMessageSize))) }
         // Unknown methods of a known service get a gRPC UNIMPLEMENTED; unknown services fall through to
         // the router's 404, which gRPC clients also read as UNIMPLEMENTED.
-        let services = Set(methods.keys.compactMap { p in p.lastIndex(of: "/").map { String(p[...$0]) } })
+        let services = Set(paths.compactMap { p in p.lastIndex(of: "/").map { String(p[...$0]) } })
         for prefix in services { router.add(prefix: prefix, .handler(self)) }
     }
 

@@ -101,7 +101,10 @@ public enum BenchmarkEchoService {
     /// The echo service alone (health is added by the demo router).
     public static func rpcServer() -> RPCServer {
         var rpc = RPCServer()
-        rpc.registerUnary(service: "pkg.Service", method: "Echo") { request, _ in request }
+        // Echo is answered on the event loop (an inline unary method); EchoAsync is the same through a task,
+        // the path every async handler takes.
+        rpc.registerInlineUnary(service: "pkg.Service", method: "Echo") { request, _ in request }
+        rpc.registerUnary(service: "pkg.Service", method: "EchoAsync") { request, _ in request }
         rpc.register(service: "pkg.Service", method: "Stream") { requests, writer, _ in
             _ = try await requests.single()
             for _ in 0..<256 { try await writer.write(token) }

@@ -14,6 +14,12 @@ final class GRPCInteropTests: XCTestCase {
         var rpc = RPCServer()
         let s = "kiln.test.Echo"
         rpc.registerUnary(service: s, method: "Unary") { request, _ in request }
+        // The same on the event loop (inline unary methods): no task.
+        rpc.registerInlineUnary(service: s, method: "InlineUnary") { request, _ in request }
+        rpc.registerInlineUnary(service: s, method: "InlineStatus") { request, _ in
+            let code = RPCStatusCode(rawValue: Int(request.first ?? 2)) ?? .unknown
+            throw RPCError(code, "inline ü 50%\n\(code.rawValue)")
+        }
         rpc.register(service: s, method: "Expand") { requests, writer, _ in
             let n = Int(String(decoding: try await requests.single(), as: UTF8.self)) ?? 0
             for i in 0..<n { try await writer.write(Array("m\(i)".utf8)) }
@@ -106,6 +112,13 @@ final class GRPCInteropTests: XCTestCase {
         XCTAssertEqual(json["too_large"] as? String, "RESOURCE_EXHAUSTED")
         XCTAssertEqual(json["cancel_first"] as? String, "tick")
         XCTAssertEqual(json["after_cancel"] as? String, "still-here")
+        XCTAssertEqual(json["inline_unary"] as? String, "hello")
+        XCTAssertEqual(json["inline_large"] as? Int, 3 << 20)
+        XCTAssertEqual(json["inline_gzip"] as? Int, 100_000)
+        XCTAssertEqual(json["inline_too_large"] as? String, "RESOURCE_EXHAUSTED")
+        XCTAssertEqual(json["inline_statuses"] as? [String], RPCStatusCode.allCases.dropFirst().map(\.description), "every status, inline")
+        XCTAssertEqual(json["inline_error"] as? String, "INVALID_ARGUMENT:inline ü 50%\n3")
+        XCTAssertEqual(json["inline_metadata"] as? String, "hi")
         XCTAssertEqual(json["health"] as? String, "SERVING", "grpcio's health stub")
         XCTAssertEqual(json["health_unknown"] as? String, "NOT_FOUND")
         XCTAssertEqual(json["health_watch"] as? String, "SERVING")

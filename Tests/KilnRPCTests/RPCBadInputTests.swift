@@ -22,7 +22,9 @@ final class RPCBadInputTests: XCTestCase {
         let first = try await goodReplies.next()
         XCTAssertEqual(first, Array("echo:before".utf8))
 
-        func status(path: String = "/kiln.test.Echo/Unary", headers: HTTP2Headers = grpcHeaders, body: [UInt8]) async throws -> (Int, String?, String?) {
+        // Each case against the task path (Unary) and the event-loop path (InlineUnary).
+        for method in ["/kiln.test.Echo/Unary", "/kiln.test.Echo/InlineUnary"] {
+        func status(path: String = method, headers: HTTP2Headers = grpcHeaders, body: [UInt8]) async throws -> (Int, String?, String?) {
             let r = try await http.request(method: "POST", path: path, headers: headers, body: body)
             let fields = r.trailers.isEmpty ? r.headers : r.trailers
             return (r.status, fields["grpc-status"], fields["grpc-message"].map(StatusMessageCoding.decode))
@@ -62,8 +64,11 @@ final class RPCBadInputTests: XCTestCase {
         badTimeout.add("grpc-timeout", "soon")
         let timeout = try await status(headers: badTimeout, body: [0, 0, 0, 0, 0])
         XCTAssertEqual(timeout.1, String(RPCStatusCode.internal.rawValue), "malformed grpc-timeout")
+        let fine = try await status(body: GRPCMessageFramer.frame(Array("ok".utf8)))
+        XCTAssertEqual(fine.1, "0", "\(method): a good call")
         let health = try await status(path: "/grpc.health.v1.Health/Check", body: GRPCMessageFramer.frame([0x0A, 0x02, 0xC3, 0x28]))
         XCTAssertEqual(health.1, String(RPCStatusCode.internal.rawValue), "invalid protobuf (bad UTF-8 string): \(health)")
+        }
 
         try await good.send(Array("after".utf8))
         let second = try await goodReplies.next()

@@ -1,0 +1,61 @@
+import KilnHTTP2
+
+/// A unary method answered synchronously on the event loop (no task): request payload and metadata in,
+/// response payload out, or an ``RPCError``. For methods cheap enough that a task would cost more than
+/// the work: health checks, echoes, lookups. Must not block.
+public typealias RPCInlineUnaryHandler = @Sendable ([UInt8], HTTP2Headers) throws -> [UInt8]
+
+/// One inline unary method as an ``HTTP2InlineHandler``: the same checks and statuses as the task path
+/// (content-type, POST, `te: trailers`, message encoding, exactly one message, size limit), the response
+/// framed with its status in trailers, or Trailers-Only for an error.
+struct RPCInlineUnary: HTTP2InlineHandler {
+    let handler: RPCInlineUnaryHandler
+    let maxReceiveMessageSize: Int
+
+    var maxRequestBodySize: Int { maxReceiveMessageSize + 5 }
+
+    func respond(to request: HTTP2InlineRequest) -> HTTP2InlineResponse {
+        let contentType = request.headers["content-type"] ?? ""
+        guard contentType == "application/grpc" || contentType.hasPrefix("application/grpc+") || contentType.hasPrefix("application/grpc;") else {
+            return HTTP2InlineResponse(status: 415, headers: ["content-type": "text/plain"],
+                                       body: Array("gRPC requires content-type application/grpc\n".utf8))
+        }
+        do {
+            guard request.method == "POST" else { throw RPCError(.internal, "gRPC requires POST, got \(request.method)") }
+            guard request.headers["te"] == "trailers" else { throw RPCError(.internal, "gRPC requires the header te: trailers") }
+            if let timeout = request.headers["grpc-timeout"], GRPCTimeout.parse(timeout) == nil {
+                throw RPCError(.internal, "malformed grpc-timeout \(timeout)")
+            }
+            let encoding = request.headers["grpc-encoding"] ?? "identity"
+            guard encoding == "identity" || encoding == "gzip" else {
+                return Self.failure(RPCError(.unimplemented, "message encoding \(encoding) is not supported; use gzip or identity"),
+                                    extra: ["grpc-accept-encoding": "gzip, identity"])
+            }
+            guard !request.bodyTooLarge else {
+                throw RPCError(.resourceExhausted, "message exceeds the limit of \(maxReceiveMessageSize) bytes")
+            }
+            var deframer = GRPCMessageDeframer(maxMessageSize: maxReceiveMessageSize)
+            deframer.append(request.body)
+            guard let message = try deframer.next() else { throw RPCError(.internal, "request has no message") }
+            guard !deframer.hasPartialMessage else { throw RPCError(.internal, "request has more than one message") }
+            var payload = message.payload
+            if message.compressed {
+                guard encoding == "gzip" else { throw RPCError(.internal, "compressed message without grpc-encoding") }
+                payload = try GzipCodec.decompress(payload, limit: maxReceiveMessageSize)
+            }
+            let reply = try handler(payload, request.headers)
+            return HTTP2InlineResponse(headers: ["content-type": "application/grpc", "grpc-accept-encoding": "gzip, identity"],
+                                       body: GRPCMessageFramer.frame(reply), trailers: ["grpc-status": "0"])
+        } catch {
+            return Self.failure(RPCError(wrapping: error))
+        }
+    }
+
+    /// Trailers-Only: the status in the response head, which ends the stream.
+    static func failure(_ error: RPCError, extra: HTTP2Headers = HTTP2Headers()) -> HTTP2InlineResponse {
+        var headers: HTTP2Headers = ["content-type": "application/grpc", "grpc-status": String(error.code.rawValue)]
+        if !error.message.isEmpty { headers.add("grpc-message", StatusMessageCoding.encode(error.message)) }
+        for f in extra { headers.add(f.name, f.value) }
+        return HTTP2InlineResponse(headers: headers)
+    }
+}

@@ -59,7 +59,7 @@ let package = Package(
         .executableTarget(name: "kiln-shader-embed"),
         .plugin(name: "ShaderCompiler", capability: .buildTool(), dependencies: ["kiln-shader-embed"]),
         // The serving engine: KV block bookkeeping (prefix caching), scheduler, sampler, sessions.
-        .target(name: "KilnEngine", dependencies: ["KilnModel"]),
+        .target(name: "KilnEngine", dependencies: ["KilnModel", .product(name: "HeapModule", package: "swift-collections")]),
         .target(
             name: "KilnServer",
             dependencies: ["KilnHTTP2", "KilnRPC", "KilnAPI", "KilnModel", "KilnEngine", .product(name: "Logging", package: "swift-log")]

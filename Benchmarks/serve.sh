@@ -4,15 +4,16 @@
 # -np 8 -cb -t 2), built outside the repository from the llama-cpp-python sdist's vendored source into
 # ~/.cache/kiln/llama-server (nothing of it is committed). Also runs `kiln bench decode` for the batch-16 figure
 # the serving throughput is held to.
-#   CONCURRENCY (1,4,16,32)  NEW_TOKENS (64,128)  RATES (0.25,0.5,1)  TURNS (10)
+#   CONCURRENCY (1,4,16,32)  NEW_TOKENS (64,128)  RATES (0.25,0.5,1,2)  POISSON_REQUESTS (12)  TURNS (10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KILN_BIN=${KILN_BIN:-.build/release/kiln}
 MODEL=${KILN_MODEL:-${KILN_MODELS_DIR:-$HOME/.cache/kiln/models}/SmolLM2-135M-Instruct.Q4_1.gguf}
 CONCURRENCY=${CONCURRENCY:-1,4,16,32}
 NEW_TOKENS=${NEW_TOKENS:-64,128}
-RATES=${RATES:-0.25,0.5,1}
+RATES=${RATES:-0.25,0.5,1,2}
 TURNS=${TURNS:-10}
+POISSON_REQUESTS=${POISSON_REQUESTS:-12}
 LLAMA_DIR=${LLAMA_DIR:-$HOME/.cache/kiln/llama-server}
 LLAMA_SERVER=$LLAMA_DIR/build/bin/llama-server
 
@@ -50,8 +51,8 @@ for n in ${NEW_TOKENS//,/ }; do
   done
 done
 if [ -n "$RATES" ]; then
-  llama_run --skip-closed --rates "$RATES" --turns 0
-  kiln_run --skip-closed --rates "$RATES" --turns 0
+  llama_run --skip-closed --rates "$RATES" --poisson-requests "$POISSON_REQUESTS" --turns 0
+  kiln_run --skip-closed --rates "$RATES" --poisson-requests "$POISSON_REQUESTS" --turns 0
 fi
 if [ "$TURNS" -gt 0 ]; then
   llama_run --skip-closed --turns "$TURNS"

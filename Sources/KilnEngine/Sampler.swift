@@ -1,4 +1,5 @@
 import Foundation
+import HeapModule
 import KilnModel
 
 /// One sampled token with its log-probability under the model (log-softmax of the raw logits) and, when
@@ -40,34 +41,105 @@ public struct Sampler: Sendable {
         if p.temperature == 0 {
             chosen = argmax(scores)
         } else {
-            // Candidates by descending score (ties: lower id first, for determinism).
-            var order = scores.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
-            if p.topK > 0 { order = Array(order.prefix(p.topK)) }
-            var probabilities = softmax(order.map { scores[$0] })
-            if p.topP < 1 {
-                var total: Float = 0, keep = 0
-                while keep < order.count { total += probabilities[keep]; keep += 1; if total >= p.topP { break } }
-                order = Array(order.prefix(keep))
-                probabilities = softmax(order.map { scores[$0] })
-            }
-            if p.minP > 0, let best = probabilities.first {
-                let keep = probabilities.filter { $0 >= p.minP * best }.count
-                order = Array(order.prefix(max(keep, 1)))
-            }
-            let weights = softmax(order.map { scores[$0] / p.temperature })
-            var u = Float(Self.draw(seed: p.seed, index: index))
-            var pick = order.count - 1
-            for (i, w) in weights.enumerated() {
-                u -= w
-                if u < 0 { pick = i; break }
-            }
-            chosen = order[pick]
+            chosen = sampleFiltered(scores, draw: Float(Self.draw(seed: p.seed, index: index)))
         }
         var top: [TokenLogprob] = []
         if p.logprobs > 0 {
             top = raw.indices.sorted { raw[$0] != raw[$1] ? raw[$0] > raw[$1] : $0 < $1 }.prefix(p.logprobs).map { TokenLogprob(id: $0, logprob: raw[$0]) }
         }
         return SampledToken(id: chosen, logprob: raw[chosen], top: top)
+    }
+
+    /// Top-k, top-p, min-p, temperature and the draw, over candidates in descending score order (ties: lower
+    /// id first). Only as long a prefix of that order is sorted as the filters and the draw can reach: the
+    /// prefix grows (64, 512, 4096, … tokens) until the kept set ends inside it, or — with no filter cutting
+    /// inside it — until the draw lands inside it. Sorting all 49k candidates per token would cost
+    /// milliseconds; a peaked distribution needs a few dozen.
+    func sampleFiltered(_ scores: [Float], draw: Float) -> Int {
+        let p = parameters
+        let n = scores.count
+        var k = min(n, max(64, p.topK))
+        while true {
+            let order = Self.sortedPrefix(scores, count: k)
+            let best = scores[order[0]]
+            // `kept`: the kept set's length when `complete` (it ends inside the prefix); otherwise the set
+            // runs past the prefix, and `beyond` says which tokens it holds there.
+            var kept = order.count
+            var complete = k == n
+            if p.topK > 0 { kept = min(kept, p.topK); complete = true }   // k ≥ top_k always
+            if p.topP < 1 {
+                // Top-p at temperature 1, over what top-k left (the whole vocabulary without top-k).
+                let total = p.topK > 0 ? nil : Self.expSum(scores, maximum: best, above: -.infinity)
+                let probabilities = Self.softmax(order.prefix(kept).map { scores[$0] }, total: total)
+                var mass = 0.0, cut = 0
+                while cut < probabilities.count { mass += probabilities[cut]; cut += 1; if mass >= Double(p.topP) { break } }
+                if mass >= Double(p.topP) || complete {
+                    kept = cut
+                    complete = true
+                } else {
+                    k = min(n, k * 8)   // the top-p set runs past the prefix
+                    continue
+                }
+            }
+            // Min-p: tokens at least min_p times as likely as the best — a score threshold.
+            let threshold = p.minP > 0 ? best + Foundation.log(p.minP) : -Float.infinity
+            if let cut = order.prefix(kept).firstIndex(where: { scores[$0] < threshold }) {
+                kept = max(1, cut)
+                complete = true
+            }
+            let candidates = order.prefix(kept).map { scores[$0] / p.temperature }
+            // Past the prefix the kept set is every token above the threshold: normalize over all of them.
+            let total = complete ? nil : Self.expSum(scores.map { $0 / p.temperature }, maximum: candidates[0],
+                                                     above: threshold / p.temperature)
+            var u = Double(draw)
+            for (i, w) in Self.softmax(candidates, total: total).enumerated() {
+                u -= w
+                if u < 0 { return order[i] }
+            }
+            if complete { return order[kept - 1] }   // rounding left u just above the last weight
+            k = min(n, k * 8)
+        }
+    }
+
+    /// The `count` highest scores' ids, sorted descending (ties: lower id first): a bounded min-heap pass,
+    /// then a sort of what it kept.
+    static func sortedPrefix(_ scores: [Float], count: Int) -> [Int] {
+        func before(_ a: Int, _ b: Int) -> Bool { scores[a] != scores[b] ? scores[a] > scores[b] : a < b }
+        guard count < scores.count else { return scores.indices.sorted(by: before) }
+        var heap = Heap<Candidate>()
+        for i in scores.indices {
+            let c = Candidate(score: scores[i], id: i)
+            if heap.count < count {
+                heap.insert(c)
+            } else if let worst = heap.min, worst < c {
+                _ = heap.popMin()
+                heap.insert(c)
+            }
+        }
+        return heap.unordered.map(\.id).sorted(by: before)
+    }
+
+    /// A candidate ordered so that the heap's minimum is the one to drop first (lowest score; on a tie,
+    /// the higher id).
+    struct Candidate: Comparable {
+        let score: Float
+        let id: Int
+        static func < (a: Candidate, b: Candidate) -> Bool { a.score != b.score ? a.score < b.score : a.id > b.id }
+    }
+
+    /// Σ exp(v - maximum) over the values not below `above` (accumulated in double precision, so that the
+    /// order of summation does not move the draw).
+    static func expSum(_ values: [Float], maximum: Float, above: Float) -> Double {
+        values.reduce(0.0) { $1 < above ? $0 : $0 + Double(Foundation.exp($1 - maximum)) }
+    }
+
+    /// Softmax of `values` (the first is the largest), normalized by `total` (Σ exp(v - max) over a larger
+    /// set) when given.
+    static func softmax(_ values: [Float], total: Double?) -> [Double] {
+        guard let maximum = values.first else { return [] }
+        let e = values.map { Double(Foundation.exp($0 - maximum)) }
+        let sum = total ?? e.reduce(0, +)
+        return e.map { $0 / sum }
     }
 
     /// Repetition (divide positive / multiply negative), frequency and presence penalties over the window.
@@ -82,12 +154,5 @@ public struct Sampler: Sendable {
             s -= Float(n) * p.frequencyPenalty + p.presencePenalty
             scores[t] = s
         }
-    }
-
-    private func softmax(_ values: [Float]) -> [Float] {
-        guard let maximum = values.max() else { return [] }
-        let e = values.map { Foundation.exp($0 - maximum) }
-        let total = e.reduce(0, +)
-        return e.map { $0 / total }
     }
 }

@@ -120,11 +120,11 @@ struct BenchServe: AsyncParsableCommand {
         for t in timelines where t.error == nil {
             tokens += t.tokenTimes.count
             if let first = t.timeToFirstToken {
-                _ = ttft.record(UInt64(first * 1e6))
+                _ = ttft.record(UInt64(max(0, first) * 1e6))
                 if first <= Self.sloP50 { sloMet += 1 }
             }
-            for gap in t.interTokenGaps { _ = itl.record(UInt64(gap * 1e6)) }
-            _ = e2e.record(UInt64((t.end - t.start) * 1e6))
+            for gap in t.interTokenGaps { _ = itl.record(UInt64(max(0, gap) * 1e6)) }
+            _ = e2e.record(UInt64(max(0, t.end - t.start) * 1e6))
         }
         func ms(_ h: Histogram<UInt64>, _ p: Double) -> Double { Double(h.valueAtPercentile(p)) / 1000 }
         let p50 = ms(ttft, 50), p95 = ms(ttft, 95), p99 = ms(ttft, 99)

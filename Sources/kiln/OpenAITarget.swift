@@ -34,9 +34,16 @@ struct OpenAITarget: LoadTarget {
 
     /// Sends the request and reads the event stream: every event before the final one is a token.
     private static func stream(host: String, port: Int, path: String, json: Data) -> (String, RequestTimeline) {
-        var timeline = RequestTimeline(start: monotonicSeconds())
+        let start = monotonicSeconds()
+        let (text, answered) = exchange(host: host, port: port, path: path, json: json, start: start)
+        var timeline = answered
+        timeline.end = monotonicSeconds()
+        return (text, timeline)
+    }
+
+    private static func exchange(host: String, port: Int, path: String, json: Data, start: Double) -> (String, RequestTimeline) {
+        var timeline = RequestTimeline(start: start)
         var text = ""
-        defer { timeline.end = monotonicSeconds() }
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()

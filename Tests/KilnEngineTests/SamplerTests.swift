@@ -1,4 +1,4 @@
-import KilnEngine
+@testable import KilnEngine
 import KilnModel
 import XCTest
 
@@ -101,5 +101,63 @@ final class StopSequenceMatcherTests: XCTestCase {
         XCTAssertEqual(m.feed("the E"), "the ")
         XCTAssertEqual(m.feed("x"), "Ex")
         XCTAssertNil(m.matched)
+    }
+}
+
+/// The sampler sorts only as long a prefix of the candidates as its filters and draw reach; it must pick
+/// what a full sort of the vocabulary picks.
+final class PartialSortSamplerTests: XCTestCase {
+    /// The straightforward version: every candidate sorted, then top-k, top-p, min-p, temperature, draw.
+    func reference(_ scores: [Float], _ p: SamplingParameters, draw: Float) -> Int {
+        var order = scores.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
+        func softmax(_ v: [Float]) -> [Double] {
+            let m = v.max()!
+            let e = v.map { Double(Foundation.exp($0 - m)) }
+            let t = e.reduce(0, +)
+            return e.map { $0 / t }
+        }
+        if p.topK > 0 { order = Array(order.prefix(p.topK)) }
+        var probabilities = softmax(order.map { scores[$0] })
+        if p.topP < 1 {
+            var total = 0.0, keep = 0
+            while keep < order.count { total += probabilities[keep]; keep += 1; if total >= Double(p.topP) { break } }
+            order = Array(order.prefix(keep))
+            probabilities = softmax(order.map { scores[$0] })
+        }
+        if p.minP > 0, let best = probabilities.first {
+            order = Array(order.prefix(max(1, probabilities.filter { $0 >= Double(p.minP) * best }.count)))
+        }
+        var u = Double(draw)
+        for (i, w) in softmax(order.map { scores[$0] / p.temperature }).enumerated() {
+            u -= w
+            if u < 0 { return order[i] }
+        }
+        return order[order.count - 1]
+    }
+
+    func testPicksWhatAFullSortPicks() {
+        var rng = SplitMix64(seed: 11)
+        var agree = 0, cases = 0
+        for trial in 0..<300 {
+            let n = [50, 3000, 20_000][trial % 3]
+            // Peaked (a few likely tokens) and flat distributions; ties in some.
+            let spread: Float = trial % 2 == 0 ? 8 : 0.5
+            var scores = (0..<n).map { _ in Float.random(in: -1...1, using: &rng) * spread }
+            if trial % 5 == 0 { for i in stride(from: 0, to: n, by: 7) { scores[i] = scores[0] } }
+            var p = SamplingParameters()
+            p.temperature = [0.3, 0.7, 1, 1.5][trial % 4]
+            p.topK = [0, 0, 40, 1, 200][trial % 5]
+            p.topP = [1, 0.9, 0.5, 1, 0.99][(trial / 5) % 5]
+            p.minP = [0, 0, 0.05, 0.2][(trial / 3) % 4]
+            let u = Float.random(in: 0..<1, using: &rng)
+            let fast = Sampler(p).sampleFiltered(scores, draw: u)
+            let slow = reference(scores, p, draw: u)
+            cases += 1
+            if fast == slow { agree += 1 }
+            // A disagreement can only come from float rounding at a boundary: the two picks are neighbours
+            // in score order and both kept.
+            if fast != slow { XCTAssertEqual(scores[fast], scores[slow], accuracy: 1e-3 * spread, "trial \(trial)") }
+        }
+        XCTAssertGreaterThanOrEqual(Double(agree) / Double(cases), 0.99, "\(agree) of \(cases) agree")
     }
 }

@@ -19,7 +19,7 @@ final class ProtoParserTests: XCTestCase {
         XCTAssertFalse(generate.clientStreaming)
         XCTAssertTrue(generate.serverStreaming)
         XCTAssertEqual(generate.input, "GenerateRequest")
-        XCTAssertEqual(service.methods.map(\.name), ["Generate", "Chat", "EndSession", "Tokenize", "Detokenize", "ListModels", "GetModel"])
+        XCTAssertEqual(service.methods.map(\.name), ["Generate", "Chat", "EndSession", "Tokenize", "Detokenize", "ListModels", "GetModel", "GetStats"])
         XCTAssertTrue(service.methods[0].comment?.hasPrefix("Completes a prompt.") ?? false, "comments become doc comments")
         let sampling = try XCTUnwrap(file.messages.first { $0.name == "SamplingParameters" })
         let maxTokens = try XCTUnwrap(sampling.fields.first { $0.name == "max_tokens" })

@@ -235,8 +235,13 @@ public final class CommandStream: @unchecked Sendable {
         withUnsafeBytes(of: &constants) { bytes in
             vkCmdPushConstants(commandBuffer, kernel.pipelineLayout, VK_SHADER_STAGE_COMPUTE_BIT.rawValue, 0, UInt32(bytes.count), bytes.baseAddress)
         }
-        let groups = (invocations + kernel.workgroupSize - 1) / kernel.workgroupSize
-        vkCmdDispatch(commandBuffer, UInt32(max(groups, 1)), 1, 1)
+        // Past the device's maxComputeWorkGroupCount[0] (65,535 on lavapipe and most GPUs: a 512-token
+        // SwiGLU wants 98,304 groups) the grid folds onto y; every shader indexes by x + y · (groups in x ·
+        // workgroup size) and bounds-checks, so the surplus invocations of the last row do nothing.
+        let groups = max(1, (invocations + kernel.workgroupSize - 1) / kernel.workgroupSize)
+        let limit = max(1, device.info.maxComputeWorkGroupCount)
+        let rows = (groups + limit - 1) / limit
+        vkCmdDispatch(commandBuffer, UInt32((groups + rows - 1) / rows), UInt32(rows), 1)
         if profiling {
             let start = DispatchTime.now().uptimeNanoseconds
             try? submitAndWait()

@@ -21,6 +21,8 @@ public final class VulkanDevice: @unchecked Sendable {
     }
 
     let instance: VkInstance
+    /// The validation layer's messenger, when `KILN_VULKAN_VALIDATION=1`.
+    private var messenger: VkDebugUtilsMessengerEXT?
     let physicalDevice: VkPhysicalDevice
     let device: VkDevice
     let queue: VkQueue
@@ -39,6 +41,14 @@ public final class VulkanDevice: @unchecked Sendable {
     /// Opens device `index`, or the best one: discrete GPU, integrated GPU, then CPU (lavapipe).
     public init(index: Int? = nil) throws {
         instance = try Self.makeInstance()
+        if VulkanValidation.requested {
+            do {
+                messenger = try VulkanValidation.installMessenger(instance)
+            } catch {
+                vkDestroyInstance(instance, nil)
+                throw error
+            }
+        }
         let devices = try Self.physicalDevices(instance)
         guard !devices.isEmpty else {
             vkDestroyInstance(instance, nil)
@@ -120,10 +130,14 @@ public final class VulkanDevice: @unchecked Sendable {
         vkDeviceWaitIdle(device)
         vkDestroyCommandPool(device, commandPool, nil)
         vkDestroyDevice(device, nil)
+        VulkanValidation.removeMessenger(messenger, from: instance)
         vkDestroyInstance(instance, nil)
     }
 
     private static func makeInstance() throws -> VkInstance {
+        if VulkanValidation.requested && !VulkanValidation.layerInstalled() {
+            throw VulkanError("validation", message: "KILN_VULKAN_VALIDATION=1 but \(VulkanValidation.layerName) is not installed (apt install vulkan-validationlayers)")
+        }
         var app = VkApplicationInfo()
         app.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO
         app.apiVersion = (1 << 22) | (1 << 12)  // Vulkan 1.1
@@ -132,7 +146,8 @@ public final class VulkanDevice: @unchecked Sendable {
             var info = VkInstanceCreateInfo()
             info.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO
             info.pApplicationInfo = appPointer
-            return vkCreateInstance(&info, nil, &instance)
+            guard VulkanValidation.requested else { return vkCreateInstance(&info, nil, &instance) }
+            return (try? VulkanValidation.withLayer(&info) { vkCreateInstance(&$0, nil, &instance) }) ?? VK_ERROR_LAYER_NOT_PRESENT
         }
         guard result == VK_SUCCESS, let instance else { throw VulkanError("vkCreateInstance", result) }
         return instance

@@ -9,7 +9,7 @@ layout(std430, binding = 0) readonly buffer Logits { float logits[]; };
 layout(std430, binding = 1) writeonly buffer Chosen { uint chosen[]; };
 
 void main() {
-    uint r = gl_GlobalInvocationID.x;
+    uint r = (gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x);
     if (r >= p.rows) return;
     uint base = r * p.vocabulary;
     uint best = 0;

@@ -23,7 +23,7 @@ layout(std430, binding = 6) writeonly buffer Output { vec4 outputs[]; };
 const uint V = HEAD_DIM / 4;
 
 void main() {
-    uint id = gl_GlobalInvocationID.x;
+    uint id = (gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x);
     if (id >= p.B * p.heads) return;
     uint t = id / p.heads, head = id % p.heads;
     uint kvHead = head / (p.heads / p.kvHeads);

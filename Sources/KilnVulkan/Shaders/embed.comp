@@ -13,7 +13,7 @@ layout(std430, binding = 3) writeonly buffer Output { vec4 x[]; };
 
 void main() {
     uint blocks = p.K / 32;
-    uint id = gl_GlobalInvocationID.x;
+    uint id = (gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x);
     if (id >= p.B * blocks) return;
     uint t = id / blocks, b = id % blocks;
     uint row = tokens[t];

@@ -10,7 +10,7 @@ layout(std430, binding = 1) readonly buffer Input { vec4 x[]; };
 layout(std430, binding = 2) writeonly buffer Output { vec4 y[]; };
 
 void main() {
-    uint id = gl_GlobalInvocationID.x;
+    uint id = (gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x);
     if (id >= p.rows * p.width4) return;
     uint r = id / p.width4, i = id % p.width4;
     y[id] = x[rowIndex[r] * p.width4 + i];

@@ -15,7 +15,7 @@ layout(local_size_x = 8) in;
 // invocation computes a tile of 8 rows × 4 columns, so a weight block is loaded once per 4 columns and an
 // activation block once per 8 rows. (Generated shape; see the Python snippet in the commit history.)
 void main() {
-    uint row0 = gl_GlobalInvocationID.x * 8;
+    uint row0 = (gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x) * 8;
     if (row0 >= p.N) return;
     uint blocks = p.K / 32;
     uint last = p.N - 1;

@@ -6,7 +6,7 @@
 layout(local_size_x = 8) in;
 
 void main() {
-    uint row0 = gl_GlobalInvocationID.x * 8;
+    uint row0 = (gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x) * 8;
     if (row0 >= p.N) return;
     uint blocks = p.K / 32;
     uint last = p.N - 1;

@@ -11,7 +11,7 @@ layout(std430, binding = 1) readonly buffer Weight { vec4 weight[]; };
 layout(std430, binding = 2) writeonly buffer Output { vec4 y[]; };
 
 void main() {
-    uint t = gl_GlobalInvocationID.x;
+    uint t = (gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x);
     if (t >= p.B) return;
     float sum = 0.0;
     for (uint i = 0; i < p.width4; ++i) {

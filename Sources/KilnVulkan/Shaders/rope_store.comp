@@ -32,7 +32,7 @@ void main() {
     uint width = qWidth + 2 * kvWidth;
     // Per token: (heads + kvHeads) * pairs rotations, then kvWidth K/V copies (after rotation, by the same lane).
     uint perToken = (p.heads + p.kvHeads) * pairs;
-    uint id = gl_GlobalInvocationID.x;
+    uint id = (gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x);
     if (id >= p.B * perToken) return;
     uint t = id / perToken, j = id % perToken;
     uint head = j / pairs, i = j % pairs;

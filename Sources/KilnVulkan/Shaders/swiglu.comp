@@ -8,7 +8,7 @@ layout(std430, binding = 0) readonly buffer GateUp { float gateUp[]; };
 layout(std430, binding = 1) writeonly buffer Hidden { float hidden[]; };
 
 void main() {
-    uint id = gl_GlobalInvocationID.x;
+    uint id = (gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x);
     if (id >= p.B * p.width) return;
     uint t = id / p.width, i = id % p.width;
     float g = gateUp[t * 2 * p.width + i], u = gateUp[t * 2 * p.width + p.width + i];

@@ -28,7 +28,9 @@ public final class EventLoop: @unchecked Sendable {
     private let wakeFD: Int32
     private let queue = Mutex<PendingWork>(PendingWork())
     private var thread: pthread_t?
-    private var threadID: Int32 = 0
+    /// The loop thread's pthread id, set when it starts; compared with `pthread_self()` (no syscall, unlike
+    /// gettid: this check runs on every task enqueue).
+    private var loopThread: pthread_t = 0
     private let started = Mutex<Bool>(false)
 
     // Loop-confined state.
@@ -87,7 +89,7 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     /// Whether the caller runs on this loop's thread.
-    public var inEventLoop: Bool { threadID != 0 && kiln_gettid() == threadID }
+    public var inEventLoop: Bool { loopThread != 0 && pthread_equal(pthread_self(), loopThread) != 0 }
 
     /// Runs `work` on the loop's thread, soon. Safe from any thread.
     public func execute(_ work: @escaping @Sendable () -> Void) {
@@ -161,7 +163,7 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     private func run() {
-        threadID = kiln_gettid()
+        loopThread = pthread_self()
         let maxEvents = 128
         let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: maxEvents)
         defer { events.deallocate() }

@@ -22,6 +22,12 @@ public struct SamplingParameters: Sendable, Equatable {
 
     public init() {}
 
+    /// Greedy with nothing that needs the logits on the host (no penalties, no alternatives reported): the
+    /// backend can choose the token on the device and read back one integer instead of the vocabulary.
+    public var choosesOnDevice: Bool {
+        temperature == 0 && repetitionPenalty == 1 && frequencyPenalty == 0 && presencePenalty == 0 && logprobs == 0
+    }
+
     /// Greedy: the most likely token every time.
     public static var greedy: SamplingParameters { var p = SamplingParameters(); p.temperature = 0; return p }
 

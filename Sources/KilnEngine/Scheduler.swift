@@ -13,9 +13,12 @@ public struct GenerationRequest: Sendable {
     /// Tokens that end the generation (EOS, end of turn); the stop token itself is reported.
     public var stopTokens: Set<Int>
     public var priority: Priority
+    /// Whether the chosen token's log-probability is wanted (it needs the step's logits on the host).
+    public var wantsLogprob: Bool
 
     public init(id: Int, prompt: [Int], parameters: SamplingParameters = .greedy, maxTokens: Int,
-                stopTokens: Set<Int> = [], priority: Priority = .interactive) {
+                stopTokens: Set<Int> = [], priority: Priority = .interactive, wantsLogprob: Bool = false) {
+        self.wantsLogprob = wantsLogprob
         self.id = id
         self.prompt = prompt
         self.parameters = parameters
@@ -139,7 +142,11 @@ public final class Scheduler {
                 wanted.append(i)
             }
         }
-        let logits = try backend.logits(batch)
+        // When every sequence sampling this step is plain greedy, the backend picks the tokens itself (argmax
+        // on the device, the first maximum on ties, like the host's) and returns one id per row.
+        let onDevice = wanted.allSatisfy { running[$0].request.parameters.choosesOnDevice && !running[$0].request.wantsLogprob }
+        let logits = onDevice ? [] : try backend.logits(batch)
+        let chosen = onDevice ? try backend.greedy(batch) : []
         steps += 1
         for (i, done) in processed {
             running[i].computed = done
@@ -150,7 +157,9 @@ public final class Scheduler {
         var finished: Set<Int> = []
         for (row, i) in wanted.enumerated() {
             var r = running[i]
-            let sampled = Sampler(r.request.parameters).sample(logits[row], context: r.tokens, index: r.generated.count)
+            // A token chosen on the device carries no log-probability (0): nobody asked for it.
+            let sampled = onDevice ? SampledToken(id: chosen[row], logprob: 0, top: [])
+                                   : Sampler(r.request.parameters).sample(logits[row], context: r.tokens, index: r.generated.count)
             r.generated.append(sampled.id)
             r.tokens.append(sampled.id)
             var finish: FinishReason?

@@ -43,7 +43,7 @@ struct GenerationRun {
         }
         let events = engine.generate { id in
             GenerationRequest(id: id, prompt: plan.prompt, parameters: plan.parameters, maxTokens: plan.maxTokens,
-                              stopTokens: plan.stopTokens, priority: plan.priority)
+                              stopTokens: plan.stopTokens, priority: plan.priority, wantsLogprob: plan.wantLogprob)
         }
         var detokenizer = StreamingDetokenizer(tokenizer: tokenizer)
         var stopper = StopSequenceMatcher(plan.stops)

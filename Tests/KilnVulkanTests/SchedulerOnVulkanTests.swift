@@ -32,5 +32,13 @@ final class SchedulerOnVulkanTests: XCTestCase {
             XCTAssertEqual(pressured[r.id], alone[i], "request \(i) under KV pressure")
         }
         XCTAssertEqual(s.cache.pool.freeCount, 12)
+
+        // Asking for the chosen token's logprob moves sampling to the host (full logits read back); the
+        // tokens must not change.
+        let onHost = requests.map { r in
+            GenerationRequest(id: r.id, prompt: r.prompt, maxTokens: r.maxTokens, wantsLogprob: true)
+        }
+        let (hostChosen, _) = try run(onHost, blocks: 64)
+        for (i, r) in requests.enumerated() { XCTAssertEqual(hostChosen[r.id], alone[i], "request \(i) sampled on the host") }
     }
 }

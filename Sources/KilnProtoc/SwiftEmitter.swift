@@ -20,12 +20,33 @@ public struct SwiftEmitter {
         for e in file.enums { types[base + e.name] = (prefix + e.name, true) }
     }
 
-    /// The Swift sources for the file, split by job: the wire types (enums and messages with their codec)
-    /// in `<name>.pb.swift`, and — when the file declares services — the RPC surface (server protocols,
-    /// registration and typed clients) in `<name>.rpc.swift`.
+    /// The Swift sources for the file, one job per file, all under a folder named for the proto file
+    /// (`kiln_v1_inference/`): each top-level enum and message with its codec in `<SwiftType>.pb.swift`, the
+    /// serialized descriptor for reflection in `<name>.descriptor.swift`, and — when the file declares
+    /// services — the RPC surface (server protocols, registration, typed clients) in `<name>.rpc.swift`.
     public mutating func emitFiles() throws -> [(name: String, source: String)] {
-        var files = [(Self.outputName(for: file.path), try emitTypes())]
-        if !file.services.isEmpty { files.append((Self.serviceOutputName(for: file.path), try emitServices())) }
+        let folder = Self.baseName(for: file.path)
+        let base = file.package.isEmpty ? "" : file.package + "."
+        var files: [(name: String, source: String)] = []
+        for e in file.enums {
+            let swift = types[base + e.name]!.swift
+            header()
+            line("")
+            emitEnum(e, swiftName: swift)
+            files.append(("\(folder)/\(swift).pb.swift", out))
+        }
+        for m in file.messages {
+            let swift = types[base + m.name]!.swift
+            header()
+            line("")
+            try emitMessage(m, proto: base + m.name, swiftName: swift)
+            files.append(("\(folder)/\(swift).pb.swift", out))
+        }
+        header()
+        line("")
+        try emitDescriptor()
+        files.append(("\(folder)/\(folder).descriptor.swift", out))
+        if !file.services.isEmpty { files.append(("\(folder)/\(folder).rpc.swift", try emitServices())) }
         return files
     }
 
@@ -35,23 +56,6 @@ public struct SwiftEmitter {
         line("// swiftlint:disable all")
         line("")
         line("import KilnRPC")
-    }
-
-    /// Enums and messages.
-    public mutating func emitTypes() throws -> String {
-        header()
-        let base = file.package.isEmpty ? "" : file.package + "."
-        for e in file.enums {
-            line("")
-            emitEnum(e, swiftName: types[base + e.name]!.swift.split(separator: ".").last.map(String.init)!)
-        }
-        for m in file.messages {
-            line("")
-            try emitMessage(m, proto: base + m.name, swiftName: types[base + m.name]!.swift)
-        }
-        line("")
-        try emitDescriptor()
-        return out
     }
 
     /// The file as a serialized `FileDescriptorProto`, with what it declares, for server reflection.
@@ -557,16 +561,11 @@ public struct SwiftEmitter {
 }
 
 extension SwiftEmitter {
-    /// `kiln/v1/inference.proto` → `kiln_v1_inference.pb.swift`.
-    public static func outputName(for protoPath: String) -> String {
+    /// `kiln/v1/inference.proto` → `kiln_v1_inference`: the folder (and file prefix) of its generated code.
+    public static func baseName(for protoPath: String) -> String {
         var base = protoPath
         if base.hasSuffix(".proto") { base.removeLast(6) }
-        return base.map { $0 == "/" ? "_" : $0 }.reduce("") { $0 + String($1) } + ".pb.swift"
-    }
-
-    /// `kiln/v1/inference.proto` → `kiln_v1_inference.rpc.swift`.
-    public static func serviceOutputName(for protoPath: String) -> String {
-        String(outputName(for: protoPath).dropLast(".pb.swift".count)) + ".rpc.swift"
+        return String(base.map { $0 == "/" ? "_" : $0 })
     }
 }
 

@@ -1,7 +1,8 @@
 // kiln-protoc: Kiln's schema generator.
 //   kiln-protoc --proto_path Schemas [--swift_out DIR] FILE.proto ...
-// Parses each file (errors as file:line:column) and, with --swift_out, writes DIR/<path_with_underscores>.pb.swift
-// (messages and enums) and, for files with services, DIR/<path_with_underscores>.rpc.swift.
+// Parses each file (errors as file:line:column) and, with --swift_out, writes DIR/<path_with_underscores>/:
+// one <SwiftType>.pb.swift per top-level enum and message, <path_with_underscores>.descriptor.swift (for
+// reflection) and, for files with services, <path_with_underscores>.rpc.swift.
 import Foundation
 import KilnProtoc
 
@@ -31,6 +32,11 @@ for relative in files {
         let parsed = try ProtoParser.parse(source, file: relative)
         if let swiftOut {
             var emitter = SwiftEmitter(file: parsed)
+            // The folder holds this proto's code only: cleared first, so a type removed from the schema
+            // leaves no stale file behind.
+            let folder = swiftOut + "/" + SwiftEmitter.baseName(for: relative)
+            try? FileManager.default.removeItem(atPath: folder)
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
             for (name, swift) in try emitter.emitFiles() {
                 try swift.write(toFile: swiftOut + "/" + name, atomically: true, encoding: .utf8)
                 print("\(relative) → \(swiftOut)/\(name)")

@@ -16,21 +16,28 @@ final class GeneratedCodeTests: XCTestCase {
 
     func testCommittedCodeIsNotStale() throws {
         let fixture = "kiln/test/v1/everything.proto"
-        let fixtureSource = try String(contentsOf: Self.root.appendingPathComponent("Tests/KilnProtocTests/Fixtures/" + fixture), encoding: .utf8)
-        var fixtureEmitter = SwiftEmitter(file: try ProtoParser.parse(fixtureSource, file: fixture))
-        for (name, fresh) in try fixtureEmitter.emitFiles() {
-            let committed = try String(contentsOf: Self.root.appendingPathComponent("Tests/KilnProtocTests/Generated/" + name), encoding: .utf8)
-            XCTAssertEqual(fresh, committed, "test fixture code \(name) is stale: run `make generate`")
-        }
+        try Self.checkGenerated(fixture, source: Self.root.appendingPathComponent("Tests/KilnProtocTests/Fixtures/" + fixture),
+                                into: Self.root.appendingPathComponent("Tests/KilnProtocTests/Generated"))
         for schema in Self.schemas {
-            let source = try String(contentsOf: Self.root.appendingPathComponent("Schemas/" + schema), encoding: .utf8)
-            var emitter = SwiftEmitter(file: try ProtoParser.parse(source, file: schema))
-            let files = try emitter.emitFiles()
-            XCTAssertEqual(files.count, 2, "\(schema) has a service: types and RPC surface in two files")
-            for (name, fresh) in files {
-                let committed = try String(contentsOf: Self.root.appendingPathComponent("Sources/KilnAPI/" + name), encoding: .utf8)
-                XCTAssertEqual(fresh, committed, "Sources/KilnAPI/\(name) is stale for \(schema): run `make generate`")
-            }
+            try Self.checkGenerated(schema, source: Self.root.appendingPathComponent("Schemas/" + schema),
+                                    into: Self.root.appendingPathComponent("Sources/KilnAPI"))
+        }
+        // No folder is left over from a schema that is gone.
+        let folders = try FileManager.default.contentsOfDirectory(atPath: Self.root.appendingPathComponent("Sources/KilnAPI").path).sorted()
+        XCTAssertEqual(folders, Self.schemas.map(SwiftEmitter.baseName(for:)).sorted(), "Sources/KilnAPI holds stale code: run `make generate`")
+    }
+
+    /// The committed folder for `proto` holds exactly what the generator emits now, byte for byte.
+    static func checkGenerated(_ proto: String, source: URL, into directory: URL, file: StaticString = #filePath, line: UInt = #line) throws {
+        var emitter = SwiftEmitter(file: try ProtoParser.parse(try String(contentsOf: source, encoding: .utf8), file: proto))
+        let files = try emitter.emitFiles()
+        let folder = SwiftEmitter.baseName(for: proto)
+        let committed = (try? FileManager.default.contentsOfDirectory(atPath: directory.appendingPathComponent(folder).path)) ?? []
+        XCTAssertEqual(Set(committed.map { folder + "/" + $0 }), Set(files.map(\.name)), "\(folder): files added or left over: run `make generate`",
+                       file: file, line: line)
+        for (name, fresh) in files {
+            let old = try? String(contentsOf: directory.appendingPathComponent(name), encoding: .utf8)
+            XCTAssertEqual(fresh, old, "\(name) is stale for \(proto): run `make generate`", file: file, line: line)
         }
     }
 

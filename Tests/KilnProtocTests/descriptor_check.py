@@ -21,7 +21,8 @@ for proto in files:
     subprocess.check_call([sys.executable, "-m", "grpc_tools.protoc", "-I", root, f"--descriptor_set_out={out}", proto])
     theirs = descriptor_pb2.FileDescriptorSet.FromString(open(out, "rb").read()).file[0]
     theirs.ClearField("options")
-    swift = open(os.path.join(generated, proto[:-len(".proto")].replace("/", "_") + ".pb.swift")).read()
+    base = proto[:-len(".proto")].replace("/", "_")
+    swift = open(os.path.join(generated, base, base + ".descriptor.swift")).read()
     body = re.search(r"serialized: \[(.*?)\]", swift, re.S).group(1)
     ours = descriptor_pb2.FileDescriptorProto.FromString(bytes(int(b, 16) for b in re.findall(r"0x[0-9A-F]{2}", body)))
     if ours == theirs:

@@ -15,21 +15,15 @@ struct RPCInlineUnary: HTTP2InlineHandler {
     var maxRequestBodySize: Int { maxReceiveMessageSize + 5 }
 
     func respond(to request: HTTP2InlineRequest) -> HTTP2InlineResponse {
-        let contentType = request.headers["content-type"] ?? ""
-        guard contentType == "application/grpc" || contentType.hasPrefix("application/grpc+") || contentType.hasPrefix("application/grpc;") else {
-            return HTTP2InlineResponse(status: 415, headers: ["content-type": "text/plain"],
-                                       body: Array("gRPC requires content-type application/grpc\n".utf8))
+        guard GRPCRequestHead.isGRPC(contentType: request.headers["content-type"]) else {
+            return HTTP2InlineResponse(status: 415, headers: ["content-type": "text/plain"], body: GRPCRequestHead.wrongContentType)
         }
         do {
-            guard request.method == "POST" else { throw RPCError(.internal, "gRPC requires POST, got \(request.method)") }
-            guard request.headers["te"] == "trailers" else { throw RPCError(.internal, "gRPC requires the header te: trailers") }
-            if let timeout = request.headers["grpc-timeout"], GRPCTimeout.parse(timeout) == nil {
-                throw RPCError(.internal, "malformed grpc-timeout \(timeout)")
-            }
-            let encoding = request.headers["grpc-encoding"] ?? "identity"
-            guard encoding == "identity" || encoding == "gzip" else {
-                return Self.failure(RPCError(.unimplemented, "message encoding \(encoding) is not supported; use gzip or identity"),
-                                    extra: ["grpc-accept-encoding": "gzip, identity"])
+            let encoding: String
+            do {
+                encoding = try GRPCRequestHead(method: request.method, headers: request.headers).encoding
+            } catch {
+                return Self.failure(RPCError(wrapping: error), extra: GRPCRequestHead.acceptEncoding)
             }
             guard !request.bodyTooLarge else {
                 throw RPCError(.resourceExhausted, "message exceeds the limit of \(maxReceiveMessageSize) bytes")

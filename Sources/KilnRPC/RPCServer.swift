@@ -49,42 +49,28 @@ public struct RPCServer: HTTP2Handler {
     }
 
     public func handle(_ request: HTTP2Request, _ response: HTTP2ResponseWriter) async throws {
-        let contentType = request.headers["content-type"] ?? ""
-        guard contentType == "application/grpc" || contentType.hasPrefix("application/grpc+") || contentType.hasPrefix("application/grpc;") else {
+        guard GRPCRequestHead.isGRPC(contentType: request.headers["content-type"]) else {
             response.sendHead(status: 415, headers: ["content-type": "text/plain"])
-            try await response.write(Array("gRPC requires content-type application/grpc\n".utf8))
+            try await response.write(GRPCRequestHead.wrongContentType)
             response.finish()
             return
         }
         let writer = RPCResponseWriter(response: response)
-        guard request.method == "POST" else {
-            writer.finish(RPCError(.internal, "gRPC requires POST, got \(request.method)"))
-            return
-        }
-        // PROTOCOL-HTTP2.md requires `te: trailers`: a peer (or proxy) that drops it cannot be relied on
-        // to deliver the trailers that carry the status.
-        guard request.headers["te"] == "trailers" else {
-            writer.finish(RPCError(.internal, "gRPC requires the header te: trailers"))
-            return
-        }
-        guard let handler = methods[request.path] else {
-            writer.finish(RPCError(.unimplemented, "unknown method \(request.path)"))
-            return
-        }
-        let encoding = request.headers["grpc-encoding"] ?? "identity"
-        guard encoding == "identity" || encoding == "gzip" else {
-            writer.addTrailingMetadata("grpc-accept-encoding", "gzip, identity")
-            writer.finish(RPCError(.unimplemented, "message encoding \(encoding) is not supported; use gzip or identity"))
-            return
-        }
-        var timeout: UInt64?
-        if let value = request.headers["grpc-timeout"] {
-            guard let t = GRPCTimeout.parse(value) else {
-                writer.finish(RPCError(.internal, "malformed grpc-timeout \(value)"))
-                return
+        var handler: RPCMethodHandler?
+        let head: GRPCRequestHead
+        do {
+            head = try GRPCRequestHead(method: request.method, headers: request.headers) {
+                handler = methods[request.path]
+                guard handler != nil else { throw RPCError(.unimplemented, "unknown method \(request.path)") }
             }
-            timeout = t
+        } catch {
+            let error = RPCError(wrapping: error)
+            for f in GRPCRequestHead.acceptEncoding { writer.addTrailingMetadata(f.name, f.value) }
+            writer.finish(error)
+            return
         }
+        guard let handler else { return }
+        let encoding = head.encoding, timeout = head.timeout
         let context = RPCServerContext(path: request.path, metadata: request.headers, timeoutNanoseconds: timeout,
                                        remoteAddress: request.remoteAddress, responses: writer)
         let messages = RPCRequestMessages(body: request.body, maxMessageSize: maxReceiveMessageSize, gzip: encoding == "gzip")

@@ -13,7 +13,8 @@ struct GenerationPlan {
     var stopTokens: Set<Int>
     var wantLogprob: Bool
     var priority: GenerationRequest.Priority
-    /// Set when the answer is fixed by the request (and so may come from, and go to, the result cache).
+    /// Set when the answer is fixed by the request and the result cache is on (it may come from, and go to,
+    /// the cache).
     var cacheKey: ResultCache.Key?
 }
 
@@ -38,7 +39,7 @@ struct GenerationRun {
 
     func run(_ plan: GenerationPlan, responses: RPCTypedWriter<Kiln_V1_GenerateResponse>) async throws -> GenerationOutcome {
         let start = DispatchTime.now().uptimeNanoseconds
-        if let key = plan.cacheKey, results.isEnabled, let answer = results.answer(for: key) {
+        if let key = plan.cacheKey, let answer = results.answer(for: key) {
             return try await replay(answer, started: start, responses: responses)
         }
         let events = engine.generate { id in
@@ -106,7 +107,7 @@ struct GenerationRun {
         usage.timeToFirstTokenMs = firstTokenMs
         last.usage = usage
         try await send(last)
-        if let key = plan.cacheKey, results.isEnabled, outcome.finish == .stop || outcome.finish == .length {
+        if let key = plan.cacheKey, outcome.finish == .stop || outcome.finish == .length {
             results.store(ResultCache.Answer(messages: sent, tokens: outcome.tokens, seenText: outcome.seenText), for: key)
         }
         return outcome

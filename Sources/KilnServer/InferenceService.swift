@@ -135,8 +135,9 @@ public struct InferenceService: Kiln_V1_InferenceService {
             throw RPCError(.invalidArgument, "\(field) (\(prompt.count) tokens) + sampling.max_tokens (\(maxTokens)) exceeds the context (\(contextLength) tokens)")
         }
         let stopTokens = s.ignoreEos ? [] : tokenizer.vocabulary.endOfGeneration
-        let key = ResultCache.Key(model: modelName, prompt: prompt, parameters: p, seeded: s.seed != nil, wantLogprob: s.logprobs,
-                                  maxTokens: maxTokens, stops: s.stop, stopTokens: stopTokens)
+        // No key when the result cache is off: nothing is then kept per token for it.
+        let key = results.isEnabled ? ResultCache.Key(model: modelName, prompt: prompt, parameters: p, seeded: s.seed != nil,
+                                                      wantLogprob: s.logprobs, maxTokens: maxTokens, stops: s.stop, stopTokens: stopTokens) : nil
         return GenerationPlan(prompt: prompt, parameters: p, maxTokens: maxTokens, stops: s.stop, stopTokens: stopTokens,
                               wantLogprob: s.logprobs, priority: priority == .batch ? .batch : .interactive, cacheKey: key)
     }

@@ -17,7 +17,8 @@ void main() {
     if (id >= p.B * blocks) return;
     uint t = id / blocks, b = id % blocks;
     uint row = tokens[t];
-    uint i = row * blocks + b;
+    // DeviceMatrix.blockIndex: rows in groups of 64, block b of the group's rows side by side.
+    uint i = ((row >> 6) * blocks + b) * 64u + (row & 63u);
     uint out0 = t * (p.K / 4) + b * 8;
     if (p.format == 0u) {
         [[unroll]] for (uint k = 0; k < 8; ++k) x[out0 + k] = uintBitsToFloat(quants[i * 8 + k]);

@@ -11,6 +11,11 @@ layout(push_constant) uniform Parameters {
 } p;
 
 layout(binding = 2) uniform samplerBuffer x;
+
+// Where block `block` of weight row `row` is stored, in blocks: rows come in groups of 64 (a workgroup's
+// 8 lanes x 8 rows) with block b of all 64 side by side, so a workgroup streams one contiguous run per step
+// (DeviceMatrix.blockIndex writes the same layout).
+uint blockIndex(uint row, uint block) { return ((row >> 6) * (p.K / 32) + block) * 64u + (row & 63u); }
 layout(std430, binding = 3) buffer OutputY { float y[]; };
 
 #define X_ARGS(s) vec4 s##0, vec4 s##1, vec4 s##2, vec4 s##3, vec4 s##4, vec4 s##5, vec4 s##6, vec4 s##7, float s##Sum

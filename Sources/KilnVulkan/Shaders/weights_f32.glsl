@@ -9,7 +9,7 @@ struct Block { vec4 w0; vec4 w1; vec4 w2; vec4 w3; vec4 w4; vec4 w5; vec4 w6; ve
 
 
 Block loadBlock(uint row, uint block) {
-    uint i = row * (p.K / 4) + block * 8;
+    uint i = blockIndex(row, block) * 8;
     return Block(texelFetch(weights, int(i)), texelFetch(weights, int(i + 1)), texelFetch(weights, int(i + 2)), texelFetch(weights, int(i + 3)),
                  texelFetch(weights, int(i + 4)), texelFetch(weights, int(i + 5)), texelFetch(weights, int(i + 6)), texelFetch(weights, int(i + 7)));
 }

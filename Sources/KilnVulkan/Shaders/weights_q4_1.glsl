@@ -10,7 +10,7 @@ struct Block { uvec4 q; vec2 s; };
 
 
 Block loadBlock(uint row, uint block) {
-    uint i = row * (p.K / 32) + block;
+    uint i = blockIndex(row, block);
     vec4 s = texelFetch(scales, int(i >> 1));
     return Block(texelFetch(quants, int(i)), (i & 1u) != 0u ? s.zw : s.xy);
 }

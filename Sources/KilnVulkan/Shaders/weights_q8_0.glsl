@@ -9,7 +9,7 @@ struct Block { uvec4 a; uvec4 b; float d; };
 
 
 Block loadBlock(uint row, uint block) {
-    uint i = row * (p.K / 32) + block;
+    uint i = blockIndex(row, block);
     return Block(texelFetch(quants, int(2 * i)), texelFetch(quants, int(2 * i + 1)), texelFetch(scales, int(i >> 2))[i & 3u]);
 }
 

@@ -14,7 +14,8 @@ Block loadBlock(uint row, uint block) {
                  texelFetch(weights, int(i + 4)), texelFetch(weights, int(i + 5)), texelFetch(weights, int(i + 6)), texelFetch(weights, int(i + 7)));
 }
 
-float blockDot(Block w, X_ARGS(x)) {
-    return (dot(w.w0, x0) + dot(w.w1, x1)) + (dot(w.w2, x2) + dot(w.w3, x3))
-         + (dot(w.w4, x4) + dot(w.w5, x5)) + (dot(w.w6, x6) + dot(w.w7, x7));
+// Part k of a block: the 4 weights that meet x elements 4k..4k+3 (k is a constant after inlining).
+vec4 part(Block w, const int k) {
+    return k == 0 ? w.w0 : k == 1 ? w.w1 : k == 2 ? w.w2 : k == 3 ? w.w3 : k == 4 ? w.w4 : k == 5 ? w.w5 : k == 6 ? w.w6 : w.w7;
 }
+float finish(Block w, float s, float xSum) { return s; }

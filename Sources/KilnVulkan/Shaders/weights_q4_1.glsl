@@ -18,8 +18,6 @@ Block loadBlock(uint row, uint block) {
 vec4 low(uint w) { return vec4((ivec4(w) >> ivec4(0, 8, 16, 24)) & 0xF); }
 vec4 high(uint w) { return vec4((ivec4(w) >> ivec4(4, 12, 20, 28)) & 0xF); }
 
-float blockDot(Block w, X_ARGS(x)) {
-    float sum = (dot(low(w.q.x), x0) + dot(high(w.q.x), x4)) + (dot(low(w.q.y), x1) + dot(high(w.q.y), x5))
-              + (dot(low(w.q.z), x2) + dot(high(w.q.z), x6)) + (dot(low(w.q.w), x3) + dot(high(w.q.w), x7));
-    return w.s.x * sum + w.s.y * xSum;
-}
+// Part k of a block: the 4 weights that meet x elements 4k..4k+3 (low nibbles of word k, then high nibbles).
+vec4 part(Block w, const int k) { return k < 4 ? low(w.q[k]) : high(w.q[k - 4]); }
+float finish(Block w, float s, float xSum) { return w.s.x * s + w.s.y * xSum; }

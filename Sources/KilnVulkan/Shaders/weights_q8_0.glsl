@@ -16,8 +16,6 @@ Block loadBlock(uint row, uint block) {
 // Sign-extends each byte of w: shift it to the top, then arithmetic-shift it back down.
 vec4 bytes(uint w) { return vec4(ivec4(w) << ivec4(24, 16, 8, 0) >> 24); }
 
-float blockDot(Block w, X_ARGS(x)) {
-    float sum = (dot(bytes(w.a.x), x0) + dot(bytes(w.a.y), x1)) + (dot(bytes(w.a.z), x2) + dot(bytes(w.a.w), x3))
-              + (dot(bytes(w.b.x), x4) + dot(bytes(w.b.y), x5)) + (dot(bytes(w.b.z), x6) + dot(bytes(w.b.w), x7));
-    return w.d * sum;
-}
+// Part k of a block: the 4 weights that meet x elements 4k..4k+3.
+vec4 part(Block w, const int k) { return k < 4 ? bytes(w.a[k]) : bytes(w.b[k - 4]); }
+float finish(Block w, float s, float xSum) { return w.d * s; }

@@ -48,13 +48,16 @@ final class Kernels {
         matmulQ4_1Rows8 = try ComputeKernel(device: device, name: "matmul_q4_1_rows8", spirv: EmbeddedShaders.matmulQ41Rows8, bindings: 4, pushConstantBytes: matmulBytes,
                                             texelBindings: [0: words, 1: floats, 2: floats])
         embed = try ComputeKernel(device: device, name: "embed", spirv: EmbeddedShaders.embed, bindings: 4, pushConstantBytes: MemoryLayout<EmbedParameters>.size)
-        ropeStore = try ComputeKernel(device: device, name: "rope_store", spirv: EmbeddedShaders.ropeStore, bindings: 7, pushConstantBytes: MemoryLayout<RopeParameters>.size)
+        ropeStore = try ComputeKernel(device: device, name: "rope_store", spirv: EmbeddedShaders.ropeStore, bindings: 8, pushConstantBytes: MemoryLayout<RopeParameters>.size,
+                                      texelBindings: [0: floats, 4: floats])
         attention = try ComputeKernel(device: device, name: "attention", spirv: EmbeddedShaders.attention, bindings: 7,
                                       pushConstantBytes: MemoryLayout<AttentionParameters>.size, specialization: [UInt32(headDimension)],
                                       texelBindings: [4: VK_FORMAT_R32G32B32A32_SFLOAT, 5: VK_FORMAT_R32G32B32A32_SFLOAT])
-        swiglu = try ComputeKernel(device: device, name: "swiglu", spirv: EmbeddedShaders.swiglu, bindings: 2, pushConstantBytes: MemoryLayout<SwigluParameters>.size)
+        swiglu = try ComputeKernel(device: device, name: "swiglu", spirv: EmbeddedShaders.swiglu, bindings: 2, pushConstantBytes: MemoryLayout<SwigluParameters>.size,
+                                   texelBindings: [0: floats])
         gatherRows = try ComputeKernel(device: device, name: "gather_rows", spirv: EmbeddedShaders.gatherRows, bindings: 3, pushConstantBytes: MemoryLayout<GatherParameters>.size)
-        rmsNorm = try ComputeKernel(device: device, name: "rmsnorm", spirv: EmbeddedShaders.rmsnorm, bindings: 3, pushConstantBytes: MemoryLayout<NormParameters>.size)
+        rmsNorm = try ComputeKernel(device: device, name: "rmsnorm", spirv: EmbeddedShaders.rmsnorm, bindings: 3, pushConstantBytes: MemoryLayout<NormParameters>.size,
+                                    texelBindings: [0: floats, 1: floats])
         argmax = try ComputeKernel(device: device, name: "argmax", spirv: EmbeddedShaders.argmax, bindings: 2, pushConstantBytes: MemoryLayout<ArgmaxParameters>.size)
     }
 

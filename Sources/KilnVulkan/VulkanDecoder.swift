@@ -43,6 +43,9 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         guard c.embeddingWidth % 32 == 0, c.feedForwardWidth % 32 == 0, c.headDimension % 4 == 0 else {
             throw VulkanError("model", message: "widths must be multiples of 32")
         }
+        guard c.ropeDimension % 8 == 0 else {
+            throw VulkanError("model", message: "rotary dimension \(c.ropeDimension) is not a multiple of 8, which rope_store.comp needs; use --backend cpu")
+        }
         config = c
         self.device = device
         self.blockSize = blockSize
@@ -127,7 +130,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
                 qkv: qkvMatrix, output: outputProjection, gateUp: gateUpMatrix, down: downMatrix, keys: keys, values: values,
                 attentionNormSet: VkDescriptorSetHandle(try kernels.rmsNorm.bind([x, attentionNorm, normed])),
                 qkvSet: try matmulSet(qkvMatrix, normed, qkv),
-                ropeSet: VkDescriptorSetHandle(try kernels.ropeStore.bind([qkv, positionsBuffer, sequencesBuffer, blockTablesBuffer, rotation, keys, values])),
+                ropeSet: VkDescriptorSetHandle(try kernels.ropeStore.bind([qkv, positionsBuffer, sequencesBuffer, blockTablesBuffer, rotation, keys, values, qkv])),
                 attentionSet: VkDescriptorSetHandle(try kernels.attention.bind([qkv, positionsBuffer, sequencesBuffer, blockTablesBuffer, keys, values, attended])),
                 outputSet: try matmulSet(outputProjection, attended, x),
                 ffnNormSet: VkDescriptorSetHandle(try kernels.rmsNorm.bind([x, ffnNorm, normed])),
@@ -226,7 +229,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
                             Kernels.RopeParameters(B: B, headDim: UInt32(c.headDimension), heads: UInt32(c.headCount), kvHeads: UInt32(c.kvHeadCount),
                                                    ropeDim: UInt32(c.ropeDimension), neox: c.architecture == "qwen2" ? 1 : 0,
                                                    blockSize: UInt32(blockSize), maxBlocks: UInt32(maxBlocksPerSequence)),
-                            invocations: n * (c.headCount + c.kvHeadCount) * c.ropeDimension / 2)
+                            invocations: n * (c.headCount + c.kvHeadCount))
             stream.barrier()
             stream.dispatch(kernels.attention, layer.attentionSet.set,
                             Kernels.AttentionParameters(B: B, heads: UInt32(c.headCount), kvHeads: UInt32(c.kvHeadCount), blockSize: UInt32(blockSize),
@@ -240,7 +243,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
             stream.barrier()
             matmul(layer.gateUp, layer.gateUpSet, columns: n, accumulate: false)
             stream.barrier()
-            stream.dispatch(kernels.swiglu, layer.swigluSet.set, Kernels.SwigluParameters(B: B, width: f), invocations: n * Int(f))
+            stream.dispatch(kernels.swiglu, layer.swigluSet.set, Kernels.SwigluParameters(B: B, width: f), invocations: n * Int(f) / 4)
             stream.barrier()
             matmul(layer.down, layer.downSet, columns: n, accumulate: true)
             stream.barrier()

@@ -1,16 +1,19 @@
 #version 450
-// SwiGLU on the fused gate|up output: h = silu(gate) * up, per element.
+// SwiGLU on the fused gate|up output: h = silu(gate) * up, four elements per invocation. The input is read
+// through a texel view (16-byte gathers; an SSBO load at a lane-varying address is a per-lane loop on
+// lavapipe: this kernel went 9.6 ms -> see BENCHMARKS.md for a 512-token step with scalar SSBO loads).
 
 layout(local_size_x = 8) in;
-layout(push_constant) uniform Parameters { uint B; uint width; } p;  // width: feed-forward width
+layout(push_constant) uniform Parameters { uint B; uint width; } p;  // width: feed-forward width (a multiple of 4)
 
-layout(std430, binding = 0) readonly buffer GateUp { float gateUp[]; };
-layout(std430, binding = 1) writeonly buffer Hidden { float hidden[]; };
+layout(binding = 0) uniform samplerBuffer gateUp;
+layout(std430, binding = 1) writeonly buffer Hidden { vec4 hidden[]; };
 
 void main() {
     uint id = (gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x);
-    if (id >= p.B * p.width) return;
-    uint t = id / p.width, i = id % p.width;
-    float g = gateUp[t * 2 * p.width + i], u = gateUp[t * 2 * p.width + p.width + i];
+    uint width4 = p.width / 4;
+    if (id >= p.B * width4) return;
+    uint t = id / width4, i = id % width4;
+    vec4 g = texelFetch(gateUp, int(t * 2 * width4 + i)), u = texelFetch(gateUp, int(t * 2 * width4 + width4 + i));
     hidden[id] = g / (1.0 + exp(-g)) * u;
 }

@@ -31,7 +31,8 @@ final class Kernels {
     struct GatherParameters { var rows, width4: UInt32 }
     struct ArgmaxParameters { var rows, vocabulary: UInt32 }
 
-    init(device: VulkanDevice, headDimension: Int) throws {
+    /// `queryHeadsPerKVHead`: the attention kernel's group (grouped-query attention; 1 without it).
+    init(device: VulkanDevice, headDimension: Int, queryHeadsPerKVHead: Int = 1) throws {
         let matmulBytes = MemoryLayout<MatmulParameters>.size
         // Weights, scales and activations are read through texel views (see ComputeKernel.texelBindings).
         let floats = VK_FORMAT_R32G32B32A32_SFLOAT, words = VK_FORMAT_R32G32B32A32_UINT
@@ -51,8 +52,8 @@ final class Kernels {
         ropeStore = try ComputeKernel(device: device, name: "rope_store", spirv: EmbeddedShaders.ropeStore, bindings: 8, pushConstantBytes: MemoryLayout<RopeParameters>.size,
                                       texelBindings: [0: floats, 4: floats])
         attention = try ComputeKernel(device: device, name: "attention", spirv: EmbeddedShaders.attention, bindings: 7,
-                                      pushConstantBytes: MemoryLayout<AttentionParameters>.size, specialization: [UInt32(headDimension)],
-                                      texelBindings: [4: VK_FORMAT_R32G32B32A32_SFLOAT, 5: VK_FORMAT_R32G32B32A32_SFLOAT])
+                                      pushConstantBytes: MemoryLayout<AttentionParameters>.size, specialization: [UInt32(headDimension), UInt32(queryHeadsPerKVHead)],
+                                      texelBindings: [0: floats, 4: floats, 5: floats])
         swiglu = try ComputeKernel(device: device, name: "swiglu", spirv: EmbeddedShaders.swiglu, bindings: 2, pushConstantBytes: MemoryLayout<SwigluParameters>.size,
                                    texelBindings: [0: floats])
         gatherRows = try ComputeKernel(device: device, name: "gather_rows", spirv: EmbeddedShaders.gatherRows, bindings: 3, pushConstantBytes: MemoryLayout<GatherParameters>.size)

@@ -56,7 +56,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         maxBlocksPerSequence = (c.contextLength + blockSize - 1) / blockSize
         let arena = MemoryArena(device: device)
         self.arena = arena
-        let kernels = try Kernels(device: device, headDimension: c.headDimension)
+        let kernels = try Kernels(device: device, headDimension: c.headDimension, queryHeadsPerKVHead: c.headCount / c.kvHeadCount)
         self.kernels = kernels
         stream = try CommandStream(device: device)
 
@@ -235,7 +235,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
                             Kernels.AttentionParameters(B: B, heads: UInt32(c.headCount), kvHeads: UInt32(c.kvHeadCount), blockSize: UInt32(blockSize),
                                                         maxBlocks: UInt32(maxBlocksPerSequence), qkvWidth: qkvWidth,
                                                         scale: 1 / Float(c.headDimension).squareRoot()),
-                            invocations: n * c.headCount)
+                            invocations: n * c.kvHeadCount)
             stream.barrier()
             matmul(layer.output, layer.outputSet, columns: n, accumulate: true)
             stream.barrier()

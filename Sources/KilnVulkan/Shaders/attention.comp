@@ -1,17 +1,19 @@
 #version 450
 #extension GL_EXT_control_flow_attributes : require
-// Causal attention over the paged KV cache, for prefill and decode alike: one invocation per (token, head)
-// walks that token's keys 0...position in order through its sequence's block table, with an online
-// softmax. Prefill, chunked prefill and decode reduce in the same order, so a token's output does not
-// depend on how its sequence was scheduled.
+// Causal attention over the paged KV cache, for prefill and decode alike: one invocation per (token, KV
+// head) walks that token's keys 0...position in order through its sequence's block table, with an online
+// softmax for each of the GROUP query heads that share the KV head. Each K/V texel fetch (a gather on
+// lavapipe, the cost that dominates here) thus serves the whole group. Prefill, chunked prefill and decode
+// reduce in the same order, so a token's output does not depend on how its sequence was scheduled.
 
 layout(local_size_x = 8) in;
 layout(constant_id = 0) const uint HEAD_DIM = 64;
+layout(constant_id = 1) const uint GROUP = 1;  // query heads per KV head
 layout(push_constant) uniform Parameters {
     uint B; uint heads; uint kvHeads; uint blockSize; uint maxBlocks; uint qkvWidth; float scale;
 } p;
 
-layout(std430, binding = 0) readonly buffer QKV { float qkv[]; };
+layout(binding = 0) uniform samplerBuffer qkv;
 layout(std430, binding = 1) readonly buffer Positions { uint positions[]; };
 layout(std430, binding = 2) readonly buffer Sequences { uint sequences[]; };
 layout(std430, binding = 3) readonly buffer BlockTables { uint blockTables[]; };
@@ -24,32 +26,46 @@ const uint V = HEAD_DIM / 4;
 
 void main() {
     uint id = (gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x);
-    if (id >= p.B * p.heads) return;
-    uint t = id / p.heads, head = id % p.heads;
-    uint kvHead = head / (p.heads / p.kvHeads);
+    if (id >= p.B * p.kvHeads) return;
+    uint t = id / p.kvHeads, kvHead = id % p.kvHeads;
     uint kvWidth4 = p.kvHeads * V;
-    vec4 q[V];
-    uint qBase = t * p.qkvWidth + head * HEAD_DIM;
-    [[unroll]] for (uint i = 0; i < V; ++i) {
-        q[i] = vec4(qkv[qBase + 4 * i], qkv[qBase + 4 * i + 1], qkv[qBase + 4 * i + 2], qkv[qBase + 4 * i + 3]) * p.scale;
-    }
-    vec4 acc[V];
-    [[unroll]] for (uint i = 0; i < V; ++i) acc[i] = vec4(0.0);
-    float maximum = -1.0 / 0.0, total = 0.0;
+    vec4 q[GROUP * V];
+    uint qBase = (t * p.qkvWidth + kvHead * GROUP * HEAD_DIM) / 4;
+    [[unroll]] for (uint i = 0; i < GROUP * V; ++i) q[i] = texelFetch(qkv, int(qBase + i)) * p.scale;
+    vec4 acc[GROUP * V];
+    [[unroll]] for (uint i = 0; i < GROUP * V; ++i) acc[i] = vec4(0.0);
+    float maximum[GROUP], total[GROUP];
+    [[unroll]] for (uint g = 0; g < GROUP; ++g) { maximum[g] = -1.0 / 0.0; total[g] = 0.0; }
     uint last = positions[t];
     uint table = sequences[t] * p.maxBlocks;
-    for (uint j = 0; j <= last; ++j) {
-        uint block = blockTables[table + j / p.blockSize];
-        uint slot = (block * p.blockSize + j % p.blockSize) * kvWidth4 + kvHead * V;
-        float s = 0.0;
-        [[unroll]] for (uint i = 0; i < V; ++i) s += dot(q[i], texelFetch(keys, int(slot + i)));
-        float newMaximum = max(maximum, s);
-        float correction = exp(maximum - newMaximum);
-        float w = exp(s - newMaximum);
-        total = total * correction + w;
-        [[unroll]] for (uint i = 0; i < V; ++i) acc[i] = acc[i] * correction + w * texelFetch(values, int(slot + i));
-        maximum = newMaximum;
+    // Keys in order, a block at a time: the block-table entry (an SSBO load, a per-lane loop) once per block.
+    for (uint j0 = 0; j0 <= last; j0 += p.blockSize) {
+      uint block = blockTables[table + j0 / p.blockSize];
+      uint end = min(last, j0 + p.blockSize - 1);
+      for (uint j = j0; j <= end; ++j) {
+        uint slot = (block * p.blockSize + (j - j0)) * kvWidth4 + kvHead * V;
+        float s[GROUP];
+        [[unroll]] for (uint g = 0; g < GROUP; ++g) s[g] = 0.0;
+        [[unroll]] for (uint i = 0; i < V; ++i) {
+            vec4 k = texelFetch(keys, int(slot + i));
+            [[unroll]] for (uint g = 0; g < GROUP; ++g) s[g] += dot(q[g * V + i], k);
+        }
+        float correction[GROUP], w[GROUP];
+        [[unroll]] for (uint g = 0; g < GROUP; ++g) {
+            float newMaximum = max(maximum[g], s[g]);
+            correction[g] = exp(maximum[g] - newMaximum);
+            w[g] = exp(s[g] - newMaximum);
+            total[g] = total[g] * correction[g] + w[g];
+            maximum[g] = newMaximum;
+        }
+        [[unroll]] for (uint i = 0; i < V; ++i) {
+            vec4 v = texelFetch(values, int(slot + i));
+            [[unroll]] for (uint g = 0; g < GROUP; ++g) acc[g * V + i] = acc[g * V + i] * correction[g] + w[g] * v;
+        }
+      }
     }
-    uint outBase = (t * p.heads + head) * V;
-    [[unroll]] for (uint i = 0; i < V; ++i) outputs[outBase + i] = acc[i] / total;
+    [[unroll]] for (uint g = 0; g < GROUP; ++g) {
+        uint outBase = (t * p.heads + kvHead * GROUP + g) * V;
+        [[unroll]] for (uint i = 0; i < V; ++i) outputs[outBase + i] = acc[g * V + i] / total[g];
+    }
 }

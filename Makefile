@@ -60,6 +60,7 @@ generate: deps
 	$$($(SWIFT) build --show-bin-path)/kiln-protoc --proto_path Schemas --swift_out Sources/KilnAPI $(SCHEMAS)
 	$$($(SWIFT) build --show-bin-path)/kiln-protoc --proto_path Tests/KilnProtocTests/Fixtures \
 	  --swift_out Tests/KilnProtocTests/Generated kiln/test/v1/everything.proto
+	python3 Tools/matmul_frames.py
 
 ## Builds everything and runs every test.
 test: deps pydeps model

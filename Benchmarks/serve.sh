@@ -2,9 +2,10 @@
 # make bench-serve: `kiln bench serve` (the load generator on Kiln's generated client) against `kiln serve` and,
 # in the same run and alternating phase by phase, the same workload against llama.cpp's llama-server (CPU,
 # -np 8 -cb -t 2), built outside the repository from the llama-cpp-python sdist's vendored source into
-# ~/.cache/kiln/llama-server (nothing of it is committed). Also runs `kiln bench decode` for the batch-16 figure
-# the serving throughput is held to.
-#   CONCURRENCY (1,4,16,32)  NEW_TOKENS (64,128)  RATES (0.25,0.5,1,2)  POISSON_REQUESTS (12)  TURNS (10)
+# ~/.cache/kiln/llama-server (nothing of it is committed). Then, ROUNDS times interleaved, the 16-stream phase
+# through Kiln's server, the same workload on the engine directly (`kiln bench engine`) and batch-16 decode
+# (`kiln bench decode`), for the serving-overhead ratios.
+#   CONCURRENCY (1,4,16,32)  NEW_TOKENS (64,128)  RATES (0.25,0.5,1,2)  POISSON_REQUESTS (12)  TURNS (10)  ROUNDS (3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KILN_BIN=${KILN_BIN:-.build/release/kiln}
@@ -58,12 +59,29 @@ if [ "$TURNS" -gt 0 ]; then
   llama_run --skip-closed --turns "$TURNS"
   kiln_run --skip-closed --turns "$TURNS"
 fi
-kill $kpid $lpid 2>/dev/null || true
+kill $lpid 2>/dev/null || true
+
+# Serving overhead, interleaved on this noisy machine: ROUNDS times, the 16 x 64 phase through the server, the
+# same workload on the engine directly (`kiln bench engine`: same prompts, no RPC), and batch-16 decode
+# (`kiln bench decode`). Medians and their ratios. The server stays up, idle, during the direct runs.
+ROUNDS=${ROUNDS:-3}
+rounds=$(mktemp)
+for _ in $(seq 1 "$ROUNDS"); do
+  "$KILN_BIN" bench serve --server "h2c://127.0.0.1:$kp" --concurrency 16 --new-tokens 64 --turns 0 | grep 'kiln_c16_n64_tok_s' | tee -a "$rounds"
+  "$KILN_BIN" bench engine --model "$MODEL" --concurrency 16 --new-tokens 64 | tee -a "$rounds"
+  "$KILN_BIN" bench decode --model "$MODEL" --steps 8 --batches 16 --prompt-tokens 16 | grep 'decode_b16' | tee -a "$rounds"
+done
+kill $kpid 2>/dev/null || true
 wait 2>/dev/null || true
-"$KILN_BIN" bench decode --model "$MODEL" --steps 8 | grep 'decode_b16' | tee -a "$out"
+median() { awk -v n="$1" '$2 == n {print $3}' "$rounds" | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+served=$(median kiln_c16_n64_tok_s); direct=$(median engine_c16_n64_tok_s); decode16=$(median vulkan_decode_b16_tok_s)
+echo "BENCH median_kiln_c16_n64_tok_s $served tok/s"
+echo "BENCH median_engine_c16_n64_tok_s $direct tok/s"
+echo "BENCH median_vulkan_decode_b16_tok_s $decode16 tok/s"
 
 fig() { awk -v n="$1" '$2 == n {print $3}' "$out" | tail -1; }
 ratio() { python3 -c "a, b = '$1', '$2'; print(f'{float(a) / float(b):.3f}' if a and b and float(b) else 'nan')"; }
-echo "BENCH kiln_c16_vs_decode_b16 $(ratio "$(fig kiln_c16_n64_tok_s)" "$(fig vulkan_decode_b16_tok_s)") x"
+echo "BENCH kiln_c16_vs_decode_b16 $(ratio "$served" "$decode16") x"
+echo "BENCH kiln_c16_vs_engine_c16 $(ratio "$served" "$direct") x"
 echo "BENCH kiln_vs_llama_server_c16_ttft_p95 $(ratio "$(fig kiln_c16_n64_ttft_p95_ms)" "$(fig llama_server_c16_n64_ttft_p95_ms)") x"
 echo "BENCH kiln_vs_llama_server_c16_tok_s $(ratio "$(fig kiln_c16_n64_tok_s)" "$(fig llama_server_c16_n64_tok_s)") x"

@@ -191,6 +191,13 @@ public final class CommandStream: @unchecked Sendable {
     /// KILN_VULKAN_PROFILE=1: every dispatch is submitted alone and timed (slow; for finding hot kernels).
     let profiling = ProcessInfo.processInfo.environment["KILN_VULKAN_PROFILE"] == "1"
     private(set) var profile: [String: (count: Int, seconds: Double)] = [:]
+    /// Set by the first VK_ERROR_DEVICE_LOST: a lost device stays lost, so every later submission fails at
+    /// once with the same error (the engine fails those requests with UNAVAILABLE; the process lives on).
+    private(set) var lost: VulkanError?
+    /// KILN_VULKAN_FAULT_DEVICE_LOST_AFTER=N: the submission after the N-th reports VK_ERROR_DEVICE_LOST, as a
+    /// driver would after a GPU reset. For testing the failure path end to end; no real device can be made
+    /// to lose itself on demand.
+    private var submissionsBeforeFault = ProcessInfo.processInfo.environment["KILN_VULKAN_FAULT_DEVICE_LOST_AFTER"].flatMap { Int($0) }
 
     init(device: VulkanDevice) throws {
         self.device = device
@@ -216,6 +223,7 @@ public final class CommandStream: @unchecked Sendable {
     }
 
     func begin() throws {
+        if let lost { throw lost }
         try check(vkResetCommandBuffer(commandBuffer, 0), "vkResetCommandBuffer")
         var info = VkCommandBufferBeginInfo()
         info.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO
@@ -280,6 +288,23 @@ public final class CommandStream: @unchecked Sendable {
     /// Ends recording, submits, and waits until the device is done (host reads after this see the results).
     func submitAndWait() throws {
         recording = false
+        if let lost { throw lost }
+        if let n = submissionsBeforeFault {
+            guard n > 0 else {
+                lost = VulkanError("vkQueueSubmit", VK_ERROR_DEVICE_LOST)
+                throw lost!
+            }
+            submissionsBeforeFault = n - 1
+        }
+        do {
+            try submitAndWaitOnce()
+        } catch let error as VulkanError where error.isDeviceLost {
+            lost = error
+            throw error
+        }
+    }
+
+    private func submitAndWaitOnce() throws {
         var memory = VkMemoryBarrier()
         memory.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER
         memory.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT.rawValue | VK_ACCESS_TRANSFER_WRITE_BIT.rawValue

@@ -5,7 +5,7 @@ import KilnVulkan
 
 /// `kiln bench …`: measurements the `make bench-*` scripts drive; each figure is printed as a `BENCH` line.
 struct Bench: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks (used by make bench-*).", subcommands: [BenchModel.self, BenchDecode.self, BenchServe.self])
+    static let configuration = CommandConfiguration(abstract: "Benchmarks (used by make bench-*).", subcommands: [BenchModel.self, BenchDecode.self, BenchEngine.self, BenchServe.self])
 }
 
 /// `kiln bench model`: GGUF open time, tokenizer throughput and the CPU reference decoder's speed.

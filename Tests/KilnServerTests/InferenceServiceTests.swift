@@ -40,6 +40,18 @@ final class InferenceServiceTests: XCTestCase {
                                        servers: [server, pressed])
     }
 
+    /// A device lost mid-stream (VK_ERROR_DEVICE_LOST, injected after 5 submissions on a small model): the
+    /// stream ends with UNAVAILABLE naming the loss, later generations fail at once, and the process keeps
+    /// serving other RPCs.
+    func testLostDeviceFailsRequestsNotTheProcess() throws {
+        let dir = try temporaryDirectory()
+        let model = dir.appendingPathComponent("tiny.gguf").path
+        let made = try runTool(kilnReleaseBinary, ["make-test-model", "--layers", "2", "--dim", "64", model])
+        XCTAssertEqual(made.status, 0, made.stderr)
+        let server = try KilnServeProcess(model: model, ["--kv-blocks", "64"], environment: ["KILN_VULKAN_FAULT_DEVICE_LOST_AFTER": "5"])
+        try KilnServeProcess.runScript("engine_acceptance.py", [schemas, "device-lost", "\(server.h2cPort)"], servers: [server])
+    }
+
     /// 1,000 streams reset by the client at random points (a small random-weight model): afterwards the
     /// pool's free blocks equal its starting count. Then the result cache on the same server.
     func testCancelledStreamsLeakNothingAndResultCache() throws {

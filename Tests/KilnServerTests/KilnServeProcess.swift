@@ -12,13 +12,14 @@ final class KilnServeProcess {
     let logURL: URL
 
     /// Starts `kiln serve` on the default model (or `model`) with `arguments` added, and waits for its listener.
-    init(model: String = DefaultModel.path, tls: Bool = false, _ arguments: [String] = []) throws {
+    init(model: String = DefaultModel.path, tls: Bool = false, _ arguments: [String] = [], environment: [String: String] = [:]) throws {
         h2cPort = Self.freePort()
         tlsPort = tls ? Self.freePort() : 0
         logURL = try temporaryDirectory().appendingPathComponent("serve.log")
         FileManager.default.createFile(atPath: logURL.path, contents: nil)
         process.executableURL = URL(fileURLWithPath: kilnReleaseBinary)
         process.currentDirectoryURL = repositoryRoot
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         process.arguments = ["serve", "--model", model, "--h2c-port", "\(h2cPort)"]
             + (tls ? ["--tls-port", "\(tlsPort)"] : ["--no-tls"]) + arguments
         let logHandle = try FileHandle(forWritingTo: logURL)

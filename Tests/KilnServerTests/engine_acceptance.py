@@ -5,6 +5,8 @@
   engine_acceptance.py SCHEMAS pressure PORT PRESSED    16 x (200 prompt + 100 new) on 64 blocks equal unpressured
   engine_acceptance.py SCHEMAS cancel PORT              1,000 streams reset at random points leak no block
   engine_acceptance.py SCHEMAS result-cache PORT        deterministic requests replayed from the result cache
+  engine_acceptance.py SCHEMAS device-lost PORT         a server whose device is lost mid-stream (fault injected)
+                                                        fails generations with UNAVAILABLE and serves the rest
 """
 import concurrent.futures
 import os
@@ -159,6 +161,32 @@ def result_cache():
           and after.result_cache_misses - before.result_cache_misses == 3, str(after).replace("\n", " "))
 
 
+def device_lost():
+    import grpc
+    # The server's device reports VK_ERROR_DEVICE_LOST after a few submissions (KILN_VULKAN_FAULT_DEVICE_LOST_AFTER).
+    received = []
+    try:
+        for m in kiln.stub.Generate(kiln.pb.GenerateRequest(prompt="Tell me about rivers.",
+                                                            sampling=kiln.pb.SamplingParameters(max_tokens=64, temperature=0))):
+            received.append(m)
+        check("the stream fails when the device is lost", False, f"{len(received)} messages and a normal end")
+    except grpc.RpcError as e:
+        check("a lost device fails the stream with UNAVAILABLE", e.code() == grpc.StatusCode.UNAVAILABLE, f"{e.code()}: {e.details()}")
+        check("the status names the device loss", "VK_ERROR_DEVICE_LOST" in (e.details() or ""), e.details())
+        check("tokens before the loss were streamed", len(received) > 0, f"{len(received)} messages")
+    t = kiln.stub.Tokenize(kiln.pb.TokenizeRequest(text="hello world"))
+    check("the process still serves other RPCs", len(t.token_ids) > 0, str(t))
+    started = time.time()
+    try:
+        kiln.generate("Another request.", max_tokens=8)
+        check("a later generation fails too", False)
+    except grpc.RpcError as e:
+        check("a later generation fails with UNAVAILABLE at once", e.code() == grpc.StatusCode.UNAVAILABLE
+              and time.time() - started < 10, f"{e.code()} after {time.time() - started:.1f} s")
+    s = kiln.wait_idle()
+    check("nothing is left running or waiting", s.running_requests == 0 and s.waiting_requests == 0, str(s).replace("\n", " "))
+
+
 if scenario == "concurrent":
     concurrent_streams()
 elif scenario == "session":
@@ -169,6 +197,8 @@ elif scenario == "cancel":
     cancel()
 elif scenario == "result-cache":
     result_cache()
+elif scenario == "device-lost":
+    device_lost()
 else:
     sys.exit(f"unknown scenario {scenario}")
 check.exit()

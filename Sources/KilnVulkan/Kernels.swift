@@ -1,5 +1,13 @@
 import CVulkan
 
+/// The element type of the paged KV pool: float16 by default (half the memory and half the fetches in
+/// attention), float32 selectable (`--kv-cache-type f32`).
+public enum KVCacheType: String, Sendable, CaseIterable {
+    case f16, f32
+    /// Bytes per stored K or V element.
+    public var elementBytes: Int { self == .f16 ? 2 : 4 }
+}
+
 /// The compute kernels of the CPU-shaped family (lanes own whole rows, 16-byte loads, no shared memory or
 /// barriers), and their push-constant layouts (std430: tightly packed 32-bit fields, matching the GLSL).
 final class Kernels {
@@ -31,8 +39,9 @@ final class Kernels {
     struct GatherParameters { var rows, width4: UInt32 }
     struct ArgmaxParameters { var rows, vocabulary: UInt32 }
 
-    /// `queryHeadsPerKVHead`: the attention kernel's group (grouped-query attention; 1 without it).
-    init(device: VulkanDevice, headDimension: Int, queryHeadsPerKVHead: Int = 1) throws {
+    /// `queryHeadsPerKVHead`: the attention kernel's group (grouped-query attention; 1 without it);
+    /// `kvCache`: the KV pool's element type, which the RoPE/store and attention kernels are built for.
+    init(device: VulkanDevice, headDimension: Int, queryHeadsPerKVHead: Int = 1, kvCache: KVCacheType = .f16) throws {
         let matmulBytes = MemoryLayout<MatmulParameters>.size
         // Weights, scales and activations are read through texel views (see ComputeKernel.texelBindings).
         let floats = VK_FORMAT_R32G32B32A32_SFLOAT, words = VK_FORMAT_R32G32B32A32_UINT
@@ -49,11 +58,14 @@ final class Kernels {
         matmulQ4_1Rows8 = try ComputeKernel(device: device, name: "matmul_q4_1_rows8", spirv: EmbeddedShaders.matmulQ41Rows8, bindings: 4, pushConstantBytes: matmulBytes,
                                             texelBindings: [0: words, 1: floats, 2: floats])
         embed = try ComputeKernel(device: device, name: "embed", spirv: EmbeddedShaders.embed, bindings: 4, pushConstantBytes: MemoryLayout<EmbedParameters>.size)
-        ropeStore = try ComputeKernel(device: device, name: "rope_store", spirv: EmbeddedShaders.ropeStore, bindings: 8, pushConstantBytes: MemoryLayout<RopeParameters>.size,
-                                      texelBindings: [0: floats, 4: floats])
-        attention = try ComputeKernel(device: device, name: "attention", spirv: EmbeddedShaders.attention, bindings: 7,
-                                      pushConstantBytes: MemoryLayout<AttentionParameters>.size, specialization: [UInt32(headDimension), UInt32(queryHeadsPerKVHead)],
-                                      texelBindings: [0: floats, 4: floats, 5: floats])
+        let half = kvCache == .f16
+        ropeStore = try ComputeKernel(device: device, name: half ? "rope_store_f16" : "rope_store", spirv: half ? EmbeddedShaders.ropeStoreF16 : EmbeddedShaders.ropeStore,
+                                      bindings: 8, pushConstantBytes: MemoryLayout<RopeParameters>.size, texelBindings: [0: floats, 4: floats])
+        // A float16 pool is read as uint texels (8 halves each), a float32 one as float texels.
+        let pool = half ? words : floats
+        attention = try ComputeKernel(device: device, name: half ? "attention_f16" : "attention", spirv: half ? EmbeddedShaders.attentionF16 : EmbeddedShaders.attention,
+                                      bindings: 7, pushConstantBytes: MemoryLayout<AttentionParameters>.size,
+                                      specialization: [UInt32(headDimension), UInt32(queryHeadsPerKVHead)], texelBindings: [0: floats, 4: pool, 5: pool])
         swiglu = try ComputeKernel(device: device, name: "swiglu", spirv: EmbeddedShaders.swiglu, bindings: 2, pushConstantBytes: MemoryLayout<SwigluParameters>.size,
                                    texelBindings: [0: floats])
         gatherRows = try ComputeKernel(device: device, name: "gather_rows", spirv: EmbeddedShaders.gatherRows, bindings: 3, pushConstantBytes: MemoryLayout<GatherParameters>.size)

@@ -12,6 +12,8 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     public let config: ModelConfig
     public let blockSize: Int
     public let blockCount: Int
+    /// The KV pool's element type.
+    public let kvCache: KVCacheType
     public let device: VulkanDevice
     /// Most tokens in one step, most sequences in one step, most logit rows in one step.
     public let maxTokens: Int, maxSequences: Int, maxLogitRows: Int
@@ -33,15 +35,23 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     private let tokensBuffer, positionsBuffer, sequencesBuffer, blockTablesBuffer, rowsBuffer, rotation: DeviceBuffer
     private let embedSet, gatherSet, outputNormSet, outputSet, argmaxSet: VkDescriptorSetHandle
 
+    /// Device bytes one KV block takes: K and V of every layer for `blockSize` tokens.
+    public static func kvBytesPerBlock(_ c: ModelConfig, blockSize: Int = 16, kvCache: KVCacheType = .f16) -> Int {
+        2 * c.layerCount * c.kvHeadCount * c.headDimension * blockSize * kvCache.elementBytes
+    }
+
     /// Loads `file`'s weights onto `device` with a KV pool of `blockCount` blocks of `blockSize` tokens.
     public init(device: VulkanDevice, file: GGUFFile, blockCount: Int = 512, blockSize: Int = 16,
-                maxTokens: Int = 512, maxSequences: Int = 64, maxLogitRows: Int = 64) throws {
+                maxTokens: Int = 512, maxSequences: Int = 64, maxLogitRows: Int = 64, kvCache: KVCacheType = .f16) throws {
         let c = try ModelConfig(gguf: file)
         guard !c.attentionBias else {
             throw VulkanError("model", message: "QKV biases (\(c.architecture)) are not in the Vulkan kernels yet; use --backend cpu")
         }
         guard c.embeddingWidth % 32 == 0, c.feedForwardWidth % 32 == 0, c.headDimension % 4 == 0 else {
             throw VulkanError("model", message: "widths must be multiples of 32")
+        }
+        guard c.headDimension % 8 == 0 else {
+            throw VulkanError("model", message: "head dimension \(c.headDimension) is not a multiple of 8, which attention.glsl needs; use --backend cpu")
         }
         guard c.ropeDimension % 8 == 0 else {
             throw VulkanError("model", message: "rotary dimension \(c.ropeDimension) is not a multiple of 8, which rope_store.comp needs; use --backend cpu")
@@ -50,13 +60,14 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         self.device = device
         self.blockSize = blockSize
         self.blockCount = blockCount
+        self.kvCache = kvCache
         self.maxTokens = maxTokens
         self.maxSequences = maxSequences
         self.maxLogitRows = maxLogitRows
         maxBlocksPerSequence = (c.contextLength + blockSize - 1) / blockSize
         let arena = MemoryArena(device: device)
         self.arena = arena
-        let kernels = try Kernels(device: device, headDimension: c.headDimension, queryHeadsPerKVHead: c.headCount / c.kvHeadCount)
+        let kernels = try Kernels(device: device, headDimension: c.headDimension, queryHeadsPerKVHead: c.headCount / c.kvHeadCount, kvCache: kvCache)
         self.kernels = kernels
         stream = try CommandStream(device: device)
 
@@ -103,7 +114,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
                 table[(pos * pairs + i) * 2 + 1] = Float(sin(theta))
             }
         }
-        let kvBytes = blockCount * blockSize * kvWidth * 4
+        let kvBytes = blockCount * blockSize * kvWidth * kvCache.elementBytes
         guard kvBytes <= device.info.maxStorageBufferRange else {
             throw VulkanError("KV pool", message: "\(blockCount) blocks need \(kvBytes >> 20) MiB per layer, above maxStorageBufferRange")
         }
@@ -145,7 +156,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         guard source >= 0, source < blockCount, destination >= 0, destination < blockCount else {
             throw VulkanError("copyBlock", message: "block \(source) or \(destination) is outside the pool of \(blockCount)")
         }
-        let bytes = blockSize * config.kvHeadCount * config.headDimension * 4
+        let bytes = blockSize * config.kvHeadCount * config.headDimension * kvCache.elementBytes
         try stream.begin()
         for layer in layers {
             stream.copy(from: layer.keys, at: source * bytes, to: layer.keys, at: destination * bytes, bytes: bytes)

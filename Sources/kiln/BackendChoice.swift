@@ -49,7 +49,7 @@ nonisolated(unsafe) var atexit_decoder: VulkanDecoder?
 
 /// The decoder backend: Vulkan when chosen or found (lavapipe included), else the CPU reference decoder.
 func makeBackend(file: GGUFFile, choice: BackendChoice, deviceIndex: Int?, blocks: Int,
-                 maxTokens: Int = 256, maxSequences: Int = 64, maxLogitRows: Int = 64) throws -> DecoderBackend {
+                 maxTokens: Int = 256, maxSequences: Int = 64, maxLogitRows: Int = 64, kvCache: KVCacheType = .f16) throws -> DecoderBackend {
     var choice = choice
     if choice == .auto {
         choice = ((try? VulkanDevice.available()) ?? []).isEmpty ? .cpu : .vulkan
@@ -59,10 +59,12 @@ func makeBackend(file: GGUFFile, choice: BackendChoice, deviceIndex: Int?, block
     }
     guard choice == .vulkan else { return ReferenceBackend(weights: try ReferenceWeights(gguf: file), blockCount: blocks, blockSize: 16) }
     let decoder = try VulkanDecoder(device: VulkanDevice(index: deviceIndex), file: file, blockCount: blocks, blockSize: 16,
-                                    maxTokens: maxTokens, maxSequences: maxSequences, maxLogitRows: maxLogitRows)
+                                    maxTokens: maxTokens, maxSequences: maxSequences, maxLogitRows: maxLogitRows, kvCache: kvCache)
     if ProcessInfo.processInfo.environment["KILN_VULKAN_PROFILE"] == "1" {
         atexit_decoder = decoder
         atexit { if let d = atexit_decoder { FileHandle.standardError.write(Data((d.profileReport() + "\n").utf8)) } }
     }
     return decoder
 }
+
+extension KVCacheType: ExpressibleByArgument {}

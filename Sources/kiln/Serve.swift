@@ -40,6 +40,7 @@ struct Serve: AsyncParsableCommand {
     @Flag(name: .customLong("no-prefix-cache"), help: "Compute every prompt in full (for comparisons).") var noPrefixCache = false
     @Option(name: .customLong("max-waiting"), help: "Requests queued beyond this are refused (RESOURCE_EXHAUSTED).") var maxWaiting = 256
     @Option(name: .customLong("max-batch"), help: "Sequences decoded in one step at most.") var maxBatch = 64
+    @Option(name: .customLong("kv-cache-type"), help: "KV pool element type on the Vulkan backend: f16 or f32.") var kvCacheType: KVCacheType = .f16
     @Option(name: .customLong("step-tokens"), help: "Tokens computed in one step at most (prefill is chunked to fit).") var stepTokens = 256
     @Option(name: .customLong("result-cache-mb"), help: "Memory for whole answers to deterministic requests, in MiB (0: off).") var resultCacheMB = 64
     @Option(name: .customLong("result-cache-ttl"), help: "Seconds a cached answer lives.") var resultCacheTTL = 300.0
@@ -83,11 +84,10 @@ struct Serve: AsyncParsableCommand {
             }
             let file = try GGUFFile(path: path)
             let config = try ModelConfig(gguf: file)
-            // K and V of every layer for 16 tokens, in f32.
-            let blockBytes = 2 * config.layerCount * config.kvHeadCount * config.headDimension * 16 * 4
+            let blockBytes = VulkanDecoder.kvBytesPerBlock(config, blockSize: 16, kvCache: kvCacheType)
             let blocks = kvBlocks ?? max(1, kvCacheMB * (1 << 20) / blockBytes)
             let decoderBackend = try makeBackend(file: file, choice: backend, deviceIndex: vulkanDevice, blocks: blocks,
-                                                 maxTokens: stepTokens, maxSequences: maxBatch, maxLogitRows: maxBatch)
+                                                 maxTokens: stepTokens, maxSequences: maxBatch, maxLogitRows: maxBatch, kvCache: kvCacheType)
             let cache = KVCacheManager(blockCount: blocks, blockSize: 16, prefixCaching: !noPrefixCache)
             let loop = EngineLoop(scheduler: Scheduler(backend: decoderBackend, cache: cache, tokenBudget: stepTokens,
                                                        maxWaiting: maxWaiting, maxRunning: maxBatch))

@@ -8,8 +8,8 @@ public enum DemoRoutes {
     public static let helloBody = Array("kiln\n".utf8)
 
     /// The routes, plus whatever `services` registers on the RPC server (the inference service), gRPC health
-    /// and server reflection.
-    public static func router(services: (inout RPCServer) -> Void = { _ in }) -> HTTP2Router {
+    /// (`health`, whose status the caller may change) and server reflection.
+    public static func router(health: HealthService = HealthService(), services: (inout RPCServer) -> Void = { _ in }) -> HTTP2Router {
         var router = HTTP2Router()
         router.add("/", .fixed(HTTP2FixedResponse(headers: ["content-type": "text/plain"], body: helloBody)))
         router.add("/echo", .handler(EchoHandler()))
@@ -17,7 +17,7 @@ public enum DemoRoutes {
         router.add("/bytes", .handler(ByteStreamHandler()))
         router.add("/sleep", .handler(SleepHandler()))
         var rpc = BenchmarkEchoService.rpcServer()
-        HealthService().register(on: &rpc)
+        health.register(on: &rpc)
         services(&rpc)
         // Reflection lists the registered services that have a schema (the benchmark echo has none).
         let files = ReflectionService.kilnFiles

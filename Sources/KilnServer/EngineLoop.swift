@@ -17,7 +17,12 @@ public final class EngineLoop: @unchecked Sendable {
     private var refused = 0
     private let scheduler: Scheduler
 
-    public init(scheduler: Scheduler) {
+    /// Called on the engine thread when a step fails (the backend's error: device lost, out of memory),
+    /// after the requests in flight were failed with it.
+    private let onFailure: @Sendable (Error) -> Void
+
+    public init(scheduler: Scheduler, onFailure: @escaping @Sendable (Error) -> Void = { _ in }) {
+        self.onFailure = onFailure
         self.scheduler = scheduler
         snapshot = scheduler.stats
         let thread = Thread { [weak self] in self?.run() }
@@ -103,6 +108,7 @@ public final class EngineLoop: @unchecked Sendable {
                 // A backend failure (device lost, out of memory) fails the requests in flight, not the process.
                 for (id, stream) in streams { _ = scheduler.cancel(id); stream.finish(throwing: error) }
                 streams.removeAll()
+                onFailure(error)
             }
         }
     }

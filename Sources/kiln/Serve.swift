@@ -76,6 +76,7 @@ struct Serve: AsyncParsableCommand {
         TerminationSignals.install()
         let group = try EventLoopGroup(threads: threads ?? EventLoopGroup.coreCount)
         var inference: InferenceService?
+        let health = HealthService()
         var engine: EngineLoop?
         if !noModel {
             let path = model == "default" ? DefaultModel.path : model
@@ -90,8 +91,14 @@ struct Serve: AsyncParsableCommand {
                                                  maxTokens: stepTokens, maxSequences: maxBatch, maxLogitRows: maxBatch, kvCache: kvCacheType)
             let cache = KVCacheManager(blockCount: blocks, blockSize: 16, prefixCaching: !noPrefixCache)
             let loop = EngineLoop(scheduler: Scheduler(backend: decoderBackend, cache: cache, tokenBudget: stepTokens,
-                                                       maxWaiting: maxWaiting, maxRunning: maxBatch))
+                                                       maxWaiting: maxWaiting, maxRunning: maxBatch)) { [health] error in
+                // A lost device stays lost: health says so, for probes and the router to route around this replica.
+                guard let vulkan = error as? VulkanError, vulkan.isDeviceLost else { return }
+                health.setStatus(.notServing)
+                health.setStatus(.notServing, service: "kiln.v1.Inference")
+            }
             engine = loop
+            health.setStatus(.serving, service: "kiln.v1.Inference")
             var options = InferenceOptions()
             options.resultCacheBytes = resultCacheMB << 20
             options.resultCacheTimeToLive = resultCacheTTL
@@ -103,7 +110,7 @@ struct Serve: AsyncParsableCommand {
             announce("serving \(path) on \(type(of: decoderBackend)): \(blocks) KV blocks of 16 tokens (\((blocks * blockBytes) >> 20) MiB)\(noPrefixCache ? ", prefix cache off" : "")")
         }
         let interopService = interop ? InteropService() : nil
-        let router = DemoRoutes.router { rpc in
+        let router = DemoRoutes.router(health: health) { rpc in
             inference?.register(on: &rpc)
             interopService?.register(on: &rpc)
         }

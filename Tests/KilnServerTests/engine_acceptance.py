@@ -163,6 +163,11 @@ def result_cache():
 
 def device_lost():
     import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    health = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{ports[0]}"))
+    status = lambda service: health.Check(health_pb2.HealthCheckRequest(service=service)).status
+    check("healthy before the loss", status("") == health_pb2.HealthCheckResponse.SERVING
+          and status("kiln.v1.Inference") == health_pb2.HealthCheckResponse.SERVING)
     # The server's device reports VK_ERROR_DEVICE_LOST after a few submissions (KILN_VULKAN_FAULT_DEVICE_LOST_AFTER).
     received = []
     try:
@@ -183,6 +188,8 @@ def device_lost():
     except grpc.RpcError as e:
         check("a later generation fails with UNAVAILABLE at once", e.code() == grpc.StatusCode.UNAVAILABLE
               and time.time() - started < 10, f"{e.code()} after {time.time() - started:.1f} s")
+    check("health reports NOT_SERVING after the loss", status("") == health_pb2.HealthCheckResponse.NOT_SERVING
+          and status("kiln.v1.Inference") == health_pb2.HealthCheckResponse.NOT_SERVING, str(status("")))
     s = kiln.wait_idle()
     check("nothing is left running or waiting", s.running_requests == 0 and s.waiting_requests == 0, str(s).replace("\n", " "))
 

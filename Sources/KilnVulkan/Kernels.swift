@@ -1,4 +1,5 @@
 import CVulkan
+import Foundation
 
 /// The element type of the paged KV pool: float16 by default (half the memory and half the fetches in
 /// attention), float32 selectable (`--kv-cache-type f32`).
@@ -6,6 +7,20 @@ public enum KVCacheType: String, Sendable, CaseIterable {
     case f16, f32
     /// Bytes per stored K or V element.
     public var elementBytes: Int { self == .f16 ? 2 : 4 }
+}
+
+/// Which matrix kernels run: the CPU-shaped family (8-lane workgroups, 8 rows per lane: lavapipe) or the GPU
+/// family (64-lane workgroups, one row per lane, coalesced weight reads). Chosen from the device type at
+/// start-up; `KILN_VULKAN_KERNELS=cpu|gpu` overrides (the tests run both on lavapipe). Both reduce every
+/// output in the same order, so they agree bit for bit.
+public enum KernelFamily: String, Sendable, CaseIterable {
+    case cpu, gpu
+
+    /// The family for `device`: the environment's choice if any, else by device type.
+    public static func choose(for device: VulkanDevice) -> KernelFamily {
+        if let name = ProcessInfo.processInfo.environment["KILN_VULKAN_KERNELS"], let family = KernelFamily(rawValue: name) { return family }
+        return device.info.kind == .cpu ? .cpu : .gpu
+    }
 }
 
 /// The compute kernels of the CPU-shaped family (lanes own whole rows, 16-byte loads, no shared memory or
@@ -25,10 +40,10 @@ final class Kernels {
     let argmax: ComputeKernel
     let rmsNorm: ComputeKernel
 
-    /// Output rows per invocation of the tiled matrix kernels (matmul_main.glsl) and of the single-column
-    /// ones (matmul_rows8.glsl).
-    static let rowsPerInvocation = 8
-    static let rowsPerInvocationSingleColumn = 8
+    /// The matrix kernels' family, and output rows per invocation of its kernels (8 in the CPU family's
+    /// matmul_main.glsl and matmul_rows8.glsl, 1 in the GPU family's).
+    let family: KernelFamily
+    var rowsPerInvocation: Int { family == .cpu ? 8 : 1 }
 
     struct MatmulParameters { var K, N, B, xStride, yStride, flags: UInt32 }
     struct NormParameters { var B, width4: UInt32; var epsilon: Float }
@@ -41,22 +56,24 @@ final class Kernels {
 
     /// `queryHeadsPerKVHead`: the attention kernel's group (grouped-query attention; 1 without it);
     /// `kvCache`: the KV pool's element type, which the RoPE/store and attention kernels are built for.
-    init(device: VulkanDevice, headDimension: Int, queryHeadsPerKVHead: Int = 1, kvCache: KVCacheType = .f16) throws {
+    /// `family`: which matrix kernels (see `KernelFamily.choose`).
+    init(device: VulkanDevice, headDimension: Int, queryHeadsPerKVHead: Int = 1, kvCache: KVCacheType = .f16, family: KernelFamily? = nil) throws {
+        let family = family ?? KernelFamily.choose(for: device)
+        self.family = family
         let matmulBytes = MemoryLayout<MatmulParameters>.size
         // Weights, scales and activations are read through texel views (see ComputeKernel.texelBindings).
         let floats = VK_FORMAT_R32G32B32A32_SFLOAT, words = VK_FORMAT_R32G32B32A32_UINT
-        matmulF32 = try ComputeKernel(device: device, name: "matmul_f32", spirv: EmbeddedShaders.matmulF32, bindings: 4, pushConstantBytes: matmulBytes,
-                                      texelBindings: [0: floats, 1: floats, 2: floats])
-        matmulQ8_0 = try ComputeKernel(device: device, name: "matmul_q8_0", spirv: EmbeddedShaders.matmulQ80, bindings: 4, pushConstantBytes: matmulBytes,
-                                       texelBindings: [0: words, 1: floats, 2: floats])
-        matmulQ4_1 = try ComputeKernel(device: device, name: "matmul_q4_1", spirv: EmbeddedShaders.matmulQ41, bindings: 4, pushConstantBytes: matmulBytes,
-                                       texelBindings: [0: words, 1: floats, 2: floats])
-        matmulF32Rows8 = try ComputeKernel(device: device, name: "matmul_f32_rows8", spirv: EmbeddedShaders.matmulF32Rows8, bindings: 4, pushConstantBytes: matmulBytes,
-                                           texelBindings: [0: floats, 1: floats, 2: floats])
-        matmulQ8_0Rows8 = try ComputeKernel(device: device, name: "matmul_q8_0_rows8", spirv: EmbeddedShaders.matmulQ80Rows8, bindings: 4, pushConstantBytes: matmulBytes,
-                                            texelBindings: [0: words, 1: floats, 2: floats])
-        matmulQ4_1Rows8 = try ComputeKernel(device: device, name: "matmul_q4_1_rows8", spirv: EmbeddedShaders.matmulQ41Rows8, bindings: 4, pushConstantBytes: matmulBytes,
-                                            texelBindings: [0: words, 1: floats, 2: floats])
+        let gpu = family == .gpu, lanes = gpu ? 64 : 8
+        func matrix(_ name: String, _ cpu: [UInt32], _ gpuCode: [UInt32], quantized: Bool) throws -> ComputeKernel {
+            try ComputeKernel(device: device, name: gpu ? name + "_gpu" : name, spirv: gpu ? gpuCode : cpu, bindings: 4, pushConstantBytes: matmulBytes,
+                              workgroupSize: lanes, texelBindings: [0: quantized ? words : floats, 1: floats, 2: floats])
+        }
+        matmulF32 = try matrix("matmul_f32", EmbeddedShaders.matmulF32, EmbeddedShaders.matmulF32Gpu, quantized: false)
+        matmulQ8_0 = try matrix("matmul_q8_0", EmbeddedShaders.matmulQ80, EmbeddedShaders.matmulQ80Gpu, quantized: true)
+        matmulQ4_1 = try matrix("matmul_q4_1", EmbeddedShaders.matmulQ41, EmbeddedShaders.matmulQ41Gpu, quantized: true)
+        matmulF32Rows8 = try matrix("matmul_f32_rows8", EmbeddedShaders.matmulF32Rows8, EmbeddedShaders.matmulF32GpuSingle, quantized: false)
+        matmulQ8_0Rows8 = try matrix("matmul_q8_0_rows8", EmbeddedShaders.matmulQ80Rows8, EmbeddedShaders.matmulQ80GpuSingle, quantized: true)
+        matmulQ4_1Rows8 = try matrix("matmul_q4_1_rows8", EmbeddedShaders.matmulQ41Rows8, EmbeddedShaders.matmulQ41GpuSingle, quantized: true)
         embed = try ComputeKernel(device: device, name: "embed", spirv: EmbeddedShaders.embed, bindings: 4, pushConstantBytes: MemoryLayout<EmbedParameters>.size)
         let half = kvCache == .f16
         ropeStore = try ComputeKernel(device: device, name: half ? "rope_store_f16" : "rope_store", spirv: half ? EmbeddedShaders.ropeStoreF16 : EmbeddedShaders.ropeStore,
@@ -77,13 +94,14 @@ final class Kernels {
     /// The matrix kernel for `columns` columns of x and the invocations it needs for `rows` outputs: the
     /// single-column frame for one column, the 4 × 4 tiles otherwise. Both reduce in the same order.
     func matmul(for format: DeviceMatrix.Format, columns: Int, rows: Int) -> (ComputeKernel, invocations: Int) {
-        guard columns == 1 else { return (matmul(for: format), (rows + Self.rowsPerInvocation - 1) / Self.rowsPerInvocation) }
+        let perInvocation = rowsPerInvocation
+        guard columns == 1 else { return (matmul(for: format), (rows + perInvocation - 1) / perInvocation) }
         let kernel: ComputeKernel = switch format {
         case .f32: matmulF32Rows8
         case .q8_0: matmulQ8_0Rows8
         case .q4_1: matmulQ4_1Rows8
         }
-        return (kernel, (rows + Self.rowsPerInvocationSingleColumn - 1) / Self.rowsPerInvocationSingleColumn)
+        return (kernel, (rows + perInvocation - 1) / perInvocation)
     }
 
     func matmul(for format: DeviceMatrix.Format) -> ComputeKernel {

@@ -42,7 +42,8 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
 
     /// Loads `file`'s weights onto `device` with a KV pool of `blockCount` blocks of `blockSize` tokens.
     public init(device: VulkanDevice, file: GGUFFile, blockCount: Int = 512, blockSize: Int = 16,
-                maxTokens: Int = 512, maxSequences: Int = 64, maxLogitRows: Int = 64, kvCache: KVCacheType = .f16) throws {
+                maxTokens: Int = 512, maxSequences: Int = 64, maxLogitRows: Int = 64, kvCache: KVCacheType = .f16,
+                kernelFamily: KernelFamily? = nil) throws {
         let c = try ModelConfig(gguf: file)
         guard !c.attentionBias else {
             throw VulkanError("model", message: "QKV biases (\(c.architecture)) are not in the Vulkan kernels yet; use --backend cpu")
@@ -67,7 +68,8 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         maxBlocksPerSequence = (c.contextLength + blockSize - 1) / blockSize
         let arena = MemoryArena(device: device)
         self.arena = arena
-        let kernels = try Kernels(device: device, headDimension: c.headDimension, queryHeadsPerKVHead: c.headCount / c.kvHeadCount, kvCache: kvCache)
+        let kernels = try Kernels(device: device, headDimension: c.headDimension, queryHeadsPerKVHead: c.headCount / c.kvHeadCount, kvCache: kvCache,
+                                  family: kernelFamily)
         self.kernels = kernels
         stream = try CommandStream(device: device)
 

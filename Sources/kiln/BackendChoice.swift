@@ -17,12 +17,12 @@ final class SequenceDecoder {
     private let maxStep: Int
     private var position = 0
 
-    init(file: GGUFFile, backend choice: BackendChoice, deviceIndex: Int?) throws {
+    init(file: GGUFFile, backend choice: BackendChoice, deviceIndex: Int?, kvCache: KVCacheType = .f16) throws {
         let config = try ModelConfig(gguf: file)
         let blocks = (config.contextLength + 15) / 16
         maxStep = 512
         backend = try makeBackend(file: file, choice: choice, deviceIndex: deviceIndex, blocks: blocks,
-                                  maxTokens: maxStep, maxSequences: 1, maxLogitRows: maxStep)
+                                  maxTokens: maxStep, maxSequences: 1, maxLogitRows: maxStep, kvCache: kvCache)
         table = Array(0..<blocks)
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KilnModel
+import KilnVulkan
 
 /// `kiln logprobs --tokens "ID ..."`: teacher-forces the ids through the CPU reference decoder and prints,
 /// for every position after the first, the log-probability of the given token and the top N.
@@ -13,6 +14,7 @@ struct Logprobs: ParsableCommand {
     @Option(help: "Token ids, separated by spaces.") var tokens: String
     @Option(name: .customLong("logits-out"), help: "Also write the raw float32 logits to this file.") var logitsOut: String?
     @Option(help: "How many of the most likely tokens to list per position.") var top = 5
+    @Option(name: .customLong("kv-cache-type"), help: "KV pool element type on the Vulkan backend: f16 or f32.") var kvCacheType: KVCacheType = .f16
 
     func run() throws {
         let ids = try tokens.split(whereSeparator: { $0 == " " || $0 == "," }).map { piece -> Int in
@@ -25,7 +27,7 @@ struct Logprobs: ParsableCommand {
         if let bad = ids.first(where: { $0 < 0 || $0 >= config.vocabularySize }) {
             throw ValidationError("token id \(bad) is outside the vocabulary (0..<\(config.vocabularySize))")
         }
-        let decoder = try SequenceDecoder(file: file, backend: backend, deviceIndex: vulkanDevice)
+        let decoder = try SequenceDecoder(file: file, backend: backend, deviceIndex: vulkanDevice, kvCache: kvCacheType)
         // Logits at position i predict token i + 1.
         let logits = try decoder.forward(Array(ids.dropLast()), logitCount: ids.count - 1)
         if let logitsOut {

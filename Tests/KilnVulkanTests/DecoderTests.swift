@@ -44,6 +44,26 @@ final class DecoderTests: XCTestCase {
         }
     }
 
+    /// The GPU kernel family, forced on lavapipe, gives the CPU family's logits bit for bit (prefill, then a
+    /// batched decode step), as its frames reduce every output in the same order.
+    func testKernelFamiliesGiveIdenticalLogits() throws {
+        let device = try VulkanDevice()
+        let file = try testModel(type: .q4_1)
+        let prompts = [[5, 80, 81, 90, 100, 3, 7, 200, 201, 40, 41], [9, 8, 7, 6, 5]]
+        var results: [[[Float]]] = []
+        for family in KernelFamily.allCases {
+            let decoder = try VulkanDecoder(device: device, file: file, blockCount: 16, maxTokens: 64, maxSequences: 4, maxLogitRows: 64,
+                                            kernelFamily: family)
+            var logits = try decoder.logits(.sequence(prompts[0], startingAt: 0, blockTable: [3, 9], wanted: prompts[0].count))
+            logits += try decoder.logits(.sequence(prompts[1], startingAt: 0, blockTable: [4], wanted: prompts[1].count))
+            logits += try decoder.logits(DecodeBatch(tokens: [17, 18], positions: [prompts[0].count, prompts[1].count], sequences: [0, 1],
+                                                     blockTables: [[3, 9], [4]], logitRows: [0, 1]))
+            results.append(logits)
+        }
+        XCTAssertEqual(results[0].count, results[1].count)
+        for (i, (a, b)) in zip(results[0], results[1]).enumerated() { XCTAssertEqual(a, b, "row \(i): the families differ") }
+    }
+
     func testBatchingChunkingAndBlockPlacementChangeNothing() throws {
         let device = try VulkanDevice()
         let file = try testModel(type: .q4_1)

@@ -29,9 +29,10 @@ final class KernelTests: XCTestCase {
     func testMatmulEveryFormatAndShape() throws {
         let device = try device()
         let arena = MemoryArena(device: device, chunkSize: 64 << 20)
-        let kernels = try Kernels(device: device, headDimension: 64)
         let stream = try CommandStream(device: device)
         var rng = SystemRandomNumberGenerator()
+        // Both kernel families on this device (lavapipe); every variant must give the same bits.
+        let families = try KernelFamily.allCases.map { try Kernels(device: device, headDimension: 64, family: $0) }
         for type in [GGMLType.q4_1, .q4_0, .q8_0, .f32, .f16, .bf16, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K] {
             for (n, k, b) in [(1, 256, 1), (5, 256, 3), (37, 512, 6), (130, 256, 9)] {
                 var w = GGUFWriter()
@@ -45,13 +46,15 @@ final class KernelTests: XCTestCase {
                 let residual = (0..<b * n).map { _ in Float.random(in: -1...1, using: &rng) }
                 let xBuffer = try arena.buffer(xs.count * 4, label: "x"), yBuffer = try arena.buffer(b * n * 4, label: "y")
                 xs.withUnsafeBytes { xBuffer.copy($0) }
-                let set = try kernels.matmul(for: matrix.format).bind([matrix.quants, matrix.scales, xBuffer, yBuffer])
-                // Both frames (4 × 4 tiles, and 8 rows of one column at a time) on every case; they must agree
-                // bit for bit, since the decoder picks one by batch size.
-                let tiled = (kernels.matmul(for: matrix.format), (n + Kernels.rowsPerInvocation - 1) / Kernels.rowsPerInvocation)
-                let single = kernels.matmul(for: matrix.format, columns: 1, rows: n)
+                let set = try families[0].matmul(for: matrix.format).bind([matrix.quants, matrix.scales, xBuffer, yBuffer])
+                // Every family's two frames (tiles of several columns, and one column at a time) on every case;
+                // they must agree bit for bit, since the decoder picks one by batch size (and the family by device).
+                let variants = families.flatMap { kernels in
+                    [(kernels.matmul(for: matrix.format), (n + kernels.rowsPerInvocation - 1) / kernels.rowsPerInvocation),
+                     kernels.matmul(for: matrix.format, columns: 1, rows: n)]
+                }
                 var firstResult: [Float]?
-                for (kernel, invocations) in [tiled, single] {
+                for (kernel, invocations) in variants {
                 for accumulate in [false, true] {
                     let y = yBuffer.floats(b * n)
                     for i in 0..<y.count { y[i] = accumulate ? residual[i] : .nan }

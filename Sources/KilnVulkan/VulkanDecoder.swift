@@ -14,6 +14,8 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     public let blockCount: Int
     /// The KV pool's element type.
     public let kvCache: KVCacheType
+    /// The matrix kernels' family in use (by device type, or KILN_VULKAN_KERNELS).
+    public var kernelFamily: KernelFamily { kernels.family }
     public let device: VulkanDevice
     /// Most tokens in one step, most sequences in one step, most logit rows in one step.
     public let maxTokens: Int, maxSequences: Int, maxLogitRows: Int

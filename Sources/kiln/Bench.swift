@@ -79,6 +79,7 @@ struct BenchDecode: ParsableCommand {
         let promptBlocks = (promptTokens + blockSize - 1) / blockSize
         let decoder = try VulkanDecoder(device: device, file: file, blockCount: promptBlocks + maxBatch * perSequence, blockSize: blockSize,
                                         maxTokens: max(promptTokens, maxBatch * 16), maxSequences: maxBatch, maxLogitRows: maxBatch)
+        print("kernels: \(decoder.kernelFamily) family, \(decoder.kvCache) KV")
         let vocabulary = decoder.config.vocabularySize
         let prompt = (0..<promptTokens).map { (($0 * 7919) % (vocabulary - 100)) + 50 }
         let prefill = try seconds { _ = try decoder.greedy(.sequence(prompt, startingAt: 0, blockTable: Array(0..<promptBlocks))) }

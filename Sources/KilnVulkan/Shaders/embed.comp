@@ -1,9 +1,11 @@
 #version 450
 #extension GL_EXT_control_flow_attributes : require
+#extension GL_GOOGLE_include_directive : require
 // Gathers embedding rows for a batch of tokens into x (float32), from the Q8_0-repacked or float32 table:
 // one invocation per (token, block of 32).
 
 layout(local_size_x = 8) in;
+#include "weight_layout.glsl"
 layout(push_constant) uniform Parameters { uint K; uint B; uint format; } p;  // format 0: f32, 1: q8_0, 2: q4_1
 
 layout(std430, binding = 0) readonly buffer Quants { uvec4 quants[]; };
@@ -17,8 +19,7 @@ void main() {
     if (id >= p.B * blocks) return;
     uint t = id / blocks, b = id % blocks;
     uint row = tokens[t];
-    // DeviceMatrix.blockIndex: rows in groups of 64, block b of the group's rows side by side.
-    uint i = ((row >> 6) * blocks + b) * 64u + (row & 63u);
+    uint i = weightBlockIndex(row, b, blocks);
     uint out0 = t * (p.K / 4) + b * 8;
     if (p.format == 0u) {
         [[unroll]] for (uint k = 0; k < 8; ++k) x[out0 + k] = uintBitsToFloat(quants[i * 8 + k]);

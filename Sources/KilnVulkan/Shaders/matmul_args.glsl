@@ -13,10 +13,8 @@ layout(push_constant) uniform Parameters {
 layout(binding = 2) uniform samplerBuffer x;
 layout(std430, binding = 3) buffer OutputY { float y[]; };
 
-// Where block `block` of weight row `row` is stored, in blocks: rows come in groups of 64 (a workgroup's
-// 8 lanes x 8 rows) with block b of all 64 side by side, so a workgroup streams one contiguous run per step
-// (DeviceMatrix.blockIndex writes the same layout).
-uint blockIndex(uint row, uint block) { return ((row >> 6) * (p.K / 32) + block) * 64u + (row & 63u); }
+#include "weight_layout.glsl"
+uint blockIndex(uint row, uint block) { return weightBlockIndex(row, block, p.K / 32); }
 
 // Loads block `block` of column `column` of x as eight vec4s s0..s7 (elements 4k..4k+3 in sk) and their sum.
 #define LOAD_X(s, column, block) \

@@ -92,7 +92,7 @@ final class Kernels {
     }
 
     /// The matrix kernel for `columns` columns of x and the invocations it needs for `rows` outputs: the
-    /// single-column frame for one column, the 4 × 4 tiles otherwise. Both reduce in the same order.
+    /// single-column frame for one column, the frame of 4-column tiles otherwise. Both reduce in the same order.
     func matmul(for format: DeviceMatrix.Format, columns: Int, rows: Int) -> (ComputeKernel, invocations: Int) {
         let perInvocation = rowsPerInvocation
         guard columns == 1 else { return (matmul(for: format), (rows + perInvocation - 1) / perInvocation) }

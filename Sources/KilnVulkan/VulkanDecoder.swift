@@ -5,9 +5,9 @@ import KilnModel
 /// The llama-family forward pass on Vulkan compute shaders, over a paged KV cache on the device.
 ///
 /// Weights stay quantized on the device (see `DeviceMatrix`); Q, K and V are one stacked matrix, as are
-/// gate and up, so a layer is seven dispatches: QKV (RMSNorm fused in), RoPE + KV store, attention, output
-/// projection (+ residual), gate|up (RMSNorm fused in), SwiGLU, down projection (+ residual). A whole step
-/// is recorded into one command buffer and submitted once.
+/// gate and up, so a layer is nine dispatches: RMSNorm, QKV, RoPE + KV store, attention, output projection
+/// (+ residual), RMSNorm, gate|up, SwiGLU, down projection (+ residual). A whole step is recorded into one
+/// command buffer and submitted once.
 public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     public let config: ModelConfig
     public let blockSize: Int
@@ -39,7 +39,12 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
 
     /// Device bytes one KV block takes: K and V of every layer for `blockSize` tokens.
     public static func kvBytesPerBlock(_ c: ModelConfig, blockSize: Int = 16, kvCache: KVCacheType = .f16) -> Int {
-        2 * c.layerCount * c.kvHeadCount * c.headDimension * blockSize * kvCache.elementBytes
+        2 * c.layerCount * kvBytesPerLayerBlock(c, blockSize: blockSize, kvCache: kvCache)
+    }
+
+    /// Bytes of one block's K (or V) in one layer.
+    static func kvBytesPerLayerBlock(_ c: ModelConfig, blockSize: Int, kvCache: KVCacheType) -> Int {
+        blockSize * c.kvHeadCount * c.headDimension * kvCache.elementBytes
     }
 
     /// Loads `file`'s weights onto `device` with a KV pool of `blockCount` blocks of `blockSize` tokens.
@@ -118,7 +123,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
                 table[(pos * pairs + i) * 2 + 1] = Float(sin(theta))
             }
         }
-        let kvBytes = blockCount * blockSize * kvWidth * kvCache.elementBytes
+        let kvBytes = blockCount * Self.kvBytesPerLayerBlock(c, blockSize: blockSize, kvCache: kvCache)
         guard kvBytes <= device.info.maxStorageBufferRange else {
             throw VulkanError("KV pool", message: "\(blockCount) blocks need \(kvBytes >> 20) MiB per layer, above maxStorageBufferRange")
         }
@@ -160,7 +165,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         guard source >= 0, source < blockCount, destination >= 0, destination < blockCount else {
             throw VulkanError("copyBlock", message: "block \(source) or \(destination) is outside the pool of \(blockCount)")
         }
-        let bytes = blockSize * config.kvHeadCount * config.headDimension * kvCache.elementBytes
+        let bytes = Self.kvBytesPerLayerBlock(config, blockSize: blockSize, kvCache: kvCache)
         try stream.begin()
         for layer in layers {
             stream.copy(from: layer.keys, at: source * bytes, to: layer.keys, at: destination * bytes, bytes: bytes)

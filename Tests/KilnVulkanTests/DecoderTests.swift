@@ -25,22 +25,22 @@ final class DecoderTests: XCTestCase {
     func testMatchesCPUReferenceForEveryWeightFormat() throws {
         let device = try VulkanDevice()
         for kvCache in KVCacheType.allCases {
-        let bound = kvCache == .f32 ? 1e-4 : 5e-3
-        for type in [GGMLType.q4_1, .q8_0, .f32, .q4_K, .q6_K] {
-            let file = try testModel(type: type)
-            let vulkan = try VulkanDecoder(device: device, file: file, blockCount: 16, maxTokens: 64, maxSequences: 4, maxLogitRows: 64, kvCache: kvCache)
-            let cpu = ReferenceDecoder(weights: try ReferenceWeights(gguf: file))
-            let tokens = [5, 80, 81, 90, 100, 3, 7, 200, 201, 40, 41]
-            let expected = try cpu.forward(tokens, logitCount: tokens.count)
-            let got = try vulkan.logits(.sequence(tokens, startingAt: 0, blockTable: [3, 9], wanted: tokens.count))
-            for (i, (g, e)) in zip(got, expected).enumerated() {
-                XCTAssertLessThanOrEqual(relativeL2(g, e), bound, "\(type) \(kvCache) KV, position \(i)")
+            let bound = kvCache == .f32 ? 1e-4 : 5e-3
+            for type in [GGMLType.q4_1, .q8_0, .f32, .q4_K, .q6_K] {
+                let file = try testModel(type: type)
+                let vulkan = try VulkanDecoder(device: device, file: file, blockCount: 16, maxTokens: 64, maxSequences: 4, maxLogitRows: 64, kvCache: kvCache)
+                let cpu = ReferenceDecoder(weights: try ReferenceWeights(gguf: file))
+                let tokens = [5, 80, 81, 90, 100, 3, 7, 200, 201, 40, 41]
+                let expected = try cpu.forward(tokens, logitCount: tokens.count)
+                let got = try vulkan.logits(.sequence(tokens, startingAt: 0, blockTable: [3, 9], wanted: tokens.count))
+                for (i, (g, e)) in zip(got, expected).enumerated() {
+                    XCTAssertLessThanOrEqual(relativeL2(g, e), bound, "\(type) \(kvCache) KV, position \(i)")
+                }
+                // Then one more token, decoding against the cache the prefill filled.
+                let next = try vulkan.logits(.sequence([17], startingAt: tokens.count, blockTable: [3, 9]))[0]
+                XCTAssertLessThanOrEqual(relativeL2(next, try cpu.forward([17])[0]), bound, "\(type) \(kvCache) KV, decode step")
+                XCTAssertEqual(try vulkan.greedy(.sequence([18], startingAt: tokens.count + 1, blockTable: [3, 9])), [argmax(try cpu.forward([18])[0])])
             }
-            // Then one more token, decoding against the cache the prefill filled.
-            let next = try vulkan.logits(.sequence([17], startingAt: tokens.count, blockTable: [3, 9]))[0]
-            XCTAssertLessThanOrEqual(relativeL2(next, try cpu.forward([17])[0]), bound, "\(type) \(kvCache) KV, decode step")
-            XCTAssertEqual(try vulkan.greedy(.sequence([18], startingAt: tokens.count + 1, blockTable: [3, 9])), [argmax(try cpu.forward([18])[0])])
-        }
         }
     }
 

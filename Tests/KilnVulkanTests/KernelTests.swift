@@ -46,6 +46,7 @@ final class KernelTests: XCTestCase {
                 let residual = (0..<b * n).map { _ in Float.random(in: -1...1, using: &rng) }
                 let xBuffer = try arena.buffer(xs.count * 4, label: "x"), yBuffer = try arena.buffer(b * n * 4, label: "y")
                 xs.withUnsafeBytes { xBuffer.copy($0) }
+                // One descriptor set serves every variant: all matrix kernels share one binding layout.
                 let set = try families[0].matmul(for: matrix.format).bind([matrix.quants, matrix.scales, xBuffer, yBuffer])
                 // Every family's two frames (tiles of several columns, and one column at a time) on every case;
                 // they must agree bit for bit, since the decoder picks one by batch size (and the family by device).

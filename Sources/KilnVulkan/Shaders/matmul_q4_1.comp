@@ -1,6 +1,6 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// y = W · x, Q4_1 weights, tiles of 4 rows × 4 columns (batches). Same reduction order as every other variant.
+// y = W · x, Q4_1 weights, 8 rows × 4 columns per invocation (batches). Same reduction order as every other variant.
 #include "matmul_args.glsl"
 #include "weights_q4_1.glsl"
 #include "matmul_main.glsl"

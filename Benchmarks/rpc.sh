@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make bench-rpc: gRPC unary echo and server streaming through h2load, against Kiln's RPC layer and, in
 # the same run and interleaved, the bare-C libnghttp2 echo server (the floor) and, when built, the
-# grpc-swift-2 echo server (GRPCSWIFT_BIN, or .build-anchors/grpcswift-echo/.build/release/EchoServer).
+# grpc-swift-2 echo server (../shared/anchors/grpcswift-echo, built once, release, into ~/.cache/kiln/grpcswift-echo:
+# about ten minutes the first time; GRPCSWIFT_BIN=/path/to/EchoServer uses another build, GRPCSWIFT_BIN=none skips it).
 # Figures: RPC/s, mean latency at -c1 -m1, server CPU µs per RPC and per streamed message.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,16 @@ KILN_BIN=${KILN_BIN:-.build/release/kiln}
 ROUNDS=${ROUNDS:-2}
 SHARED=${SHARED:-../shared}
 GRPCSWIFT_BIN=${GRPCSWIFT_BIN:-}
+GRPCSWIFT_DIR=${GRPCSWIFT_DIR:-$HOME/.cache/kiln/grpcswift-echo}
+if [ -z "$GRPCSWIFT_BIN" ]; then
+  GRPCSWIFT_BIN="$GRPCSWIFT_DIR/.build/release/EchoServer"
+  if [ ! -x "$GRPCSWIFT_BIN" ]; then
+    echo "building the grpc-swift-2 anchor (once, release) in $GRPCSWIFT_DIR" >&2
+    mkdir -p "$GRPCSWIFT_DIR"
+    cp -r "$SHARED/anchors/grpcswift-echo/Package.swift" "$SHARED/anchors/grpcswift-echo/Sources" "$GRPCSWIFT_DIR/"
+    (cd "$GRPCSWIFT_DIR" && swift build -c release >&2)
+  fi
+fi
 work=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -35,7 +46,7 @@ servers=(kiln kiln_async bare_c)
 if [ -n "$GRPCSWIFT_BIN" ] && [ -x "$GRPCSWIFT_BIN" ]; then
   p=$(port); start grpc_swift "$p" "$GRPCSWIFT_BIN" "$p"; servers+=(grpc_swift)
 else
-  echo "grpc-swift-2 anchor not built (set GRPCSWIFT_BIN); comparing with bare C only" >&2
+  echo "grpc-swift-2 anchor skipped (GRPCSWIFT_BIN=$GRPCSWIFT_BIN); comparing with bare C only" >&2
 fi
 sleep 1.5
 
@@ -89,10 +100,13 @@ for s in "${servers[@]}"; do
   echo "BENCH ${s}_stream_messages_per_s $(median "${acc[${s}_stream_msgs]}") msg/s"
   echo "BENCH ${s}_stream_cpu_per_message $(median "${acc[${s}_stream_cpu]}") us"
 done
-for s in "${servers[@]}"; do
-  [ "$s" = kiln ] || [ "$s" = kiln_async ] && continue
-  for f in unary_cpu serial_lat stream_cpu; do
-    k=$(median "${acc[kiln_$f]}"); o=$(median "${acc[${s}_$f]}")
-    echo "BENCH ratio_kiln_over_${s}_${f} $(python3 -c "print(f'{$k/$o:.2f}')") x"
+# Ratios: each Kiln path (inline, and the task path of generated services) over each comparator.
+for kiln in kiln kiln_async; do
+  for s in "${servers[@]}"; do
+    [ "$s" = kiln ] || [ "$s" = kiln_async ] && continue
+    for f in unary_cpu serial_lat stream_cpu; do
+      k=$(median "${acc[${kiln}_$f]}"); o=$(median "${acc[${s}_$f]}")
+      echo "BENCH ratio_${kiln}_over_${s}_${f} $(python3 -c "print(f'{$k/$o:.2f}')") x"
+    done
   done
 done

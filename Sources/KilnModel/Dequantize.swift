@@ -93,7 +93,7 @@ public enum Dequantize {
     }
 
     /// The 6-bit scale and min of sub-block `j` (of 8) from the 12 packed bytes of Q4_K / Q5_K.
-    @inline(__always) static func scaleMin(_ scales: UnsafeRawPointer, _ j: Int) -> (Float, Float) {
+    @inline(__always) public static func scaleMin(_ scales: UnsafeRawPointer, _ j: Int) -> (Float, Float) {
         if j < 4 {
             return (Float(byte(scales, j) & 63), Float(byte(scales, j + 4) & 63))
         }

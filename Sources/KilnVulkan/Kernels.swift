@@ -26,12 +26,10 @@ public enum KernelFamily: String, Sendable, CaseIterable {
 /// The compute kernels of the CPU-shaped family (lanes own whole rows, 16-byte loads, no shared memory or
 /// barriers), and their push-constant layouts (std430: tightly packed 32-bit fields, matching the GLSL).
 final class Kernels {
-    let matmulF32: ComputeKernel
-    let matmulQ8_0: ComputeKernel
-    let matmulQ4_1: ComputeKernel
-    let matmulF32Rows8: ComputeKernel
-    let matmulQ8_0Rows8: ComputeKernel
-    let matmulQ4_1Rows8: ComputeKernel
+    /// Matrix kernels per weight layout (indexed by `DeviceMatrix.Format.rawValue`): the tiled frame (several
+    /// columns) and the single-column one.
+    private let matmulTiled: [ComputeKernel]
+    private let matmulSingle: [ComputeKernel]
     let embed: ComputeKernel
     let ropeStore: ComputeKernel
     let attention: ComputeKernel
@@ -68,12 +66,26 @@ final class Kernels {
             try ComputeKernel(device: device, name: gpu ? name + "_gpu" : name, spirv: gpu ? gpuCode : cpu, bindings: 4, pushConstantBytes: matmulBytes,
                               workgroupSize: lanes, texelBindings: [0: quantized ? words : floats, 1: floats, 2: floats])
         }
-        matmulF32 = try matrix("matmul_f32", EmbeddedShaders.matmulF32, EmbeddedShaders.matmulF32Gpu, quantized: false)
-        matmulQ8_0 = try matrix("matmul_q8_0", EmbeddedShaders.matmulQ80, EmbeddedShaders.matmulQ80Gpu, quantized: true)
-        matmulQ4_1 = try matrix("matmul_q4_1", EmbeddedShaders.matmulQ41, EmbeddedShaders.matmulQ41Gpu, quantized: true)
-        matmulF32Rows8 = try matrix("matmul_f32_rows8", EmbeddedShaders.matmulF32Rows8, EmbeddedShaders.matmulF32GpuSingle, quantized: false)
-        matmulQ8_0Rows8 = try matrix("matmul_q8_0_rows8", EmbeddedShaders.matmulQ80Rows8, EmbeddedShaders.matmulQ80GpuSingle, quantized: true)
-        matmulQ4_1Rows8 = try matrix("matmul_q4_1_rows8", EmbeddedShaders.matmulQ41Rows8, EmbeddedShaders.matmulQ41GpuSingle, quantized: true)
+        // Per layout: its name, then the SPIR-V of the tiled and single-column frames of the CPU family, then of the GPU family.
+        func code(_ format: DeviceMatrix.Format) -> (String, [UInt32], [UInt32], [UInt32], [UInt32]) {
+            switch format {
+            case .f32: ("f32", EmbeddedShaders.matmulF32, EmbeddedShaders.matmulF32Rows8, EmbeddedShaders.matmulF32Gpu, EmbeddedShaders.matmulF32GpuSingle)
+            case .f16: ("f16", EmbeddedShaders.matmulF16, EmbeddedShaders.matmulF16Rows8, EmbeddedShaders.matmulF16Gpu, EmbeddedShaders.matmulF16GpuSingle)
+            case .bf16: ("bf16", EmbeddedShaders.matmulBf16, EmbeddedShaders.matmulBf16Rows8, EmbeddedShaders.matmulBf16Gpu, EmbeddedShaders.matmulBf16GpuSingle)
+            case .q8_0: ("q8_0", EmbeddedShaders.matmulQ80, EmbeddedShaders.matmulQ80Rows8, EmbeddedShaders.matmulQ80Gpu, EmbeddedShaders.matmulQ80GpuSingle)
+            case .q4_1: ("q4_1", EmbeddedShaders.matmulQ41, EmbeddedShaders.matmulQ41Rows8, EmbeddedShaders.matmulQ41Gpu, EmbeddedShaders.matmulQ41GpuSingle)
+            case .q8_sub16: ("q8_sub16", EmbeddedShaders.matmulQ8Sub16, EmbeddedShaders.matmulQ8Sub16Rows8, EmbeddedShaders.matmulQ8Sub16Gpu, EmbeddedShaders.matmulQ8Sub16GpuSingle)
+            }
+        }
+        // Indexed by the format's raw value (0, 1, 2, ... in declaration order).
+        matmulTiled = try DeviceMatrix.Format.allCases.map { f in
+            let (name, cpuTiled, _, gpuTiled, _) = code(f)
+            return try matrix("matmul_" + name, cpuTiled, gpuTiled, quantized: f != .f32)
+        }
+        matmulSingle = try DeviceMatrix.Format.allCases.map { f in
+            let (name, _, cpuSingle, _, gpuSingle) = code(f)
+            return try matrix("matmul_" + name + "_rows8", cpuSingle, gpuSingle, quantized: f != .f32)
+        }
         embed = try ComputeKernel(device: device, name: "embed", spirv: EmbeddedShaders.embed, bindings: 4, pushConstantBytes: MemoryLayout<EmbedParameters>.size)
         let half = kvCache == .f16
         ropeStore = try ComputeKernel(device: device, name: half ? "rope_store_f16" : "rope_store", spirv: half ? EmbeddedShaders.ropeStoreF16 : EmbeddedShaders.ropeStore,
@@ -96,19 +108,10 @@ final class Kernels {
     func matmul(for format: DeviceMatrix.Format, columns: Int, rows: Int) -> (ComputeKernel, invocations: Int) {
         let perInvocation = rowsPerInvocation
         guard columns == 1 else { return (matmul(for: format), (rows + perInvocation - 1) / perInvocation) }
-        let kernel: ComputeKernel = switch format {
-        case .f32: matmulF32Rows8
-        case .q8_0: matmulQ8_0Rows8
-        case .q4_1: matmulQ4_1Rows8
-        }
-        return (kernel, (rows + perInvocation - 1) / perInvocation)
+        return (matmulSingle[Int(format.rawValue)], (rows + perInvocation - 1) / perInvocation)
     }
 
     func matmul(for format: DeviceMatrix.Format) -> ComputeKernel {
-        switch format {
-        case .f32: return matmulF32
-        case .q8_0: return matmulQ8_0
-        case .q4_1: return matmulQ4_1
-        }
+        matmulTiled[Int(format.rawValue)]
     }
 }

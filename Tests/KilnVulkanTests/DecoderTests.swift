@@ -26,7 +26,7 @@ final class DecoderTests: XCTestCase {
         let device = try VulkanDevice()
         for kvCache in KVCacheType.allCases {
             let bound = kvCache == .f32 ? 1e-4 : 5e-3
-            for type in [GGMLType.q4_1, .q8_0, .f32, .q4_K, .q6_K] {
+            for type in [GGMLType.q4_1, .q8_0, .f32, .f16, .bf16, .q4_K, .q5_K, .q6_K, .q5_0] {
                 let file = try testModel(type: type)
                 let vulkan = try VulkanDecoder(device: device, file: file, blockCount: 16, maxTokens: 64, maxSequences: 4, maxLogitRows: 64, kvCache: kvCache)
                 let cpu = ReferenceDecoder(weights: try ReferenceWeights(gguf: file))

@@ -41,6 +41,17 @@ final class KernelTests: XCTestCase {
                 let file = try GGUFFile(file: MappedFile(copying: w.serialized()))
                 let info = try XCTUnwrap(file.tensor("w"))
                 let matrix = try DeviceMatrix(arena: arena, file: file, tensors: [info], label: "w")
+                // Quantized formats stay quantized on the device (dequantized in registers); only float
+                // formats are expanded to float32.
+                let stored: DeviceMatrix.Format = switch type {
+                case .q8_0: .q8_0
+                case .q4_0, .q4_1, .q4_K: .q4_1
+                case .q5_0, .q5_1, .q5_K, .q6_K: .q8_sub16
+                case .f16: .f16
+                case .bf16: .bf16
+                default: .f32
+                }
+                XCTAssertEqual(matrix.format, stored, "\(type) on the device")
                 let weights = Dequantize.array(type, file.data(of: info), count: n * k)
                 let xs = (0..<b * k).map { _ in Float.random(in: -1...1, using: &rng) }
                 let residual = (0..<b * n).map { _ in Float.random(in: -1...1, using: &rng) }
@@ -83,6 +94,56 @@ final class KernelTests: XCTestCase {
                     }
                 }
                 }
+            }
+        }
+    }
+
+    /// A stack of matrices in different formats (as Q4_K_M files mix Q4_K and Q6_K in one layer's Q, K and V)
+    /// is kept quantized in the Q8_SUB16 layout, and multiplies exactly as its rows dequantized.
+    func testMixedFormatStackStaysQuantized() throws {
+        let device = try device()
+        let arena = MemoryArena(device: device, chunkSize: 16 << 20)
+        let stream = try CommandStream(device: device)
+        var rng = SystemRandomNumberGenerator()
+        let k = 512, b = 5
+        let parts: [(GGMLType, Int)] = [(.q4_K, 40), (.q6_K, 24), (.q8_0, 9), (.q5_0, 8)]
+        var w = GGUFWriter()
+        for (i, (type, rows)) in parts.enumerated() {
+            w.tensors.append(.init(name: "w\(i)", dimensions: [k, rows], type: type,
+                                   data: TestModelBuilder.randomData(type, count: rows * k, scale: 0.5, rng: &rng)))
+        }
+        let file = try GGUFFile(file: MappedFile(copying: w.serialized()))
+        let infos = try parts.indices.map { try XCTUnwrap(file.tensor("w\($0)")) }
+        let matrix = try DeviceMatrix(arena: arena, file: file, tensors: infos, label: "stack")
+        XCTAssertEqual(matrix.format, .q8_sub16)
+        let weights = infos.flatMap { Dequantize.array($0.type, file.data(of: $0), count: $0.elementCount) }
+        let n = weights.count / k
+        let xs = (0..<b * k).map { _ in Float.random(in: -1...1, using: &rng) }
+        let xBuffer = try arena.buffer(xs.count * 4, label: "x"), yBuffer = try arena.buffer(b * n * 4, label: "y")
+        xs.withUnsafeBytes { xBuffer.copy($0) }
+        for family in KernelFamily.allCases {
+            let kernels = try Kernels(device: device, headDimension: 64, family: family)
+            let set = try kernels.matmul(for: matrix.format).bind([matrix.quants, matrix.scales, xBuffer, yBuffer])
+            for columns in [b, 1] {
+                let (kernel, invocations) = kernels.matmul(for: matrix.format, columns: columns, rows: n)
+                let y = yBuffer.floats(b * n)
+                for i in 0..<y.count { y[i] = .nan }
+                try stream.begin()
+                stream.dispatch(kernel, set, Kernels.MatmulParameters(K: UInt32(k), N: UInt32(n), B: UInt32(columns), xStride: UInt32(k), yStride: UInt32(n), flags: 0),
+                                invocations: invocations)
+                try stream.submitAndWait()
+                var error = 0.0, norm = 0.0
+                for col in 0..<columns {
+                    for row in 0..<n {
+                        var expected = 0.0
+                        for i in 0..<k { expected += Double(weights[row * k + i]) * Double(xs[col * k + i]) }
+                        let got = Double(y[col * n + row])
+                        XCTAssertFalse(got.isNaN, "\(kernel.name): element (\(row), \(col)) not written")
+                        error += (got - expected) * (got - expected)
+                        norm += expected * expected
+                    }
+                }
+                XCTAssertLessThanOrEqual((error / norm).squareRoot(), 1e-4, "\(kernel.name), \(columns) columns")
             }
         }
     }

@@ -1,0 +1,7 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// y = W · x, BF16 weights, GPU family: 1 row x 4 columns per lane, 64-lane workgroups. Same reduction order as every other variant.
+#include "matmul_args.glsl"
+#define BF16
+#include "weights_f16.glsl"
+#include "matmul_gpu_main.glsl"

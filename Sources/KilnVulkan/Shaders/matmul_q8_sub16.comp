@@ -1,0 +1,6 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// y = W · x, Q8_SUB16 weights, 8 rows × 4 columns per invocation (batches). Same reduction order as every other variant.
+#include "matmul_args.glsl"
+#include "weights_q8_sub16.glsl"
+#include "matmul_main.glsl"

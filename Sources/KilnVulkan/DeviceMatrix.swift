@@ -12,6 +12,10 @@ import KilnModel
 /// row in a group lies side by side, then block b + 1 (see `blockIndex`). A workgroup then streams one
 /// contiguous 1 KiB run per step instead of 64 rows' worth of 16-byte strides, which a CPU's prefetchers
 /// follow: 1.6× on matrices that are not in cache (the 49,152-row vocabulary projection 10.5 → 6.5 ms).
+///
+/// A matrix larger than one buffer may be (the device's maxStorageBufferRange: 128 MiB on lavapipe, less than
+/// a large vocabulary's embedding) is split into row slices of whole groups, each in buffers of its own; the
+/// kernels run once per slice and write at the slice's row offset.
 struct DeviceMatrix {
     /// Rows per storage group; the shaders' `blockIndex` (matmul_args.glsl, embed.comp) uses the same number.
     static let groupRows = 64
@@ -22,15 +26,46 @@ struct DeviceMatrix {
     }
 
     /// The raw values are the embedding kernel's `format` (embed.comp) and index `Kernels`' matrix kernels: 0, 1, 2, ...
-    enum Format: UInt32, CaseIterable { case f32 = 0, q8_0 = 1, q4_1 = 2, q8_sub16 = 3, f16 = 4, bf16 = 5 }
+    enum Format: UInt32, CaseIterable {
+        case f32 = 0, q8_0 = 1, q4_1 = 2, q8_sub16 = 3, f16 = 4, bf16 = 5
+
+        /// Bytes of one 32-value block in the quants buffer.
+        var quantBytes: Int {
+            switch self {
+            case .f32: 128
+            case .f16, .bf16: 64
+            case .q8_0, .q8_sub16: 32
+            case .q4_1: 16
+            }
+        }
+        /// Bytes of one block's scales: none, d, (d, m), or (scale, min) per 16 values, as float32.
+        var scaleBytes: Int {
+            switch self {
+            case .f32, .f16, .bf16: 0
+            case .q8_0: 4
+            case .q4_1: 8
+            case .q8_sub16: 16
+            }
+        }
+    }
+
+    /// Rows `rowStart ..< rowStart + rows` of the matrix, in buffers of their own (the grouped layout, counted
+    /// from `rowStart`).
+    struct Slice {
+        let rowStart: Int
+        let rows: Int
+        let quants: DeviceBuffer
+        let scales: DeviceBuffer
+    }
+
     let format: Format
     let rows: Int
     let columns: Int
-    let quants: DeviceBuffer
-    let scales: DeviceBuffer
+    let slices: [Slice]
 
     /// Uploads the rows of `tensors` stacked in order (e.g. Q, K and V as one matrix) with `columns` inputs.
-    init(arena: MemoryArena, file: GGUFFile, tensors: [GGUFTensorInfo], label: String) throws {
+    /// `maxBufferBytes` (default: the device's maxStorageBufferRange) bounds each slice's buffers.
+    init(arena: MemoryArena, file: GGUFFile, tensors: [GGUFTensorInfo], label: String, maxBufferBytes: Int? = nil) throws {
         let columns = tensors[0].rowLength
         precondition(tensors.allSatisfy { $0.rowLength == columns })
         let rows = tensors.reduce(0) { $0 + $1.rowCount }
@@ -39,103 +74,87 @@ struct DeviceMatrix {
             : types.isSubset(of: IntegerBlocks.fourBitTypes) ? .q4_1
             : types.isSubset(of: IntegerBlocks.types) ? .q8_sub16 : .f32
         let blocksPerRow = columns / 32
-        // Storage covers whole groups; the padding rows are never read (kernels clamp rows to rows − 1).
-        let storedBlocks = (rows + Self.groupRows - 1) / Self.groupRows * Self.groupRows * blocksPerRow
         self.format = format
         self.rows = rows
         self.columns = columns
-        switch format {
-        case .f32:
-            quants = try arena.buffer(storedBlocks * 32 * 4, label: label)
-            scales = try arena.buffer(16, label: label + ".scales")
-            let q = quants.contents.assumingMemoryBound(to: Float.self)
-            var row = 0
-            for t in tensors {
-                let values = Dequantize.array(t.type, file.data(of: t), count: t.elementCount)
-                values.withUnsafeBufferPointer { v in
-                    for r in 0..<t.rowCount {
-                        for b in 0..<blocksPerRow {
-                            let at = Self.blockIndex(row: row + r, block: b, blocksPerRow: blocksPerRow) * 32
-                            (q + at).initialize(from: v.baseAddress! + r * columns + b * 32, count: 32)
-                        }
+
+        // Slices of whole groups (at least one: a group larger than a buffer is refused by the arena, by name).
+        let limit = min(maxBufferBytes ?? arena.device.info.maxStorageBufferRange, arena.device.info.maxStorageBufferRange)
+        let groupBytes = Self.groupRows * blocksPerRow * format.quantBytes
+        let sliceRows = max(1, limit / groupBytes) * Self.groupRows
+        var slices: [Slice] = []
+        for start in stride(from: 0, to: rows, by: sliceRows) {
+            let count = min(sliceRows, rows - start)
+            // Storage covers whole groups; the padding rows are never read (kernels clamp rows to rows − 1).
+            let storedBlocks = (count + Self.groupRows - 1) / Self.groupRows * Self.groupRows * blocksPerRow
+            let name = slices.isEmpty && count == rows ? label : "\(label)[\(start)..<\(start + count)]"
+            slices.append(Slice(rowStart: start, rows: count,
+                                quants: try arena.buffer(storedBlocks * format.quantBytes, label: name),
+                                scales: try arena.buffer(storedBlocks * format.scaleBytes, label: name + ".scales")))
+        }
+        self.slices = slices
+
+        // Where block `block` of global row `row` goes: its slice's buffers, at this block index.
+        func place(_ row: Int, _ block: Int) -> (Slice, Int) {
+            let slice = slices[row / sliceRows]
+            return (slice, Self.blockIndex(row: row - slice.rowStart, block: block, blocksPerRow: blocksPerRow))
+        }
+        var row = 0  // the first row of the current tensor in the stack
+        for t in tensors {
+            let data = file.data(of: t)
+            let blocks = t.elementCount / 32
+            switch format {
+            case .f32:
+                let values = Dequantize.array(t.type, data, count: t.elementCount)
+                values.withUnsafeBytes { v in
+                    for b in 0..<blocks {
+                        let (slice, at) = place(row + b / blocksPerRow, b % blocksPerRow)
+                        (slice.quants.contents + at * 128).copyMemory(from: v.baseAddress! + b * 128, byteCount: 128)
                     }
                 }
-                row += t.rowCount
-            }
-        case .f16, .bf16:
-            // The file's 16-bit values, 32 (64 bytes) per block, moved into the grouped layout.
-            quants = try arena.buffer(storedBlocks * 64, label: label)
-            scales = try arena.buffer(16, label: label + ".scales")
-            var row = 0
-            for t in tensors {
-                let data = file.data(of: t)
-                for b in 0..<t.elementCount / 32 {
-                    let at = Self.blockIndex(row: row + b / blocksPerRow, block: b % blocksPerRow, blocksPerRow: blocksPerRow)
-                    (quants.contents + at * 64).copyMemory(from: data.baseAddress! + b * 64, byteCount: 64)
+            case .f16, .bf16:
+                // The file's 16-bit values, 32 (64 bytes) per block, as they are.
+                for b in 0..<blocks {
+                    let (slice, at) = place(row + b / blocksPerRow, b % blocksPerRow)
+                    (slice.quants.contents + at * 64).copyMemory(from: data.baseAddress! + b * 64, byteCount: 64)
                 }
-                row += t.rowCount
-            }
-        case .q8_0:
-            quants = try arena.buffer(storedBlocks * 32, label: label)
-            scales = try arena.buffer(storedBlocks * 4, label: label + ".scales")
-            let q = quants.contents.assumingMemoryBound(to: UInt8.self)
-            let s = scales.contents.assumingMemoryBound(to: Float.self)
-            var row = 0
-            for t in tensors {
-                let data = file.data(of: t)
-                for b in 0..<t.elementCount / 32 {
+            case .q8_0:
+                for b in 0..<blocks {
                     let src = data.baseAddress! + b * 34
-                    let block = Self.blockIndex(row: row + b / blocksPerRow, block: b % blocksPerRow, blocksPerRow: blocksPerRow)
-                    s[block] = Float(Float16(bitPattern: src.loadUnaligned(as: UInt16.self)))
-                    (q + block * 32).initialize(from: src.assumingMemoryBound(to: UInt8.self) + 2, count: 32)
+                    let (slice, at) = place(row + b / blocksPerRow, b % blocksPerRow)
+                    slice.scales.contents.assumingMemoryBound(to: Float.self)[at] = Float(Float16(bitPattern: src.loadUnaligned(as: UInt16.self)))
+                    (slice.quants.contents + at * 32).copyMemory(from: src + 2, byteCount: 32)
                 }
-                row += t.rowCount
-            }
-        case .q4_1:
-            quants = try arena.buffer(storedBlocks * 16, label: label)
-            scales = try arena.buffer(storedBlocks * 8, label: label + ".scales")
-            let q = quants.contents.assumingMemoryBound(to: UInt8.self)
-            let s = scales.contents.assumingMemoryBound(to: Float.self)
-            var row = 0
-            for t in tensors {
-                let data = file.data(of: t)
-                if t.type == .q4_K {
-                    // Q4_K's sub-blocks of 32 are Q4_1 blocks: value = q * (d * scale) + -(dmin * min).
-                    IntegerBlocks.forEach(t.type, data, count: t.elementCount) { b, block in
-                        let at = Self.blockIndex(row: row + b / blocksPerRow, block: b % blocksPerRow, blocksPerRow: blocksPerRow)
-                        s[2 * at] = block.scale0
-                        s[2 * at + 1] = block.min0
-                        for j in 0..<16 { q[at * 16 + j] = UInt8(block.q[j]) | UInt8(block.q[j + 16]) << 4 }
-                    }
-                    row += t.rowCount
-                    continue
+            case .q4_1 where t.type == .q4_K:
+                // Q4_K's sub-blocks of 32 are Q4_1 blocks: value = q * (d * scale) + -(dmin * min).
+                IntegerBlocks.forEach(t.type, data, count: t.elementCount) { b, block in
+                    let (slice, at) = place(row + b / blocksPerRow, b % blocksPerRow)
+                    let s = slice.scales.contents.assumingMemoryBound(to: Float.self), q = slice.quants.contents.assumingMemoryBound(to: UInt8.self)
+                    s[2 * at] = block.scale0
+                    s[2 * at + 1] = block.min0
+                    for j in 0..<16 { q[at * 16 + j] = UInt8(block.q[j]) | UInt8(block.q[j + 16]) << 4 }
                 }
+            case .q4_1:
+                // Q4_1 as is; Q4_0 as Q4_1 with m = -8d (d * q - 8d is exact: both products fit a float).
                 let stride = t.type.blockBytes, quantOffset = t.type == .q4_0 ? 2 : 4
-                for b in 0..<t.elementCount / 32 {
+                for b in 0..<blocks {
                     let src = data.baseAddress! + b * stride
-                    let block = Self.blockIndex(row: row + b / blocksPerRow, block: b % blocksPerRow, blocksPerRow: blocksPerRow)
+                    let (slice, at) = place(row + b / blocksPerRow, b % blocksPerRow)
+                    let s = slice.scales.contents.assumingMemoryBound(to: Float.self)
                     let d = Float(Float16(bitPattern: src.loadUnaligned(as: UInt16.self)))
-                    let m = t.type == .q4_0 ? -8 * d : Float(Float16(bitPattern: src.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
-                    s[2 * block] = d
-                    s[2 * block + 1] = m
-                    (q + block * 16).initialize(from: src.assumingMemoryBound(to: UInt8.self) + quantOffset, count: 16)
+                    s[2 * at] = d
+                    s[2 * at + 1] = t.type == .q4_0 ? -8 * d : Float(Float16(bitPattern: src.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
+                    (slice.quants.contents + at * 16).copyMemory(from: src + quantOffset, byteCount: 16)
                 }
-                row += t.rowCount
-            }
-        case .q8_sub16:
-            quants = try arena.buffer(storedBlocks * 32, label: label)
-            scales = try arena.buffer(storedBlocks * 16, label: label + ".scales")
-            let q = quants.contents.assumingMemoryBound(to: Int8.self)
-            let s = scales.contents.assumingMemoryBound(to: Float.self)
-            var row = 0
-            for t in tensors {
-                IntegerBlocks.forEach(t.type, file.data(of: t), count: t.elementCount) { b, block in
-                    let at = Self.blockIndex(row: row + b / blocksPerRow, block: b % blocksPerRow, blocksPerRow: blocksPerRow)
+            case .q8_sub16:
+                IntegerBlocks.forEach(t.type, data, count: t.elementCount) { b, block in
+                    let (slice, at) = place(row + b / blocksPerRow, b % blocksPerRow)
+                    let s = slice.scales.contents.assumingMemoryBound(to: Float.self)
                     s[4 * at] = block.scale0; s[4 * at + 1] = block.min0; s[4 * at + 2] = block.scale1; s[4 * at + 3] = block.min1
-                    block.q.withUnsafeBufferPointer { (q + 32 * at).initialize(from: $0.baseAddress!, count: 32) }
+                    block.q.withUnsafeBytes { (slice.quants.contents + 32 * at).copyMemory(from: $0.baseAddress!, byteCount: 32) }
                 }
-                row += t.rowCount
             }
+            row += t.rowCount
         }
     }
 }

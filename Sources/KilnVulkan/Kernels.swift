@@ -43,9 +43,9 @@ final class Kernels {
     let family: KernelFamily
     var rowsPerInvocation: Int { family == .cpu ? 8 : 1 }
 
-    struct MatmulParameters { var K, N, B, xStride, yStride, flags: UInt32 }
+    struct MatmulParameters { var K, N, B, xStride, yStride, flags: UInt32; var rowOffset: UInt32 = 0 }
     struct NormParameters { var B, width4: UInt32; var epsilon: Float }
-    struct EmbedParameters { var K, B, format: UInt32 }
+    struct EmbedParameters { var K, B, format, rowStart, rowCount: UInt32 }
     struct RopeParameters { var B, headDim, heads, kvHeads, ropeDim, neox, blockSize, maxBlocks: UInt32 }
     struct AttentionParameters { var B, heads, kvHeads, blockSize, maxBlocks, qkvWidth: UInt32; var scale: Float }
     struct SwigluParameters { var B, width: UInt32 }

@@ -28,14 +28,18 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     private struct Layer {
         let qkv: DeviceMatrix, output: DeviceMatrix, gateUp: DeviceMatrix, down: DeviceMatrix
         let keys: DeviceBuffer, values: DeviceBuffer
-        let attentionNormSet, qkvSet, ropeSet, attentionSet, outputSet, ffnNormSet, gateUpSet, swigluSet, downSet: VkDescriptorSetHandle
+        // The matrices' sets are one per slice of the matrix (see DeviceMatrix).
+        let attentionNormSet: VkDescriptorSetHandle, qkvSets: [VkDescriptorSetHandle], ropeSet, attentionSet: VkDescriptorSetHandle
+        let outputSets: [VkDescriptorSetHandle], ffnNormSet: VkDescriptorSetHandle, gateUpSets: [VkDescriptorSetHandle]
+        let swigluSet: VkDescriptorSetHandle, downSets: [VkDescriptorSetHandle]
     }
     private var layers: [Layer] = []
     private let embedding: DeviceMatrix
     private let outputMatrix: DeviceMatrix
     private let x, normed, qkv, attended, gateUp, hidden, gathered, gatheredNormed, logitsBuffer, chosen: DeviceBuffer
     private let tokensBuffer, positionsBuffer, sequencesBuffer, blockTablesBuffer, rowsBuffer, rotation: DeviceBuffer
-    private let embedSet, gatherSet, outputNormSet, outputSet, argmaxSet: VkDescriptorSetHandle
+    private let gatherSet, outputNormSet, argmaxSet: VkDescriptorSetHandle
+    private let embedSets, outputSets: [VkDescriptorSetHandle]
 
     /// Device bytes one KV block takes: K and V of every layer for `blockSize` tokens.
     public static func kvBytesPerBlock(_ c: ModelConfig, blockSize: Int = 16, kvCache: KVCacheType = .f16) -> Int {
@@ -48,9 +52,11 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     }
 
     /// Loads `file`'s weights onto `device` with a KV pool of `blockCount` blocks of `blockSize` tokens.
+    /// `maxBufferBytes` splits weight matrices as if the device's buffers could hold no more (tests use it to
+    /// split small models; by default matrices are split only past maxStorageBufferRange).
     public init(device: VulkanDevice, file: GGUFFile, blockCount: Int = 512, blockSize: Int = 16,
                 maxTokens: Int = 512, maxSequences: Int = 64, maxLogitRows: Int = 64, kvCache: KVCacheType = .f16,
-                kernelFamily: KernelFamily? = nil) throws {
+                kernelFamily: KernelFamily? = nil, maxBufferBytes: Int? = nil) throws {
         let c = try ModelConfig(gguf: file)
         guard !c.attentionBias else {
             throw VulkanError("model", message: "QKV biases (\(c.architecture)) are not in the Vulkan kernels yet; use --backend cpu")
@@ -95,8 +101,14 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         let qWidth = c.headCount * c.headDimension, kvWidth = c.kvHeadCount * c.headDimension
         let qkvWidth = qWidth + 2 * kvWidth
 
-        embedding = try DeviceMatrix(arena: arena, file: file, tensors: [tensor("token_embd.weight")], label: "token_embd")
-        outputMatrix = c.tiedOutput ? embedding : try DeviceMatrix(arena: arena, file: file, tensors: [tensor("output.weight")], label: "output")
+        func matrix(_ names: [String], _ label: String) throws -> DeviceMatrix {
+            try DeviceMatrix(arena: arena, file: file, tensors: names.map(tensor), label: label, maxBufferBytes: maxBufferBytes)
+        }
+        func matmulSets(_ m: DeviceMatrix, _ input: DeviceBuffer, _ output: DeviceBuffer) throws -> [VkDescriptorSetHandle] {
+            try m.slices.map { VkDescriptorSetHandle(try kernels.matmul(for: m.format).bind([$0.quants, $0.scales, input, output])) }
+        }
+        embedding = try matrix(["token_embd.weight"], "token_embd")
+        outputMatrix = c.tiedOutput ? embedding : try matrix(["output.weight"], "output")
         x = try arena.buffer(maxTokens * d * 4, label: "x")
         normed = try arena.buffer(maxTokens * d * 4, label: "normed")
         gatheredNormed = try arena.buffer(maxLogitRows * d * 4, label: "gathered_normed")
@@ -128,35 +140,33 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
             throw VulkanError("KV pool", message: "\(blockCount) blocks need \(kvBytes >> 20) MiB per layer, above maxStorageBufferRange")
         }
 
-        embedSet = VkDescriptorSetHandle(try kernels.embed.bind([embedding.quants, embedding.scales, tokensBuffer, x]))
+        let tokensBuffer = tokensBuffer, x = x
+        embedSets = try embedding.slices.map { VkDescriptorSetHandle(try kernels.embed.bind([$0.quants, $0.scales, tokensBuffer, x])) }
         gatherSet = VkDescriptorSetHandle(try kernels.gatherRows.bind([rowsBuffer, x, gathered]))
         let outputNorm = try vector("output_norm.weight")
         outputNormSet = VkDescriptorSetHandle(try kernels.rmsNorm.bind([gathered, outputNorm, gatheredNormed]))
-        outputSet = VkDescriptorSetHandle(try kernels.matmul(for: outputMatrix.format).bind([outputMatrix.quants, outputMatrix.scales, gatheredNormed, logitsBuffer]))
+        outputSets = try matmulSets(outputMatrix, gatheredNormed, logitsBuffer)
         argmaxSet = VkDescriptorSetHandle(try kernels.argmax.bind([logitsBuffer, chosen]))
 
         for l in 0..<c.layerCount {
             let p = "blk.\(l)."
-            let qkvMatrix = try DeviceMatrix(arena: arena, file: file, tensors: [tensor(p + "attn_q.weight"), tensor(p + "attn_k.weight"), tensor(p + "attn_v.weight")], label: p + "qkv")
-            let outputProjection = try DeviceMatrix(arena: arena, file: file, tensors: [tensor(p + "attn_output.weight")], label: p + "attn_output")
-            let gateUpMatrix = try DeviceMatrix(arena: arena, file: file, tensors: [tensor(p + "ffn_gate.weight"), tensor(p + "ffn_up.weight")], label: p + "gate_up")
-            let downMatrix = try DeviceMatrix(arena: arena, file: file, tensors: [tensor(p + "ffn_down.weight")], label: p + "ffn_down")
+            let qkvMatrix = try matrix([p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"], p + "qkv")
+            let outputProjection = try matrix([p + "attn_output.weight"], p + "attn_output")
+            let gateUpMatrix = try matrix([p + "ffn_gate.weight", p + "ffn_up.weight"], p + "gate_up")
+            let downMatrix = try matrix([p + "ffn_down.weight"], p + "ffn_down")
             let attentionNorm = try vector(p + "attn_norm.weight"), ffnNorm = try vector(p + "ffn_norm.weight")
             let keys = try arena.buffer(kvBytes, label: p + "keys"), values = try arena.buffer(kvBytes, label: p + "values")
-            func matmulSet(_ m: DeviceMatrix, _ input: DeviceBuffer, _ output: DeviceBuffer) throws -> VkDescriptorSetHandle {
-                VkDescriptorSetHandle(try kernels.matmul(for: m.format).bind([m.quants, m.scales, input, output]))
-            }
             layers.append(Layer(
                 qkv: qkvMatrix, output: outputProjection, gateUp: gateUpMatrix, down: downMatrix, keys: keys, values: values,
                 attentionNormSet: VkDescriptorSetHandle(try kernels.rmsNorm.bind([x, attentionNorm, normed])),
-                qkvSet: try matmulSet(qkvMatrix, normed, qkv),
+                qkvSets: try matmulSets(qkvMatrix, normed, qkv),
                 ropeSet: VkDescriptorSetHandle(try kernels.ropeStore.bind([qkv, positionsBuffer, sequencesBuffer, blockTablesBuffer, rotation, keys, values, qkv])),
                 attentionSet: VkDescriptorSetHandle(try kernels.attention.bind([qkv, positionsBuffer, sequencesBuffer, blockTablesBuffer, keys, values, attended])),
-                outputSet: try matmulSet(outputProjection, attended, x),
+                outputSets: try matmulSets(outputProjection, attended, x),
                 ffnNormSet: VkDescriptorSetHandle(try kernels.rmsNorm.bind([x, ffnNorm, normed])),
-                gateUpSet: try matmulSet(gateUpMatrix, normed, gateUp),
+                gateUpSets: try matmulSets(gateUpMatrix, normed, gateUp),
                 swigluSet: VkDescriptorSetHandle(try kernels.swiglu.bind([gateUp, hidden])),
-                downSet: try matmulSet(downMatrix, hidden, x)))
+                downSets: try matmulSets(downMatrix, hidden, x)))
         }
     }
 
@@ -180,6 +190,13 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     /// Bytes of device memory the decoder holds (weights, KV pool, activations).
     public var deviceBytes: Int { arena.allocatedBytes }
 
+    /// Row slices over all weight matrices (one per matrix unless some were split).
+    var matrixSliceCount: Int {
+        layers.reduce(embedding.slices.count + (config.tiedOutput ? 0 : outputMatrix.slices.count)) {
+            $0 + $1.qkv.slices.count + $1.output.slices.count + $1.gateUp.slices.count + $1.down.slices.count
+        }
+    }
+
     public func logits(_ batch: DecodeBatch) throws -> [[Float]] {
         try run(batch, greedy: false)
         let v = config.vocabularySize
@@ -193,12 +210,16 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         return (0..<batch.logitRows.count).map { Int(ids[$0]) }
     }
 
-    /// Records y (+)= W · x for `columns` columns, choosing the kernel variant by the column count.
-    private func matmul(_ m: DeviceMatrix, _ set: VkDescriptorSetHandle, columns: Int, accumulate: Bool) {
-        let (kernel, invocations) = kernels.matmul(for: m.format, columns: columns, rows: m.rows)
-        stream.dispatch(kernel, set.set, Kernels.MatmulParameters(K: UInt32(m.columns), N: UInt32(m.rows), B: UInt32(columns),
-                                                                  xStride: UInt32(m.columns), yStride: UInt32(m.rows), flags: accumulate ? 1 : 0),
-                        invocations: invocations)
+    /// Records y (+)= W · x for `columns` columns, choosing the kernel variant by the column count: one
+    /// dispatch per slice of W (`sets` holds a slice's set each), writing disjoint rows of y.
+    private func matmul(_ m: DeviceMatrix, _ sets: [VkDescriptorSetHandle], columns: Int, accumulate: Bool) {
+        for (slice, set) in zip(m.slices, sets) {
+            let (kernel, invocations) = kernels.matmul(for: m.format, columns: columns, rows: slice.rows)
+            stream.dispatch(kernel, set.set, Kernels.MatmulParameters(K: UInt32(m.columns), N: UInt32(slice.rows), B: UInt32(columns),
+                                                                      xStride: UInt32(m.columns), yStride: UInt32(m.rows), flags: accumulate ? 1 : 0,
+                                                                      rowOffset: UInt32(slice.rowStart)),
+                            invocations: invocations)
+        }
     }
 
     private func run(_ batch: DecodeBatch, greedy: Bool) throws {
@@ -238,12 +259,16 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         let qkvWidth = qWidth + 2 * kvWidth
         let eps = c.rmsEpsilon
         try stream.begin()
-        stream.dispatch(kernels.embed, embedSet.set, Kernels.EmbedParameters(K: d, B: B, format: embedding.format.rawValue), invocations: n * c.embeddingWidth / 32)
+        for (slice, set) in zip(embedding.slices, embedSets) {
+            stream.dispatch(kernels.embed, set.set, Kernels.EmbedParameters(K: d, B: B, format: embedding.format.rawValue,
+                                                                            rowStart: UInt32(slice.rowStart), rowCount: UInt32(slice.rows)),
+                            invocations: n * c.embeddingWidth / 32)
+        }
         stream.barrier()
         for layer in layers {
             stream.dispatch(kernels.rmsNorm, layer.attentionNormSet.set, Kernels.NormParameters(B: B, width4: d / 4, epsilon: eps), invocations: n)
             stream.barrier()
-            matmul(layer.qkv, layer.qkvSet, columns: n, accumulate: false)
+            matmul(layer.qkv, layer.qkvSets, columns: n, accumulate: false)
             stream.barrier()
             stream.dispatch(kernels.ropeStore, layer.ropeSet.set,
                             Kernels.RopeParameters(B: B, headDim: UInt32(c.headDimension), heads: UInt32(c.headCount), kvHeads: UInt32(c.kvHeadCount),
@@ -257,15 +282,15 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
                                                         scale: 1 / Float(c.headDimension).squareRoot()),
                             invocations: n * c.kvHeadCount)
             stream.barrier()
-            matmul(layer.output, layer.outputSet, columns: n, accumulate: true)
+            matmul(layer.output, layer.outputSets, columns: n, accumulate: true)
             stream.barrier()
             stream.dispatch(kernels.rmsNorm, layer.ffnNormSet.set, Kernels.NormParameters(B: B, width4: d / 4, epsilon: eps), invocations: n)
             stream.barrier()
-            matmul(layer.gateUp, layer.gateUpSet, columns: n, accumulate: false)
+            matmul(layer.gateUp, layer.gateUpSets, columns: n, accumulate: false)
             stream.barrier()
             stream.dispatch(kernels.swiglu, layer.swigluSet.set, Kernels.SwigluParameters(B: B, width: f), invocations: n * Int(f) / 4)
             stream.barrier()
-            matmul(layer.down, layer.downSet, columns: n, accumulate: true)
+            matmul(layer.down, layer.downSets, columns: n, accumulate: true)
             stream.barrier()
         }
         if rows > 0 {
@@ -274,7 +299,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
             stream.dispatch(kernels.rmsNorm, outputNormSet.set, Kernels.NormParameters(B: UInt32(rows), width4: d / 4, epsilon: eps), invocations: rows)
             stream.barrier()
             let v = UInt32(c.vocabularySize)
-            matmul(outputMatrix, outputSet, columns: rows, accumulate: false)
+            matmul(outputMatrix, outputSets, columns: rows, accumulate: false)
             if greedy {
                 stream.barrier()
                 stream.dispatch(kernels.argmax, argmaxSet.set, Kernels.ArgmaxParameters(rows: UInt32(rows), vocabulary: v), invocations: rows)

@@ -44,6 +44,27 @@ final class DecoderTests: XCTestCase {
         }
     }
 
+    /// Matrices split into row slices (as those past maxStorageBufferRange are: here forced with a 8 KiB bound,
+    /// so the embedding, the vocabulary projection and every layer matrix are split into 64-row slices) give
+    /// logits bit for bit equal to unsplit ones, in prefill and in a batched decode step.
+    func testSplitMatricesGiveIdenticalLogits() throws {
+        let device = try VulkanDevice()
+        for type in [GGMLType.q8_0, .q4_K, .q6_K] {
+            let file = try testModel(type: type)
+            let whole = try VulkanDecoder(device: device, file: file, blockCount: 16, maxTokens: 64, maxSequences: 4, maxLogitRows: 64)
+            let split = try VulkanDecoder(device: device, file: file, blockCount: 16, maxTokens: 64, maxSequences: 4, maxLogitRows: 64,
+                                          maxBufferBytes: 8 << 10)
+            XCTAssertEqual(whole.matrixSliceCount, 1 + 4 * 2 + (file.tensor("output.weight") == nil ? 0 : 1))
+            XCTAssertGreaterThan(split.matrixSliceCount, 3 * whole.matrixSliceCount, "\(type): the 8 KiB bound splits the matrices")
+            let prompt = [5, 80, 81, 90, 100, 3, 7, 200, 201, 40, 41]
+            let step = DecodeBatch.sequence(prompt, startingAt: 0, blockTable: [3, 9], wanted: prompt.count)
+            XCTAssertEqual(try split.logits(step), try whole.logits(step), "\(type): prefill")
+            // The prompt's next token and a new sequence's first, in one step.
+            let batch = DecodeBatch(tokens: [17, 250], positions: [prompt.count, 0], sequences: [0, 1], blockTables: [[3, 9], [1]], logitRows: [0, 1])
+            XCTAssertEqual(try split.logits(batch), try whole.logits(batch), "\(type): decode step")
+        }
+    }
+
     /// The GPU kernel family, forced on lavapipe, gives the CPU family's logits bit for bit (prefill, then a
     /// batched decode step), as its frames reduce every output in the same order.
     func testKernelFamiliesGiveIdenticalLogits() throws {

@@ -58,7 +58,8 @@ final class KernelTests: XCTestCase {
                 let xBuffer = try arena.buffer(xs.count * 4, label: "x"), yBuffer = try arena.buffer(b * n * 4, label: "y")
                 xs.withUnsafeBytes { xBuffer.copy($0) }
                 // One descriptor set serves every variant: all matrix kernels share one binding layout.
-                let set = try families[0].matmul(for: matrix.format).bind([matrix.quants, matrix.scales, xBuffer, yBuffer])
+                XCTAssertEqual(matrix.slices.count, 1)
+                let set = try families[0].matmul(for: matrix.format).bind([matrix.slices[0].quants, matrix.slices[0].scales, xBuffer, yBuffer])
                 // Every family's two frames (tiles of several columns, and one column at a time) on every case;
                 // they must agree bit for bit, since the decoder picks one by batch size (and the family by device).
                 let variants = families.flatMap { kernels in
@@ -123,7 +124,7 @@ final class KernelTests: XCTestCase {
         xs.withUnsafeBytes { xBuffer.copy($0) }
         for family in KernelFamily.allCases {
             let kernels = try Kernels(device: device, headDimension: 64, family: family)
-            let set = try kernels.matmul(for: matrix.format).bind([matrix.quants, matrix.scales, xBuffer, yBuffer])
+            let set = try kernels.matmul(for: matrix.format).bind([matrix.slices[0].quants, matrix.slices[0].scales, xBuffer, yBuffer])
             for columns in [b, 1] {
                 let (kernel, invocations) = kernels.matmul(for: matrix.format, columns: columns, rows: n)
                 let y = yBuffer.floats(b * n)

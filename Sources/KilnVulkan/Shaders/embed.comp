@@ -2,11 +2,12 @@
 #extension GL_EXT_control_flow_attributes : require
 #extension GL_GOOGLE_include_directive : require
 // Gathers embedding rows for a batch of tokens into x (float32), from a table in any of DeviceMatrix's layouts:
-// one invocation per (token, block of 32).
+// one invocation per (token, block of 32). A table split into row slices is gathered one slice per dispatch:
+// each writes the tokens whose rows fall in rowStart ..< rowStart + rowCount.
 
 layout(local_size_x = 8) in;
 #include "weight_layout.glsl"
-layout(push_constant) uniform Parameters { uint K; uint B; uint format; } p;  // format 0: f32, 1: q8_0, 2: q4_1, 3: q8_sub16, 4: f16, 5: bf16
+layout(push_constant) uniform Parameters { uint K; uint B; uint format; uint rowStart; uint rowCount; } p;  // format 0: f32, 1: q8_0, 2: q4_1, 3: q8_sub16, 4: f16, 5: bf16
 
 layout(std430, binding = 0) readonly buffer Quants { uvec4 quants[]; };
 layout(std430, binding = 1) readonly buffer Scales { float scales[]; };
@@ -19,6 +20,8 @@ void main() {
     if (id >= p.B * blocks) return;
     uint t = id / blocks, b = id % blocks;
     uint row = tokens[t];
+    if (row < p.rowStart || row - p.rowStart >= p.rowCount) return;
+    row -= p.rowStart;
     uint i = weightBlockIndex(row, b, blocks);
     uint out0 = t * (p.K / 4) + b * 8;
     if (p.format == 0u) {

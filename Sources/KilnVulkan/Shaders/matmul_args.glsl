@@ -8,6 +8,7 @@ layout(push_constant) uniform Parameters {
     uint xStride;  // floats between columns of x
     uint yStride;  // floats between columns of y
     uint flags;    // 1: y += W·x (the residual)
+    uint rowOffset; // where row 0 of this (slice of the) matrix lands in y
 } p;
 
 layout(binding = 2) uniform samplerBuffer x;
@@ -27,7 +28,7 @@ uint blockIndex(uint row, uint block) { return weightBlockIndex(row, block, p.K 
 
 #define STORE(acc, row, column) \
     if ((row) < p.N && (column) < p.B) { \
-        uint at = (column) * p.yStride + (row); \
+        uint at = (column) * p.yStride + p.rowOffset + (row); \
         y[at] = (p.flags & 1u) != 0u ? y[at] + acc : acc; \
     }
 

@@ -274,6 +274,12 @@ public final class CommandStream: @unchecked Sendable {
         vkCmdCopyBuffer(commandBuffer, source.buffer, destination.buffer, 1, &region)
     }
 
+    /// Records filling a buffer with zeros.
+    func fill(_ buffer: DeviceBuffer) {
+        precondition(recording)
+        vkCmdFillBuffer(commandBuffer, buffer.buffer, 0, VkDeviceSize(buffer.size), 0)
+    }
+
     /// Makes every earlier dispatch's writes visible to later dispatches.
     func barrier() {
         var memory = VkMemoryBarrier()

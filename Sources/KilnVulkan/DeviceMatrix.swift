@@ -63,9 +63,17 @@ struct DeviceMatrix {
     let columns: Int
     let slices: [Slice]
 
-    /// Uploads the rows of `tensors` stacked in order (e.g. Q, K and V as one matrix) with `columns` inputs.
-    /// `maxBufferBytes` (default: the device's maxStorageBufferRange) bounds each slice's buffers.
+    /// Uploads the rows of `tensors` stacked in order (e.g. Q, K and V as one matrix) with `columns` inputs
+    /// into `arena`. `maxBufferBytes` (default: the device's maxStorageBufferRange) bounds each slice's buffers.
     init(arena: MemoryArena, file: GGUFFile, tensors: [GGUFTensorInfo], label: String, maxBufferBytes: Int? = nil) throws {
+        let upload = Upload(arena: arena)
+        try self.init(upload: upload, file: file, tensors: tensors, label: label, maxBufferBytes: maxBufferBytes)
+        try upload.finish()
+    }
+
+    /// The same through `upload`, which the caller finishes.
+    init(upload: Upload, file: GGUFFile, tensors: [GGUFTensorInfo], label: String, maxBufferBytes: Int? = nil) throws {
+        let arena = upload.arena
         let columns = tensors[0].rowLength
         precondition(tensors.allSatisfy { $0.rowLength == columns })
         let rows = tensors.reduce(0) { $0 + $1.rowCount }
@@ -82,22 +90,26 @@ struct DeviceMatrix {
         let limit = min(maxBufferBytes ?? arena.device.info.maxStorageBufferRange, arena.device.info.maxStorageBufferRange)
         let groupBytes = Self.groupRows * blocksPerRow * format.quantBytes
         let sliceRows = max(1, limit / groupBytes) * Self.groupRows
+        // Each slice's buffers, and where the host writes their bytes (in place, or staging).
         var slices: [Slice] = []
+        var written: [(quants: UnsafeMutableRawPointer, scales: UnsafeMutableRawPointer)] = []
         for start in stride(from: 0, to: rows, by: sliceRows) {
             let count = min(sliceRows, rows - start)
             // Storage covers whole groups; the padding rows are never read (kernels clamp rows to rows − 1).
             let storedBlocks = (count + Self.groupRows - 1) / Self.groupRows * Self.groupRows * blocksPerRow
             let name = slices.isEmpty && count == rows ? label : "\(label)[\(start)..<\(start + count)]"
-            slices.append(Slice(rowStart: start, rows: count,
-                                quants: try arena.buffer(storedBlocks * format.quantBytes, label: name),
-                                scales: try arena.buffer(storedBlocks * format.scaleBytes, label: name + ".scales")))
+            let quants = try upload.buffer(storedBlocks * format.quantBytes, label: name)
+            let scales = try upload.buffer(storedBlocks * format.scaleBytes, label: name + ".scales")
+            slices.append(Slice(rowStart: start, rows: count, quants: quants.buffer, scales: scales.buffer))
+            written.append((quants.bytes, scales.bytes))
         }
         self.slices = slices
 
-        // Where block `block` of global row `row` goes: its slice's buffers, at this block index.
-        func place(_ row: Int, _ block: Int) -> (Slice, Int) {
-            let slice = slices[row / sliceRows]
-            return (slice, Self.blockIndex(row: row - slice.rowStart, block: block, blocksPerRow: blocksPerRow))
+        // Where block `block` of global row `row` is written: its slice's bytes, at this block index.
+        typealias Place = (quants: UnsafeMutableRawPointer, scales: UnsafeMutableRawPointer)
+        func place(_ row: Int, _ block: Int) -> (Place, Int) {
+            let i = row / sliceRows
+            return (written[i], Self.blockIndex(row: row - slices[i].rowStart, block: block, blocksPerRow: blocksPerRow))
         }
         var row = 0  // the first row of the current tensor in the stack
         for t in tensors {
@@ -109,27 +121,27 @@ struct DeviceMatrix {
                 values.withUnsafeBytes { v in
                     for b in 0..<blocks {
                         let (slice, at) = place(row + b / blocksPerRow, b % blocksPerRow)
-                        (slice.quants.contents + at * 128).copyMemory(from: v.baseAddress! + b * 128, byteCount: 128)
+                        (slice.quants + at * 128).copyMemory(from: v.baseAddress! + b * 128, byteCount: 128)
                     }
                 }
             case .f16, .bf16:
                 // The file's 16-bit values, 32 (64 bytes) per block, as they are.
                 for b in 0..<blocks {
                     let (slice, at) = place(row + b / blocksPerRow, b % blocksPerRow)
-                    (slice.quants.contents + at * 64).copyMemory(from: data.baseAddress! + b * 64, byteCount: 64)
+                    (slice.quants + at * 64).copyMemory(from: data.baseAddress! + b * 64, byteCount: 64)
                 }
             case .q8_0:
                 for b in 0..<blocks {
                     let src = data.baseAddress! + b * 34
                     let (slice, at) = place(row + b / blocksPerRow, b % blocksPerRow)
-                    slice.scales.contents.assumingMemoryBound(to: Float.self)[at] = Float(Float16(bitPattern: src.loadUnaligned(as: UInt16.self)))
-                    (slice.quants.contents + at * 32).copyMemory(from: src + 2, byteCount: 32)
+                    slice.scales.assumingMemoryBound(to: Float.self)[at] = Float(Float16(bitPattern: src.loadUnaligned(as: UInt16.self)))
+                    (slice.quants + at * 32).copyMemory(from: src + 2, byteCount: 32)
                 }
             case .q4_1 where t.type == .q4_K:
                 // Q4_K's sub-blocks of 32 are Q4_1 blocks: value = q * (d * scale) + -(dmin * min).
                 IntegerBlocks.forEach(t.type, data, count: t.elementCount) { b, block in
                     let (slice, at) = place(row + b / blocksPerRow, b % blocksPerRow)
-                    let s = slice.scales.contents.assumingMemoryBound(to: Float.self), q = slice.quants.contents.assumingMemoryBound(to: UInt8.self)
+                    let s = slice.scales.assumingMemoryBound(to: Float.self), q = slice.quants.assumingMemoryBound(to: UInt8.self)
                     s[2 * at] = block.scale0
                     s[2 * at + 1] = block.min0
                     for j in 0..<16 { q[at * 16 + j] = UInt8(block.q[j]) | UInt8(block.q[j + 16]) << 4 }
@@ -140,18 +152,18 @@ struct DeviceMatrix {
                 for b in 0..<blocks {
                     let src = data.baseAddress! + b * stride
                     let (slice, at) = place(row + b / blocksPerRow, b % blocksPerRow)
-                    let s = slice.scales.contents.assumingMemoryBound(to: Float.self)
+                    let s = slice.scales.assumingMemoryBound(to: Float.self)
                     let d = Float(Float16(bitPattern: src.loadUnaligned(as: UInt16.self)))
                     s[2 * at] = d
                     s[2 * at + 1] = t.type == .q4_0 ? -8 * d : Float(Float16(bitPattern: src.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
-                    (slice.quants.contents + at * 16).copyMemory(from: src + quantOffset, byteCount: 16)
+                    (slice.quants + at * 16).copyMemory(from: src + quantOffset, byteCount: 16)
                 }
             case .q8_sub16:
                 IntegerBlocks.forEach(t.type, data, count: t.elementCount) { b, block in
                     let (slice, at) = place(row + b / blocksPerRow, b % blocksPerRow)
-                    let s = slice.scales.contents.assumingMemoryBound(to: Float.self)
+                    let s = slice.scales.assumingMemoryBound(to: Float.self)
                     s[4 * at] = block.scale0; s[4 * at + 1] = block.min0; s[4 * at + 2] = block.scale1; s[4 * at + 3] = block.min1
-                    block.q.withUnsafeBytes { (slice.quants.contents + 32 * at).copyMemory(from: $0.baseAddress!, byteCount: 32) }
+                    block.q.withUnsafeBytes { (slice.quants + 32 * at).copyMemory(from: $0.baseAddress!, byteCount: 32) }
                 }
             }
             row += t.rowCount

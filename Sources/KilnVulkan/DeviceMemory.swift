@@ -1,11 +1,18 @@
 import CVulkan
 
-/// A storage buffer on the device, carved out of a `MemoryArena` chunk and mapped for the host.
+/// A storage buffer on the device, carved out of a `MemoryArena` chunk.
 public struct DeviceBuffer: @unchecked Sendable {
     let buffer: VkBuffer
     public let size: Int
-    /// Host address of the buffer's bytes (all of Kiln's device memory is host-visible and coherent).
-    public let contents: UnsafeMutableRawPointer
+    /// Host address of the buffer's bytes when its memory is host-visible (a host arena, or unified memory);
+    /// nil for device-only memory, which `Upload` fills.
+    public let mapped: UnsafeMutableRawPointer?
+
+    /// The host address of a host-visible buffer's bytes.
+    public var contents: UnsafeMutableRawPointer {
+        guard let mapped else { preconditionFailure("a device-only buffer has no host address; fill it through Upload") }
+        return mapped
+    }
 
     public func floats(_ count: Int, at offset: Int = 0) -> UnsafeMutableBufferPointer<Float> {
         UnsafeMutableBufferPointer(start: contents.assumingMemoryBound(to: Float.self) + offset, count: count)
@@ -20,24 +27,34 @@ public struct DeviceBuffer: @unchecked Sendable {
 /// Device memory in a few large allocations, sub-allocated by bumping an offset: buffers live as long as
 /// the arena (a model's weights, its KV pool, its activations), so nothing is freed one by one.
 /// No single buffer exceeds the device's maxStorageBufferRange; callers split larger tensors.
+///
+/// A `.device` arena holds what only the device touches once loaded, in device-local memory; a `.host` arena
+/// what the host writes or reads (step inputs, logits, upload staging). On unified memory both are mapped.
 public final class MemoryArena: @unchecked Sendable {
+    public enum Placement: Sendable { case device, host }
     let device: VulkanDevice
-    private var chunks: [(memory: VkDeviceMemory, mapped: UnsafeMutableRawPointer, size: Int)] = []
+    let placement: Placement
+    /// Whether buffers have host addresses (else `Upload` fills them).
+    var mapped: Bool { placement == .host || device.unifiedMemory }
+    private var chunks: [(memory: VkDeviceMemory, mapped: UnsafeMutableRawPointer?, size: Int)] = []
+    /// Records zero fills of device-only buffers (mapped ones are zeroed by the host).
+    private lazy var fillStream: CommandStream? = try? CommandStream(device: device)
     private var used = 0
     private var buffers: [VkBuffer] = []
     /// Size of each new allocation (a larger buffer gets an allocation of its own size).
     let chunkSize: Int
     public private(set) var allocatedBytes = 0
 
-    public init(device: VulkanDevice, chunkSize: Int = 256 << 20) {
+    public init(device: VulkanDevice, chunkSize: Int = 256 << 20, placement: Placement = .host) {
         self.device = device
+        self.placement = placement
         self.chunkSize = min(chunkSize, max(device.info.maxMemoryAllocationSize, 1 << 20))
     }
 
     deinit {
         for b in buffers { vkDestroyBuffer(device.device, b, nil) }
         for c in chunks {
-            vkUnmapMemory(device.device, c.memory)
+            if c.mapped != nil { vkUnmapMemory(device.device, c.memory) }
             vkFreeMemory(device.device, c.memory, nil)
         }
     }
@@ -68,24 +85,67 @@ public final class MemoryArena: @unchecked Sendable {
         let chunk = chunks[chunks.count - 1]
         try check(vkBindBufferMemory(device.device, buffer, chunk.memory, VkDeviceSize(offset)), "vkBindBufferMemory(\(label))")
         used = offset + Int(requirements.size)
-        let contents = chunk.mapped + offset
-        contents.initializeMemory(as: UInt8.self, repeating: 0, count: size)
-        return DeviceBuffer(buffer: buffer, size: size, contents: contents)
+        let result = DeviceBuffer(buffer: buffer, size: size, mapped: chunk.mapped.map { $0 + offset })
+        if let contents = result.mapped {
+            contents.initializeMemory(as: UInt8.self, repeating: 0, count: size)
+        } else {
+            guard let stream = fillStream else { throw VulkanError("buffer \(label)", message: "no command buffer to clear it with") }
+            try stream.begin()
+            stream.fill(result)
+            stream.barrier()
+            try stream.submitAndWait()
+        }
+        return result
     }
 
     private func addChunk(_ size: Int) throws {
         var info = VkMemoryAllocateInfo()
         info.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO
         info.allocationSize = VkDeviceSize(size)
-        info.memoryTypeIndex = device.memoryTypeIndex
+        info.memoryTypeIndex = placement == .host ? device.hostMemoryType : device.deviceMemoryType
         var memory: VkDeviceMemory?
         try check(vkAllocateMemory(device.device, &info, nil, &memory), "vkAllocateMemory(\(size >> 20) MiB)")
         guard let memory else { throw VulkanError("vkAllocateMemory", message: "no memory") }
         var mapped: UnsafeMutableRawPointer?
-        try check(vkMapMemory(device.device, memory, 0, VkDeviceSize(size), 0, &mapped), "vkMapMemory")
-        guard let mapped else { throw VulkanError("vkMapMemory", message: "no address") }
+        if self.mapped {
+            try check(vkMapMemory(device.device, memory, 0, VkDeviceSize(size), 0, &mapped), "vkMapMemory")
+            guard mapped != nil else { throw VulkanError("vkMapMemory", message: "no address") }
+        }
         chunks.append((memory, mapped, size))
         used = 0
         allocatedBytes += size
+    }
+}
+
+/// Puts bytes the host computes (weights, tables) into buffers of `arena`: in place when the arena is mapped,
+/// else through host-visible staging buffers that `finish()` copies on the device and then releases.
+final class Upload {
+    let arena: MemoryArena
+    private var staging: MemoryArena?
+    private var copies: [(from: DeviceBuffer, to: DeviceBuffer)] = []
+
+    init(arena: MemoryArena) { self.arena = arena }
+
+    /// A zero-filled buffer of `arena`, and where the host writes its bytes before `finish()`.
+    func buffer(_ size: Int, label: String) throws -> (buffer: DeviceBuffer, bytes: UnsafeMutableRawPointer) {
+        let target = try arena.buffer(size, label: label)
+        if let mapped = target.mapped { return (target, mapped) }
+        if staging == nil { staging = MemoryArena(device: arena.device, chunkSize: 64 << 20, placement: .host) }
+        guard let staging else { preconditionFailure("staging arena") }
+        let source = try staging.buffer(size, label: label + ".staging")
+        copies.append((source, target))
+        return (target, source.contents)
+    }
+
+    /// Copies every staged buffer to its target and waits; the staging memory is freed.
+    func finish() throws {
+        guard !copies.isEmpty else { return }
+        let stream = try CommandStream(device: arena.device)
+        try stream.begin()
+        for (from, to) in copies { stream.copy(from: from, at: 0, to: to, at: 0, bytes: min(from.size, to.size)) }
+        stream.barrier()
+        try stream.submitAndWait()
+        copies = []
+        staging = nil
     }
 }

@@ -21,7 +21,8 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     public let maxTokens: Int, maxSequences: Int, maxLogitRows: Int
     let maxBlocksPerSequence: Int
 
-    private let arena: MemoryArena
+    /// Weights, KV pool and activations (device-local), and what the host writes or reads each step.
+    private let arena: MemoryArena, hostArena: MemoryArena
     private let kernels: Kernels
     private let stream: CommandStream
 
@@ -79,8 +80,9 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         self.maxSequences = maxSequences
         self.maxLogitRows = maxLogitRows
         maxBlocksPerSequence = (c.contextLength + blockSize - 1) / blockSize
-        let arena = MemoryArena(device: device)
+        let arena = MemoryArena(device: device, placement: .device), hostArena = MemoryArena(device: device, placement: .host)
         self.arena = arena
+        self.hostArena = hostArena
         let kernels = try Kernels(device: device, headDimension: c.headDimension, queryHeadsPerKVHead: c.headCount / c.kvHeadCount, kvCache: kvCache,
                                   family: kernelFamily)
         self.kernels = kernels
@@ -93,8 +95,10 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         func vector(_ name: String) throws -> DeviceBuffer {
             let t = try tensor(name)
             let values = Dequantize.array(t.type, file.data(of: t), count: t.elementCount)
-            let buffer = try arena.buffer(values.count * 4, label: name)
-            values.withUnsafeBytes { buffer.copy($0) }
+            let upload = Upload(arena: arena)
+            let (buffer, bytes) = try upload.buffer(values.count * 4, label: name)
+            values.withUnsafeBytes { bytes.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            try upload.finish()
             return buffer
         }
         let d = c.embeddingWidth, f = c.feedForwardWidth
@@ -117,17 +121,20 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         gateUp = try arena.buffer(maxTokens * 2 * f * 4, label: "gate_up")
         hidden = try arena.buffer(maxTokens * f * 4, label: "hidden")
         gathered = try arena.buffer(maxLogitRows * d * 4, label: "gathered")
-        logitsBuffer = try arena.buffer(maxLogitRows * c.vocabularySize * 4, label: "logits")
-        chosen = try arena.buffer(maxLogitRows * 4, label: "chosen")
-        tokensBuffer = try arena.buffer(maxTokens * 4, label: "tokens")
-        positionsBuffer = try arena.buffer(maxTokens * 4, label: "positions")
-        sequencesBuffer = try arena.buffer(maxTokens * 4, label: "sequences")
-        blockTablesBuffer = try arena.buffer(maxSequences * maxBlocksPerSequence * 4, label: "block_tables")
-        rowsBuffer = try arena.buffer(maxLogitRows * 4, label: "logit_rows")
+        // Read back by the host, or written by it every step: host-visible memory.
+        logitsBuffer = try hostArena.buffer(maxLogitRows * c.vocabularySize * 4, label: "logits")
+        chosen = try hostArena.buffer(maxLogitRows * 4, label: "chosen")
+        tokensBuffer = try hostArena.buffer(maxTokens * 4, label: "tokens")
+        positionsBuffer = try hostArena.buffer(maxTokens * 4, label: "positions")
+        sequencesBuffer = try hostArena.buffer(maxTokens * 4, label: "sequences")
+        blockTablesBuffer = try hostArena.buffer(maxSequences * maxBlocksPerSequence * 4, label: "block_tables")
+        rowsBuffer = try hostArena.buffer(maxLogitRows * 4, label: "logit_rows")
         // cos/sin per (position, pair), computed in double exactly as the CPU reference does.
         let pairs = c.ropeDimension / 2
-        rotation = try arena.buffer(c.contextLength * pairs * 8, label: "rotation")
-        let table = rotation.floats(c.contextLength * pairs * 2)
+        let rotationUpload = Upload(arena: arena)
+        let rotationBytes: UnsafeMutableRawPointer
+        (rotation, rotationBytes) = try rotationUpload.buffer(c.contextLength * pairs * 8, label: "rotation")
+        let table = rotationBytes.assumingMemoryBound(to: Float.self)
         for pos in 0..<c.contextLength {
             for i in 0..<pairs {
                 let theta = Double(pos) * pow(Double(c.ropeBase), -2 * Double(i) / Double(c.ropeDimension))
@@ -135,6 +142,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
                 table[(pos * pairs + i) * 2 + 1] = Float(sin(theta))
             }
         }
+        try rotationUpload.finish()
         let kvBytes = blockCount * Self.kvBytesPerLayerBlock(c, blockSize: blockSize, kvCache: kvCache)
         guard kvBytes <= device.info.maxStorageBufferRange else {
             throw VulkanError("KV pool", message: "\(blockCount) blocks need \(kvBytes >> 20) MiB per layer, above maxStorageBufferRange")
@@ -188,7 +196,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     public func profileReport() -> String { stream.profileReport() }
 
     /// Bytes of device memory the decoder holds (weights, KV pool, activations).
-    public var deviceBytes: Int { arena.allocatedBytes }
+    public var deviceBytes: Int { arena.allocatedBytes + hostArena.allocatedBytes }
 
     /// Row slices over all weight matrices (one per matrix unless some were split).
     var matrixSliceCount: Int {

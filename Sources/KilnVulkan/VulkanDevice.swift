@@ -28,7 +28,13 @@ public final class VulkanDevice: @unchecked Sendable {
     let queue: VkQueue
     let queueFamily: UInt32
     let commandPool: VkCommandPool
-    let memoryTypeIndex: UInt32
+    /// Memory for what only the device touches once loaded (weights, KV pool, activations): device-local.
+    let deviceMemoryType: UInt32
+    /// Host-visible, coherent memory: what the host writes each step or reads back, and upload staging.
+    let hostMemoryType: UInt32
+    /// Whether `deviceMemoryType` is host-visible too (lavapipe, integrated GPUs, a resizable BAR), so that
+    /// device buffers are written in place instead of staged. KILN_VULKAN_STAGING=1 stages anyway (tests).
+    public let unifiedMemory: Bool
     public let info: Info
 
     /// Every physical device the loader reports (empty when there is no Vulkan driver at all).
@@ -113,17 +119,27 @@ public final class VulkanDevice: @unchecked Sendable {
         try check(vkCreateCommandPool(device, &poolInfo, nil, &pool), "vkCreateCommandPool")
         commandPool = pool!
 
-        // Host-visible, coherent memory: every type lavapipe has, and on GPUs the device-local window where
-        // one exists. (A staging path for device-only memory is future work.)
         var memory = VkPhysicalDeviceMemoryProperties()
         vkGetPhysicalDeviceMemoryProperties(physicalDevice, &memory)
         let types = withUnsafeBytes(of: memory.memoryTypes) { Array($0.bindMemory(to: VkMemoryType.self).prefix(Int(memory.memoryTypeCount))) }
-        let wanted = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT.rawValue | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT.rawValue
-        let candidates = types.indices.filter { types[$0].propertyFlags & wanted == wanted }
-        guard let best = candidates.first(where: { types[$0].propertyFlags & VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT.rawValue != 0 }) ?? candidates.first else {
+        let heaps = withUnsafeBytes(of: memory.memoryHeaps) { Array($0.bindMemory(to: VkMemoryHeap.self).prefix(Int(memory.memoryHeapCount))) }
+        let hostBits = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT.rawValue | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT.rawValue
+        let local = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT.rawValue
+        func heapSize(_ t: Int) -> UInt64 { heaps[Int(types[t].heapIndex)].size }
+        let hostTypes = types.indices.filter { types[$0].propertyFlags & hostBits == hostBits }
+        // Host: prefer cached memory (logits are read back), then any host-visible coherent type.
+        guard let host = hostTypes.first(where: { types[$0].propertyFlags & VK_MEMORY_PROPERTY_HOST_CACHED_BIT.rawValue != 0 }) ?? hostTypes.first else {
             throw VulkanError("memory selection", message: "\(info.name) has no host-visible coherent memory")
         }
-        memoryTypeIndex = UInt32(best)
+        // Device: the device-local type on the largest heap; one that is host-visible too if its heap is as
+        // large (unified memory; not a GPU's 256 MiB BAR window); no device-local type at all: host memory.
+        let localTypes = types.indices.filter { types[$0].propertyFlags & local != 0 }
+        let largest = localTypes.map(heapSize).max() ?? 0
+        let mappable = localTypes.first { types[$0].propertyFlags & hostBits == hostBits && heapSize($0) >= largest }
+        let deviceType = mappable ?? localTypes.first { heapSize($0) == largest } ?? host
+        hostMemoryType = UInt32(host)
+        deviceMemoryType = UInt32(deviceType)
+        unifiedMemory = types[deviceType].propertyFlags & hostBits == hostBits && ProcessInfo.processInfo.environment["KILN_VULKAN_STAGING"] != "1"
     }
 
     deinit {

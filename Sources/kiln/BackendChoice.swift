@@ -60,7 +60,8 @@ func makeBackend(file: GGUFFile, choice: BackendChoice, deviceIndex: Int?, block
     guard choice == .vulkan else { return ReferenceBackend(weights: try ReferenceWeights(gguf: file), blockCount: blocks, blockSize: 16) }
     let decoder = try VulkanDecoder(device: VulkanDevice(index: deviceIndex), file: file, blockCount: blocks, blockSize: 16,
                                     maxTokens: maxTokens, maxSequences: maxSequences, maxLogitRows: maxLogitRows, kvCache: kvCache)
-    FileHandle.standardError.write(Data("kiln: Vulkan on \(decoder.device.info.name): \(decoder.kernelFamily) kernel family, \(decoder.kvCache) KV pool\n".utf8))
+    let memory = decoder.device.unifiedMemory ? "unified memory" : "device-local memory (staged uploads)"
+    FileHandle.standardError.write(Data("kiln: Vulkan on \(decoder.device.info.name): \(decoder.kernelFamily) kernel family, \(decoder.kvCache) KV pool, \(memory)\n".utf8))
     if ProcessInfo.processInfo.environment["KILN_VULKAN_PROFILE"] == "1" {
         atexit_decoder = decoder
         atexit { if let d = atexit_decoder { FileHandle.standardError.write(Data((d.profileReport() + "\n").utf8)) } }

@@ -65,6 +65,33 @@ final class DecoderTests: XCTestCase {
         }
     }
 
+    /// Device memory that the host cannot map (a discrete GPU's): weights, tables and the KV pool are staged
+    /// through host-visible buffers and copied on the device, activations stay device-only, step inputs and
+    /// logits live in host memory. Forced on lavapipe with KILN_VULKAN_STAGING=1; logits equal the unified
+    /// path's bit for bit.
+    func testStagedDeviceMemoryGivesIdenticalLogits() throws {
+        let unified = try VulkanDevice()
+        setenv("KILN_VULKAN_STAGING", "1", 1)
+        let staged = try VulkanDevice()
+        unsetenv("KILN_VULKAN_STAGING")
+        XCTAssertTrue(unified.unifiedMemory, "lavapipe's memory is host-visible")
+        XCTAssertFalse(staged.unifiedMemory)
+        for type in [GGMLType.q4_1, .q6_K] {
+            let file = try testModel(type: type)
+            let a = try VulkanDecoder(device: unified, file: file, blockCount: 16, maxTokens: 64, maxSequences: 4, maxLogitRows: 64)
+            let b = try VulkanDecoder(device: staged, file: file, blockCount: 16, maxTokens: 64, maxSequences: 4, maxLogitRows: 64)
+            let prompt = [5, 80, 81, 90, 100, 3, 7, 200, 201, 40, 41]
+            let step = DecodeBatch.sequence(prompt, startingAt: 0, blockTable: [3, 9], wanted: prompt.count)
+            XCTAssertEqual(try b.logits(step), try a.logits(step), "\(type): prefill")
+            let next = DecodeBatch.sequence([17], startingAt: prompt.count, blockTable: [3, 9])
+            XCTAssertEqual(try b.greedy(next), try a.greedy(next), "\(type): decode step")
+            try b.copyBlock(from: 3, to: 5)
+            try a.copyBlock(from: 3, to: 5)
+            let copied = DecodeBatch.sequence([18], startingAt: 5, blockTable: [5])
+            XCTAssertEqual(try b.logits(copied), try a.logits(copied), "\(type): after a block copy")
+        }
+    }
+
     /// The GPU kernel family, forced on lavapipe, gives the CPU family's logits bit for bit (prefill, then a
     /// batched decode step), as its frames reduce every output in the same order.
     func testKernelFamiliesGiveIdenticalLogits() throws {

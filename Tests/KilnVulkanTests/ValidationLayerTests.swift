@@ -4,19 +4,22 @@ import XCTest
 
 /// The decoder under the Khronos validation layer (`KILN_VULKAN_VALIDATION=1`; `make deps` installs
 /// vulkan-validationlayers): a prefill, single-sequence decode and every batch size of `kiln bench decode`
-/// record no validation error. The loader's log proves the layer was inserted, so a silent run cannot pass
+/// record no validation error, also with uploads staged (KILN_VULKAN_STAGING=1). The loader's log proves the layer was inserted, so a silent run cannot pass
 /// for a clean one. (This test found a 98,304-group SwiGLU dispatch over the 65,535 limit.)
 final class ValidationLayerTests: XCTestCase {
     func testDecoderRunsCleanUnderTheValidationLayer() throws {
         let environment = ["KILN_VULKAN_VALIDATION": "1", "VK_LOADER_DEBUG": "layer"]
-        for arguments in [["generate", "--prompt", "The capital of France is", "--max-tokens", "4", "--backend", "vulkan"],
-                          ["bench", "decode", "--steps", "1"]] {
-            let r = try runTool(kilnReleaseBinary, arguments, timeout: 600, environment: environment)
+        let generate = ["generate", "--prompt", "The capital of France is", "--max-tokens", "4", "--backend", "vulkan"]
+        // The third run stages every upload through host memory, as on a GPU whose memory the host cannot map.
+        for (arguments, staged) in [(generate, false), (["bench", "decode", "--steps", "1"], false), (generate, true)] {
+            let r = try runTool(kilnReleaseBinary, arguments, timeout: 600,
+                                environment: environment.merging(staged ? ["KILN_VULKAN_STAGING": "1"] : [:]) { a, _ in a })
             let output = r.stdout + r.stderr
             XCTAssertEqual(r.status, 0, output)
             XCTAssertTrue(output.contains("Insert instance layer \"VK_LAYER_KHRONOS_validation\""), "the layer was not loaded: \(output.suffix(2000))")
             XCTAssertTrue(output.contains("vulkan validation: 0 errors"), "\(arguments): \(output.suffix(4000))")
             XCTAssertFalse(output.contains("vulkan validation error"), "\(arguments): \(output.suffix(4000))")
+            if staged { XCTAssertTrue(output.contains("staged uploads"), "the staged run did not stage: \(output.suffix(2000))") }
         }
     }
 }

@@ -1,5 +1,3 @@
-import CVulkan
-
 /// Puts bytes the host computes (weights, tables) into buffers of `arena`: in place when the arena is mapped,
 /// else through host-visible staging buffers that `finish()` copies on the device and then releases.
 final class Upload {

@@ -38,7 +38,7 @@ public final class MemoryArena: @unchecked Sendable {
     var mapped: Bool { placement == .host || device.unifiedMemory }
     private var chunks: [(memory: VkDeviceMemory, mapped: UnsafeMutableRawPointer?, size: Int)] = []
     /// Records zero fills of device-only buffers (mapped ones are zeroed by the host).
-    private lazy var fillStream: CommandStream? = try? CommandStream(device: device)
+    private var fillStream: CommandStream?
     private var used = 0
     private var buffers: [VkBuffer] = []
     /// Size of each new allocation (a larger buffer gets an allocation of its own size).
@@ -89,7 +89,8 @@ public final class MemoryArena: @unchecked Sendable {
         if let contents = result.mapped {
             contents.initializeMemory(as: UInt8.self, repeating: 0, count: size)
         } else {
-            guard let stream = fillStream else { throw VulkanError("buffer \(label)", message: "no command buffer to clear it with") }
+            let stream = try fillStream ?? CommandStream(device: device)
+            fillStream = stream
             try stream.begin()
             stream.fill(result)
             stream.barrier()

@@ -76,18 +76,8 @@ final class KernelTests: XCTestCase {
                                     Kernels.MatmulParameters(K: UInt32(k), N: UInt32(n), B: UInt32(b), xStride: UInt32(k), yStride: UInt32(n), flags: accumulate ? 1 : 0),
                                     invocations: invocations)
                     try stream.submitAndWait()
-                    var error = 0.0, norm = 0.0
-                    for col in 0..<b {
-                        for row in 0..<n {
-                            var expected = accumulate ? Double(residual[col * n + row]) : 0
-                            for i in 0..<k { expected += Double(weights[row * k + i]) * Double(xs[col * k + i]) }
-                            let got = Double(y[col * n + row])
-                            XCTAssertFalse(got.isNaN, "\(type) \(n)×\(k) B=\(b): element (\(row), \(col)) not written")
-                            error += (got - expected) * (got - expected)
-                            norm += expected * expected
-                        }
-                    }
-                    let relative = (error / max(norm, 1e-30)).squareRoot()
+                    let relative = Self.relativeError(y, weights: weights, xs: xs, residual: accumulate ? residual : nil,
+                                                      rows: n, width: k, columns: b, label: "\(type) \(n)×\(k) B=\(b)")
                     XCTAssertLessThanOrEqual(relative, 1e-4, "\(type) \(n)×\(k) B=\(b) accumulate=\(accumulate) \(kernel.name)")
                     if !accumulate {
                         if let firstResult { XCTAssertEqual(Array(y), firstResult, "\(kernel.name) differs from the tiled kernel") }
@@ -133,19 +123,27 @@ final class KernelTests: XCTestCase {
                 stream.dispatch(kernel, set, Kernels.MatmulParameters(K: UInt32(k), N: UInt32(n), B: UInt32(columns), xStride: UInt32(k), yStride: UInt32(n), flags: 0),
                                 invocations: invocations)
                 try stream.submitAndWait()
-                var error = 0.0, norm = 0.0
-                for col in 0..<columns {
-                    for row in 0..<n {
-                        var expected = 0.0
-                        for i in 0..<k { expected += Double(weights[row * k + i]) * Double(xs[col * k + i]) }
-                        let got = Double(y[col * n + row])
-                        XCTAssertFalse(got.isNaN, "\(kernel.name): element (\(row), \(col)) not written")
-                        error += (got - expected) * (got - expected)
-                        norm += expected * expected
-                    }
-                }
-                XCTAssertLessThanOrEqual((error / norm).squareRoot(), 1e-4, "\(kernel.name), \(columns) columns")
+                let relative = Self.relativeError(y, weights: weights, xs: xs, residual: nil, rows: n, width: k, columns: columns, label: kernel.name)
+                XCTAssertLessThanOrEqual(relative, 1e-4, "\(kernel.name), \(columns) columns")
             }
         }
+    }
+
+    /// Relative L2 error of `y` (columns × rows, column-major) against W·x (+ residual) in float64; fails for
+    /// every element left unwritten (NaN).
+    static func relativeError(_ y: UnsafeMutableBufferPointer<Float>, weights: [Float], xs: [Float], residual: [Float]?,
+                              rows n: Int, width k: Int, columns: Int, label: String) -> Double {
+        var error = 0.0, norm = 0.0
+        for col in 0..<columns {
+            for row in 0..<n {
+                var expected = residual.map { Double($0[col * n + row]) } ?? 0
+                for i in 0..<k { expected += Double(weights[row * k + i]) * Double(xs[col * k + i]) }
+                let got = Double(y[col * n + row])
+                XCTAssertFalse(got.isNaN, "\(label): element (\(row), \(col)) not written")
+                error += (got - expected) * (got - expected)
+                norm += expected * expected
+            }
+        }
+        return (error / max(norm, 1e-30)).squareRoot()
     }
 }

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # make bench-decode: Kiln's Vulkan decoder (lavapipe here) — prefill tok/s for a 512-token prompt and decode
 # tok/s at batch 1, 4, 16, 32 — and, in the same run, llama.cpp's CPU backend (2 threads) on the same model
-# through the llama-cpp-python package (installed outside the repository by this script; nothing committed).
-# llama.cpp's own Vulkan backend on lavapipe is not built here (see BENCHMARKS.md for the anchor figure).
+# through the llama-cpp-python package (installed outside the repository by this script; nothing committed),
+# and llama.cpp's Vulkan backend on the same Vulkan device through the prebuilt `cyllama-vulkan` wheel (a
+# llama.cpp build with GGML_VULKAN=ON; it needs Python >= 3.12, so it is skipped with a note where none exists).
+# Building llama.cpp's Vulkan backend from llama-cpp-python's sdist fails on Debian 12: its Vulkan headers
+# (1.3.239) are older than the backend needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KILN_BIN=${KILN_BIN:-.build/release/kiln}
@@ -28,9 +31,56 @@ print(f"BENCH llamacpp_cpu_prefill_tok_s {512 / prefill:.2f} tok/s")
 print(f"BENCH llamacpp_cpu_decode_b1_tok_s {64 / decode:.2f} tok/s")
 PY
 }
+# llama.cpp's Vulkan backend: a venv outside the repository, made once.
+VK_VENV=${KILN_LLAMACPP_VULKAN_VENV:-$HOME/.cache/kiln/llamacpp-vulkan}
+if [ ! -x "$VK_VENV/bin/python" ]; then
+  # Any Python >= 3.12: on PATH, or one of pyenv's (whose shims refuse versions not selected here).
+  for py in python3.13 python3.12 ${PYENV_ROOT:-$HOME/.pyenv}/versions/3.1[2-9]*/bin/python3; do
+    if "$py" -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null; then
+      echo "installing cyllama-vulkan (prebuilt llama.cpp with its Vulkan backend) into $VK_VENV"
+      "$py" -m venv "$VK_VENV" && "$VK_VENV/bin/pip" install -q 'cyllama-vulkan==0.7.0' || rm -rf "$VK_VENV"
+      break
+    fi
+  done
+fi
+llama_vulkan() {
+  if [ ! -x "$VK_VENV/bin/python" ]; then echo "llama.cpp Vulkan backend skipped: no Python >= 3.12 for cyllama-vulkan"; return; fi
+  # ggml-vulkan hides CPU-type devices such as lavapipe unless they are named explicitly.
+  GGML_VK_VISIBLE_DEVICES=${GGML_VK_VISIBLE_DEVICES:-0} "$VK_VENV/bin/python" - "$MODEL" 2>/dev/null <<'PY' | grep '^BENCH' || true
+import sys, time
+import cyllama.llama.llama_cpp as L
+L.ggml_backend_load_all()
+assert any(d["name"].startswith("Vulkan") for d in L.ggml_backend_dev_info()), "no Vulkan device"
+mp = L.LlamaModelParams(); mp.n_gpu_layers = 99
+model = L.LlamaModel(sys.argv[1], mp)
+cp = L.LlamaContextParams(); cp.n_ctx = 1024; cp.n_batch = 512; cp.n_ubatch = 512; cp.n_threads = 2; cp.n_threads_batch = 2
+ctx = L.LlamaContext(model, cp)
+prompt = [((i * 7919) % (49152 - 100)) + 50 for i in range(512)]
+def run(tokens, start):
+    ctx.decode(L.llama_batch_get_one(tokens, start)); ctx.synchronize()
+# Warm-up: the backend compiles its pipelines on first use.
+run(prompt, 0); ctx.kv_cache_clear(); run(prompt[:16], 0); run([prompt[16]], 16); ctx.kv_cache_clear()
+t = time.perf_counter(); run(prompt, 0); prefill = time.perf_counter() - t
+ctx.kv_cache_clear(); run(prompt[:16], 0)
+t = time.perf_counter()
+for i in range(16):
+    run([prompt[16 + i]], 16 + i)
+decode = time.perf_counter() - t
+print(f"BENCH llamacpp_vulkan_prefill_tok_s {512 / prefill:.2f} tok/s")
+print(f"BENCH llamacpp_vulkan_decode_b1_tok_s {16 / decode:.2f} tok/s")
+PY
+}
 llama | tee /tmp/kiln-bench-llama-1.txt
+llama_vulkan | tee /tmp/kiln-bench-llama-vk.txt
 "$KILN_BIN" bench decode --model "$MODEL" --steps "$STEPS" | tee /tmp/kiln-bench-kiln.txt
 llama | tee /tmp/kiln-bench-llama-2.txt
 k1=$(awk '/vulkan_decode_b1_tok_s/ {print $3}' /tmp/kiln-bench-kiln.txt)
 l1=$(cat /tmp/kiln-bench-llama-1.txt /tmp/kiln-bench-llama-2.txt | awk '/decode_b1/ {s+=$3; n++} END {print s/n}')
 echo "BENCH vulkan_vs_llamacpp_cpu_decode_b1_ratio $(python3 -c "print(f'{$k1/$l1:.3f}')") x"
+v1=$(awk '/llamacpp_vulkan_decode_b1/ {print $3}' /tmp/kiln-bench-llama-vk.txt)
+if [ -n "$v1" ]; then
+  kp=$(awk '/vulkan_prefill_tok_s/ && !/llamacpp/ {print $3}' /tmp/kiln-bench-kiln.txt)
+  vp=$(awk '/llamacpp_vulkan_prefill/ {print $3}' /tmp/kiln-bench-llama-vk.txt)
+  echo "BENCH vulkan_vs_llamacpp_vulkan_decode_b1_ratio $(python3 -c "print(f'{$k1/$v1:.1f}')") x"
+  echo "BENCH vulkan_vs_llamacpp_vulkan_prefill_ratio $(python3 -c "print(f'{$kp/$vp:.1f}')") x"
+fi

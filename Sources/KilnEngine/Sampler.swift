@@ -50,6 +50,18 @@ public struct Sampler: Sendable {
         return SampledToken(id: chosen, logprob: raw[chosen], top: top)
     }
 
+    /// Samples generated token number `index` from a row's most likely tokens alone: for parameters where
+    /// `SamplingParameters.needsOnly(topCandidates:)` holds, the same token, log-probability and alternatives
+    /// that `sample(_:context:index:)` gives from the full logits (the filters keep a prefix of the same order,
+    /// and the draw is the same).
+    public func sample(_ candidates: TopCandidates, index: Int) -> SampledToken {
+        let p = parameters
+        precondition(p.needsOnly(topCandidates: candidates.ids.count), "sampling needs more than the top candidates")
+        let chosen = p.temperature == 0 ? 0 : sampleFiltered(candidates.scores, draw: Float(Self.draw(seed: p.seed, index: index)))
+        let top = (0..<min(p.logprobs, candidates.ids.count)).map { TokenLogprob(id: candidates.ids[$0], logprob: candidates.logprob($0)) }
+        return SampledToken(id: candidates.ids[chosen], logprob: candidates.logprob(chosen), top: top)
+    }
+
     /// Top-k, top-p, min-p, temperature and the draw, over candidates in descending score order (ties: lower
     /// id first). Only as long a prefix of that order is sorted as the filters and the draw can reach: the
     /// prefix grows (64, 512, 4096, … tokens) until the kept set ends inside it, or — with no filter cutting

@@ -28,6 +28,14 @@ public struct SamplingParameters: Sendable, Equatable {
         temperature == 0 && repetitionPenalty == 1 && frequencyPenalty == 0 && presencePenalty == 0 && logprobs == 0
     }
 
+    /// Sampling that never looks past a row's `count` most likely tokens: greedy or top-k within `count`, no
+    /// penalties (they reorder tokens), at most `count` alternatives reported. Such rows are sampled from the
+    /// backend's top candidates (a device top-k) instead of the whole vocabulary's logits.
+    public func needsOnly(topCandidates count: Int) -> Bool {
+        repetitionPenalty == 1 && frequencyPenalty == 0 && presencePenalty == 0 && logprobs <= count
+            && (temperature == 0 || (topK > 0 && topK <= count))
+    }
+
     /// Greedy: the most likely token every time.
     public static var greedy: SamplingParameters { var p = SamplingParameters(); p.temperature = 0; return p }
 

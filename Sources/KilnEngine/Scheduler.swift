@@ -145,7 +145,17 @@ public final class Scheduler {
         // When every sequence sampling this step is plain greedy, the backend picks the tokens itself (argmax
         // on the device, the first maximum on ties, like the host's) and returns one id per row.
         let onDevice = wanted.allSatisfy { running[$0].request.parameters.choosesOnDevice && !running[$0].request.wantsLogprob }
-        let logits = onDevice ? [] : try backend.logits(batch)
+        // Otherwise a row whose sampling never looks past the most likely few tokens is sampled from the
+        // backend's top candidates (top-k on the device); the others from their full logits. Which way a row
+        // goes depends on its own parameters only, so its result never depends on the rest of the step.
+        let count = backend.topCandidateCount
+        let fromCandidates = wanted.map { running[$0].request.parameters.needsOnly(topCandidates: count) }
+        var logits: [[Float]] = [], candidates: [TopCandidates] = []
+        if !onDevice && fromCandidates.contains(true) {
+            (candidates, logits) = try backend.candidates(batch, alsoLogits: fromCandidates.contains(false))
+        } else if !onDevice {
+            logits = try backend.logits(batch)
+        }
         let chosen = onDevice ? try backend.greedy(batch) : []
         steps += 1
         for (i, done) in processed {
@@ -158,8 +168,10 @@ public final class Scheduler {
         for (row, i) in wanted.enumerated() {
             var r = running[i]
             // A token chosen on the device carries no log-probability (0): nobody asked for it.
+            let sampler = Sampler(r.request.parameters)
             let sampled = onDevice ? SampledToken(id: chosen[row], logprob: 0, top: [])
-                                   : Sampler(r.request.parameters).sample(logits[row], context: r.tokens, index: r.generated.count)
+                : fromCandidates[row] ? sampler.sample(candidates[row], index: r.generated.count)
+                : sampler.sample(logits[row], context: r.tokens, index: r.generated.count)
             r.generated.append(sampled.id)
             r.tokens.append(sampled.id)
             var finish: FinishReason?

@@ -1,3 +1,5 @@
+import Foundation
+
 /// One step of work for a decoder backend: tokens of one or more sequences (any mix of prefill chunks and
 /// single decode tokens), where each token's key and value go in the paged KV cache, and which tokens'
 /// logits are wanted.
@@ -43,4 +45,52 @@ public protocol DecoderBackend: AnyObject {
     func greedy(_ batch: DecodeBatch) throws -> [Int]
     /// Copies one KV block's contents to another (copy-on-write when a shared block must be written).
     func copyBlock(from source: Int, to destination: Int) throws
+    /// How many candidates `candidates` returns per row.
+    var topCandidateCount: Int { get }
+    /// Runs the step and returns the `topCandidateCount` most likely tokens of each of `batch.logitRows`, and
+    /// their full logits too when `alsoLogits` (else an empty array).
+    func candidates(_ batch: DecodeBatch, alsoLogits: Bool) throws -> (candidates: [TopCandidates], logits: [[Float]])
+}
+
+/// The most likely tokens of one logit row, in descending order (ties: lower id first), with what turns a
+/// logit into a log-probability. Sampling that looks only at these (greedy, or top-k within them, with no
+/// penalties) needs nothing else, so a device backend returns 2·count + 2 numbers instead of the vocabulary.
+public struct TopCandidates: Sendable, Equatable {
+    /// Token ids, most likely first.
+    public var ids: [Int]
+    /// Their logits.
+    public var scores: [Float]
+    /// log Σ exp(logit) over the whole vocabulary: a token's log-probability is its logit minus this.
+    public var logNormalizer: Double
+
+    public init(ids: [Int], scores: [Float], logNormalizer: Double) {
+        self.ids = ids
+        self.scores = scores
+        self.logNormalizer = logNormalizer
+    }
+
+    /// The `count` most likely of a full row of logits, found on the host (NaN logits never count).
+    public init(logits: [Float], count: Int) {
+        let valid = logits.indices.filter { !logits[$0].isNaN }
+        let order = valid.sorted { logits[$0] != logits[$1] ? logits[$0] > logits[$1] : $0 < $1 }.prefix(count)
+        ids = Array(order)
+        scores = order.map { logits[$0] }
+        let maximum = Double(scores.first ?? 0)
+        var total = 0.0
+        for i in valid { total += Foundation.exp(Double(logits[i]) - maximum) }
+        logNormalizer = Foundation.log(total) + maximum
+    }
+
+    /// The log-probability of candidate `index`.
+    public func logprob(_ index: Int) -> Double { Double(scores[index]) - logNormalizer }
+}
+
+extension DecoderBackend {
+    /// Candidates per row that the host finds in the full logits: backends without a device top-k.
+    public var topCandidateCount: Int { 64 }
+
+    public func candidates(_ batch: DecodeBatch, alsoLogits: Bool) throws -> (candidates: [TopCandidates], logits: [[Float]]) {
+        let rows = try logits(batch)
+        return (rows.map { TopCandidates(logits: $0, count: topCandidateCount) }, alsoLogits ? rows : [])
+    }
 }

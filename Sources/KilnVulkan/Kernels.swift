@@ -36,6 +36,7 @@ final class Kernels {
     let swiglu: ComputeKernel
     let gatherRows: ComputeKernel
     let argmax: ComputeKernel
+    let topCandidates: ComputeKernel
     let rmsNorm: ComputeKernel
 
     /// The matrix kernels' family, and output rows per invocation of its kernels (8 in the CPU family's
@@ -51,6 +52,9 @@ final class Kernels {
     struct SwigluParameters { var B, width: UInt32 }
     struct GatherParameters { var rows, width4: UInt32 }
     struct ArgmaxParameters { var rows, vocabulary: UInt32 }
+    struct TopCandidatesParameters { var rows, vocabulary, chunks, phase: UInt32 }
+    /// Candidates per row of top_candidates.comp (its K), and the vocabulary chunks of its first phase.
+    static let topCandidateCount = 64, topCandidateChunks = 64
 
     /// `queryHeadsPerKVHead`: the attention kernel's group (grouped-query attention; 1 without it);
     /// `kvCache`: the KV pool's element type, which the RoPE/store and attention kernels are built for.
@@ -101,6 +105,8 @@ final class Kernels {
         rmsNorm = try ComputeKernel(device: device, name: "rmsnorm", spirv: EmbeddedShaders.rmsnorm, bindings: 3, pushConstantBytes: MemoryLayout<NormParameters>.size,
                                     texelBindings: [0: floats, 1: floats])
         argmax = try ComputeKernel(device: device, name: "argmax", spirv: EmbeddedShaders.argmax, bindings: 2, pushConstantBytes: MemoryLayout<ArgmaxParameters>.size)
+        topCandidates = try ComputeKernel(device: device, name: "top_candidates", spirv: EmbeddedShaders.topCandidates, bindings: 3,
+                                          pushConstantBytes: MemoryLayout<TopCandidatesParameters>.size, specialization: [UInt32(Self.topCandidateCount)])
     }
 
     /// The matrix kernel for `columns` columns of x and the invocations it needs for `rows` outputs: the

@@ -38,8 +38,10 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     private let embedding: DeviceMatrix
     private let outputMatrix: DeviceMatrix
     private let x, normed, qkv, attended, gateUp, hidden, gathered, gatheredNormed, logitsBuffer, chosen: DeviceBuffer
+    /// Top-k on the device: each (row, vocabulary chunk)'s candidates, then each row's (read back).
+    private let partialCandidates, candidatesBuffer: DeviceBuffer
     private let tokensBuffer, positionsBuffer, sequencesBuffer, blockTablesBuffer, rowsBuffer, rotation: DeviceBuffer
-    private let gatherSet, outputNormSet, argmaxSet: VkDescriptorSetHandle
+    private let gatherSet, outputNormSet, argmaxSet, topCandidatesSet: VkDescriptorSetHandle
     private let embedSets, outputSets: [VkDescriptorSetHandle]
 
     /// Device bytes one KV block takes: K and V of every layer for `blockSize` tokens.
@@ -124,6 +126,9 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         // Read back by the host, or written by it every step: host-visible memory.
         logitsBuffer = try hostArena.buffer(maxLogitRows * c.vocabularySize * 4, label: "logits")
         chosen = try hostArena.buffer(maxLogitRows * 4, label: "chosen")
+        let record = (2 * Kernels.topCandidateCount + 2) * 4
+        partialCandidates = try arena.buffer(maxLogitRows * Kernels.topCandidateChunks * record, label: "partial_candidates")
+        candidatesBuffer = try hostArena.buffer(maxLogitRows * record, label: "candidates")
         tokensBuffer = try hostArena.buffer(maxTokens * 4, label: "tokens")
         positionsBuffer = try hostArena.buffer(maxTokens * 4, label: "positions")
         sequencesBuffer = try hostArena.buffer(maxTokens * 4, label: "sequences")
@@ -155,6 +160,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         outputNormSet = VkDescriptorSetHandle(try kernels.rmsNorm.bind([gathered, outputNorm, gatheredNormed]))
         outputSets = try matmulSets(outputMatrix, gatheredNormed, logitsBuffer)
         argmaxSet = VkDescriptorSetHandle(try kernels.argmax.bind([logitsBuffer, chosen]))
+        topCandidatesSet = VkDescriptorSetHandle(try kernels.topCandidates.bind([logitsBuffer, partialCandidates, candidatesBuffer]))
 
         for l in 0..<c.layerCount {
             let p = "blk.\(l)."
@@ -212,6 +218,30 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         return (0..<batch.logitRows.count).map { Array(all[$0 * v ..< ($0 + 1) * v]) }
     }
 
+    public var topCandidateCount: Int { Kernels.topCandidateCount }
+
+    /// Runs the step with top-k on the device: reads back 2·64 + 2 numbers per row (the full logits too
+    /// only when `alsoLogits`).
+    public func candidates(_ batch: DecodeBatch, alsoLogits: Bool) throws -> (candidates: [TopCandidates], logits: [[Float]]) {
+        try run(batch, greedy: false, candidates: true)
+        let k = Kernels.topCandidateCount, v = config.vocabularySize
+        let words = candidatesBuffer.contents.assumingMemoryBound(to: UInt32.self)
+        let rows = try (0..<batch.logitRows.count).map { r -> TopCandidates in
+            let base = r * (2 * k + 2)
+            var ids: [Int] = [], scores: [Float] = []
+            for j in 0..<k where words[base + k + j] != UInt32.max {
+                guard Int(words[base + k + j]) < v else { throw VulkanError("top candidates", message: "token id \(words[base + k + j]) is out of the vocabulary") }
+                ids.append(Int(words[base + k + j]))
+                scores.append(Float(bitPattern: words[base + j]))
+            }
+            let maximum = Double(Float(bitPattern: words[base + 2 * k])), sum = Double(Float(bitPattern: words[base + 2 * k + 1]))
+            return TopCandidates(ids: ids, scores: scores, logNormalizer: maximum + Foundation.log(sum))
+        }
+        guard alsoLogits else { return (rows, []) }
+        let all = logitsBuffer.floats(batch.logitRows.count * v)
+        return (rows, (0..<batch.logitRows.count).map { Array(all[$0 * v ..< ($0 + 1) * v]) })
+    }
+
     public func greedy(_ batch: DecodeBatch) throws -> [Int] {
         try run(batch, greedy: true)
         let ids = chosen.contents.assumingMemoryBound(to: UInt32.self)
@@ -230,7 +260,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         }
     }
 
-    private func run(_ batch: DecodeBatch, greedy: Bool) throws {
+    private func run(_ batch: DecodeBatch, greedy: Bool, candidates: Bool = false) throws {
         let c = config
         let n = batch.tokens.count, rows = batch.logitRows.count
         guard n > 0, n <= maxTokens, rows <= maxLogitRows, batch.blockTables.count <= maxSequences,
@@ -311,6 +341,15 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
             if greedy {
                 stream.barrier()
                 stream.dispatch(kernels.argmax, argmaxSet.set, Kernels.ArgmaxParameters(rows: UInt32(rows), vocabulary: v), invocations: rows)
+            }
+            if candidates {
+                let chunks = UInt32(Kernels.topCandidateChunks)
+                stream.barrier()
+                stream.dispatch(kernels.topCandidates, topCandidatesSet.set, Kernels.TopCandidatesParameters(rows: UInt32(rows), vocabulary: v, chunks: chunks, phase: 0),
+                                invocations: rows * Int(chunks))
+                stream.barrier()
+                stream.dispatch(kernels.topCandidates, topCandidatesSet.set, Kernels.TopCandidatesParameters(rows: UInt32(rows), vocabulary: v, chunks: chunks, phase: 1),
+                                invocations: rows)
             }
         }
         try stream.submitAndWait()

@@ -21,6 +21,38 @@ final class SamplerTests: XCTestCase {
         }
     }
 
+    /// Sampling from a row's top candidates gives exactly what sampling from its full logits gives, for every
+    /// parameter set that `needsOnly(topCandidates:)` admits — and that predicate refuses the others.
+    func testCandidatesSampleLikeFullLogits() {
+        var rng = SplitMix64(seed: 11)
+        var settings: [SamplingParameters] = []
+        for (t, k, topP, minP, logprobs) in [(0.0, 0, 1.0, 0.0, 3), (0.7, 1, 1, 0, 0), (0.7, 5, 1, 0, 2), (1.0, 40, 0.9, 0, 5),
+                                             (1.5, 64, 0.95, 0.05, 20), (1.0, 64, 1, 0, 0), (0.3, 17, 0.5, 0.1, 1)] {
+            var p = SamplingParameters(); p.temperature = Float(t); p.topK = k; p.topP = Float(topP); p.minP = Float(minP); p.logprobs = logprobs
+            settings.append(p)
+        }
+        for step in 0..<60 {
+            // Coarse values give ties among the candidates.
+            let logits = (0..<2000).map { _ in step % 3 == 0 ? Float(Int.random(in: -6...6, using: &rng)) : Float.random(in: -6...6, using: &rng) }
+            let candidates = TopCandidates(logits: logits, count: 64)
+            for var p in settings {
+                p.seed = UInt64(step)
+                XCTAssertTrue(p.needsOnly(topCandidates: 64))
+                let full = Sampler(p).sample(logits, context: [1, 2, 3], index: step)
+                let fromCandidates = Sampler(p).sample(candidates, index: step)
+                XCTAssertEqual(fromCandidates.id, full.id, "step \(step), \(p)")
+                XCTAssertEqual(fromCandidates.logprob, full.logprob, accuracy: 1e-9)
+                XCTAssertEqual(fromCandidates.top.map(\.id), full.top.map(\.id))
+            }
+        }
+        var p = SamplingParameters()
+        XCTAssertFalse(p.needsOnly(topCandidates: 64), "top-k off: the draw may land anywhere")
+        p.topK = 65
+        XCTAssertFalse(p.needsOnly(topCandidates: 64))
+        p.topK = 10; p.repetitionPenalty = 1.1
+        XCTAssertFalse(p.needsOnly(topCandidates: 64), "penalties reorder the tokens")
+    }
+
     /// Same seed, same request, same tokens; the i-th draw depends only on (seed, i), so continuing a
     /// generation from its first i tokens reproduces the rest; another seed differs.
     func testSeedsReproduceAndDrawsAreCounterBased() {

@@ -129,6 +129,55 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// Top-k on the device against the host's order (score descending, lower id first on ties) on rows with
+    /// ties, NaN, -infinity and vocabularies smaller than the candidate count or the chunk count, with every
+    /// output word poisoned first; the log-normalizer within float rounding of the host's double sum.
+    func testTopCandidatesMatchTheHost() throws {
+        let device = try device()
+        let arena = MemoryArena(device: device, chunkSize: 16 << 20)
+        let stream = try CommandStream(device: device)
+        let kernels = try Kernels(device: device, headDimension: 64)
+        var rng = SystemRandomNumberGenerator()
+        let k = Kernels.topCandidateCount, chunks = Kernels.topCandidateChunks, record = 2 * k + 2
+        for vocabulary in [49152, 1000, 37] {
+            let rows = 5
+            var logits = (0..<rows * vocabulary).map { _ in Float.random(in: -8...8, using: &rng) }
+            // Row 1: a few distinct values only, so most candidates tie; row 2: NaN and -infinity sprinkled
+            // in; row 3: one huge maximum at the end; row 4: all equal.
+            for i in 0..<vocabulary {
+                logits[vocabulary + i] = Float(Int.random(in: 0..<4, using: &rng))
+                if i % 7 == 3 { logits[2 * vocabulary + i] = .nan } else if i % 11 == 5 { logits[2 * vocabulary + i] = -.infinity }
+                logits[4 * vocabulary + i] = 0.5
+            }
+            logits[4 * vocabulary - 1] = 1e4
+            let input = try arena.buffer(logits.count * 4, label: "logits")
+            logits.withUnsafeBytes { input.copy($0) }
+            let partial = try arena.buffer(rows * chunks * record * 4, label: "partial")
+            let result = try arena.buffer(rows * record * 4, label: "result")
+            let words = result.contents.assumingMemoryBound(to: UInt32.self)
+            for i in 0..<rows * record { words[i] = 0x7FC0_0001 }
+            let set = try kernels.topCandidates.bind([input, partial, result])
+            try stream.begin()
+            stream.dispatch(kernels.topCandidates, set, Kernels.TopCandidatesParameters(rows: UInt32(rows), vocabulary: UInt32(vocabulary), chunks: UInt32(chunks), phase: 0),
+                            invocations: rows * chunks)
+            stream.barrier()
+            stream.dispatch(kernels.topCandidates, set, Kernels.TopCandidatesParameters(rows: UInt32(rows), vocabulary: UInt32(vocabulary), chunks: UInt32(chunks), phase: 1),
+                            invocations: rows)
+            try stream.submitAndWait()
+            for r in 0..<rows {
+                let expected = TopCandidates(logits: Array(logits[r * vocabulary..<(r + 1) * vocabulary]), count: k)
+                let base = r * record
+                let count = min(k, expected.ids.count)
+                let ids = (0..<k).map { words[base + k + $0] }
+                XCTAssertEqual(ids.prefix(count).map { Int($0) }, expected.ids, "vocabulary \(vocabulary), row \(r): ids")
+                XCTAssertEqual((0..<count).map { Float(bitPattern: words[base + $0]) }, expected.scores, "vocabulary \(vocabulary), row \(r): scores")
+                XCTAssertTrue(ids.dropFirst(count).allSatisfy { $0 == UInt32.max }, "vocabulary \(vocabulary), row \(r): unused slots marked")
+                let normalizer = Double(Float(bitPattern: words[base + 2 * k])) + Foundation.log(Double(Float(bitPattern: words[base + 2 * k + 1])))
+                XCTAssertEqual(normalizer, expected.logNormalizer, accuracy: 1e-5 * max(1, abs(expected.logNormalizer)), "vocabulary \(vocabulary), row \(r): normalizer")
+            }
+        }
+    }
+
     /// Relative L2 error of `y` (columns × rows, column-major) against W·x (+ residual) in float64; fails for
     /// every element left unwritten (NaN).
     static func relativeError(_ y: UnsafeMutableBufferPointer<Float>, weights: [Float], xs: [Float], residual: [Float]?,

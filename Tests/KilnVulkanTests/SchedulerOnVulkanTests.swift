@@ -40,5 +40,38 @@ final class SchedulerOnVulkanTests: XCTestCase {
         }
         let (hostChosen, _) = try run(onHost, blocks: 64)
         for (i, r) in requests.enumerated() { XCTAssertEqual(hostChosen[r.id], alone[i], "request \(i) sampled on the host") }
+
+        // Top-k sampling goes through the device's top candidates; mixed with requests that need the full
+        // logits (top-k off), or alone, each request gets the same tokens.
+        let sampled = requests.map { r in
+            var p = SamplingParameters(); p.temperature = 0.9; p.topK = r.id % 2 == 0 ? 20 : 0; p.topP = 0.95; p.seed = UInt64(r.id)
+            return GenerationRequest(id: r.id, prompt: r.prompt, parameters: p, maxTokens: r.maxTokens)
+        }
+        let sampledAlone = try sampled.map { try run([$0], blocks: 16).0[$0.id] ?? [] }
+        let (sampledTogether, _) = try run(sampled, blocks: 64)
+        for (i, r) in sampled.enumerated() { XCTAssertEqual(sampledTogether[r.id], sampledAlone[i], "sampled request \(i) batched") }
+        XCTAssertNotEqual(sampledAlone, alone, "sampling at temperature 0.9 should leave the greedy path somewhere")
+    }
+
+    /// The decoder's device top-k equals the host's over the same step's logits (the kernel test covers the
+    /// real vocabulary's size; this one the decoder's wiring, for rows of two sequences).
+    func testDeviceTopCandidatesEqualTheHosts() throws {
+        let device = try VulkanDevice()
+        var builder = TestModelBuilder()
+        builder.width = 128; builder.feedForwardWidth = 256; builder.type = .q8_0
+        let file = try GGUFFile(file: MappedFile(copying: builder.build().serialized()))
+        let decoder = try VulkanDecoder(device: device, file: file, blockCount: 8, maxTokens: 64, maxSequences: 4, maxLogitRows: 4)
+        var rng = SplitMix64(seed: 5)
+        let tokens = (0..<40).map { _ in Int.random(in: 3..<270, using: &rng) }
+        let batch = DecodeBatch(tokens: tokens, positions: Array(0..<20) + Array(0..<20), sequences: Array(repeating: 0, count: 20) + Array(repeating: 1, count: 20),
+                                blockTables: [[0, 1], [2, 3]], logitRows: [5, 19, 39])
+        let (candidates, logits) = try decoder.candidates(batch, alsoLogits: true)
+        XCTAssertEqual(candidates.count, 3)
+        for (row, c) in candidates.enumerated() {
+            let expected = TopCandidates(logits: logits[row], count: 64)
+            XCTAssertEqual(c.ids, expected.ids, "row \(row)")
+            XCTAssertEqual(c.scores, expected.scores, "row \(row)")
+            XCTAssertEqual(c.logNormalizer, expected.logNormalizer, accuracy: 1e-5 * max(1, abs(expected.logNormalizer)))
+        }
     }
 }

@@ -71,13 +71,22 @@ public struct TopCandidates: Sendable, Equatable {
 
     /// The `count` most likely of a full row of logits, found on the host (NaN logits never count).
     public init(logits: [Float], count: Int) {
-        let valid = logits.indices.filter { !logits[$0].isNaN }
-        let order = valid.sorted { logits[$0] != logits[$1] ? logits[$0] > logits[$1] : $0 < $1 }.prefix(count)
-        ids = Array(order)
-        scores = order.map { logits[$0] }
+        // One pass keeping the best `count` sorted: a token enters only if it beats the last kept one, which
+        // after the first few hundred tokens is rare, so this costs little more than reading the row.
+        var ids: [Int] = [], scores: [Float] = []
+        ids.reserveCapacity(count + 1); scores.reserveCapacity(count + 1)
+        for (i, v) in logits.enumerated() where !v.isNaN && count > 0 {
+            if ids.count == count, let last = scores.last, v <= last { continue }   // ties keep the lower id
+            var at = ids.count
+            while at > 0 && v > scores[at - 1] { at -= 1 }
+            ids.insert(i, at: at); scores.insert(v, at: at)
+            if ids.count > count { ids.removeLast(); scores.removeLast() }
+        }
+        self.ids = ids
+        self.scores = scores
         let maximum = Double(scores.first ?? 0)
         var total = 0.0
-        for i in valid { total += Foundation.exp(Double(logits[i]) - maximum) }
+        for v in logits where !v.isNaN { total += Foundation.exp(Double(v) - maximum) }
         logNormalizer = Foundation.log(total) + maximum
     }
 

@@ -51,9 +51,10 @@ final class Kernels {
     struct AttentionParameters { var B, heads, kvHeads, blockSize, maxBlocks, qkvWidth: UInt32; var scale: Float }
     struct SwigluParameters { var B, width: UInt32 }
     struct GatherParameters { var rows, width4: UInt32 }
-    struct ArgmaxParameters { var rows, vocabulary: UInt32 }
-    struct TopCandidatesParameters { var rows, vocabulary, chunks, phase: UInt32 }
-    /// Candidates per row of top_candidates.comp (its K), and the vocabulary chunks of its first phase.
+    /// Push constants of both two-phase row reductions, argmax.comp and top_candidates.comp.
+    struct RowReductionParameters { var rows, vocabulary, chunks, phase: UInt32 }
+    /// Candidates per row of top_candidates.comp (its K), and the vocabulary chunks of the first phase of it
+    /// and of argmax.comp.
     static let topCandidateCount = 64, topCandidateChunks = 64
 
     /// `queryHeadsPerKVHead`: the attention kernel's group (grouped-query attention; 1 without it);
@@ -104,9 +105,9 @@ final class Kernels {
         gatherRows = try ComputeKernel(device: device, name: "gather_rows", spirv: EmbeddedShaders.gatherRows, bindings: 3, pushConstantBytes: MemoryLayout<GatherParameters>.size)
         rmsNorm = try ComputeKernel(device: device, name: "rmsnorm", spirv: EmbeddedShaders.rmsnorm, bindings: 3, pushConstantBytes: MemoryLayout<NormParameters>.size,
                                     texelBindings: [0: floats, 1: floats])
-        argmax = try ComputeKernel(device: device, name: "argmax", spirv: EmbeddedShaders.argmax, bindings: 2, pushConstantBytes: MemoryLayout<ArgmaxParameters>.size)
+        argmax = try ComputeKernel(device: device, name: "argmax", spirv: EmbeddedShaders.argmax, bindings: 3, pushConstantBytes: MemoryLayout<RowReductionParameters>.size)
         topCandidates = try ComputeKernel(device: device, name: "top_candidates", spirv: EmbeddedShaders.topCandidates, bindings: 3,
-                                          pushConstantBytes: MemoryLayout<TopCandidatesParameters>.size, specialization: [UInt32(Self.topCandidateCount)])
+                                          pushConstantBytes: MemoryLayout<RowReductionParameters>.size, specialization: [UInt32(Self.topCandidateCount)])
     }
 
     /// The matrix kernel for `columns` columns of x and the invocations it needs for `rows` outputs: the

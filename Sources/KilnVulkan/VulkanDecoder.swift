@@ -38,8 +38,16 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     private let embedding: DeviceMatrix
     private let outputMatrix: DeviceMatrix
     private let x, normed, qkv, attended, gateUp, hidden, gathered, gatheredNormed, logitsBuffer, chosen: DeviceBuffer
-    /// Top-k on the device: each (row, vocabulary chunk)'s candidates, then each row's (read back).
+    /// Top-k and argmax on the device: each (row, vocabulary chunk)'s result, then each row's (read back).
     private let partialCandidates, candidatesBuffer: DeviceBuffer
+    /// The logits where the host reads them (`logitsBuffer` itself when that is host-visible).
+    private let hostLogits: DeviceBuffer
+    /// Whether greedy picks and top candidates are found on the device (only ids and candidates are read
+    /// back) or by the host in the logits. By default the device does it when its memory is not the host's
+    /// (reading the logits back costs a copy there); on unified memory, lavapipe included, the host reads
+    /// the logits where they lie for free, and its heap-based top-k beats a kernel on a CPU.
+    /// `KILN_VULKAN_SAMPLING=device|host` overrides (the tests run both).
+    public let samplesOnDevice: Bool
     private let tokensBuffer, positionsBuffer, sequencesBuffer, blockTablesBuffer, rowsBuffer, rotation: DeviceBuffer
     private let gatherSet, outputNormSet, argmaxSet, topCandidatesSet: VkDescriptorSetHandle
     private let embedSets, outputSets: [VkDescriptorSetHandle]
@@ -56,10 +64,11 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
 
     /// Loads `file`'s weights onto `device` with a KV pool of `blockCount` blocks of `blockSize` tokens.
     /// `maxBufferBytes` splits weight matrices as if the device's buffers could hold no more (tests use it to
-    /// split small models; by default matrices are split only past maxStorageBufferRange).
+    /// split small models; by default matrices are split only past maxStorageBufferRange). `samplesOnDevice`:
+    /// see the property (nil: the environment's choice, else by memory type).
     public init(device: VulkanDevice, file: GGUFFile, blockCount: Int = 512, blockSize: Int = 16,
                 maxTokens: Int = 512, maxSequences: Int = 64, maxLogitRows: Int = 64, kvCache: KVCacheType = .f16,
-                kernelFamily: KernelFamily? = nil, maxBufferBytes: Int? = nil) throws {
+                kernelFamily: KernelFamily? = nil, maxBufferBytes: Int? = nil, samplesOnDevice: Bool? = nil) throws {
         let c = try ModelConfig(gguf: file)
         guard !c.attentionBias else {
             throw VulkanError("model", message: "QKV biases (\(c.architecture)) are not in the Vulkan kernels yet; use --backend cpu")
@@ -124,7 +133,11 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         hidden = try arena.buffer(maxTokens * f * 4, label: "hidden")
         gathered = try arena.buffer(maxLogitRows * d * 4, label: "gathered")
         // Read back by the host, or written by it every step: host-visible memory.
-        logitsBuffer = try hostArena.buffer(maxLogitRows * c.vocabularySize * 4, label: "logits")
+        // Logits stay on the device: the host reads them where they lie on unified memory, else from a copy
+        // made only when it needs them (sampling on the device reads back an id or 130 words per row).
+        logitsBuffer = try arena.buffer(maxLogitRows * c.vocabularySize * 4, label: "logits")
+        hostLogits = logitsBuffer.mapped != nil ? logitsBuffer : try hostArena.buffer(maxLogitRows * c.vocabularySize * 4, label: "logits_host")
+        self.samplesOnDevice = samplesOnDevice ?? ProcessInfo.processInfo.environment["KILN_VULKAN_SAMPLING"].map { $0 == "device" } ?? !device.unifiedMemory
         chosen = try hostArena.buffer(maxLogitRows * 4, label: "chosen")
         let record = (2 * Kernels.topCandidateCount + 2) * 4
         partialCandidates = try arena.buffer(maxLogitRows * Kernels.topCandidateChunks * record, label: "partial_candidates")
@@ -159,7 +172,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         let outputNorm = try vector("output_norm.weight")
         outputNormSet = VkDescriptorSetHandle(try kernels.rmsNorm.bind([gathered, outputNorm, gatheredNormed]))
         outputSets = try matmulSets(outputMatrix, gatheredNormed, logitsBuffer)
-        argmaxSet = VkDescriptorSetHandle(try kernels.argmax.bind([logitsBuffer, chosen]))
+        argmaxSet = VkDescriptorSetHandle(try kernels.argmax.bind([logitsBuffer, partialCandidates, chosen]))
         topCandidatesSet = VkDescriptorSetHandle(try kernels.topCandidates.bind([logitsBuffer, partialCandidates, candidatesBuffer]))
 
         for l in 0..<c.layerCount {
@@ -212,41 +225,63 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     }
 
     public func logits(_ batch: DecodeBatch) throws -> [[Float]] {
-        try run(batch, greedy: false)
-        let v = config.vocabularySize
-        let all = logitsBuffer.floats(batch.logitRows.count * v)
-        return (0..<batch.logitRows.count).map { Array(all[$0 * v ..< ($0 + 1) * v]) }
+        try run(batch, output: .logits)
+        return hostLogitRows(batch.logitRows.count)
     }
 
     public var topCandidateCount: Int { Kernels.topCandidateCount }
 
-    /// Runs the step with top-k on the device: reads back 2·64 + 2 numbers per row (the full logits too
-    /// only when `alsoLogits`).
+    /// Runs the step and returns each row's 64 most likely tokens (the full logits too only when
+    /// `alsoLogits`): found on the device (2·64 + 2 words read back per row) when `samplesOnDevice`, else by
+    /// the host in the logits where they lie.
     public func candidates(_ batch: DecodeBatch, alsoLogits: Bool) throws -> (candidates: [TopCandidates], logits: [[Float]]) {
-        try run(batch, greedy: false, candidates: true)
-        let k = Kernels.topCandidateCount, v = config.vocabularySize
-        let words = candidatesBuffer.contents.assumingMemoryBound(to: UInt32.self)
-        let rows = try (0..<batch.logitRows.count).map { r -> TopCandidates in
-            let base = r * (2 * k + 2)
-            var ids: [Int] = [], scores: [Float] = []
-            for j in 0..<k where words[base + k + j] != UInt32.max {
-                guard Int(words[base + k + j]) < v else { throw VulkanError("top candidates", message: "token id \(words[base + k + j]) is out of the vocabulary") }
-                ids.append(Int(words[base + k + j]))
-                scores.append(Float(bitPattern: words[base + j]))
+        try run(batch, output: .candidates(alsoLogits: alsoLogits))
+        let k = Kernels.topCandidateCount, v = config.vocabularySize, count = batch.logitRows.count
+        let rows: [TopCandidates]
+        if samplesOnDevice {
+            let words = candidatesBuffer.contents.assumingMemoryBound(to: UInt32.self)
+            rows = try (0..<count).map { r -> TopCandidates in
+                let base = r * (2 * k + 2)
+                var ids: [Int] = [], scores: [Float] = []
+                for j in 0..<k where words[base + k + j] != UInt32.max {
+                    guard Int(words[base + k + j]) < v else { throw VulkanError("top candidates", message: "token id \(words[base + k + j]) is out of the vocabulary") }
+                    ids.append(Int(words[base + k + j]))
+                    scores.append(Float(bitPattern: words[base + j]))
+                }
+                let maximum = Double(Float(bitPattern: words[base + 2 * k])), sum = Double(Float(bitPattern: words[base + 2 * k + 1]))
+                return TopCandidates(ids: ids, scores: scores, logNormalizer: maximum + Foundation.log(sum))
             }
-            let maximum = Double(Float(bitPattern: words[base + 2 * k])), sum = Double(Float(bitPattern: words[base + 2 * k + 1]))
-            return TopCandidates(ids: ids, scores: scores, logNormalizer: maximum + Foundation.log(sum))
+        } else {
+            let all = hostLogits.floats(count * v)
+            rows = (0..<count).map { TopCandidates(logits: Array(all[$0 * v ..< ($0 + 1) * v]), count: k) }
         }
-        guard alsoLogits else { return (rows, []) }
-        let all = logitsBuffer.floats(batch.logitRows.count * v)
-        return (rows, (0..<batch.logitRows.count).map { Array(all[$0 * v ..< ($0 + 1) * v]) })
+        return (rows, alsoLogits ? hostLogitRows(count) : [])
     }
 
     public func greedy(_ batch: DecodeBatch) throws -> [Int] {
-        try run(batch, greedy: true)
-        let ids = chosen.contents.assumingMemoryBound(to: UInt32.self)
-        return (0..<batch.logitRows.count).map { Int(ids[$0]) }
+        try run(batch, output: .greedy)
+        let count = batch.logitRows.count
+        if samplesOnDevice {
+            let ids = chosen.contents.assumingMemoryBound(to: UInt32.self)
+            return (0..<count).map { Int(ids[$0]) }
+        }
+        let v = config.vocabularySize, all = hostLogits.floats(count * v)
+        return (0..<count).map { r in
+            var best = 0
+            for i in 1..<v where all[r * v + i] > all[r * v + best] { best = i }   // the first maximum, as on the device
+            return best
+        }
     }
+
+    /// The first `count` rows of logits, copied out of host-visible memory.
+    private func hostLogitRows(_ count: Int) -> [[Float]] {
+        let v = config.vocabularySize
+        let all = hostLogits.floats(count * v)
+        return (0..<count).map { Array(all[$0 * v ..< ($0 + 1) * v]) }
+    }
+
+    /// What a step leaves for the host to read.
+    private enum Output: Equatable { case logits, greedy, candidates(alsoLogits: Bool) }
 
     /// Records y (+)= W · x for `columns` columns, choosing the kernel variant by the column count: one
     /// dispatch per slice of W (`sets` holds a slice's set each), writing disjoint rows of y.
@@ -260,7 +295,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         }
     }
 
-    private func run(_ batch: DecodeBatch, greedy: Bool, candidates: Bool = false) throws {
+    private func run(_ batch: DecodeBatch, output: Output) throws {
         let c = config
         let n = batch.tokens.count, rows = batch.logitRows.count
         guard n > 0, n <= maxTokens, rows <= maxLogitRows, batch.blockTables.count <= maxSequences,
@@ -338,18 +373,28 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
             stream.barrier()
             let v = UInt32(c.vocabularySize)
             matmul(outputMatrix, outputSets, columns: rows, accumulate: false)
-            if greedy {
+            let reductions = Kernels.RowReductionParameters(rows: UInt32(rows), vocabulary: v, chunks: UInt32(Kernels.topCandidateChunks), phase: 0)
+            var second = reductions
+            second.phase = 1
+            let chunkInvocations = rows * Kernels.topCandidateChunks
+            if samplesOnDevice && output == .greedy {
                 stream.barrier()
-                stream.dispatch(kernels.argmax, argmaxSet.set, Kernels.ArgmaxParameters(rows: UInt32(rows), vocabulary: v), invocations: rows)
+                stream.dispatch(kernels.argmax, argmaxSet.set, reductions, invocations: chunkInvocations)
+                stream.barrier()
+                stream.dispatch(kernels.argmax, argmaxSet.set, second, invocations: rows)
             }
-            if candidates {
-                let chunks = UInt32(Kernels.topCandidateChunks)
+            if samplesOnDevice, case .candidates = output {
                 stream.barrier()
-                stream.dispatch(kernels.topCandidates, topCandidatesSet.set, Kernels.TopCandidatesParameters(rows: UInt32(rows), vocabulary: v, chunks: chunks, phase: 0),
-                                invocations: rows * Int(chunks))
+                stream.dispatch(kernels.topCandidates, topCandidatesSet.set, reductions, invocations: chunkInvocations)
                 stream.barrier()
-                stream.dispatch(kernels.topCandidates, topCandidatesSet.set, Kernels.TopCandidatesParameters(rows: UInt32(rows), vocabulary: v, chunks: chunks, phase: 1),
-                                invocations: rows)
+                stream.dispatch(kernels.topCandidates, topCandidatesSet.set, second, invocations: rows)
+            }
+            // The host reads the logits themselves: from where the kernels wrote them when that memory is
+            // host-visible, else from a copy in host memory.
+            let hostReads = output == .logits || output == .candidates(alsoLogits: true) || !samplesOnDevice
+            if hostReads && hostLogits.buffer != logitsBuffer.buffer {
+                stream.barrier()
+                stream.copy(from: logitsBuffer, at: 0, to: hostLogits, at: 0, bytes: rows * Int(v) * 4)
             }
         }
         try stream.submitAndWait()

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KilnEngine
 import KilnModel
 import KilnVulkan
 
@@ -100,6 +101,27 @@ struct BenchDecode: ParsableCommand {
                 }
             }
             print(String(format: "BENCH vulkan_decode_b%d_tok_s %.2f tok/s", b, Double(b * steps) / time))
+            guard b == maxBatch else { continue }
+            // Top-k sampling (k = 40) at the largest batch: through the decoder's top candidates (found on the
+            // device or by the host, as `samplesOnDevice` says) against every row's full logits copied out and
+            // sampled by the host, alternating, over the same positions.
+            var parameters = SamplingParameters(); parameters.topK = 40; parameters.temperature = 0.8
+            let sampler = Sampler(parameters)
+            var viaCandidates = 0.0, viaLogits = 0.0
+            for (round, candidates) in [true, false, true, false].enumerated() {
+                let elapsed = try seconds {
+                    for step in 0..<steps {
+                        let batch = DecodeBatch(tokens: next, positions: Array(repeating: 16 + step, count: b),
+                                                sequences: Array(0..<b), blockTables: tables, logitRows: Array(0..<b))
+                        next = candidates ? try decoder.candidates(batch, alsoLogits: false).candidates.enumerated().map { sampler.sample($0.element, index: $0.offset).id }
+                                          : try decoder.logits(batch).enumerated().map { sampler.sample($0.element, context: [], index: $0.offset).id }
+                    }
+                }
+                if round > 1 { if candidates { viaCandidates += elapsed } else { viaLogits += elapsed } }   // rounds 0-1 warm up
+            }
+            print("top candidates found \(decoder.samplesOnDevice ? "on the device" : "by the host")")
+            print(String(format: "BENCH vulkan_decode_b%d_topk_candidates_tok_s %.2f tok/s", b, Double(b * steps) / viaCandidates))
+            print(String(format: "BENCH vulkan_decode_b%d_topk_full_logits_tok_s %.2f tok/s", b, Double(b * steps) / viaLogits))
         }
         if ProcessInfo.processInfo.environment["KILN_VULKAN_PROFILE"] == "1" { print(decoder.profileReport()) }
     }

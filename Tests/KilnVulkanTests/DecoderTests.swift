@@ -66,8 +66,8 @@ final class DecoderTests: XCTestCase {
     }
 
     /// Device memory that the host cannot map (a discrete GPU's): weights, tables and the KV pool are staged
-    /// through host-visible buffers and copied on the device, activations stay device-only, step inputs and
-    /// logits live in host memory. Forced on lavapipe with KILN_VULKAN_STAGING=1; logits equal the unified
+    /// through host-visible buffers and copied on the device, activations and logits stay device-only (copied
+    /// back when the host needs them), step inputs live in host memory. Forced on lavapipe with KILN_VULKAN_STAGING=1; logits equal the unified
     /// path's bit for bit.
     func testStagedDeviceMemoryGivesIdenticalLogits() throws {
         let unified = try VulkanDevice()
@@ -84,7 +84,11 @@ final class DecoderTests: XCTestCase {
             let step = DecodeBatch.sequence(prompt, startingAt: 0, blockTable: [3, 9], wanted: prompt.count)
             XCTAssertEqual(try b.logits(step), try a.logits(step), "\(type): prefill")
             let next = DecodeBatch.sequence([17], startingAt: prompt.count, blockTable: [3, 9])
+            XCTAssertTrue(b.samplesOnDevice && !a.samplesOnDevice, "ids and candidates are read back only where logits would cost a copy")
             XCTAssertEqual(try b.greedy(next), try a.greedy(next), "\(type): decode step")
+            let again = DecodeBatch.sequence([17], startingAt: prompt.count, blockTable: [3, 9])
+            XCTAssertEqual(try b.candidates(again, alsoLogits: false).candidates.map(\.ids), try a.candidates(again, alsoLogits: false).candidates.map(\.ids),
+                           "\(type): top candidates")
             try b.copyBlock(from: 3, to: 5)
             try a.copyBlock(from: 3, to: 5)
             let copied = DecodeBatch.sequence([18], startingAt: 5, blockTable: [5])

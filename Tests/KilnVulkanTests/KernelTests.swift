@@ -158,10 +158,10 @@ final class KernelTests: XCTestCase {
             for i in 0..<rows * record { words[i] = 0x7FC0_0001 }
             let set = try kernels.topCandidates.bind([input, partial, result])
             try stream.begin()
-            stream.dispatch(kernels.topCandidates, set, Kernels.TopCandidatesParameters(rows: UInt32(rows), vocabulary: UInt32(vocabulary), chunks: UInt32(chunks), phase: 0),
+            stream.dispatch(kernels.topCandidates, set, Kernels.RowReductionParameters(rows: UInt32(rows), vocabulary: UInt32(vocabulary), chunks: UInt32(chunks), phase: 0),
                             invocations: rows * chunks)
             stream.barrier()
-            stream.dispatch(kernels.topCandidates, set, Kernels.TopCandidatesParameters(rows: UInt32(rows), vocabulary: UInt32(vocabulary), chunks: UInt32(chunks), phase: 1),
+            stream.dispatch(kernels.topCandidates, set, Kernels.RowReductionParameters(rows: UInt32(rows), vocabulary: UInt32(vocabulary), chunks: UInt32(chunks), phase: 1),
                             invocations: rows)
             try stream.submitAndWait()
             for r in 0..<rows {

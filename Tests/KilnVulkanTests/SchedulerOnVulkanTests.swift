@@ -53,25 +53,32 @@ final class SchedulerOnVulkanTests: XCTestCase {
         XCTAssertNotEqual(sampledAlone, alone, "sampling at temperature 0.9 should leave the greedy path somewhere")
     }
 
-    /// The decoder's device top-k equals the host's over the same step's logits (the kernel test covers the
-    /// real vocabulary's size; this one the decoder's wiring, for rows of two sequences).
+    /// Top candidates and greedy picks, found on the device or by the host, equal the host's over the same
+    /// step's logits (the kernel test covers the real vocabulary's size; this one the decoder's wiring).
     func testDeviceTopCandidatesEqualTheHosts() throws {
         let device = try VulkanDevice()
         var builder = TestModelBuilder()
         builder.width = 128; builder.feedForwardWidth = 256; builder.type = .q8_0
         let file = try GGUFFile(file: MappedFile(copying: builder.build().serialized()))
-        let decoder = try VulkanDecoder(device: device, file: file, blockCount: 8, maxTokens: 64, maxSequences: 4, maxLogitRows: 4)
         var rng = SplitMix64(seed: 5)
         let tokens = (0..<40).map { _ in Int.random(in: 3..<270, using: &rng) }
         let batch = DecodeBatch(tokens: tokens, positions: Array(0..<20) + Array(0..<20), sequences: Array(repeating: 0, count: 20) + Array(repeating: 1, count: 20),
                                 blockTables: [[0, 1], [2, 3]], logitRows: [5, 19, 39])
-        let (candidates, logits) = try decoder.candidates(batch, alsoLogits: true)
-        XCTAssertEqual(candidates.count, 3)
-        for (row, c) in candidates.enumerated() {
-            let expected = TopCandidates(logits: logits[row], count: 64)
-            XCTAssertEqual(c.ids, expected.ids, "row \(row)")
-            XCTAssertEqual(c.scores, expected.scores, "row \(row)")
-            XCTAssertEqual(c.logNormalizer, expected.logNormalizer, accuracy: 1e-5 * max(1, abs(expected.logNormalizer)))
+        var greedy: [[Int]] = []
+        for onDevice in [true, false] {
+            let decoder = try VulkanDecoder(device: device, file: file, blockCount: 8, maxTokens: 64, maxSequences: 4, maxLogitRows: 4, samplesOnDevice: onDevice)
+            let (candidates, logits) = try decoder.candidates(batch, alsoLogits: true)
+            XCTAssertEqual(candidates.count, 3)
+            for (row, c) in candidates.enumerated() {
+                let expected = TopCandidates(logits: logits[row], count: 64)
+                XCTAssertEqual(c.ids, expected.ids, "row \(row), on device: \(onDevice)")
+                XCTAssertEqual(c.scores, expected.scores, "row \(row), on device: \(onDevice)")
+                XCTAssertEqual(c.logNormalizer, expected.logNormalizer, accuracy: 1e-5 * max(1, abs(expected.logNormalizer)))
+            }
+            let chosen = try decoder.greedy(batch)
+            XCTAssertEqual(chosen, logits.map { argmax($0) }, "greedy, on device: \(onDevice)")
+            greedy.append(chosen)
         }
+        XCTAssertEqual(greedy[0], greedy[1])
     }
 }

@@ -47,8 +47,10 @@ final class Kernels {
     struct MatmulParameters { var K, N, B, xStride, yStride, flags: UInt32; var rowOffset: UInt32 = 0 }
     struct NormParameters { var B, width4: UInt32; var epsilon: Float }
     struct EmbedParameters { var K, B, format, rowStart, rowCount: UInt32 }
-    struct RopeParameters { var B, headDim, heads, kvHeads, ropeDim, neox, blockSize, maxBlocks: UInt32 }
-    struct AttentionParameters { var B, heads, kvHeads, blockSize, maxBlocks, qkvWidth: UInt32; var scale: Float }
+    /// `headStart`, `shardHeads`: the KV heads one shard of a split pool holds (all of them, unsplit);
+    /// `ropeQueries`: 1 in the dispatch that also rotates the query heads (the first shard's).
+    struct RopeParameters { var B, headDim, heads, kvHeads, ropeDim, neox, blockSize, maxBlocks, headStart, shardHeads, ropeQueries: UInt32 }
+    struct AttentionParameters { var B, heads, kvHeads, blockSize, maxBlocks, qkvWidth: UInt32; var scale: Float; var headStart, shardHeads: UInt32 }
     struct SwigluParameters { var B, width: UInt32 }
     struct GatherParameters { var rows, width4: UInt32 }
     /// Push constants of both two-phase row reductions, argmax.comp and top_candidates.comp.

@@ -28,13 +28,20 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
 
     private struct Layer {
         let qkv: DeviceMatrix, output: DeviceMatrix, gateUp: DeviceMatrix, down: DeviceMatrix
-        let keys: DeviceBuffer, values: DeviceBuffer
-        // The matrices' sets are one per slice of the matrix (see DeviceMatrix).
-        let attentionNormSet: VkDescriptorSetHandle, qkvSets: [VkDescriptorSetHandle], ropeSet, attentionSet: VkDescriptorSetHandle
+        /// The layer's KV pool, one (keys, values) pair per shard of KV heads (see `KVShard`).
+        let keys: [DeviceBuffer], values: [DeviceBuffer]
+        // The matrices' sets are one per slice of the matrix (see DeviceMatrix), RoPE's and attention's one per shard.
+        let attentionNormSet: VkDescriptorSetHandle, qkvSets: [VkDescriptorSetHandle], ropeSets, attentionSets: [VkDescriptorSetHandle]
         let outputSets: [VkDescriptorSetHandle], ffnNormSet: VkDescriptorSetHandle, gateUpSets: [VkDescriptorSetHandle]
         let swigluSet: VkDescriptorSetHandle, downSets: [VkDescriptorSetHandle]
     }
     private var layers: [Layer] = []
+
+    /// KV heads `headStart ..< headStart + heads`, whose keys (and values) for all blocks fit one buffer. A
+    /// pool whose layer's K or V exceeds maxStorageBufferRange is split by KV heads, each shard laid out like
+    /// an unsplit pool of its heads; RoPE/store and attention run once per shard. Unsplit: one shard of all.
+    struct KVShard { let headStart: Int, heads: Int }
+    let kvShards: [KVShard]
     private let embedding: DeviceMatrix
     private let outputMatrix: DeviceMatrix
     private let x, normed, qkv, attended, gateUp, hidden, gathered, gatheredNormed, logitsBuffer, chosen: DeviceBuffer
@@ -161,10 +168,14 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
             }
         }
         try rotationUpload.finish()
-        let kvBytes = blockCount * Self.kvBytesPerLayerBlock(c, blockSize: blockSize, kvCache: kvCache)
-        guard kvBytes <= device.info.maxStorageBufferRange else {
-            throw VulkanError("KV pool", message: "\(blockCount) blocks need \(kvBytes >> 20) MiB per layer, above maxStorageBufferRange")
+        // The pool: as many KV heads per buffer as the buffer limit allows.
+        let headBytes = blockCount * blockSize * c.headDimension * kvCache.elementBytes
+        let bufferLimit = min(maxBufferBytes ?? Int.max, device.info.maxStorageBufferRange)
+        let headsPerShard = min(c.kvHeadCount, bufferLimit / max(headBytes, 1))
+        guard headsPerShard > 0 else {
+            throw VulkanError("KV pool", message: "\(blockCount) blocks need \(headBytes >> 20) MiB per KV head and layer, above the buffer limit of \(bufferLimit >> 20) MiB; use fewer blocks")
         }
+        kvShards = stride(from: 0, to: c.kvHeadCount, by: headsPerShard).map { KVShard(headStart: $0, heads: min(headsPerShard, c.kvHeadCount - $0)) }
 
         let tokensBuffer = tokensBuffer, x = x
         embedSets = try embedding.slices.map { VkDescriptorSetHandle(try kernels.embed.bind([$0.quants, $0.scales, tokensBuffer, x])) }
@@ -182,13 +193,16 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
             let gateUpMatrix = try matrix([p + "ffn_gate.weight", p + "ffn_up.weight"], p + "gate_up")
             let downMatrix = try matrix([p + "ffn_down.weight"], p + "ffn_down")
             let attentionNorm = try vector(p + "attn_norm.weight"), ffnNorm = try vector(p + "ffn_norm.weight")
-            let keys = try arena.buffer(kvBytes, label: p + "keys"), values = try arena.buffer(kvBytes, label: p + "values")
+            let keys = try kvShards.map { try arena.buffer($0.heads * headBytes, label: p + "keys_\($0.headStart)") }
+            let values = try kvShards.map { try arena.buffer($0.heads * headBytes, label: p + "values_\($0.headStart)") }
+            let qkv = qkv, positionsBuffer = positionsBuffer, sequencesBuffer = sequencesBuffer, blockTablesBuffer = blockTablesBuffer, rotation = rotation
+            let attended = attended
             layers.append(Layer(
                 qkv: qkvMatrix, output: outputProjection, gateUp: gateUpMatrix, down: downMatrix, keys: keys, values: values,
                 attentionNormSet: VkDescriptorSetHandle(try kernels.rmsNorm.bind([x, attentionNorm, normed])),
                 qkvSets: try matmulSets(qkvMatrix, normed, qkv),
-                ropeSet: VkDescriptorSetHandle(try kernels.ropeStore.bind([qkv, positionsBuffer, sequencesBuffer, blockTablesBuffer, rotation, keys, values, qkv])),
-                attentionSet: VkDescriptorSetHandle(try kernels.attention.bind([qkv, positionsBuffer, sequencesBuffer, blockTablesBuffer, keys, values, attended])),
+                ropeSets: try zip(keys, values).map { VkDescriptorSetHandle(try kernels.ropeStore.bind([qkv, positionsBuffer, sequencesBuffer, blockTablesBuffer, rotation, $0, $1, qkv])) },
+                attentionSets: try zip(keys, values).map { VkDescriptorSetHandle(try kernels.attention.bind([qkv, positionsBuffer, sequencesBuffer, blockTablesBuffer, $0, $1, attended])) },
                 outputSets: try matmulSets(outputProjection, attended, x),
                 ffnNormSet: VkDescriptorSetHandle(try kernels.rmsNorm.bind([x, ffnNorm, normed])),
                 gateUpSets: try matmulSets(gateUpMatrix, normed, gateUp),
@@ -202,11 +216,13 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         guard source >= 0, source < blockCount, destination >= 0, destination < blockCount else {
             throw VulkanError("copyBlock", message: "block \(source) or \(destination) is outside the pool of \(blockCount)")
         }
-        let bytes = Self.kvBytesPerLayerBlock(config, blockSize: blockSize, kvCache: kvCache)
         try stream.begin()
         for layer in layers {
-            stream.copy(from: layer.keys, at: source * bytes, to: layer.keys, at: destination * bytes, bytes: bytes)
-            stream.copy(from: layer.values, at: source * bytes, to: layer.values, at: destination * bytes, bytes: bytes)
+            for (shard, (keys, values)) in zip(kvShards, zip(layer.keys, layer.values)) {
+                let bytes = blockSize * shard.heads * config.headDimension * kvCache.elementBytes
+                stream.copy(from: keys, at: source * bytes, to: keys, at: destination * bytes, bytes: bytes)
+                stream.copy(from: values, at: source * bytes, to: values, at: destination * bytes, bytes: bytes)
+            }
         }
         try stream.submitAndWait()
     }
@@ -343,17 +359,24 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
             stream.barrier()
             matmul(layer.qkv, layer.qkvSets, columns: n, accumulate: false)
             stream.barrier()
-            stream.dispatch(kernels.ropeStore, layer.ropeSet.set,
-                            Kernels.RopeParameters(B: B, headDim: UInt32(c.headDimension), heads: UInt32(c.headCount), kvHeads: UInt32(c.kvHeadCount),
-                                                   ropeDim: UInt32(c.ropeDimension), neox: c.architecture == "qwen2" ? 1 : 0,
-                                                   blockSize: UInt32(blockSize), maxBlocks: UInt32(maxBlocksPerSequence)),
-                            invocations: n * (c.headCount + c.kvHeadCount))
+            for (index, (shard, set)) in zip(kvShards, layer.ropeSets).enumerated() {
+                let queries = index == 0 ? c.headCount : 0
+                stream.dispatch(kernels.ropeStore, set.set,
+                                Kernels.RopeParameters(B: B, headDim: UInt32(c.headDimension), heads: UInt32(c.headCount), kvHeads: UInt32(c.kvHeadCount),
+                                                       ropeDim: UInt32(c.ropeDimension), neox: c.architecture == "qwen2" ? 1 : 0,
+                                                       blockSize: UInt32(blockSize), maxBlocks: UInt32(maxBlocksPerSequence),
+                                                       headStart: UInt32(shard.headStart), shardHeads: UInt32(shard.heads), ropeQueries: index == 0 ? 1 : 0),
+                                invocations: n * (queries + shard.heads))
+            }
             stream.barrier()
-            stream.dispatch(kernels.attention, layer.attentionSet.set,
-                            Kernels.AttentionParameters(B: B, heads: UInt32(c.headCount), kvHeads: UInt32(c.kvHeadCount), blockSize: UInt32(blockSize),
-                                                        maxBlocks: UInt32(maxBlocksPerSequence), qkvWidth: qkvWidth,
-                                                        scale: 1 / Float(c.headDimension).squareRoot()),
-                            invocations: n * c.kvHeadCount)
+            for (shard, set) in zip(kvShards, layer.attentionSets) {
+                stream.dispatch(kernels.attention, set.set,
+                                Kernels.AttentionParameters(B: B, heads: UInt32(c.headCount), kvHeads: UInt32(c.kvHeadCount), blockSize: UInt32(blockSize),
+                                                            maxBlocks: UInt32(maxBlocksPerSequence), qkvWidth: qkvWidth,
+                                                            scale: 1 / Float(c.headDimension).squareRoot(),
+                                                            headStart: UInt32(shard.headStart), shardHeads: UInt32(shard.heads)),
+                                invocations: n * shard.heads)
+            }
             stream.barrier()
             matmul(layer.output, layer.outputSets, columns: n, accumulate: true)
             stream.barrier()

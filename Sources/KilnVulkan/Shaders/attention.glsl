@@ -8,8 +8,11 @@
 layout(local_size_x = 8) in;
 layout(constant_id = 0) const uint HEAD_DIM = 64;
 layout(constant_id = 1) const uint GROUP = 1;  // query heads per KV head
+// A pool too large for one buffer is split by KV heads into shards (see VulkanDecoder): a dispatch covers
+// the KV heads headStart ..< headStart + shardHeads, whose keys and values its bindings hold, laid out like
+// an unsplit pool of shardHeads heads. Unsplit: headStart 0, shardHeads = kvHeads.
 layout(push_constant) uniform Parameters {
-    uint B; uint heads; uint kvHeads; uint blockSize; uint maxBlocks; uint qkvWidth; float scale;
+    uint B; uint heads; uint kvHeads; uint blockSize; uint maxBlocks; uint qkvWidth; float scale; uint headStart; uint shardHeads;
 } p;
 
 layout(binding = 0) uniform samplerBuffer qkv;
@@ -41,9 +44,9 @@ const uint V = HEAD_DIM / 4;
 
 void main() {
     uint id = (gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x);
-    if (id >= p.B * p.kvHeads) return;
-    uint t = id / p.kvHeads, kvHead = id % p.kvHeads;
-    uint kvWidth4 = p.kvHeads * V;
+    if (id >= p.B * p.shardHeads) return;
+    uint t = id / p.shardHeads, shardHead = id % p.shardHeads, kvHead = p.headStart + shardHead;
+    uint kvWidth4 = p.shardHeads * V;
     vec4 q[GROUP * V];
     uint qBase = (t * p.qkvWidth + kvHead * GROUP * HEAD_DIM) / 4;
     [[unroll]] for (uint i = 0; i < GROUP * V; ++i) q[i] = texelFetch(qkv, int(qBase + i)) * p.scale;
@@ -58,7 +61,7 @@ void main() {
       uint block = blockTables[table + j0 / p.blockSize];
       uint end = min(last, j0 + p.blockSize - 1);
       for (uint j = j0; j <= end; ++j) {
-        uint slot = (block * p.blockSize + (j - j0)) * kvWidth4 + kvHead * V;
+        uint slot = (block * p.blockSize + (j - j0)) * kvWidth4 + shardHead * V;
         float s[GROUP];
         [[unroll]] for (uint g = 0; g < GROUP; ++g) s[g] = 0.0;
         [[unroll]] for (uint i2 = 0; i2 < V / 2; ++i2) {

@@ -7,8 +7,12 @@
 // Needs headDim % 4 == 0 and ropeDim % 8 == 0 (checked by the decoder).
 
 layout(local_size_x = 8) in;
+// A pool split by KV heads into shards (see attention.glsl) takes one dispatch per shard: each stores the KV
+// heads headStart ..< headStart + shardHeads into its shard's buffers, and only the first (ropeQueries 1)
+// also rotates the query heads. Unsplit: one dispatch, headStart 0, shardHeads = kvHeads, ropeQueries 1.
 layout(push_constant) uniform Parameters {
     uint B; uint headDim; uint heads; uint kvHeads; uint ropeDim; uint neox; uint blockSize; uint maxBlocks;
+    uint headStart; uint shardHeads; uint ropeQueries;
 } p;
 
 layout(binding = 0) uniform samplerBuffer qkvIn;                              // texel view of binding 7
@@ -35,9 +39,12 @@ vec4 rotateAdjacent(vec4 a, vec4 cs) {
 
 void main() {
     uint id = (gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x);
-    uint perToken = p.heads + p.kvHeads;
+    uint queries = p.ropeQueries != 0u ? p.heads : 0u;
+    uint perToken = queries + p.shardHeads;
     if (id >= p.B * perToken) return;
-    uint t = id / perToken, head = id % perToken;
+    uint t = id / perToken, local = id % perToken;
+    // Which head of the token's QKV row: a query head, or KV head headStart + (local - queries).
+    uint head = local < queries ? local : p.heads + p.headStart + (local - queries);
     uint head4 = p.headDim / 4, rope4 = p.ropeDim / 4;
     uint qWidth4 = p.heads * head4, kvWidth4 = p.kvHeads * head4;
     uint row4 = t * (qWidth4 + 2 * kvWidth4);
@@ -45,11 +52,11 @@ void main() {
     uint pos = positions[t];
     uint rot = pos * rope4;  // texel of pairs 0 and 1 at this position
     bool isKey = head >= p.heads;
-    uint kvHead = head - p.heads;
+    uint shardHead = head - p.heads - p.headStart;
     uint slot = 0;
     if (isKey) {
         uint block = blockTables[sequences[t] * p.maxBlocks + pos / p.blockSize];
-        slot = ((block * p.blockSize + pos % p.blockSize) * p.kvHeads + kvHead) * head4;
+        slot = ((block * p.blockSize + pos % p.blockSize) * p.shardHeads + shardHead) * head4;
     }
     if (p.neox == 0u) {
         for (uint m = 0; m < rope4; ++m) {

@@ -27,9 +27,11 @@ public enum KernelFamily: String, Sendable, CaseIterable {
 /// barriers), and their push-constant layouts (std430: tightly packed 32-bit fields, matching the GLSL).
 final class Kernels {
     /// Matrix kernels per weight layout (indexed by `DeviceMatrix.Format.rawValue`): the tiled frame (several
-    /// columns) and the single-column one.
-    private let matmulTiled: [ComputeKernel]
-    private let matmulSingle: [ComputeKernel]
+    /// columns) and the single-column one. Built on first use: a model uses one to three of the six layouts,
+    /// and a GPU driver compiles each pipeline at creation.
+    private var matmulTiled: [ComputeKernel?]
+    private var matmulSingle: [ComputeKernel?]
+    private let device: VulkanDevice
     let embed: ComputeKernel
     let ropeStore: ComputeKernel
     let attention: ComputeKernel
@@ -65,34 +67,10 @@ final class Kernels {
     init(device: VulkanDevice, headDimension: Int, queryHeadsPerKVHead: Int = 1, kvCache: KVCacheType = .f16, family: KernelFamily? = nil) throws {
         let family = family ?? KernelFamily.choose(for: device)
         self.family = family
-        let matmulBytes = MemoryLayout<MatmulParameters>.size
-        // Weights, scales and activations are read through texel views (see ComputeKernel.texelBindings).
+        self.device = device
+        matmulTiled = Array(repeating: nil, count: DeviceMatrix.Format.allCases.count)
+        matmulSingle = matmulTiled
         let floats = VK_FORMAT_R32G32B32A32_SFLOAT, words = VK_FORMAT_R32G32B32A32_UINT
-        let gpu = family == .gpu, lanes = gpu ? 64 : 8
-        func matrix(_ name: String, _ cpu: [UInt32], _ gpuCode: [UInt32], quantized: Bool) throws -> ComputeKernel {
-            try ComputeKernel(device: device, name: gpu ? name + "_gpu" : name, spirv: gpu ? gpuCode : cpu, bindings: 4, pushConstantBytes: matmulBytes,
-                              workgroupSize: lanes, texelBindings: [0: quantized ? words : floats, 1: floats, 2: floats])
-        }
-        // Per layout: its name, then the SPIR-V of the tiled and single-column frames of the CPU family, then of the GPU family.
-        func code(_ format: DeviceMatrix.Format) -> (String, [UInt32], [UInt32], [UInt32], [UInt32]) {
-            switch format {
-            case .f32: ("f32", EmbeddedShaders.matmulF32, EmbeddedShaders.matmulF32Rows8, EmbeddedShaders.matmulF32Gpu, EmbeddedShaders.matmulF32GpuSingle)
-            case .f16: ("f16", EmbeddedShaders.matmulF16, EmbeddedShaders.matmulF16Rows8, EmbeddedShaders.matmulF16Gpu, EmbeddedShaders.matmulF16GpuSingle)
-            case .bf16: ("bf16", EmbeddedShaders.matmulBf16, EmbeddedShaders.matmulBf16Rows8, EmbeddedShaders.matmulBf16Gpu, EmbeddedShaders.matmulBf16GpuSingle)
-            case .q8_0: ("q8_0", EmbeddedShaders.matmulQ80, EmbeddedShaders.matmulQ80Rows8, EmbeddedShaders.matmulQ80Gpu, EmbeddedShaders.matmulQ80GpuSingle)
-            case .q4_1: ("q4_1", EmbeddedShaders.matmulQ41, EmbeddedShaders.matmulQ41Rows8, EmbeddedShaders.matmulQ41Gpu, EmbeddedShaders.matmulQ41GpuSingle)
-            case .q8_sub16: ("q8_sub16", EmbeddedShaders.matmulQ8Sub16, EmbeddedShaders.matmulQ8Sub16Rows8, EmbeddedShaders.matmulQ8Sub16Gpu, EmbeddedShaders.matmulQ8Sub16GpuSingle)
-            }
-        }
-        // Indexed by the format's raw value (0, 1, 2, ... in declaration order).
-        matmulTiled = try DeviceMatrix.Format.allCases.map { f in
-            let (name, cpuTiled, _, gpuTiled, _) = code(f)
-            return try matrix("matmul_" + name, cpuTiled, gpuTiled, quantized: f != .f32)
-        }
-        matmulSingle = try DeviceMatrix.Format.allCases.map { f in
-            let (name, _, cpuSingle, _, gpuSingle) = code(f)
-            return try matrix("matmul_" + name + "_rows8", cpuSingle, gpuSingle, quantized: f != .f32)
-        }
         embed = try ComputeKernel(device: device, name: "embed", spirv: EmbeddedShaders.embed, bindings: 4, pushConstantBytes: MemoryLayout<EmbedParameters>.size)
         let half = kvCache == .f16
         ropeStore = try ComputeKernel(device: device, name: half ? "rope_store_f16" : "rope_store", spirv: half ? EmbeddedShaders.ropeStoreF16 : EmbeddedShaders.ropeStore,
@@ -114,13 +92,42 @@ final class Kernels {
 
     /// The matrix kernel for `columns` columns of x and the invocations it needs for `rows` outputs: the
     /// single-column frame for one column, the frame of 4-column tiles otherwise. Both reduce in the same order.
-    func matmul(for format: DeviceMatrix.Format, columns: Int, rows: Int) -> (ComputeKernel, invocations: Int) {
+    func matmul(for format: DeviceMatrix.Format, columns: Int, rows: Int) throws -> (ComputeKernel, invocations: Int) {
         let perInvocation = rowsPerInvocation
-        guard columns == 1 else { return (matmul(for: format), (rows + perInvocation - 1) / perInvocation) }
-        return (matmulSingle[Int(format.rawValue)], (rows + perInvocation - 1) / perInvocation)
+        _ = try matmul(for: format)
+        let kernel = columns == 1 ? matmulSingle[Int(format.rawValue)] : matmulTiled[Int(format.rawValue)]
+        guard let kernel else { preconditionFailure("built by matmul(for:)") }
+        return (kernel, (rows + perInvocation - 1) / perInvocation)
     }
 
-    func matmul(for format: DeviceMatrix.Format) -> ComputeKernel {
-        matmulTiled[Int(format.rawValue)]
+    /// The tiled matrix kernel of `format` (its descriptor set layout is both frames'), building the format's
+    /// two pipelines the first time.
+    func matmul(for format: DeviceMatrix.Format) throws -> ComputeKernel {
+        let i = Int(format.rawValue)
+        if let kernel = matmulTiled[i] { return kernel }
+        // Weights, scales and activations are read through texel views (see ComputeKernel.texelBindings).
+        let floats = VK_FORMAT_R32G32B32A32_SFLOAT, words = VK_FORMAT_R32G32B32A32_UINT
+        let gpu = family == .gpu
+        let (name, cpuTiled, cpuSingle, gpuTiled, gpuSingle) = Self.code(format)
+        func build(_ name: String, _ code: [UInt32]) throws -> ComputeKernel {
+            try ComputeKernel(device: device, name: gpu ? name + "_gpu" : name, spirv: code, bindings: 4, pushConstantBytes: MemoryLayout<MatmulParameters>.size,
+                              workgroupSize: gpu ? 64 : 8, texelBindings: [0: format == .f32 ? floats : words, 1: floats, 2: floats])
+        }
+        let tiled = try build("matmul_" + name, gpu ? gpuTiled : cpuTiled)
+        matmulSingle[i] = try build("matmul_" + name + "_rows8", gpu ? gpuSingle : cpuSingle)
+        matmulTiled[i] = tiled
+        return tiled
+    }
+
+    /// Per layout: its name, then the SPIR-V of the tiled and single-column frames of the CPU family, then of the GPU family.
+    private static func code(_ format: DeviceMatrix.Format) -> (String, [UInt32], [UInt32], [UInt32], [UInt32]) {
+        switch format {
+        case .f32: ("f32", EmbeddedShaders.matmulF32, EmbeddedShaders.matmulF32Rows8, EmbeddedShaders.matmulF32Gpu, EmbeddedShaders.matmulF32GpuSingle)
+        case .f16: ("f16", EmbeddedShaders.matmulF16, EmbeddedShaders.matmulF16Rows8, EmbeddedShaders.matmulF16Gpu, EmbeddedShaders.matmulF16GpuSingle)
+        case .bf16: ("bf16", EmbeddedShaders.matmulBf16, EmbeddedShaders.matmulBf16Rows8, EmbeddedShaders.matmulBf16Gpu, EmbeddedShaders.matmulBf16GpuSingle)
+        case .q8_0: ("q8_0", EmbeddedShaders.matmulQ80, EmbeddedShaders.matmulQ80Rows8, EmbeddedShaders.matmulQ80Gpu, EmbeddedShaders.matmulQ80GpuSingle)
+        case .q4_1: ("q4_1", EmbeddedShaders.matmulQ41, EmbeddedShaders.matmulQ41Rows8, EmbeddedShaders.matmulQ41Gpu, EmbeddedShaders.matmulQ41GpuSingle)
+        case .q8_sub16: ("q8_sub16", EmbeddedShaders.matmulQ8Sub16, EmbeddedShaders.matmulQ8Sub16Rows8, EmbeddedShaders.matmulQ8Sub16Gpu, EmbeddedShaders.matmulQ8Sub16GpuSingle)
+        }
     }
 }

@@ -301,9 +301,9 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
 
     /// Records y (+)= W · x for `columns` columns, choosing the kernel variant by the column count: one
     /// dispatch per slice of W (`sets` holds a slice's set each), writing disjoint rows of y.
-    private func matmul(_ m: DeviceMatrix, _ sets: [VkDescriptorSetHandle], columns: Int, accumulate: Bool) {
+    private func matmul(_ m: DeviceMatrix, _ sets: [VkDescriptorSetHandle], columns: Int, accumulate: Bool) throws {
         for (slice, set) in zip(m.slices, sets) {
-            let (kernel, invocations) = kernels.matmul(for: m.format, columns: columns, rows: slice.rows)
+            let (kernel, invocations) = try kernels.matmul(for: m.format, columns: columns, rows: slice.rows)
             stream.dispatch(kernel, set.set, Kernels.MatmulParameters(K: UInt32(m.columns), N: UInt32(slice.rows), B: UInt32(columns),
                                                                       xStride: UInt32(m.columns), yStride: UInt32(m.rows), flags: accumulate ? 1 : 0,
                                                                       rowOffset: UInt32(slice.rowStart)),
@@ -357,7 +357,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         for layer in layers {
             stream.dispatch(kernels.rmsNorm, layer.attentionNormSet.set, Kernels.NormParameters(B: B, width4: d / 4, epsilon: eps), invocations: n)
             stream.barrier()
-            matmul(layer.qkv, layer.qkvSets, columns: n, accumulate: false)
+            try matmul(layer.qkv, layer.qkvSets, columns: n, accumulate: false)
             stream.barrier()
             for (index, (shard, set)) in zip(kvShards, layer.ropeSets).enumerated() {
                 let queries = index == 0 ? c.headCount : 0
@@ -378,15 +378,15 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
                                 invocations: n * shard.heads)
             }
             stream.barrier()
-            matmul(layer.output, layer.outputSets, columns: n, accumulate: true)
+            try matmul(layer.output, layer.outputSets, columns: n, accumulate: true)
             stream.barrier()
             stream.dispatch(kernels.rmsNorm, layer.ffnNormSet.set, Kernels.NormParameters(B: B, width4: d / 4, epsilon: eps), invocations: n)
             stream.barrier()
-            matmul(layer.gateUp, layer.gateUpSets, columns: n, accumulate: false)
+            try matmul(layer.gateUp, layer.gateUpSets, columns: n, accumulate: false)
             stream.barrier()
             stream.dispatch(kernels.swiglu, layer.swigluSet.set, Kernels.SwigluParameters(B: B, width: f), invocations: n * Int(f) / 4)
             stream.barrier()
-            matmul(layer.down, layer.downSets, columns: n, accumulate: true)
+            try matmul(layer.down, layer.downSets, columns: n, accumulate: true)
             stream.barrier()
         }
         if rows > 0 {
@@ -395,7 +395,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
             stream.dispatch(kernels.rmsNorm, outputNormSet.set, Kernels.NormParameters(B: UInt32(rows), width4: d / 4, epsilon: eps), invocations: rows)
             stream.barrier()
             let v = UInt32(c.vocabularySize)
-            matmul(outputMatrix, outputSets, columns: rows, accumulate: false)
+            try matmul(outputMatrix, outputSets, columns: rows, accumulate: false)
             let reductions = Kernels.RowReductionParameters(rows: UInt32(rows), vocabulary: v, chunks: UInt32(Kernels.topCandidateChunks), phase: 0)
             var second = reductions
             second.phase = 1

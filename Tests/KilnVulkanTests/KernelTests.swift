@@ -62,9 +62,9 @@ final class KernelTests: XCTestCase {
                 let set = try families[0].matmul(for: matrix.format).bind([matrix.slices[0].quants, matrix.slices[0].scales, xBuffer, yBuffer])
                 // Every family's two frames (tiles of several columns, and one column at a time) on every case;
                 // they must agree bit for bit, since the decoder picks one by batch size (and the family by device).
-                let variants = families.flatMap { kernels in
-                    [(kernels.matmul(for: matrix.format), (n + kernels.rowsPerInvocation - 1) / kernels.rowsPerInvocation),
-                     kernels.matmul(for: matrix.format, columns: 1, rows: n)]
+                let variants = try families.flatMap { kernels in
+                    [(try kernels.matmul(for: matrix.format), (n + kernels.rowsPerInvocation - 1) / kernels.rowsPerInvocation),
+                     try kernels.matmul(for: matrix.format, columns: 1, rows: n)]
                 }
                 var firstResult: [Float]?
                 for (kernel, invocations) in variants {
@@ -116,7 +116,7 @@ final class KernelTests: XCTestCase {
             let kernels = try Kernels(device: device, headDimension: 64, family: family)
             let set = try kernels.matmul(for: matrix.format).bind([matrix.slices[0].quants, matrix.slices[0].scales, xBuffer, yBuffer])
             for columns in [b, 1] {
-                let (kernel, invocations) = kernels.matmul(for: matrix.format, columns: columns, rows: n)
+                let (kernel, invocations) = try kernels.matmul(for: matrix.format, columns: columns, rows: n)
                 let y = yBuffer.floats(b * n)
                 for i in 0..<y.count { y[i] = .nan }
                 try stream.begin()

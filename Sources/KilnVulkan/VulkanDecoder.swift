@@ -139,15 +139,15 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         gateUp = try arena.buffer(maxTokens * 2 * f * 4, label: "gate_up")
         hidden = try arena.buffer(maxTokens * f * 4, label: "hidden")
         gathered = try arena.buffer(maxLogitRows * d * 4, label: "gathered")
-        // Read back by the host, or written by it every step: host-visible memory.
         // Logits stay on the device: the host reads them where they lie on unified memory, else from a copy
         // made only when it needs them (sampling on the device reads back an id or 130 words per row).
         logitsBuffer = try arena.buffer(maxLogitRows * c.vocabularySize * 4, label: "logits")
         hostLogits = logitsBuffer.mapped != nil ? logitsBuffer : try hostArena.buffer(maxLogitRows * c.vocabularySize * 4, label: "logits_host")
         self.samplesOnDevice = samplesOnDevice ?? ProcessInfo.processInfo.environment["KILN_VULKAN_SAMPLING"].map { $0 == "device" } ?? !device.unifiedMemory
-        chosen = try hostArena.buffer(maxLogitRows * 4, label: "chosen")
         let record = (2 * Kernels.topCandidateCount + 2) * 4
         partialCandidates = try arena.buffer(maxLogitRows * Kernels.topCandidateChunks * record, label: "partial_candidates")
+        // Read back by the host, or written by it every step: host-visible memory.
+        chosen = try hostArena.buffer(maxLogitRows * 4, label: "chosen")
         candidatesBuffer = try hostArena.buffer(maxLogitRows * record, label: "candidates")
         tokensBuffer = try hostArena.buffer(maxTokens * 4, label: "tokens")
         positionsBuffer = try hostArena.buffer(maxTokens * 4, label: "positions")

@@ -53,10 +53,12 @@ public struct Sampler: Sendable {
     /// Samples generated token number `index` from a row's most likely tokens alone: for parameters where
     /// `SamplingParameters.needsOnly(topCandidates:)` holds, the same token, log-probability and alternatives
     /// that `sample(_:context:index:)` gives from the full logits (the filters keep a prefix of the same order,
-    /// and the draw is the same).
+    /// and the draw is the same). The caller checks that predicate for the count it asked the backend for;
+    /// fewer candidates come back only when the vocabulary holds fewer (non-NaN) tokens, all of them then.
     public func sample(_ candidates: TopCandidates, index: Int) -> SampledToken {
         let p = parameters
-        precondition(p.needsOnly(topCandidates: candidates.ids.count), "sampling needs more than the top candidates")
+        // Every logit NaN (a broken model): token 0, as the host's argmax over such a row picks.
+        guard !candidates.ids.isEmpty else { return SampledToken(id: 0, logprob: .nan, top: []) }
         let chosen = p.temperature == 0 ? 0 : sampleFiltered(candidates.scores, draw: Float(Self.draw(seed: p.seed, index: index)))
         let top = (0..<min(p.logprobs, candidates.ids.count)).map { TokenLogprob(id: candidates.ids[$0], logprob: candidates.logprob($0)) }
         return SampledToken(id: candidates.ids[chosen], logprob: candidates.logprob(chosen), top: top)

@@ -45,6 +45,10 @@ final class SamplerTests: XCTestCase {
                 XCTAssertEqual(fromCandidates.top.map(\.id), full.top.map(\.id))
             }
         }
+        // A row of NaN (a broken model) leaves no candidates: token 0 like the host's argmax, no crash.
+        let broken = TopCandidates(logits: [Float](repeating: .nan, count: 100), count: 64)
+        XCTAssertTrue(broken.ids.isEmpty)
+        XCTAssertEqual(Sampler(.greedy).sample(broken, index: 0).id, argmax([Float](repeating: .nan, count: 100)))
         var p = SamplingParameters()
         XCTAssertFalse(p.needsOnly(topCandidates: 64), "top-k off: the draw may land anywhere")
         p.topK = 65

@@ -1,5 +1,3 @@
-import Foundation
-
 /// One step of work for a decoder backend: tokens of one or more sequences (any mix of prefill chunks and
 /// single decode tokens), where each token's key and value go in the paged KV cache, and which tokens'
 /// logits are wanted.
@@ -50,48 +48,6 @@ public protocol DecoderBackend: AnyObject {
     /// Runs the step and returns the `topCandidateCount` most likely tokens of each of `batch.logitRows`, and
     /// their full logits too when `alsoLogits` (else an empty array).
     func candidates(_ batch: DecodeBatch, alsoLogits: Bool) throws -> (candidates: [TopCandidates], logits: [[Float]])
-}
-
-/// The most likely tokens of one logit row, in descending order (ties: lower id first), with what turns a
-/// logit into a log-probability. Sampling that looks only at these (greedy, or top-k within them, with no
-/// penalties) needs nothing else, so a device backend returns 2·count + 2 numbers instead of the vocabulary.
-public struct TopCandidates: Sendable, Equatable {
-    /// Token ids, most likely first.
-    public var ids: [Int]
-    /// Their logits.
-    public var scores: [Float]
-    /// log Σ exp(logit) over the whole vocabulary: a token's log-probability is its logit minus this.
-    public var logNormalizer: Double
-
-    public init(ids: [Int], scores: [Float], logNormalizer: Double) {
-        self.ids = ids
-        self.scores = scores
-        self.logNormalizer = logNormalizer
-    }
-
-    /// The `count` most likely of a full row of logits, found on the host (NaN logits never count).
-    public init(logits: [Float], count: Int) {
-        // One pass keeping the best `count` sorted: a token enters only if it beats the last kept one, which
-        // after the first few hundred tokens is rare, so this costs little more than reading the row.
-        var ids: [Int] = [], scores: [Float] = []
-        ids.reserveCapacity(count + 1); scores.reserveCapacity(count + 1)
-        for (i, v) in logits.enumerated() where !v.isNaN && count > 0 {
-            if ids.count == count, let last = scores.last, v <= last { continue }   // ties keep the lower id
-            var at = ids.count
-            while at > 0 && v > scores[at - 1] { at -= 1 }
-            ids.insert(i, at: at); scores.insert(v, at: at)
-            if ids.count > count { ids.removeLast(); scores.removeLast() }
-        }
-        self.ids = ids
-        self.scores = scores
-        let maximum = Double(scores.first ?? 0)
-        var total = 0.0
-        for v in logits where !v.isNaN { total += Foundation.exp(Double(v) - maximum) }
-        logNormalizer = Foundation.log(total) + maximum
-    }
-
-    /// The log-probability of candidate `index`.
-    public func logprob(_ index: Int) -> Double { Double(scores[index]) - logNormalizer }
 }
 
 extension DecoderBackend {

@@ -52,7 +52,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     /// Whether greedy picks and top candidates are found on the device (only ids and candidates are read
     /// back) or by the host in the logits. By default the device does it when its memory is not the host's
     /// (reading the logits back costs a copy there); on unified memory, lavapipe included, the host reads
-    /// the logits where they lie for free, and its heap-based top-k beats a kernel on a CPU.
+    /// the logits where they lie for free, and its one-pass top-k beats a kernel on a CPU.
     /// `KILN_VULKAN_SAMPLING=device|host` overrides (the tests run both).
     public let samplesOnDevice: Bool
     private let tokensBuffer, positionsBuffer, sequencesBuffer, blockTablesBuffer, rowsBuffer, rotation: DeviceBuffer
@@ -268,8 +268,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
                 return TopCandidates(ids: ids, scores: scores, logNormalizer: maximum + Foundation.log(sum))
             }
         } else {
-            let all = hostLogits.floats(count * v)
-            rows = (0..<count).map { TopCandidates(logits: Array(all[$0 * v ..< ($0 + 1) * v]), count: k) }
+            rows = (0..<count).map { TopCandidates(logits: hostLogitRow($0), count: k) }
         }
         return (rows, alsoLogits ? hostLogitRows(count) : [])
     }
@@ -281,19 +280,18 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
             let ids = chosen.contents.assumingMemoryBound(to: UInt32.self)
             return (0..<count).map { Int(ids[$0]) }
         }
-        let v = config.vocabularySize, all = hostLogits.floats(count * v)
-        return (0..<count).map { r in
-            var best = 0
-            for i in 1..<v where all[r * v + i] > all[r * v + best] { best = i }   // the first maximum, as on the device
-            return best
-        }
+        return (0..<count).map { argmax(hostLogitRow($0)) }   // the first maximum, as on the device
+    }
+
+    /// Logit row `row` where the host reads it (valid until the next step).
+    private func hostLogitRow(_ row: Int) -> UnsafeBufferPointer<Float> {
+        let v = config.vocabularySize
+        return UnsafeBufferPointer(hostLogits.floats(v, at: row * v))
     }
 
     /// The first `count` rows of logits, copied out of host-visible memory.
     private func hostLogitRows(_ count: Int) -> [[Float]] {
-        let v = config.vocabularySize
-        let all = hostLogits.floats(count * v)
-        return (0..<count).map { Array(all[$0 * v ..< ($0 + 1) * v]) }
+        (0..<count).map { Array(hostLogitRow($0)) }
     }
 
     /// What a step leaves for the host to read.

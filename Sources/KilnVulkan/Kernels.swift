@@ -29,8 +29,7 @@ final class Kernels {
     /// Matrix kernels per weight layout (indexed by `DeviceMatrix.Format.rawValue`): the tiled frame (several
     /// columns) and the single-column one. Built on first use: a model uses one to three of the six layouts,
     /// and a GPU driver compiles each pipeline at creation.
-    private var matmulTiled: [ComputeKernel?]
-    private var matmulSingle: [ComputeKernel?]
+    private var matmulKernels: [(tiled: ComputeKernel, single: ComputeKernel)?]
     private let device: VulkanDevice
     let embed: ComputeKernel
     let ropeStore: ComputeKernel
@@ -68,8 +67,7 @@ final class Kernels {
         let family = family ?? KernelFamily.choose(for: device)
         self.family = family
         self.device = device
-        matmulTiled = Array(repeating: nil, count: DeviceMatrix.Format.allCases.count)
-        matmulSingle = matmulTiled
+        matmulKernels = Array(repeating: nil, count: DeviceMatrix.Format.allCases.count)
         let floats = VK_FORMAT_R32G32B32A32_SFLOAT, words = VK_FORMAT_R32G32B32A32_UINT
         embed = try ComputeKernel(device: device, name: "embed", spirv: EmbeddedShaders.embed, bindings: 4, pushConstantBytes: MemoryLayout<EmbedParameters>.size)
         let half = kvCache == .f16
@@ -93,18 +91,17 @@ final class Kernels {
     /// The matrix kernel for `columns` columns of x and the invocations it needs for `rows` outputs: the
     /// single-column frame for one column, the frame of 4-column tiles otherwise. Both reduce in the same order.
     func matmul(for format: DeviceMatrix.Format, columns: Int, rows: Int) throws -> (ComputeKernel, invocations: Int) {
-        let perInvocation = rowsPerInvocation
-        _ = try matmul(for: format)
-        let kernel = columns == 1 ? matmulSingle[Int(format.rawValue)] : matmulTiled[Int(format.rawValue)]
-        guard let kernel else { preconditionFailure("built by matmul(for:)") }
-        return (kernel, (rows + perInvocation - 1) / perInvocation)
+        let kernels = try matmulPair(format)
+        return (columns == 1 ? kernels.single : kernels.tiled, (rows + rowsPerInvocation - 1) / rowsPerInvocation)
     }
 
-    /// The tiled matrix kernel of `format` (its descriptor set layout is both frames'), building the format's
-    /// two pipelines the first time.
-    func matmul(for format: DeviceMatrix.Format) throws -> ComputeKernel {
+    /// The tiled matrix kernel of `format` (its descriptor set layout is both frames').
+    func matmul(for format: DeviceMatrix.Format) throws -> ComputeKernel { try matmulPair(format).tiled }
+
+    /// Both frames of `format`, built the first time the format is asked for.
+    private func matmulPair(_ format: DeviceMatrix.Format) throws -> (tiled: ComputeKernel, single: ComputeKernel) {
         let i = Int(format.rawValue)
-        if let kernel = matmulTiled[i] { return kernel }
+        if let kernels = matmulKernels[i] { return kernels }
         // Weights, scales and activations are read through texel views (see ComputeKernel.texelBindings).
         let floats = VK_FORMAT_R32G32B32A32_SFLOAT, words = VK_FORMAT_R32G32B32A32_UINT
         let gpu = family == .gpu
@@ -113,10 +110,9 @@ final class Kernels {
             try ComputeKernel(device: device, name: gpu ? name + "_gpu" : name, spirv: code, bindings: 4, pushConstantBytes: MemoryLayout<MatmulParameters>.size,
                               workgroupSize: gpu ? 64 : 8, texelBindings: [0: format == .f32 ? floats : words, 1: floats, 2: floats])
         }
-        let tiled = try build("matmul_" + name, gpu ? gpuTiled : cpuTiled)
-        matmulSingle[i] = try build("matmul_" + name + "_rows8", gpu ? gpuSingle : cpuSingle)
-        matmulTiled[i] = tiled
-        return tiled
+        let kernels = (tiled: try build("matmul_" + name, gpu ? gpuTiled : cpuTiled), single: try build("matmul_" + name + "_rows8", gpu ? gpuSingle : cpuSingle))
+        matmulKernels[i] = kernels
+        return kernels
     }
 
     /// Per layout: its name, then the SPIR-V of the tiled and single-column frames of the CPU family, then of the GPU family.

@@ -40,7 +40,11 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     /// KV heads `headStart ..< headStart + heads`, whose keys (and values) for all blocks fit one buffer. A
     /// pool whose layer's K or V exceeds maxStorageBufferRange is split by KV heads, each shard laid out like
     /// an unsplit pool of its heads; RoPE/store and attention run once per shard. Unsplit: one shard of all.
-    struct KVShard { let headStart: Int, heads: Int }
+    struct KVShard {
+        let headStart: Int, heads: Int
+        /// Bytes of one block's K (or V) of these heads in one layer.
+        let blockBytes: Int
+    }
     let kvShards: [KVShard]
     private let embedding: DeviceMatrix
     private let outputMatrix: DeviceMatrix
@@ -64,9 +68,9 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         2 * c.layerCount * kvBytesPerLayerBlock(c, blockSize: blockSize, kvCache: kvCache)
     }
 
-    /// Bytes of one block's K (or V) in one layer.
-    static func kvBytesPerLayerBlock(_ c: ModelConfig, blockSize: Int, kvCache: KVCacheType) -> Int {
-        blockSize * c.kvHeadCount * c.headDimension * kvCache.elementBytes
+    /// Bytes of one block's K (or V) in one layer, for all KV heads or for `heads` of them (a shard).
+    static func kvBytesPerLayerBlock(_ c: ModelConfig, blockSize: Int, kvCache: KVCacheType, heads: Int? = nil) -> Int {
+        blockSize * (heads ?? c.kvHeadCount) * c.headDimension * kvCache.elementBytes
     }
 
     /// Loads `file`'s weights onto `device` with a KV pool of `blockCount` blocks of `blockSize` tokens.
@@ -169,13 +173,16 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         }
         try rotationUpload.finish()
         // The pool: as many KV heads per buffer as the buffer limit allows.
-        let headBytes = blockCount * blockSize * c.headDimension * kvCache.elementBytes
+        let headBytes = blockCount * Self.kvBytesPerLayerBlock(c, blockSize: blockSize, kvCache: kvCache, heads: 1)
         let bufferLimit = min(maxBufferBytes ?? Int.max, device.info.maxStorageBufferRange)
         let headsPerShard = min(c.kvHeadCount, bufferLimit / max(headBytes, 1))
         guard headsPerShard > 0 else {
             throw VulkanError("KV pool", message: "\(blockCount) blocks need \(headBytes >> 20) MiB per KV head and layer, above the buffer limit of \(bufferLimit >> 20) MiB; use fewer blocks")
         }
-        kvShards = stride(from: 0, to: c.kvHeadCount, by: headsPerShard).map { KVShard(headStart: $0, heads: min(headsPerShard, c.kvHeadCount - $0)) }
+        kvShards = stride(from: 0, to: c.kvHeadCount, by: headsPerShard).map {
+            let heads = min(headsPerShard, c.kvHeadCount - $0)
+            return KVShard(headStart: $0, heads: heads, blockBytes: Self.kvBytesPerLayerBlock(c, blockSize: blockSize, kvCache: kvCache, heads: heads))
+        }
 
         let tokensBuffer = tokensBuffer, x = x
         embedSets = try embedding.slices.map { VkDescriptorSetHandle(try kernels.embed.bind([$0.quants, $0.scales, tokensBuffer, x])) }
@@ -193,10 +200,10 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
             let gateUpMatrix = try matrix([p + "ffn_gate.weight", p + "ffn_up.weight"], p + "gate_up")
             let downMatrix = try matrix([p + "ffn_down.weight"], p + "ffn_down")
             let attentionNorm = try vector(p + "attn_norm.weight"), ffnNorm = try vector(p + "ffn_norm.weight")
-            let keys = try kvShards.map { try arena.buffer($0.heads * headBytes, label: p + "keys_\($0.headStart)") }
-            let values = try kvShards.map { try arena.buffer($0.heads * headBytes, label: p + "values_\($0.headStart)") }
-            let qkv = qkv, positionsBuffer = positionsBuffer, sequencesBuffer = sequencesBuffer, blockTablesBuffer = blockTablesBuffer, rotation = rotation
-            let attended = attended
+            let keys = try kvShards.map { try arena.buffer(blockCount * $0.blockBytes, label: p + "keys_\($0.headStart)") }
+            let values = try kvShards.map { try arena.buffer(blockCount * $0.blockBytes, label: p + "values_\($0.headStart)") }
+            // Locals for the closures below (self is not yet fully initialized).
+            let qkv = qkv, positionsBuffer = positionsBuffer, sequencesBuffer = sequencesBuffer, blockTablesBuffer = blockTablesBuffer, rotation = rotation, attended = attended
             layers.append(Layer(
                 qkv: qkvMatrix, output: outputProjection, gateUp: gateUpMatrix, down: downMatrix, keys: keys, values: values,
                 attentionNormSet: VkDescriptorSetHandle(try kernels.rmsNorm.bind([x, attentionNorm, normed])),
@@ -219,7 +226,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         try stream.begin()
         for layer in layers {
             for (shard, (keys, values)) in zip(kvShards, zip(layer.keys, layer.values)) {
-                let bytes = blockSize * shard.heads * config.headDimension * kvCache.elementBytes
+                let bytes = shard.blockBytes
                 stream.copy(from: keys, at: source * bytes, to: keys, at: destination * bytes, bytes: bytes)
                 stream.copy(from: values, at: source * bytes, to: values, at: destination * bytes, bytes: bytes)
             }

@@ -60,7 +60,8 @@ public final class Scheduler {
     public let cache: KVCacheManager
     public let tokenBudget: Int
     public let maxWaiting: Int
-    /// Sequences in one step at most (the backend's batch limit).
+    /// Sequences in one step at most (the backend's batch limit), and never more than the backend's logit
+    /// rows (each running sequence may want one row a step).
     public let maxRunning: Int
     private var waiting: [Running] = []
     private var running: [Running] = []   // in admission order
@@ -70,7 +71,7 @@ public final class Scheduler {
 
     public init(backend: DecoderBackend, cache: KVCacheManager, tokenBudget: Int = 256, maxWaiting: Int = 1024, maxRunning: Int = 64) {
         precondition(cache.blockSize == backend.blockSize)
-        self.maxRunning = maxRunning
+        self.maxRunning = min(maxRunning, backend.maxLogitRows)
         self.backend = backend
         self.cache = cache
         self.tokenBudget = tokenBudget

@@ -43,6 +43,8 @@ public protocol DecoderBackend: AnyObject {
     func greedy(_ batch: DecodeBatch) throws -> [Int]
     /// Copies one KV block's contents to another (copy-on-write when a shared block must be written).
     func copyBlock(from source: Int, to destination: Int) throws
+    /// Most logit rows one step may ask for.
+    var maxLogitRows: Int { get }
     /// How many candidates `candidates` returns per row.
     var topCandidateCount: Int { get }
     /// Runs the step and returns the `topCandidateCount` most likely tokens of each of `batch.logitRows`, and
@@ -51,6 +53,9 @@ public protocol DecoderBackend: AnyObject {
 }
 
 extension DecoderBackend {
+    /// Backends that hold logits in host arrays take any number of rows.
+    public var maxLogitRows: Int { Int.max }
+
     /// Candidates per row that the host finds in the full logits: backends without a device top-k.
     public var topCandidateCount: Int { 64 }
 

@@ -17,7 +17,8 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     /// The matrix kernels' family in use (by device type, or KILN_VULKAN_KERNELS).
     public var kernelFamily: KernelFamily { kernels.family }
     public let device: VulkanDevice
-    /// Most tokens in one step, most sequences in one step, most logit rows in one step.
+    /// Most tokens in one step, most sequences in one step, most logit rows in one step (fewer than asked for
+    /// when one buffer cannot hold that many rows of logits).
     public let maxTokens: Int, maxSequences: Int, maxLogitRows: Int
     let maxBlocksPerSequence: Int
 
@@ -100,6 +101,9 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         self.kvCache = kvCache
         self.maxTokens = maxTokens
         self.maxSequences = maxSequences
+        // A step's logits are one buffer: no more rows than it holds (about 260 for a 128k-token vocabulary
+        // under lavapipe's 128 MiB), whatever was asked for.
+        let maxLogitRows = min(maxLogitRows, max(1, device.info.maxStorageBufferRange / (c.vocabularySize * 4)))
         self.maxLogitRows = maxLogitRows
         maxBlocksPerSequence = (c.contextLength + blockSize - 1) / blockSize
         let arena = MemoryArena(device: device, placement: .device), hostArena = MemoryArena(device: device, placement: .host)

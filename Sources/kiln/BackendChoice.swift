@@ -24,7 +24,7 @@ final class SequenceDecoder {
                                   maxTokens: 512, maxSequences: 1, maxLogitRows: 512, kvCache: kvCache)
         // Every token of a step may want its logits (`kiln logprobs`): steps of at most the logit rows the
         // decoder holds.
-        maxStep = min(512, (backend as? VulkanDecoder)?.maxLogitRows ?? 512)
+        maxStep = min(512, backend.maxLogitRows)
         table = Array(0..<blocks)
     }
 
@@ -60,13 +60,8 @@ func makeBackend(file: GGUFFile, choice: BackendChoice, deviceIndex: Int?, block
         }
     }
     guard choice == .vulkan else { return ReferenceBackend(weights: try ReferenceWeights(gguf: file), blockCount: blocks, blockSize: 16) }
-    let device = try VulkanDevice(index: deviceIndex)
-    // A step's logits are one buffer: ask for no more rows than it can hold (about 260 for a 128k-token
-    // vocabulary under lavapipe's 128 MiB; SequenceDecoder steps by what the decoder has).
-    let vocabulary = try ModelConfig(gguf: file).vocabularySize
-    let rows = min(maxLogitRows, max(1, device.info.maxStorageBufferRange / (vocabulary * 4)))
-    let decoder = try VulkanDecoder(device: device, file: file, blockCount: blocks, blockSize: 16,
-                                    maxTokens: maxTokens, maxSequences: maxSequences, maxLogitRows: rows, kvCache: kvCache)
+    let decoder = try VulkanDecoder(device: VulkanDevice(index: deviceIndex), file: file, blockCount: blocks, blockSize: 16,
+                                    maxTokens: maxTokens, maxSequences: maxSequences, maxLogitRows: maxLogitRows, kvCache: kvCache)
     let memory = decoder.device.unifiedMemory ? "unified memory" : "device-local memory (staged uploads)"
     FileHandle.standardError.write(Data("kiln: Vulkan on \(decoder.device.info.name): \(decoder.kernelFamily) kernel family, \(decoder.kvCache) KV pool, \(memory)\n".utf8))
     if ProcessInfo.processInfo.environment["KILN_VULKAN_PROFILE"] == "1" {

@@ -32,6 +32,9 @@ final class SchedulerOnVulkanTests: XCTestCase {
             XCTAssertEqual(pressured[r.id], alone[i], "request \(i) under KV pressure")
         }
         XCTAssertEqual(s.cache.pool.freeCount, 12)
+        // The decoder's logit rows bound how many sequences run in one step.
+        let narrow = try VulkanDecoder(device: device, file: file, blockCount: 16, maxTokens: 64, maxSequences: 16, maxLogitRows: 3)
+        XCTAssertEqual(Scheduler(backend: narrow, cache: KVCacheManager(blockCount: 16, blockSize: 16), maxRunning: 16).maxRunning, 3)
 
         // Asking for the chosen token's logprob moves sampling to the host (full logits read back); the
         // tokens must not change.

@@ -74,7 +74,11 @@ def frame(columns, title, rows=ROWS, lanes=8):
     o.append("        }")
     for j in range(columns):
         col = "c" if j == 0 else f"c + {j}"
-        o.append("        " + " ".join(f"STORE(a{i}_{j}, row0 + {i}, {col})" for i in range(rows)))
+        if rows == 8:
+            # STORE8 (matmul_args.glsl) writes the 8 rows, or combines them (the SwiGLU epilogue).
+            o.append("        STORE8(" + ", ".join(f"a{i}_{j}" for i in range(rows)) + f", row0, {col})")
+        else:
+            o.append("        " + " ".join(f"STORE(a{i}_{j}, row0 + {i}, {col})" for i in range(rows)))
     o.append("    }")
     o.append("}")
     return "\n".join(o) + "\n"

@@ -49,6 +49,27 @@ struct DeviceMatrix {
         }
     }
 
+    /// The order in which the stacked tensors' rows are stored.
+    enum RowOrder {
+        /// Tensor after tensor, each in its own order.
+        case stacked
+        /// Two tensors of equal height (gate, up) interleaved four rows at a time: stored rows 8j ..< 8j + 4
+        /// are the first's rows 4j ..< 4j + 4, stored rows 8j + 4 ..< 8j + 8 the second's. An invocation of
+        /// the CPU family owns 8 stored rows, so it holds 4 whole (gate, up) pairs and can apply SwiGLU
+        /// itself (SWIGLU_EPILOGUE in matmul_args.glsl).
+        case gateUpInterleaved
+
+        /// The stored row of stacked row `row` in a matrix of `rows` rows.
+        func storedRow(_ row: Int, rows: Int) -> Int {
+            switch self {
+            case .stacked: return row
+            case .gateUpInterleaved:
+                let half = rows / 2, i = row % half
+                return 8 * (i / 4) + (row < half ? 0 : 4) + i % 4
+            }
+        }
+    }
+
     /// Rows `rowStart ..< rowStart + rows` of the matrix, in buffers of their own (the grouped layout, counted
     /// from `rowStart`).
     struct Slice {
@@ -65,18 +86,23 @@ struct DeviceMatrix {
 
     /// Uploads the rows of `tensors` stacked in order (e.g. Q, K and V as one matrix) with `columns` inputs
     /// into `arena`. `maxBufferBytes` (default: the device's maxStorageBufferRange) bounds each slice's buffers.
-    init(arena: MemoryArena, file: GGUFFile, tensors: [GGUFTensorInfo], label: String, maxBufferBytes: Int? = nil) throws {
+    /// `order`: how their rows are stored (`RowOrder.gateUpInterleaved` takes two tensors of equal height, a
+    /// multiple of 4).
+    init(arena: MemoryArena, file: GGUFFile, tensors: [GGUFTensorInfo], label: String, maxBufferBytes: Int? = nil, order: RowOrder = .stacked) throws {
         let upload = Upload(arena: arena)
-        try self.init(upload: upload, file: file, tensors: tensors, label: label, maxBufferBytes: maxBufferBytes)
+        try self.init(upload: upload, file: file, tensors: tensors, label: label, maxBufferBytes: maxBufferBytes, order: order)
         try upload.finish()
     }
 
     /// The same through `upload`, which the caller finishes.
-    init(upload: Upload, file: GGUFFile, tensors: [GGUFTensorInfo], label: String, maxBufferBytes: Int? = nil) throws {
+    init(upload: Upload, file: GGUFFile, tensors: [GGUFTensorInfo], label: String, maxBufferBytes: Int? = nil, order: RowOrder = .stacked) throws {
         let arena = upload.arena
         let columns = tensors[0].rowLength
         precondition(tensors.allSatisfy { $0.rowLength == columns })
         let rows = tensors.reduce(0) { $0 + $1.rowCount }
+        if case .gateUpInterleaved = order {
+            precondition(tensors.count == 2 && tensors[0].rowCount == tensors[1].rowCount && tensors[0].rowCount % 4 == 0)
+        }
         let types = Set(tensors.map(\.type))
         let format: Format = types == [.q8_0] ? .q8_0 : types == [.f16] ? .f16 : types == [.bf16] ? .bf16
             : types.isSubset(of: IntegerBlocks.fourBitTypes) ? .q4_1
@@ -107,7 +133,8 @@ struct DeviceMatrix {
 
         // Where block `block` of global row `row` is written: its slice's bytes, at this block index.
         typealias Place = (quants: UnsafeMutableRawPointer, scales: UnsafeMutableRawPointer)
-        func place(_ row: Int, _ block: Int) -> (Place, Int) {
+        func place(_ stackedRow: Int, _ block: Int) -> (Place, Int) {
+            let row = order.storedRow(stackedRow, rows: rows)
             let i = row / sliceRows
             return (written[i], Self.blockIndex(row: row - slices[i].rowStart, block: block, blocksPerRow: blocksPerRow))
         }

@@ -26,7 +26,7 @@ public enum KernelFamily: String, Sendable, CaseIterable {
 /// The compute kernels of the CPU-shaped family (lanes own whole rows, 16-byte loads, no shared memory or
 /// barriers), and their push-constant layouts (std430: tightly packed 32-bit fields, matching the GLSL).
 final class Kernels {
-    /// Matrix kernels per weight layout (indexed by `DeviceMatrix.Format.rawValue`): the tiled frame (several
+    /// Matrix kernels per weight layout and epilogue (indexed by `matmulIndex`): the tiled frame (several
     /// columns) and the single-column one. Built on first use: a model uses one to three of the six layouts,
     /// and a GPU driver compiles each pipeline at creation.
     private var matmulKernels: [(tiled: ComputeKernel, single: ComputeKernel)?]
@@ -44,6 +44,11 @@ final class Kernels {
     /// matmul_main.glsl and matmul_rows8.glsl, 1 in the GPU family's).
     let family: KernelFamily
     var rowsPerInvocation: Int { family == .cpu ? 8 : 1 }
+
+    /// What a matrix kernel does with its results: stores (or adds) each row, or, in the CPU family, applies
+    /// SwiGLU to the (gate, up) pairs of a `DeviceMatrix.RowOrder.gateUpInterleaved` matrix and stores half as
+    /// many values (one dispatch per layer fewer).
+    enum MatmulEpilogue: Int, CaseIterable { case store = 0, swiglu = 1 }
 
     struct MatmulParameters { var K, N, B, xStride, yStride, flags: UInt32; var rowOffset: UInt32 = 0 }
     struct NormParameters { var B, width4: UInt32; var epsilon: Float }
@@ -67,7 +72,7 @@ final class Kernels {
         let family = family ?? KernelFamily.choose(for: device)
         self.family = family
         self.device = device
-        matmulKernels = Array(repeating: nil, count: DeviceMatrix.Format.allCases.count)
+        matmulKernels = Array(repeating: nil, count: DeviceMatrix.Format.allCases.count * MatmulEpilogue.allCases.count)
         let floats = VK_FORMAT_R32G32B32A32_SFLOAT, words = VK_FORMAT_R32G32B32A32_UINT
         embed = try ComputeKernel(device: device, name: "embed", spirv: EmbeddedShaders.embed, bindings: 4, pushConstantBytes: MemoryLayout<EmbedParameters>.size)
         let half = kvCache == .f16
@@ -90,27 +95,33 @@ final class Kernels {
 
     /// The matrix kernel for `columns` columns of x and the invocations it needs for `rows` outputs: the
     /// single-column frame for one column, the frame of 4-column tiles otherwise. Both reduce in the same order.
-    func matmul(for format: DeviceMatrix.Format, columns: Int, rows: Int) throws -> (ComputeKernel, invocations: Int) {
-        let kernels = try matmulPair(format)
+    func matmul(for format: DeviceMatrix.Format, columns: Int, rows: Int, epilogue: MatmulEpilogue = .store) throws -> (ComputeKernel, invocations: Int) {
+        let kernels = try matmulPair(format, epilogue)
         return (columns == 1 ? kernels.single : kernels.tiled, (rows + rowsPerInvocation - 1) / rowsPerInvocation)
     }
 
     /// The tiled matrix kernel of `format` (its descriptor set layout is both frames').
-    func matmul(for format: DeviceMatrix.Format) throws -> ComputeKernel { try matmulPair(format).tiled }
+    func matmul(for format: DeviceMatrix.Format, epilogue: MatmulEpilogue = .store) throws -> ComputeKernel { try matmulPair(format, epilogue).tiled }
 
-    /// Both frames of `format`, built the first time the format is asked for.
-    private func matmulPair(_ format: DeviceMatrix.Format) throws -> (tiled: ComputeKernel, single: ComputeKernel) {
-        let i = Int(format.rawValue)
+    /// Both frames of `format` with `epilogue`, built the first time they are asked for.
+    private func matmulPair(_ format: DeviceMatrix.Format, _ epilogue: MatmulEpilogue) throws -> (tiled: ComputeKernel, single: ComputeKernel) {
+        let i = Int(format.rawValue) * MatmulEpilogue.allCases.count + epilogue.rawValue
         if let kernels = matmulKernels[i] { return kernels }
+        // The GPU family's frames own one row per lane: no lane holds a (gate, up) pair.
+        guard epilogue == .store || family == .cpu else {
+            throw VulkanError("kernels", message: "the SwiGLU epilogue exists in the CPU kernel family only")
+        }
         // Weights, scales and activations are read through texel views (see ComputeKernel.texelBindings).
         let floats = VK_FORMAT_R32G32B32A32_SFLOAT, words = VK_FORMAT_R32G32B32A32_UINT
         let gpu = family == .gpu
-        let (name, cpuTiled, cpuSingle, gpuTiled, gpuSingle) = Self.code(format)
+        let (name, cpuTiled, cpuSingle, gpuTiled, gpuSingle) = epilogue == .swiglu ? Self.swigluCode(format) : Self.code(format)
         func build(_ name: String, _ code: [UInt32]) throws -> ComputeKernel {
             try ComputeKernel(device: device, name: gpu ? name + "_gpu" : name, spirv: code, bindings: 4, pushConstantBytes: MemoryLayout<MatmulParameters>.size,
                               workgroupSize: gpu ? 64 : 8, texelBindings: [0: format == .f32 ? floats : words, 1: floats, 2: floats])
         }
-        let kernels = (tiled: try build("matmul_" + name, gpu ? gpuTiled : cpuTiled), single: try build("matmul_" + name + "_rows8", gpu ? gpuSingle : cpuSingle))
+        let suffix = epilogue == .swiglu ? "_swiglu" : ""
+        let kernels = (tiled: try build("matmul_" + name + suffix, gpu ? gpuTiled : cpuTiled),
+                       single: try build("matmul_" + name + "_rows8" + suffix, gpu ? gpuSingle : cpuSingle))
         matmulKernels[i] = kernels
         return kernels
     }
@@ -124,6 +135,18 @@ final class Kernels {
         case .q8_0: ("q8_0", EmbeddedShaders.matmulQ80, EmbeddedShaders.matmulQ80Rows8, EmbeddedShaders.matmulQ80Gpu, EmbeddedShaders.matmulQ80GpuSingle)
         case .q4_1: ("q4_1", EmbeddedShaders.matmulQ41, EmbeddedShaders.matmulQ41Rows8, EmbeddedShaders.matmulQ41Gpu, EmbeddedShaders.matmulQ41GpuSingle)
         case .q8_sub16: ("q8_sub16", EmbeddedShaders.matmulQ8Sub16, EmbeddedShaders.matmulQ8Sub16Rows8, EmbeddedShaders.matmulQ8Sub16Gpu, EmbeddedShaders.matmulQ8Sub16GpuSingle)
+        }
+    }
+
+    /// The CPU family's SwiGLU-epilogue frames per layout, in `code`'s shape (no GPU-family frames: empty).
+    private static func swigluCode(_ format: DeviceMatrix.Format) -> (String, [UInt32], [UInt32], [UInt32], [UInt32]) {
+        switch format {
+        case .f32: ("f32", EmbeddedShaders.matmulF32Swiglu, EmbeddedShaders.matmulF32Rows8Swiglu, [], [])
+        case .f16: ("f16", EmbeddedShaders.matmulF16Swiglu, EmbeddedShaders.matmulF16Rows8Swiglu, [], [])
+        case .bf16: ("bf16", EmbeddedShaders.matmulBf16Swiglu, EmbeddedShaders.matmulBf16Rows8Swiglu, [], [])
+        case .q8_0: ("q8_0", EmbeddedShaders.matmulQ80Swiglu, EmbeddedShaders.matmulQ80Rows8Swiglu, [], [])
+        case .q4_1: ("q4_1", EmbeddedShaders.matmulQ41Swiglu, EmbeddedShaders.matmulQ41Rows8Swiglu, [], [])
+        case .q8_sub16: ("q8_sub16", EmbeddedShaders.matmulQ8Sub16Swiglu, EmbeddedShaders.matmulQ8Sub16Rows8Swiglu, [], [])
         }
     }
 }

@@ -6,8 +6,8 @@ import KilnModel
 ///
 /// Weights stay quantized on the device (see `DeviceMatrix`); Q, K and V are one stacked matrix, as are
 /// gate and up, so a layer is nine dispatches: RMSNorm, QKV, RoPE + KV store, attention, output projection
-/// (+ residual), RMSNorm, gate|up, SwiGLU, down projection (+ residual). A whole step is recorded into one
-/// command buffer and submitted once.
+/// (+ residual), RMSNorm, gate|up, SwiGLU, down projection (+ residual); eight where the gate|up kernel
+/// applies SwiGLU itself (`fusesSwiGLU`). A whole step is recorded into one command buffer and submitted once.
 public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     public let config: ModelConfig
     public let blockSize: Int
@@ -34,7 +34,8 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         // The matrices' sets are one per slice of the matrix (see DeviceMatrix), RoPE's and attention's one per shard.
         let attentionNormSet: VkDescriptorSetHandle, qkvSets: [VkDescriptorSetHandle], ropeSets, attentionSets: [VkDescriptorSetHandle]
         let outputSets: [VkDescriptorSetHandle], ffnNormSet: VkDescriptorSetHandle, gateUpSets: [VkDescriptorSetHandle]
-        let swigluSet: VkDescriptorSetHandle, downSets: [VkDescriptorSetHandle]
+        /// nil where the gate|up kernel applies SwiGLU itself.
+        let swigluSet: VkDescriptorSetHandle?, downSets: [VkDescriptorSetHandle]
     }
     private var layers: [Layer] = []
 
@@ -49,7 +50,13 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     let kvShards: [KVShard]
     private let embedding: DeviceMatrix
     private let outputMatrix: DeviceMatrix
-    private let x, normed, qkv, attended, gateUp, hidden, gathered, gatheredNormed, logitsBuffer, chosen: DeviceBuffer
+    private let x, normed, qkv, attended, hidden, gathered, gatheredNormed, logitsBuffer, chosen: DeviceBuffer
+    /// gate|up's output for the SwiGLU kernel (nil where the gate|up kernel applies SwiGLU itself).
+    private let gateUp: DeviceBuffer?
+    /// Whether the gate|up matrix kernel applies SwiGLU to its results itself (the CPU family; its rows are
+    /// stored interleaved, see `DeviceMatrix.RowOrder.gateUpInterleaved`) instead of a SwiGLU dispatch after
+    /// it: one dispatch per layer fewer, and the same results bit for bit. `KILN_VULKAN_FUSE_SWIGLU=0` turns it off.
+    public let fusesSwiGLU: Bool
     /// Top-k and argmax on the device: each (row, vocabulary chunk)'s result, then each row's (read back).
     private let partialCandidates, candidatesBuffer: DeviceBuffer
     /// The logits where the host reads them (`logitsBuffer` itself when that is host-visible).
@@ -80,7 +87,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     /// see the property (nil: the environment's choice, else by memory type).
     public init(device: VulkanDevice, file: GGUFFile, blockCount: Int = 512, blockSize: Int = 16,
                 maxTokens: Int = 512, maxSequences: Int = 64, maxLogitRows: Int = 64, kvCache: KVCacheType = .f16,
-                kernelFamily: KernelFamily? = nil, maxBufferBytes: Int? = nil, samplesOnDevice: Bool? = nil) throws {
+                kernelFamily: KernelFamily? = nil, maxBufferBytes: Int? = nil, samplesOnDevice: Bool? = nil, fusesSwiGLU: Bool? = nil) throws {
         let c = try ModelConfig(gguf: file)
         guard !c.attentionBias else {
             throw VulkanError("model", message: "QKV biases (\(c.architecture)) are not in the Vulkan kernels yet; use --backend cpu")
@@ -112,6 +119,11 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         let kernels = try Kernels(device: device, headDimension: c.headDimension, queryHeadsPerKVHead: c.headCount / c.kvHeadCount, kvCache: kvCache,
                                   family: kernelFamily)
         self.kernels = kernels
+        let fusesSwiGLU = fusesSwiGLU ?? (kernels.family == .cpu && ProcessInfo.processInfo.environment["KILN_VULKAN_FUSE_SWIGLU"] != "0")
+        guard !fusesSwiGLU || kernels.family == .cpu else {
+            throw VulkanError("model", message: "the SwiGLU epilogue exists in the CPU kernel family only")
+        }
+        self.fusesSwiGLU = fusesSwiGLU
         stream = try CommandStream(device: device)
 
         func tensor(_ name: String) throws -> GGUFTensorInfo {
@@ -131,11 +143,11 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         let qWidth = c.headCount * c.headDimension, kvWidth = c.kvHeadCount * c.headDimension
         let qkvWidth = qWidth + 2 * kvWidth
 
-        func matrix(_ names: [String], _ label: String) throws -> DeviceMatrix {
-            try DeviceMatrix(arena: arena, file: file, tensors: names.map(tensor), label: label, maxBufferBytes: maxBufferBytes)
+        func matrix(_ names: [String], _ label: String, order: DeviceMatrix.RowOrder = .stacked) throws -> DeviceMatrix {
+            try DeviceMatrix(arena: arena, file: file, tensors: names.map(tensor), label: label, maxBufferBytes: maxBufferBytes, order: order)
         }
-        func matmulSets(_ m: DeviceMatrix, _ input: DeviceBuffer, _ output: DeviceBuffer) throws -> [VkDescriptorSetHandle] {
-            try m.slices.map { VkDescriptorSetHandle(try kernels.matmul(for: m.format).bind([$0.quants, $0.scales, input, output])) }
+        func matmulSets(_ m: DeviceMatrix, _ input: DeviceBuffer, _ output: DeviceBuffer, epilogue: Kernels.MatmulEpilogue = .store) throws -> [VkDescriptorSetHandle] {
+            try m.slices.map { VkDescriptorSetHandle(try kernels.matmul(for: m.format, epilogue: epilogue).bind([$0.quants, $0.scales, input, output])) }
         }
         embedding = try matrix(["token_embd.weight"], "token_embd")
         outputMatrix = c.tiedOutput ? embedding : try matrix(["output.weight"], "output")
@@ -144,7 +156,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         gatheredNormed = try arena.buffer(maxLogitRows * d * 4, label: "gathered_normed")
         qkv = try arena.buffer(maxTokens * qkvWidth * 4, label: "qkv")
         attended = try arena.buffer(maxTokens * qWidth * 4, label: "attended")
-        gateUp = try arena.buffer(maxTokens * 2 * f * 4, label: "gate_up")
+        gateUp = fusesSwiGLU ? nil : try arena.buffer(maxTokens * 2 * f * 4, label: "gate_up")
         hidden = try arena.buffer(maxTokens * f * 4, label: "hidden")
         gathered = try arena.buffer(maxLogitRows * d * 4, label: "gathered")
         // Logits stay on the device: the host reads them where they lie on unified memory, else from a copy
@@ -201,13 +213,14 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
             let p = "blk.\(l)."
             let qkvMatrix = try matrix([p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"], p + "qkv")
             let outputProjection = try matrix([p + "attn_output.weight"], p + "attn_output")
-            let gateUpMatrix = try matrix([p + "ffn_gate.weight", p + "ffn_up.weight"], p + "gate_up")
+            let gateUpMatrix = try matrix([p + "ffn_gate.weight", p + "ffn_up.weight"], p + "gate_up", order: fusesSwiGLU ? .gateUpInterleaved : .stacked)
             let downMatrix = try matrix([p + "ffn_down.weight"], p + "ffn_down")
             let attentionNorm = try vector(p + "attn_norm.weight"), ffnNorm = try vector(p + "ffn_norm.weight")
             let keys = try kvShards.map { try arena.buffer(blockCount * $0.blockBytes, label: p + "keys_\($0.headStart)") }
             let values = try kvShards.map { try arena.buffer(blockCount * $0.blockBytes, label: p + "values_\($0.headStart)") }
             // Locals for the closures below (self is not yet fully initialized).
             let qkv = qkv, positionsBuffer = positionsBuffer, sequencesBuffer = sequencesBuffer, blockTablesBuffer = blockTablesBuffer, rotation = rotation, attended = attended
+            let hidden = hidden
             layers.append(Layer(
                 qkv: qkvMatrix, output: outputProjection, gateUp: gateUpMatrix, down: downMatrix, keys: keys, values: values,
                 attentionNormSet: VkDescriptorSetHandle(try kernels.rmsNorm.bind([x, attentionNorm, normed])),
@@ -216,8 +229,8 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
                 attentionSets: try zip(keys, values).map { VkDescriptorSetHandle(try kernels.attention.bind([qkv, positionsBuffer, sequencesBuffer, blockTablesBuffer, $0, $1, attended])) },
                 outputSets: try matmulSets(outputProjection, attended, x),
                 ffnNormSet: VkDescriptorSetHandle(try kernels.rmsNorm.bind([x, ffnNorm, normed])),
-                gateUpSets: try matmulSets(gateUpMatrix, normed, gateUp),
-                swigluSet: VkDescriptorSetHandle(try kernels.swiglu.bind([gateUp, hidden])),
+                gateUpSets: try gateUp.map { try matmulSets(gateUpMatrix, normed, $0) } ?? matmulSets(gateUpMatrix, normed, hidden, epilogue: .swiglu),
+                swigluSet: try gateUp.map { VkDescriptorSetHandle(try kernels.swiglu.bind([$0, hidden])) },
                 downSets: try matmulSets(downMatrix, hidden, x)))
         }
     }
@@ -310,11 +323,13 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
 
     /// Records y (+)= W · x for `columns` columns, choosing the kernel variant by the column count: one
     /// dispatch per slice of W (`sets` holds a slice's set each), writing disjoint rows of y.
-    private func matmul(_ m: DeviceMatrix, _ sets: [VkDescriptorSetHandle], columns: Int, accumulate: Bool) throws {
+    /// With the SwiGLU epilogue, y holds half as many values per column as W has rows.
+    private func matmul(_ m: DeviceMatrix, _ sets: [VkDescriptorSetHandle], columns: Int, accumulate: Bool, epilogue: Kernels.MatmulEpilogue = .store) throws {
         for (slice, set) in zip(m.slices, sets) {
-            let (kernel, invocations) = try kernels.matmul(for: m.format, columns: columns, rows: slice.rows)
+            let (kernel, invocations) = try kernels.matmul(for: m.format, columns: columns, rows: slice.rows, epilogue: epilogue)
+            let yStride = epilogue == .swiglu ? m.rows / 2 : m.rows
             stream.dispatch(kernel, set.set, Kernels.MatmulParameters(K: UInt32(m.columns), N: UInt32(slice.rows), B: UInt32(columns),
-                                                                      xStride: UInt32(m.columns), yStride: UInt32(m.rows), flags: accumulate ? 1 : 0,
+                                                                      xStride: UInt32(m.columns), yStride: UInt32(yStride), flags: accumulate ? 1 : 0,
                                                                       rowOffset: UInt32(slice.rowStart)),
                             invocations: invocations)
         }
@@ -391,10 +406,12 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
             stream.barrier()
             stream.dispatch(kernels.rmsNorm, layer.ffnNormSet.set, Kernels.NormParameters(B: B, width4: d / 4, epsilon: eps), invocations: n)
             stream.barrier()
-            try matmul(layer.gateUp, layer.gateUpSets, columns: n, accumulate: false)
+            try matmul(layer.gateUp, layer.gateUpSets, columns: n, accumulate: false, epilogue: layer.swigluSet == nil ? .swiglu : .store)
             stream.barrier()
-            stream.dispatch(kernels.swiglu, layer.swigluSet.set, Kernels.SwigluParameters(B: B, width: f), invocations: n * Int(f) / 4)
-            stream.barrier()
+            if let swigluSet = layer.swigluSet {
+                stream.dispatch(kernels.swiglu, swigluSet.set, Kernels.SwigluParameters(B: B, width: f), invocations: n * Int(f) / 4)
+                stream.barrier()
+            }
             try matmul(layer.down, layer.downSets, columns: n, accumulate: true)
             stream.barrier()
         }

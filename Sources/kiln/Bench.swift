@@ -68,6 +68,9 @@ struct BenchDecode: ParsableCommand {
     @Option(help: "Batch sizes for decode, comma-separated.") var batches = "1,4,16,32"
     @Option(help: "Decode steps timed per batch size.") var steps = 8
     @Option(name: .customLong("vulkan-device"), help: "Vulkan device index.") var vulkanDevice: Int?
+    @Flag(name: .customLong("compare-swiglu"),
+          help: "Also run a decoder with SwiGLU as a dispatch of its own, alternating step by step with the fused one, and print both medians and their ratio.")
+    var compareSwiGLU = false
 
     func run() throws {
         let file = try GGUFFile(path: model)
@@ -80,11 +83,19 @@ struct BenchDecode: ParsableCommand {
         let promptBlocks = (promptTokens + blockSize - 1) / blockSize
         let decoder = try VulkanDecoder(device: device, file: file, blockCount: promptBlocks + maxBatch * perSequence, blockSize: blockSize,
                                         maxTokens: max(promptTokens, maxBatch * 16), maxSequences: maxBatch, maxLogitRows: maxBatch)
-        print("kernels: \(decoder.kernelFamily) family, \(decoder.kvCache) KV")
+        print("kernels: \(decoder.kernelFamily) family, \(decoder.kvCache) KV, SwiGLU \(decoder.fusesSwiGLU ? "fused into gate|up" : "a dispatch of its own")")
+        // The comparison's other decoder: the same but for SwiGLU, with a KV pool of its own.
+        let separate = compareSwiGLU ? try VulkanDecoder(device: device, file: file, blockCount: promptBlocks + maxBatch * perSequence, blockSize: blockSize,
+                                                         maxTokens: max(promptTokens, maxBatch * 16), maxSequences: maxBatch, maxLogitRows: maxBatch,
+                                                         fusesSwiGLU: false) : nil
         let vocabulary = decoder.config.vocabularySize
         let prompt = (0..<promptTokens).map { (($0 * 7919) % (vocabulary - 100)) + 50 }
         let prefill = try seconds { _ = try decoder.greedy(.sequence(prompt, startingAt: 0, blockTable: Array(0..<promptBlocks))) }
         print(String(format: "BENCH vulkan_prefill_tok_s %.2f tok/s", Double(promptTokens) / prefill))
+        if let separate {
+            let step = DecodeBatch.sequence(prompt, startingAt: 0, blockTable: Array(0..<promptBlocks))
+            try compare("prefill", fused: { _ = try decoder.greedy(step) }, separate: { _ = try separate.greedy(step) }, rounds: 3)
+        }
         for b in sizes {
             let tables = (0..<b).map { s in Array(promptBlocks + s * perSequence ..< promptBlocks + (s + 1) * perSequence) }
             // Prefill 16 tokens per sequence in one step, then time `steps` decode steps for all of them.
@@ -101,6 +112,19 @@ struct BenchDecode: ParsableCommand {
                 }
             }
             print(String(format: "BENCH vulkan_decode_b%d_tok_s %.2f tok/s", b, Double(b * steps) / time))
+            if let separate {
+                _ = try separate.greedy(batch)
+                // Both decoders decode the same tokens (their results are equal bit for bit), one step each in turn.
+                var position = 16
+                try compare("decode_b\(b)", fused: {
+                    next = try decoder.greedy(DecodeBatch(tokens: next, positions: Array(repeating: position, count: b), sequences: Array(0..<b),
+                                                          blockTables: tables, logitRows: Array(0..<b)))
+                }, separate: {
+                    _ = try separate.greedy(DecodeBatch(tokens: next, positions: Array(repeating: position, count: b), sequences: Array(0..<b),
+                                                        blockTables: tables, logitRows: Array(0..<b)))
+                    position = 16 + (position - 15) % steps
+                }, rounds: 2 * steps)
+            }
             guard b == maxBatch else { continue }
             // Top-k sampling (k = 40) at the largest batch: through the decoder's top candidates (found on the
             // device or by the host, as `samplesOnDevice` says) against every row's full logits copied out and
@@ -124,6 +148,20 @@ struct BenchDecode: ParsableCommand {
             print(String(format: "BENCH vulkan_decode_b%d_topk_full_logits_tok_s %.2f tok/s", b, Double(b * steps) / viaLogits))
         }
         if ProcessInfo.processInfo.environment["KILN_VULKAN_PROFILE"] == "1" { print(decoder.profileReport()) }
+    }
+
+    /// Times `fused` and `separate` alternately, `rounds` times each, and prints each one's median step time
+    /// and their ratio (an interleaved A/B: the machine's swings hit both alike).
+    private func compare(_ name: String, fused: () throws -> Void, separate: () throws -> Void, rounds: Int) throws {
+        var a: [Double] = [], b: [Double] = []
+        for _ in 0..<rounds {
+            a.append(try seconds(fused))
+            b.append(try seconds(separate))
+        }
+        let ma = a.sorted()[a.count / 2], mb = b.sorted()[b.count / 2]
+        print(String(format: "BENCH vulkan_%@_swiglu_fused_ms %.2f ms", name, ma * 1000))
+        print(String(format: "BENCH vulkan_%@_swiglu_separate_ms %.2f ms", name, mb * 1000))
+        print(String(format: "BENCH vulkan_%@_swiglu_separate_vs_fused_ratio %.3f x", name, mb / ma))
     }
 
     private func seconds(_ body: () throws -> Void) rethrows -> Double {

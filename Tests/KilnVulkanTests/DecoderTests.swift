@@ -128,6 +128,43 @@ final class DecoderTests: XCTestCase {
         }
     }
 
+    /// The CPU family's gate|up kernel applying SwiGLU itself (rows stored interleaved, one dispatch per layer
+    /// fewer) gives the logits of the separate SwiGLU dispatch bit for bit: in every weight layout, through the
+    /// tiled frame (prefill), the single-column frame (one token) and a batched step, whole and with every
+    /// matrix split into 64-row slices. The GPU family has no such epilogue and says so.
+    func testSwiGLUEpilogueGivesIdenticalLogits() throws {
+        let device = try VulkanDevice()
+        let interleaved = (0..<512).map { DeviceMatrix.RowOrder.gateUpInterleaved.storedRow($0, rows: 512) }
+        XCTAssertEqual(Set(interleaved).count, 512, "a permutation")
+        XCTAssertEqual(Array(interleaved[0..<6]) + [interleaved[256], interleaved[259], interleaved[260]], [0, 1, 2, 3, 8, 9, 4, 7, 12])
+        for type in [GGMLType.q4_1, .q8_0, .f32, .f16, .bf16, .q6_K] {
+            let file = try testModel(type: type)
+            for maxBufferBytes in [nil, 8 << 10] {
+                let separate = try VulkanDecoder(device: device, file: file, blockCount: 8, maxTokens: 64, maxSequences: 4, maxLogitRows: 64,
+                                                 kernelFamily: .cpu, maxBufferBytes: maxBufferBytes, fusesSwiGLU: false)
+                let fused = try VulkanDecoder(device: device, file: file, blockCount: 8, maxTokens: 64, maxSequences: 4, maxLogitRows: 64,
+                                              kernelFamily: .cpu, maxBufferBytes: maxBufferBytes, fusesSwiGLU: true)
+                XCTAssertTrue(fused.fusesSwiGLU && !separate.fusesSwiGLU)
+                let label = "\(type), \(maxBufferBytes.map { "\($0)-byte buffers" } ?? "whole matrices")"
+                let prompt = [5, 80, 81, 90, 100, 3, 7, 200, 201, 40, 41]
+                let step = DecodeBatch.sequence(prompt, startingAt: 0, blockTable: [3, 6], wanted: prompt.count)
+                XCTAssertEqual(try fused.logits(step), try separate.logits(step), "\(label): prefill")
+                let next = DecodeBatch.sequence([17], startingAt: prompt.count, blockTable: [3, 6])
+                XCTAssertEqual(try fused.logits(next), try separate.logits(next), "\(label): one token")
+                let batch = DecodeBatch(tokens: [18, 250, 251], positions: [prompt.count + 1, 0, 1], sequences: [0, 1, 1],
+                                        blockTables: [[3, 6], [4]], logitRows: [0, 2])
+                XCTAssertEqual(try fused.logits(batch), try separate.logits(batch), "\(label): batched step")
+            }
+        }
+        XCTAssertEqual(try VulkanDecoder(device: device, file: try testModel(type: .q4_1), blockCount: 16, maxTokens: 64, maxSequences: 4,
+                                         maxLogitRows: 64, kernelFamily: .cpu).fusesSwiGLU, ProcessInfo.processInfo.environment["KILN_VULKAN_FUSE_SWIGLU"] != "0",
+                       "the CPU family fuses by default")
+        XCTAssertThrowsError(try VulkanDecoder(device: device, file: try testModel(type: .q4_1), blockCount: 16, maxTokens: 64, maxSequences: 4,
+                                               maxLogitRows: 64, kernelFamily: .gpu, fusesSwiGLU: true)) { error in
+            XCTAssertTrue("\(error)".contains("CPU kernel family only"), "\(error)")
+        }
+    }
+
     /// The GPU kernel family, forced on lavapipe, gives the CPU family's logits bit for bit (prefill, then a
     /// batched decode step), as its frames reduce every output in the same order.
     func testKernelFamiliesGiveIdenticalLogits() throws {

@@ -32,3 +32,20 @@ uint blockIndex(uint row, uint block) { return weightBlockIndex(row, block, p.K 
         y[at] = (p.flags & 1u) != 0u ? y[at] + acc : acc; \
     }
 
+#ifdef SWIGLU_EPILOGUE
+// The gate|up matrix with its rows interleaved by DeviceMatrix (stored rows 8j..8j+3: gate rows 4j..4j+3,
+// 8j+4..8j+7: up rows 4j..4j+3), so an invocation's 8 rows are 4 (gate, up) pairs: it writes
+// silu(gate) * up for elements row0/2 .. row0/2 + 3 (y is the feed-forward activation, yStride its width),
+// with swiglu.comp's expression, instead of 8 outputs that a separate SwiGLU dispatch would combine.
+float swiglu(float g, float u) { return g / (1.0 + exp(-g)) * u; }
+#define STORE8(a0, a1, a2, a3, a4, a5, a6, a7, row, column) \
+    if ((column) < p.B) { \
+        uint at = (column) * p.yStride + (p.rowOffset + (row)) / 2u; \
+        y[at] = swiglu(a0, a4); y[at + 1u] = swiglu(a1, a5); y[at + 2u] = swiglu(a2, a6); y[at + 3u] = swiglu(a3, a7); \
+    }
+#else
+#define STORE8(a0, a1, a2, a3, a4, a5, a6, a7, row, column) \
+    STORE(a0, (row) + 0u, column) STORE(a1, (row) + 1u, column) STORE(a2, (row) + 2u, column) STORE(a3, (row) + 3u, column) \
+    STORE(a4, (row) + 4u, column) STORE(a5, (row) + 5u, column) STORE(a6, (row) + 6u, column) STORE(a7, (row) + 7u, column)
+#endif
+

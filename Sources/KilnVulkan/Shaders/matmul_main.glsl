@@ -136,9 +136,9 @@ void main() {
                 a7_0 += finish(w, ((t0_0 + t0_1) + (t0_2 + t0_3)) + ((t0_4 + t0_5) + (t0_6 + t0_7)), x0_Sum); a7_1 += finish(w, ((t1_0 + t1_1) + (t1_2 + t1_3)) + ((t1_4 + t1_5) + (t1_6 + t1_7)), x1_Sum); a7_2 += finish(w, ((t2_0 + t2_1) + (t2_2 + t2_3)) + ((t2_4 + t2_5) + (t2_6 + t2_7)), x2_Sum); a7_3 += finish(w, ((t3_0 + t3_1) + (t3_2 + t3_3)) + ((t3_4 + t3_5) + (t3_6 + t3_7)), x3_Sum);
             }
         }
-        STORE(a0_0, row0 + 0, c) STORE(a1_0, row0 + 1, c) STORE(a2_0, row0 + 2, c) STORE(a3_0, row0 + 3, c) STORE(a4_0, row0 + 4, c) STORE(a5_0, row0 + 5, c) STORE(a6_0, row0 + 6, c) STORE(a7_0, row0 + 7, c)
-        STORE(a0_1, row0 + 0, c + 1) STORE(a1_1, row0 + 1, c + 1) STORE(a2_1, row0 + 2, c + 1) STORE(a3_1, row0 + 3, c + 1) STORE(a4_1, row0 + 4, c + 1) STORE(a5_1, row0 + 5, c + 1) STORE(a6_1, row0 + 6, c + 1) STORE(a7_1, row0 + 7, c + 1)
-        STORE(a0_2, row0 + 0, c + 2) STORE(a1_2, row0 + 1, c + 2) STORE(a2_2, row0 + 2, c + 2) STORE(a3_2, row0 + 3, c + 2) STORE(a4_2, row0 + 4, c + 2) STORE(a5_2, row0 + 5, c + 2) STORE(a6_2, row0 + 6, c + 2) STORE(a7_2, row0 + 7, c + 2)
-        STORE(a0_3, row0 + 0, c + 3) STORE(a1_3, row0 + 1, c + 3) STORE(a2_3, row0 + 2, c + 3) STORE(a3_3, row0 + 3, c + 3) STORE(a4_3, row0 + 4, c + 3) STORE(a5_3, row0 + 5, c + 3) STORE(a6_3, row0 + 6, c + 3) STORE(a7_3, row0 + 7, c + 3)
+        STORE8(a0_0, a1_0, a2_0, a3_0, a4_0, a5_0, a6_0, a7_0, row0, c)
+        STORE8(a0_1, a1_1, a2_1, a3_1, a4_1, a5_1, a6_1, a7_1, row0, c + 1)
+        STORE8(a0_2, a1_2, a2_2, a3_2, a4_2, a5_2, a6_2, a7_2, row0, c + 2)
+        STORE8(a0_3, a1_3, a2_3, a3_3, a4_3, a5_3, a6_3, a7_3, row0, c + 3)
     }
 }

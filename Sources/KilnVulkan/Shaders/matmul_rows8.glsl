@@ -132,6 +132,6 @@ void main() {
                 a7_0 += finish(w, ((t0_0 + t0_1) + (t0_2 + t0_3)) + ((t0_4 + t0_5) + (t0_6 + t0_7)), x0_Sum);
             }
         }
-        STORE(a0_0, row0 + 0, c) STORE(a1_0, row0 + 1, c) STORE(a2_0, row0 + 2, c) STORE(a3_0, row0 + 3, c) STORE(a4_0, row0 + 4, c) STORE(a5_0, row0 + 5, c) STORE(a6_0, row0 + 6, c) STORE(a7_0, row0 + 7, c)
+        STORE8(a0_0, a1_0, a2_0, a3_0, a4_0, a5_0, a6_0, a7_0, row0, c)
     }
 }

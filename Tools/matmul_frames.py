@@ -33,7 +33,9 @@ def frame(columns, title, rows=ROWS, lanes=8):
         "//",
         "// The including shader defines: struct Block; Block loadBlock(uint row, uint block);",
         "// vec4 part(Block w, const int k) (the 4 weights that meet x part k, elements 4k..4k+3);",
-        "// float finish(Block w, float s, float xSum) (the block's scale applied to its partial sum s).",
+        "// float finish(Block w, float s, float xSum) (the block's scale applied to its partial sum s);",
+        "// struct Scales8, Scales8 loadScales8(uint row0, uint block), Block loadBlock8(Scales8 s, uint row, uint block,",
+        "// const int k) (the 8-row frames: the scales of rows row0 ..< row0 + 8 fetched once, then row k's block).",
         "// Lanes never cooperate: no shared memory, barriers or subgroup operations (each is a coroutine switch",
         "// or a scalar loop on a CPU).",
         "",
@@ -55,11 +57,14 @@ def frame(columns, title, rows=ROWS, lanes=8):
     for i in range(rows):
         o.append("        precise float " + ", ".join(f"a{i}_{j} = 0.0" for j in range(columns)) + ";")
     o.append("        for (uint b = 0; b < blocks; ++b) {")
+    if rows == 8:
+        # The 8 rows' scales at once (loadScales8 in the weights include): fewer gathers than one per row.
+        o.append("            Scales8 scales8 = loadScales8(row0, b);")
     for j in range(columns):
         o.append(f"            LOAD_X(x{j}_, c{j}, b)")
     for i in range(rows):
         o.append("            {")
-        o.append(f"                Block w = loadBlock(r{i}, b);")
+        o.append(f"                Block w = loadBlock8(scales8, r{i}, b, {i});" if rows == 8 else f"                Block w = loadBlock(r{i}, b);")
         # Per column: t_k = part k . x part k (pairwise), and the block sum ((t0 + t1) + (t2 + t3)) +
         # ((t4 + t5) + (t6 + t7)) built as the parts arrive, so that few partial sums are live at once.
         o.append("                precise float " + ", ".join(f"t{j}_{k}" for j in range(columns) for k in range(8)) + ";")

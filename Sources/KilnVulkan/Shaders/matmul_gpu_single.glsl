@@ -3,7 +3,9 @@
 //
 // The including shader defines: struct Block; Block loadBlock(uint row, uint block);
 // vec4 part(Block w, const int k) (the 4 weights that meet x part k, elements 4k..4k+3);
-// float finish(Block w, float s, float xSum) (the block's scale applied to its partial sum s).
+// float finish(Block w, float s, float xSum) (the block's scale applied to its partial sum s);
+// struct Scales8, Scales8 loadScales8(uint row0, uint block), Block loadBlock8(Scales8 s, uint row, uint block,
+// const int k) (the 8-row frames: the scales of rows row0 ..< row0 + 8 fetched once, then row k's block).
 // Lanes never cooperate: no shared memory, barriers or subgroup operations (each is a coroutine switch
 // or a scalar loop on a CPU).
 

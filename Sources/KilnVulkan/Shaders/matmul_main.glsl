@@ -3,7 +3,9 @@
 //
 // The including shader defines: struct Block; Block loadBlock(uint row, uint block);
 // vec4 part(Block w, const int k) (the 4 weights that meet x part k, elements 4k..4k+3);
-// float finish(Block w, float s, float xSum) (the block's scale applied to its partial sum s).
+// float finish(Block w, float s, float xSum) (the block's scale applied to its partial sum s);
+// struct Scales8, Scales8 loadScales8(uint row0, uint block), Block loadBlock8(Scales8 s, uint row, uint block,
+// const int k) (the 8-row frames: the scales of rows row0 ..< row0 + 8 fetched once, then row k's block).
 // Lanes never cooperate: no shared memory, barriers or subgroup operations (each is a coroutine switch
 // or a scalar loop on a CPU).
 
@@ -27,12 +29,13 @@ void main() {
         precise float a6_0 = 0.0, a6_1 = 0.0, a6_2 = 0.0, a6_3 = 0.0;
         precise float a7_0 = 0.0, a7_1 = 0.0, a7_2 = 0.0, a7_3 = 0.0;
         for (uint b = 0; b < blocks; ++b) {
+            Scales8 scales8 = loadScales8(row0, b);
             LOAD_X(x0_, c0, b)
             LOAD_X(x1_, c1, b)
             LOAD_X(x2_, c2, b)
             LOAD_X(x3_, c3, b)
             {
-                Block w = loadBlock(r0, b);
+                Block w = loadBlock8(scales8, r0, b, 0);
                 precise float t0_0, t0_1, t0_2, t0_3, t0_4, t0_5, t0_6, t0_7, t1_0, t1_1, t1_2, t1_3, t1_4, t1_5, t1_6, t1_7, t2_0, t2_1, t2_2, t2_3, t2_4, t2_5, t2_6, t2_7, t3_0, t3_1, t3_2, t3_3, t3_4, t3_5, t3_6, t3_7;
                 { vec4 u = part(w, 0); t0_0 = (u.x * x0_0.x + u.y * x0_0.y) + (u.z * x0_0.z + u.w * x0_0.w); t1_0 = (u.x * x1_0.x + u.y * x1_0.y) + (u.z * x1_0.z + u.w * x1_0.w); t2_0 = (u.x * x2_0.x + u.y * x2_0.y) + (u.z * x2_0.z + u.w * x2_0.w); t3_0 = (u.x * x3_0.x + u.y * x3_0.y) + (u.z * x3_0.z + u.w * x3_0.w); }
                 { vec4 u = part(w, 1); t0_1 = (u.x * x0_1.x + u.y * x0_1.y) + (u.z * x0_1.z + u.w * x0_1.w); t1_1 = (u.x * x1_1.x + u.y * x1_1.y) + (u.z * x1_1.z + u.w * x1_1.w); t2_1 = (u.x * x2_1.x + u.y * x2_1.y) + (u.z * x2_1.z + u.w * x2_1.w); t3_1 = (u.x * x3_1.x + u.y * x3_1.y) + (u.z * x3_1.z + u.w * x3_1.w); }
@@ -45,7 +48,7 @@ void main() {
                 a0_0 += finish(w, ((t0_0 + t0_1) + (t0_2 + t0_3)) + ((t0_4 + t0_5) + (t0_6 + t0_7)), x0_Sum); a0_1 += finish(w, ((t1_0 + t1_1) + (t1_2 + t1_3)) + ((t1_4 + t1_5) + (t1_6 + t1_7)), x1_Sum); a0_2 += finish(w, ((t2_0 + t2_1) + (t2_2 + t2_3)) + ((t2_4 + t2_5) + (t2_6 + t2_7)), x2_Sum); a0_3 += finish(w, ((t3_0 + t3_1) + (t3_2 + t3_3)) + ((t3_4 + t3_5) + (t3_6 + t3_7)), x3_Sum);
             }
             {
-                Block w = loadBlock(r1, b);
+                Block w = loadBlock8(scales8, r1, b, 1);
                 precise float t0_0, t0_1, t0_2, t0_3, t0_4, t0_5, t0_6, t0_7, t1_0, t1_1, t1_2, t1_3, t1_4, t1_5, t1_6, t1_7, t2_0, t2_1, t2_2, t2_3, t2_4, t2_5, t2_6, t2_7, t3_0, t3_1, t3_2, t3_3, t3_4, t3_5, t3_6, t3_7;
                 { vec4 u = part(w, 0); t0_0 = (u.x * x0_0.x + u.y * x0_0.y) + (u.z * x0_0.z + u.w * x0_0.w); t1_0 = (u.x * x1_0.x + u.y * x1_0.y) + (u.z * x1_0.z + u.w * x1_0.w); t2_0 = (u.x * x2_0.x + u.y * x2_0.y) + (u.z * x2_0.z + u.w * x2_0.w); t3_0 = (u.x * x3_0.x + u.y * x3_0.y) + (u.z * x3_0.z + u.w * x3_0.w); }
                 { vec4 u = part(w, 1); t0_1 = (u.x * x0_1.x + u.y * x0_1.y) + (u.z * x0_1.z + u.w * x0_1.w); t1_1 = (u.x * x1_1.x + u.y * x1_1.y) + (u.z * x1_1.z + u.w * x1_1.w); t2_1 = (u.x * x2_1.x + u.y * x2_1.y) + (u.z * x2_1.z + u.w * x2_1.w); t3_1 = (u.x * x3_1.x + u.y * x3_1.y) + (u.z * x3_1.z + u.w * x3_1.w); }
@@ -58,7 +61,7 @@ void main() {
                 a1_0 += finish(w, ((t0_0 + t0_1) + (t0_2 + t0_3)) + ((t0_4 + t0_5) + (t0_6 + t0_7)), x0_Sum); a1_1 += finish(w, ((t1_0 + t1_1) + (t1_2 + t1_3)) + ((t1_4 + t1_5) + (t1_6 + t1_7)), x1_Sum); a1_2 += finish(w, ((t2_0 + t2_1) + (t2_2 + t2_3)) + ((t2_4 + t2_5) + (t2_6 + t2_7)), x2_Sum); a1_3 += finish(w, ((t3_0 + t3_1) + (t3_2 + t3_3)) + ((t3_4 + t3_5) + (t3_6 + t3_7)), x3_Sum);
             }
             {
-                Block w = loadBlock(r2, b);
+                Block w = loadBlock8(scales8, r2, b, 2);
                 precise float t0_0, t0_1, t0_2, t0_3, t0_4, t0_5, t0_6, t0_7, t1_0, t1_1, t1_2, t1_3, t1_4, t1_5, t1_6, t1_7, t2_0, t2_1, t2_2, t2_3, t2_4, t2_5, t2_6, t2_7, t3_0, t3_1, t3_2, t3_3, t3_4, t3_5, t3_6, t3_7;
                 { vec4 u = part(w, 0); t0_0 = (u.x * x0_0.x + u.y * x0_0.y) + (u.z * x0_0.z + u.w * x0_0.w); t1_0 = (u.x * x1_0.x + u.y * x1_0.y) + (u.z * x1_0.z + u.w * x1_0.w); t2_0 = (u.x * x2_0.x + u.y * x2_0.y) + (u.z * x2_0.z + u.w * x2_0.w); t3_0 = (u.x * x3_0.x + u.y * x3_0.y) + (u.z * x3_0.z + u.w * x3_0.w); }
                 { vec4 u = part(w, 1); t0_1 = (u.x * x0_1.x + u.y * x0_1.y) + (u.z * x0_1.z + u.w * x0_1.w); t1_1 = (u.x * x1_1.x + u.y * x1_1.y) + (u.z * x1_1.z + u.w * x1_1.w); t2_1 = (u.x * x2_1.x + u.y * x2_1.y) + (u.z * x2_1.z + u.w * x2_1.w); t3_1 = (u.x * x3_1.x + u.y * x3_1.y) + (u.z * x3_1.z + u.w * x3_1.w); }
@@ -71,7 +74,7 @@ void main() {
                 a2_0 += finish(w, ((t0_0 + t0_1) + (t0_2 + t0_3)) + ((t0_4 + t0_5) + (t0_6 + t0_7)), x0_Sum); a2_1 += finish(w, ((t1_0 + t1_1) + (t1_2 + t1_3)) + ((t1_4 + t1_5) + (t1_6 + t1_7)), x1_Sum); a2_2 += finish(w, ((t2_0 + t2_1) + (t2_2 + t2_3)) + ((t2_4 + t2_5) + (t2_6 + t2_7)), x2_Sum); a2_3 += finish(w, ((t3_0 + t3_1) + (t3_2 + t3_3)) + ((t3_4 + t3_5) + (t3_6 + t3_7)), x3_Sum);
             }
             {
-                Block w = loadBlock(r3, b);
+                Block w = loadBlock8(scales8, r3, b, 3);
                 precise float t0_0, t0_1, t0_2, t0_3, t0_4, t0_5, t0_6, t0_7, t1_0, t1_1, t1_2, t1_3, t1_4, t1_5, t1_6, t1_7, t2_0, t2_1, t2_2, t2_3, t2_4, t2_5, t2_6, t2_7, t3_0, t3_1, t3_2, t3_3, t3_4, t3_5, t3_6, t3_7;
                 { vec4 u = part(w, 0); t0_0 = (u.x * x0_0.x + u.y * x0_0.y) + (u.z * x0_0.z + u.w * x0_0.w); t1_0 = (u.x * x1_0.x + u.y * x1_0.y) + (u.z * x1_0.z + u.w * x1_0.w); t2_0 = (u.x * x2_0.x + u.y * x2_0.y) + (u.z * x2_0.z + u.w * x2_0.w); t3_0 = (u.x * x3_0.x + u.y * x3_0.y) + (u.z * x3_0.z + u.w * x3_0.w); }
                 { vec4 u = part(w, 1); t0_1 = (u.x * x0_1.x + u.y * x0_1.y) + (u.z * x0_1.z + u.w * x0_1.w); t1_1 = (u.x * x1_1.x + u.y * x1_1.y) + (u.z * x1_1.z + u.w * x1_1.w); t2_1 = (u.x * x2_1.x + u.y * x2_1.y) + (u.z * x2_1.z + u.w * x2_1.w); t3_1 = (u.x * x3_1.x + u.y * x3_1.y) + (u.z * x3_1.z + u.w * x3_1.w); }
@@ -84,7 +87,7 @@ void main() {
                 a3_0 += finish(w, ((t0_0 + t0_1) + (t0_2 + t0_3)) + ((t0_4 + t0_5) + (t0_6 + t0_7)), x0_Sum); a3_1 += finish(w, ((t1_0 + t1_1) + (t1_2 + t1_3)) + ((t1_4 + t1_5) + (t1_6 + t1_7)), x1_Sum); a3_2 += finish(w, ((t2_0 + t2_1) + (t2_2 + t2_3)) + ((t2_4 + t2_5) + (t2_6 + t2_7)), x2_Sum); a3_3 += finish(w, ((t3_0 + t3_1) + (t3_2 + t3_3)) + ((t3_4 + t3_5) + (t3_6 + t3_7)), x3_Sum);
             }
             {
-                Block w = loadBlock(r4, b);
+                Block w = loadBlock8(scales8, r4, b, 4);
                 precise float t0_0, t0_1, t0_2, t0_3, t0_4, t0_5, t0_6, t0_7, t1_0, t1_1, t1_2, t1_3, t1_4, t1_5, t1_6, t1_7, t2_0, t2_1, t2_2, t2_3, t2_4, t2_5, t2_6, t2_7, t3_0, t3_1, t3_2, t3_3, t3_4, t3_5, t3_6, t3_7;
                 { vec4 u = part(w, 0); t0_0 = (u.x * x0_0.x + u.y * x0_0.y) + (u.z * x0_0.z + u.w * x0_0.w); t1_0 = (u.x * x1_0.x + u.y * x1_0.y) + (u.z * x1_0.z + u.w * x1_0.w); t2_0 = (u.x * x2_0.x + u.y * x2_0.y) + (u.z * x2_0.z + u.w * x2_0.w); t3_0 = (u.x * x3_0.x + u.y * x3_0.y) + (u.z * x3_0.z + u.w * x3_0.w); }
                 { vec4 u = part(w, 1); t0_1 = (u.x * x0_1.x + u.y * x0_1.y) + (u.z * x0_1.z + u.w * x0_1.w); t1_1 = (u.x * x1_1.x + u.y * x1_1.y) + (u.z * x1_1.z + u.w * x1_1.w); t2_1 = (u.x * x2_1.x + u.y * x2_1.y) + (u.z * x2_1.z + u.w * x2_1.w); t3_1 = (u.x * x3_1.x + u.y * x3_1.y) + (u.z * x3_1.z + u.w * x3_1.w); }
@@ -97,7 +100,7 @@ void main() {
                 a4_0 += finish(w, ((t0_0 + t0_1) + (t0_2 + t0_3)) + ((t0_4 + t0_5) + (t0_6 + t0_7)), x0_Sum); a4_1 += finish(w, ((t1_0 + t1_1) + (t1_2 + t1_3)) + ((t1_4 + t1_5) + (t1_6 + t1_7)), x1_Sum); a4_2 += finish(w, ((t2_0 + t2_1) + (t2_2 + t2_3)) + ((t2_4 + t2_5) + (t2_6 + t2_7)), x2_Sum); a4_3 += finish(w, ((t3_0 + t3_1) + (t3_2 + t3_3)) + ((t3_4 + t3_5) + (t3_6 + t3_7)), x3_Sum);
             }
             {
-                Block w = loadBlock(r5, b);
+                Block w = loadBlock8(scales8, r5, b, 5);
                 precise float t0_0, t0_1, t0_2, t0_3, t0_4, t0_5, t0_6, t0_7, t1_0, t1_1, t1_2, t1_3, t1_4, t1_5, t1_6, t1_7, t2_0, t2_1, t2_2, t2_3, t2_4, t2_5, t2_6, t2_7, t3_0, t3_1, t3_2, t3_3, t3_4, t3_5, t3_6, t3_7;
                 { vec4 u = part(w, 0); t0_0 = (u.x * x0_0.x + u.y * x0_0.y) + (u.z * x0_0.z + u.w * x0_0.w); t1_0 = (u.x * x1_0.x + u.y * x1_0.y) + (u.z * x1_0.z + u.w * x1_0.w); t2_0 = (u.x * x2_0.x + u.y * x2_0.y) + (u.z * x2_0.z + u.w * x2_0.w); t3_0 = (u.x * x3_0.x + u.y * x3_0.y) + (u.z * x3_0.z + u.w * x3_0.w); }
                 { vec4 u = part(w, 1); t0_1 = (u.x * x0_1.x + u.y * x0_1.y) + (u.z * x0_1.z + u.w * x0_1.w); t1_1 = (u.x * x1_1.x + u.y * x1_1.y) + (u.z * x1_1.z + u.w * x1_1.w); t2_1 = (u.x * x2_1.x + u.y * x2_1.y) + (u.z * x2_1.z + u.w * x2_1.w); t3_1 = (u.x * x3_1.x + u.y * x3_1.y) + (u.z * x3_1.z + u.w * x3_1.w); }
@@ -110,7 +113,7 @@ void main() {
                 a5_0 += finish(w, ((t0_0 + t0_1) + (t0_2 + t0_3)) + ((t0_4 + t0_5) + (t0_6 + t0_7)), x0_Sum); a5_1 += finish(w, ((t1_0 + t1_1) + (t1_2 + t1_3)) + ((t1_4 + t1_5) + (t1_6 + t1_7)), x1_Sum); a5_2 += finish(w, ((t2_0 + t2_1) + (t2_2 + t2_3)) + ((t2_4 + t2_5) + (t2_6 + t2_7)), x2_Sum); a5_3 += finish(w, ((t3_0 + t3_1) + (t3_2 + t3_3)) + ((t3_4 + t3_5) + (t3_6 + t3_7)), x3_Sum);
             }
             {
-                Block w = loadBlock(r6, b);
+                Block w = loadBlock8(scales8, r6, b, 6);
                 precise float t0_0, t0_1, t0_2, t0_3, t0_4, t0_5, t0_6, t0_7, t1_0, t1_1, t1_2, t1_3, t1_4, t1_5, t1_6, t1_7, t2_0, t2_1, t2_2, t2_3, t2_4, t2_5, t2_6, t2_7, t3_0, t3_1, t3_2, t3_3, t3_4, t3_5, t3_6, t3_7;
                 { vec4 u = part(w, 0); t0_0 = (u.x * x0_0.x + u.y * x0_0.y) + (u.z * x0_0.z + u.w * x0_0.w); t1_0 = (u.x * x1_0.x + u.y * x1_0.y) + (u.z * x1_0.z + u.w * x1_0.w); t2_0 = (u.x * x2_0.x + u.y * x2_0.y) + (u.z * x2_0.z + u.w * x2_0.w); t3_0 = (u.x * x3_0.x + u.y * x3_0.y) + (u.z * x3_0.z + u.w * x3_0.w); }
                 { vec4 u = part(w, 1); t0_1 = (u.x * x0_1.x + u.y * x0_1.y) + (u.z * x0_1.z + u.w * x0_1.w); t1_1 = (u.x * x1_1.x + u.y * x1_1.y) + (u.z * x1_1.z + u.w * x1_1.w); t2_1 = (u.x * x2_1.x + u.y * x2_1.y) + (u.z * x2_1.z + u.w * x2_1.w); t3_1 = (u.x * x3_1.x + u.y * x3_1.y) + (u.z * x3_1.z + u.w * x3_1.w); }
@@ -123,7 +126,7 @@ void main() {
                 a6_0 += finish(w, ((t0_0 + t0_1) + (t0_2 + t0_3)) + ((t0_4 + t0_5) + (t0_6 + t0_7)), x0_Sum); a6_1 += finish(w, ((t1_0 + t1_1) + (t1_2 + t1_3)) + ((t1_4 + t1_5) + (t1_6 + t1_7)), x1_Sum); a6_2 += finish(w, ((t2_0 + t2_1) + (t2_2 + t2_3)) + ((t2_4 + t2_5) + (t2_6 + t2_7)), x2_Sum); a6_3 += finish(w, ((t3_0 + t3_1) + (t3_2 + t3_3)) + ((t3_4 + t3_5) + (t3_6 + t3_7)), x3_Sum);
             }
             {
-                Block w = loadBlock(r7, b);
+                Block w = loadBlock8(scales8, r7, b, 7);
                 precise float t0_0, t0_1, t0_2, t0_3, t0_4, t0_5, t0_6, t0_7, t1_0, t1_1, t1_2, t1_3, t1_4, t1_5, t1_6, t1_7, t2_0, t2_1, t2_2, t2_3, t2_4, t2_5, t2_6, t2_7, t3_0, t3_1, t3_2, t3_3, t3_4, t3_5, t3_6, t3_7;
                 { vec4 u = part(w, 0); t0_0 = (u.x * x0_0.x + u.y * x0_0.y) + (u.z * x0_0.z + u.w * x0_0.w); t1_0 = (u.x * x1_0.x + u.y * x1_0.y) + (u.z * x1_0.z + u.w * x1_0.w); t2_0 = (u.x * x2_0.x + u.y * x2_0.y) + (u.z * x2_0.z + u.w * x2_0.w); t3_0 = (u.x * x3_0.x + u.y * x3_0.y) + (u.z * x3_0.z + u.w * x3_0.w); }
                 { vec4 u = part(w, 1); t0_1 = (u.x * x0_1.x + u.y * x0_1.y) + (u.z * x0_1.z + u.w * x0_1.w); t1_1 = (u.x * x1_1.x + u.y * x1_1.y) + (u.z * x1_1.z + u.w * x1_1.w); t2_1 = (u.x * x2_1.x + u.y * x2_1.y) + (u.z * x2_1.z + u.w * x2_1.w); t3_1 = (u.x * x3_1.x + u.y * x3_1.y) + (u.z * x3_1.z + u.w * x3_1.w); }

@@ -3,7 +3,9 @@
 //
 // The including shader defines: struct Block; Block loadBlock(uint row, uint block);
 // vec4 part(Block w, const int k) (the 4 weights that meet x part k, elements 4k..4k+3);
-// float finish(Block w, float s, float xSum) (the block's scale applied to its partial sum s).
+// float finish(Block w, float s, float xSum) (the block's scale applied to its partial sum s);
+// struct Scales8, Scales8 loadScales8(uint row0, uint block), Block loadBlock8(Scales8 s, uint row, uint block,
+// const int k) (the 8-row frames: the scales of rows row0 ..< row0 + 8 fetched once, then row k's block).
 // Lanes never cooperate: no shared memory, barriers or subgroup operations (each is a coroutine switch
 // or a scalar loop on a CPU).
 
@@ -26,9 +28,10 @@ void main() {
         precise float a6_0 = 0.0;
         precise float a7_0 = 0.0;
         for (uint b = 0; b < blocks; ++b) {
+            Scales8 scales8 = loadScales8(row0, b);
             LOAD_X(x0_, c0, b)
             {
-                Block w = loadBlock(r0, b);
+                Block w = loadBlock8(scales8, r0, b, 0);
                 precise float t0_0, t0_1, t0_2, t0_3, t0_4, t0_5, t0_6, t0_7;
                 { vec4 u = part(w, 0); t0_0 = (u.x * x0_0.x + u.y * x0_0.y) + (u.z * x0_0.z + u.w * x0_0.w); }
                 { vec4 u = part(w, 1); t0_1 = (u.x * x0_1.x + u.y * x0_1.y) + (u.z * x0_1.z + u.w * x0_1.w); }
@@ -41,7 +44,7 @@ void main() {
                 a0_0 += finish(w, ((t0_0 + t0_1) + (t0_2 + t0_3)) + ((t0_4 + t0_5) + (t0_6 + t0_7)), x0_Sum);
             }
             {
-                Block w = loadBlock(r1, b);
+                Block w = loadBlock8(scales8, r1, b, 1);
                 precise float t0_0, t0_1, t0_2, t0_3, t0_4, t0_5, t0_6, t0_7;
                 { vec4 u = part(w, 0); t0_0 = (u.x * x0_0.x + u.y * x0_0.y) + (u.z * x0_0.z + u.w * x0_0.w); }
                 { vec4 u = part(w, 1); t0_1 = (u.x * x0_1.x + u.y * x0_1.y) + (u.z * x0_1.z + u.w * x0_1.w); }
@@ -54,7 +57,7 @@ void main() {
                 a1_0 += finish(w, ((t0_0 + t0_1) + (t0_2 + t0_3)) + ((t0_4 + t0_5) + (t0_6 + t0_7)), x0_Sum);
             }
             {
-                Block w = loadBlock(r2, b);
+                Block w = loadBlock8(scales8, r2, b, 2);
                 precise float t0_0, t0_1, t0_2, t0_3, t0_4, t0_5, t0_6, t0_7;
                 { vec4 u = part(w, 0); t0_0 = (u.x * x0_0.x + u.y * x0_0.y) + (u.z * x0_0.z + u.w * x0_0.w); }
                 { vec4 u = part(w, 1); t0_1 = (u.x * x0_1.x + u.y * x0_1.y) + (u.z * x0_1.z + u.w * x0_1.w); }
@@ -67,7 +70,7 @@ void main() {
                 a2_0 += finish(w, ((t0_0 + t0_1) + (t0_2 + t0_3)) + ((t0_4 + t0_5) + (t0_6 + t0_7)), x0_Sum);
             }
             {
-                Block w = loadBlock(r3, b);
+                Block w = loadBlock8(scales8, r3, b, 3);
                 precise float t0_0, t0_1, t0_2, t0_3, t0_4, t0_5, t0_6, t0_7;
                 { vec4 u = part(w, 0); t0_0 = (u.x * x0_0.x + u.y * x0_0.y) + (u.z * x0_0.z + u.w * x0_0.w); }
                 { vec4 u = part(w, 1); t0_1 = (u.x * x0_1.x + u.y * x0_1.y) + (u.z * x0_1.z + u.w * x0_1.w); }
@@ -80,7 +83,7 @@ void main() {
                 a3_0 += finish(w, ((t0_0 + t0_1) + (t0_2 + t0_3)) + ((t0_4 + t0_5) + (t0_6 + t0_7)), x0_Sum);
             }
             {
-                Block w = loadBlock(r4, b);
+                Block w = loadBlock8(scales8, r4, b, 4);
                 precise float t0_0, t0_1, t0_2, t0_3, t0_4, t0_5, t0_6, t0_7;
                 { vec4 u = part(w, 0); t0_0 = (u.x * x0_0.x + u.y * x0_0.y) + (u.z * x0_0.z + u.w * x0_0.w); }
                 { vec4 u = part(w, 1); t0_1 = (u.x * x0_1.x + u.y * x0_1.y) + (u.z * x0_1.z + u.w * x0_1.w); }
@@ -93,7 +96,7 @@ void main() {
                 a4_0 += finish(w, ((t0_0 + t0_1) + (t0_2 + t0_3)) + ((t0_4 + t0_5) + (t0_6 + t0_7)), x0_Sum);
             }
             {
-                Block w = loadBlock(r5, b);
+                Block w = loadBlock8(scales8, r5, b, 5);
                 precise float t0_0, t0_1, t0_2, t0_3, t0_4, t0_5, t0_6, t0_7;
                 { vec4 u = part(w, 0); t0_0 = (u.x * x0_0.x + u.y * x0_0.y) + (u.z * x0_0.z + u.w * x0_0.w); }
                 { vec4 u = part(w, 1); t0_1 = (u.x * x0_1.x + u.y * x0_1.y) + (u.z * x0_1.z + u.w * x0_1.w); }
@@ -106,7 +109,7 @@ void main() {
                 a5_0 += finish(w, ((t0_0 + t0_1) + (t0_2 + t0_3)) + ((t0_4 + t0_5) + (t0_6 + t0_7)), x0_Sum);
             }
             {
-                Block w = loadBlock(r6, b);
+                Block w = loadBlock8(scales8, r6, b, 6);
                 precise float t0_0, t0_1, t0_2, t0_3, t0_4, t0_5, t0_6, t0_7;
                 { vec4 u = part(w, 0); t0_0 = (u.x * x0_0.x + u.y * x0_0.y) + (u.z * x0_0.z + u.w * x0_0.w); }
                 { vec4 u = part(w, 1); t0_1 = (u.x * x0_1.x + u.y * x0_1.y) + (u.z * x0_1.z + u.w * x0_1.w); }
@@ -119,7 +122,7 @@ void main() {
                 a6_0 += finish(w, ((t0_0 + t0_1) + (t0_2 + t0_3)) + ((t0_4 + t0_5) + (t0_6 + t0_7)), x0_Sum);
             }
             {
-                Block w = loadBlock(r7, b);
+                Block w = loadBlock8(scales8, r7, b, 7);
                 precise float t0_0, t0_1, t0_2, t0_3, t0_4, t0_5, t0_6, t0_7;
                 { vec4 u = part(w, 0); t0_0 = (u.x * x0_0.x + u.y * x0_0.y) + (u.z * x0_0.z + u.w * x0_0.w); }
                 { vec4 u = part(w, 1); t0_1 = (u.x * x0_1.x + u.y * x0_1.y) + (u.z * x0_1.z + u.w * x0_1.w); }

@@ -13,6 +13,11 @@ Block loadBlock(uint row, uint block) {
     return Block(texelFetch(weights, int(i)), texelFetch(weights, int(i + 1)), texelFetch(weights, int(i + 2)), texelFetch(weights, int(i + 3)));
 }
 
+// One scale texel per row (or none): nothing for the CPU frames' 8 rows to share.
+struct Scales8 { float unused; };
+Scales8 loadScales8(uint row0, uint block) { return Scales8(0.0); }
+Block loadBlock8(Scales8 s, uint row, uint block, const int k) { return loadBlock(row, block); }
+
 vec2 widen(uint w) {
 #ifdef BF16
     return vec2(uintBitsToFloat(w << 16), uintBitsToFloat(w & 0xFFFF0000u));

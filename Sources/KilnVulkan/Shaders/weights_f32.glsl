@@ -15,6 +15,11 @@ Block loadBlock(uint row, uint block) {
 }
 
 // Part k of a block: the 4 weights that meet x elements 4k..4k+3 (k is a constant after inlining).
+// One scale texel per row (or none): nothing for the CPU frames' 8 rows to share.
+struct Scales8 { float unused; };
+Scales8 loadScales8(uint row0, uint block) { return Scales8(0.0); }
+Block loadBlock8(Scales8 s, uint row, uint block, const int k) { return loadBlock(row, block); }
+
 vec4 part(Block w, const int k) {
     return k == 0 ? w.w0 : k == 1 ? w.w1 : k == 2 ? w.w2 : k == 3 ? w.w3 : k == 4 ? w.w4 : k == 5 ? w.w5 : k == 6 ? w.w6 : w.w7;
 }

@@ -15,6 +15,20 @@ Block loadBlock(uint row, uint block) {
     return Block(texelFetch(quants, int(i)), (i & 1u) != 0u ? s.zw : s.xy);
 }
 
+// The CPU frames' 8 rows row0 ..< row0 + 8 (row0 a multiple of 8, so their blocks lie side by side): their
+// scales in 4 fetches, not one per row (a texel fetch is a ~45-instruction gather on lavapipe). Rows the
+// kernel clamps to the last one take a padding row's scale here: their results are never stored.
+struct Scales8 { vec4 s01; vec4 s23; vec4 s45; vec4 s67; };
+Scales8 loadScales8(uint row0, uint block) {
+    int i = int(blockIndex(row0, block) >> 1);
+    return Scales8(texelFetch(scales, i), texelFetch(scales, i + 1), texelFetch(scales, i + 2), texelFetch(scales, i + 3));
+}
+// Row k of the eight (`row` is row0 + k, or the last row where that is past it).
+Block loadBlock8(Scales8 s, uint row, uint block, const int k) {
+    vec4 t = k < 2 ? s.s01 : k < 4 ? s.s23 : k < 6 ? s.s45 : s.s67;
+    return Block(texelFetch(quants, int(blockIndex(row, block))), (k & 1) != 0 ? t.zw : t.xy);
+}
+
 vec4 low(uint w) { return vec4((ivec4(w) >> ivec4(0, 8, 16, 24)) & 0xF); }
 vec4 high(uint w) { return vec4((ivec4(w) >> ivec4(4, 12, 20, 28)) & 0xF); }
 

@@ -15,6 +15,11 @@ Block loadBlock(uint row, uint block) {
 }
 
 // Sign-extends each byte of w: shift it to the top, then arithmetic-shift it back down.
+// One scale texel per row (or none): nothing for the CPU frames' 8 rows to share.
+struct Scales8 { float unused; };
+Scales8 loadScales8(uint row0, uint block) { return Scales8(0.0); }
+Block loadBlock8(Scales8 s, uint row, uint block, const int k) { return loadBlock(row, block); }
+
 vec4 bytes(uint w) { return vec4(ivec4(w) << ivec4(24, 16, 8, 0) >> 24); }
 
 // Part k of a block, dequantized: the 4 weights that meet x elements 4k..4k+3 (parts 0-3 use the first

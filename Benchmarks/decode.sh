@@ -73,7 +73,8 @@ PY
 }
 llama | tee /tmp/kiln-bench-llama-1.txt
 llama_vulkan | tee /tmp/kiln-bench-llama-vk.txt
-"$KILN_BIN" bench decode --model "$MODEL" --steps "$STEPS" | tee /tmp/kiln-bench-kiln.txt
+# --compare-swiglu: the fused SwiGLU epilogue against SwiGLU as a dispatch of its own, alternating step by step.
+"$KILN_BIN" bench decode --model "$MODEL" --steps "$STEPS" --compare-swiglu | tee /tmp/kiln-bench-kiln.txt
 llama | tee /tmp/kiln-bench-llama-2.txt
 k1=$(awk '/vulkan_decode_b1_tok_s/ {print $3}' /tmp/kiln-bench-kiln.txt)
 l1=$(cat /tmp/kiln-bench-llama-1.txt /tmp/kiln-bench-llama-2.txt | awk '/decode_b1/ {s+=$3; n++} END {print s/n}')

@@ -18,10 +18,13 @@ public struct TestModelBuilder {
     /// Merges of common English pairs added to the byte vocabulary.
     public var merges = ["t h", "th e", "i n", "a n", "e r", "o n", "r e", "Ġ t", "Ġt he", "Ġ a", "e n", "a t"]
     public static let specialTokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    /// Tokens appended after the merges (`filler0`, `filler1`, …), which no text encodes to: for tests that need
+    /// a large vocabulary (one whose logits outgrow a buffer).
+    public var fillerTokens = 0
 
     public init() {}
 
-    /// The vocabulary: special tokens, the 256 byte tokens, then one token per merge.
+    /// The vocabulary: special tokens, the 256 byte tokens, one token per merge, then the filler tokens.
     public func vocabulary() -> (tokens: [String], types: [Int32], merges: [String]) {
         var tokens = Self.specialTokens
         var types = [Int32](repeating: 3, count: tokens.count)
@@ -31,6 +34,10 @@ public struct TestModelBuilder {
         }
         for m in merges {
             tokens.append(m.replacingOccurrences(of: " ", with: ""))
+            types.append(1)
+        }
+        for i in 0..<fillerTokens {
+            tokens.append("filler\(i)")
             types.append(1)
         }
         return (tokens, types, merges)

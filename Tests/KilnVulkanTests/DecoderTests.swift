@@ -128,6 +128,34 @@ final class DecoderTests: XCTestCase {
         }
     }
 
+    /// A step's logits are one buffer, so a decoder holds no more logit rows than maxStorageBufferRange allows
+    /// (whatever was asked for) and says so through `maxLogitRows`: here a 70,000-token vocabulary, whose 512
+    /// rows would need 137 MiB. As many rows as it reports come back right; one more is refused, not a crash.
+    func testLogitRowsAreBoundedByOneBuffer() throws {
+        let device = try VulkanDevice()
+        var builder = TestModelBuilder()
+        builder.layers = 1; builder.width = 64; builder.feedForwardWidth = 128; builder.heads = 2; builder.kvHeads = 1
+        builder.fillerTokens = 70_000 - builder.vocabulary().tokens.count
+        let file = try GGUFFile(file: MappedFile(copying: builder.build().serialized()))
+        let vocabulary = try ModelConfig(gguf: file).vocabularySize
+        XCTAssertEqual(vocabulary, 70_000)
+        let decoder = try VulkanDecoder(device: device, file: file, blockCount: 32, maxTokens: 512, maxSequences: 4, maxLogitRows: 512)
+        let expected = device.info.maxStorageBufferRange / (vocabulary * 4)
+        XCTAssertLessThan(expected, 512, "this device's buffer limit should bound the rows")
+        XCTAssertEqual(decoder.maxLogitRows, expected)
+        let prompt = (0..<expected).map { 3 + ($0 * 7) % 250 }
+        let rows = try decoder.logits(.sequence(prompt, startingAt: 0, blockTable: Array(0..<32), wanted: expected))
+        XCTAssertEqual(rows.count, expected)
+        let weights = try ReferenceWeights(gguf: file)
+        for i in [0, expected / 2, expected - 1] {
+            let reference = try ReferenceDecoder(weights: weights).forward(Array(prompt[...i]))[0]
+            XCTAssertLessThanOrEqual(relativeL2(rows[i], reference), 5e-3, "row \(i)")
+        }
+        XCTAssertThrowsError(try decoder.logits(.sequence(prompt + [5], startingAt: 0, blockTable: Array(0..<32), wanted: expected + 1))) { error in
+            XCTAssertTrue("\(error)".contains("outside the decoder's limits"), "\(error)")
+        }
+    }
+
     /// The CPU family's gate|up kernel applying SwiGLU itself (rows stored interleaved, one dispatch per layer
     /// fewer) gives the logits of the separate SwiGLU dispatch bit for bit: in every weight layout, through the
     /// tiled frame (prefill), the single-column frame (one token) and a batched step, whole and with every

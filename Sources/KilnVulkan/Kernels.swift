@@ -26,7 +26,7 @@ public enum KernelFamily: String, Sendable, CaseIterable {
 /// The compute kernels of the CPU-shaped family (lanes own whole rows, 16-byte loads, no shared memory or
 /// barriers), and their push-constant layouts (std430: tightly packed 32-bit fields, matching the GLSL).
 final class Kernels {
-    /// Matrix kernels per weight layout and epilogue (indexed by `matmulIndex`): the tiled frame (several
+    /// Matrix kernels per weight layout and epilogue (at format × epilogue count + epilogue): the tiled frame (several
     /// columns) and the single-column one. Built on first use: a model uses one to three of the six layouts,
     /// and a GPU driver compiles each pipeline at creation.
     private var matmulKernels: [(tiled: ComputeKernel, single: ComputeKernel)?]

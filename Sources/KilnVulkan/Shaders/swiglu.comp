@@ -1,5 +1,7 @@
 #version 450
-// SwiGLU on the fused gate|up output: h = silu(gate) * up, four elements per invocation. The input is read
+// SwiGLU on the stacked gate|up output: h = silu(gate) * up, four elements per invocation (the GPU family, and
+// the CPU family with KILN_VULKAN_FUSE_SWIGLU=0; otherwise the gate|up kernel does this itself, SWIGLU_EPILOGUE
+// in matmul_args.glsl, with the same expression). The input is read
 // through a texel view: a 16-byte gather, where an SSBO load at a lane-varying address is a per-lane loop on
 // lavapipe (one element per lane with SSBO loads took 9.6 ms per layer on a 512-token step; this, 2.1 ms).
 

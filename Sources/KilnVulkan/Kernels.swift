@@ -103,14 +103,19 @@ final class Kernels {
     /// The tiled matrix kernel of `format` (its descriptor set layout is both frames').
     func matmul(for format: DeviceMatrix.Format, epilogue: MatmulEpilogue = .store) throws -> ComputeKernel { try matmulPair(format, epilogue).tiled }
 
+    /// Throws unless this family has `epilogue`: the GPU family's frames own one row per lane, so no lane holds
+    /// a (gate, up) pair.
+    func require(_ epilogue: MatmulEpilogue) throws {
+        guard epilogue == .store || family == .cpu else {
+            throw VulkanError("kernels", message: "the SwiGLU epilogue exists in the CPU kernel family only")
+        }
+    }
+
     /// Both frames of `format` with `epilogue`, built the first time they are asked for.
     private func matmulPair(_ format: DeviceMatrix.Format, _ epilogue: MatmulEpilogue) throws -> (tiled: ComputeKernel, single: ComputeKernel) {
         let i = Int(format.rawValue) * MatmulEpilogue.allCases.count + epilogue.rawValue
         if let kernels = matmulKernels[i] { return kernels }
-        // The GPU family's frames own one row per lane: no lane holds a (gate, up) pair.
-        guard epilogue == .store || family == .cpu else {
-            throw VulkanError("kernels", message: "the SwiGLU epilogue exists in the CPU kernel family only")
-        }
+        try require(epilogue)
         // Weights, scales and activations are read through texel views (see ComputeKernel.texelBindings).
         let floats = VK_FORMAT_R32G32B32A32_SFLOAT, words = VK_FORMAT_R32G32B32A32_UINT
         let gpu = family == .gpu

@@ -120,9 +120,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
                                   family: kernelFamily)
         self.kernels = kernels
         let fusesSwiGLU = fusesSwiGLU ?? (kernels.family == .cpu && ProcessInfo.processInfo.environment["KILN_VULKAN_FUSE_SWIGLU"] != "0")
-        guard !fusesSwiGLU || kernels.family == .cpu else {
-            throw VulkanError("model", message: "the SwiGLU epilogue exists in the CPU kernel family only")
-        }
+        if fusesSwiGLU { try kernels.require(.swiglu) }   // before any weight is uploaded
         self.fusesSwiGLU = fusesSwiGLU
         stream = try CommandStream(device: device)
 
@@ -325,6 +323,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     /// dispatch per slice of W (`sets` holds a slice's set each), writing disjoint rows of y.
     /// With the SwiGLU epilogue, y holds half as many values per column as W has rows.
     private func matmul(_ m: DeviceMatrix, _ sets: [VkDescriptorSetHandle], columns: Int, accumulate: Bool, epilogue: Kernels.MatmulEpilogue = .store) throws {
+        precondition(!accumulate || epilogue == .store, "the SwiGLU epilogue stores; it does not add")
         for (slice, set) in zip(m.slices, sets) {
             let (kernel, invocations) = try kernels.matmul(for: m.format, columns: columns, rows: slice.rows, epilogue: epilogue)
             let yStride = epilogue == .swiglu ? m.rows / 2 : m.rows

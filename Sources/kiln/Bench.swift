@@ -114,15 +114,16 @@ struct BenchDecode: ParsableCommand {
             print(String(format: "BENCH vulkan_decode_b%d_tok_s %.2f tok/s", b, Double(b * steps) / time))
             if let separate {
                 _ = try separate.greedy(batch)
-                // Both decoders decode the same tokens (their results are equal bit for bit), one step each in turn.
-                var position = 16
+                // Both decoders decode the same tokens (their results are equal bit for bit), one step each in turn,
+                // cycling over the `steps` positions their tables have room for.
+                var round = 0, input = batch
                 try compare("decode_b\(b)", fused: {
-                    next = try decoder.greedy(DecodeBatch(tokens: next, positions: Array(repeating: position, count: b), sequences: Array(0..<b),
-                                                          blockTables: tables, logitRows: Array(0..<b)))
+                    input = DecodeBatch(tokens: next, positions: Array(repeating: 16 + round % steps, count: b), sequences: Array(0..<b),
+                                        blockTables: tables, logitRows: Array(0..<b))
+                    next = try decoder.greedy(input)
                 }, separate: {
-                    _ = try separate.greedy(DecodeBatch(tokens: next, positions: Array(repeating: position, count: b), sequences: Array(0..<b),
-                                                        blockTables: tables, logitRows: Array(0..<b)))
-                    position = 16 + (position - 15) % steps
+                    _ = try separate.greedy(input)
+                    round += 1
                 }, rounds: 2 * steps)
             }
             guard b == maxBatch else { continue }

@@ -114,6 +114,24 @@ public final class KVCacheManager {
         return copies
     }
 
+    /// Blocks `append(id, tokens:)` of `count` tokens would take from the pool (new blocks, and a copy of a
+    /// shared block about to be written).
+    public func blocksToAppend(_ id: SequenceID, count: Int) -> Int {
+        guard let s = sequences[id] else { return 0 }
+        let writesIntoLast = s.tokens.count % blockSize != 0
+        let needsCopy = writesIntoLast && s.blocks.last.map { pool.referenceCount($0) > 1 } == true
+        return blocksFor(tokens: s.tokens.count + count) - s.blocks.count + (needsCopy ? 1 : 0)
+    }
+
+    /// Sets token `index` of `id`, appended before it was known (a pipelined step's pick, fed on the device)
+    /// and not yet computed, so no cached block holds it yet.
+    public func setToken(_ id: SequenceID, at index: Int, to token: Int) {
+        guard var s = sequences[id] else { preconditionFailure("unknown sequence \(id)") }
+        precondition(index >= s.computed && index < s.tokens.count, "token \(index) is computed or missing")
+        s.tokens[index] = Int32(truncatingIfNeeded: token)
+        sequences[id] = s
+    }
+
     /// Records that the first `count` tokens of `id` are computed; full blocks among them enter the prefix cache.
     public func markComputed(_ id: SequenceID, upTo count: Int) {
         guard var s = sequences[id] else { preconditionFailure("unknown sequence \(id)") }

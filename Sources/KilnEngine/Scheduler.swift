@@ -1,3 +1,4 @@
+import Foundation
 import KilnModel
 
 /// A generation the engine runs: prompt tokens, how to sample, when to stop.
@@ -68,9 +69,38 @@ public final class Scheduler {
     private var arrivals = 0
     public private(set) var preemptions = 0
     public private(set) var completed = 0, cancelled = 0, steps = 0
+    /// Steps submitted while the step before them still ran (see `pipeline`).
+    public private(set) var overlappedSteps = 0
 
-    public init(backend: DecoderBackend, cache: KVCacheManager, tokenBudget: Int = 256, maxWaiting: Int = 1024, maxRunning: Int = 64) {
+    /// The backend's pipelined interface, when it has one and pipelining is on: in steady greedy decoding
+    /// the next step is submitted before the running one's picks are read (the device feeds them), so the
+    /// host's bookkeeping overlaps the device's work instead of leaving it idle between steps.
+    private let pipeline: PipelinedDecoderBackend?
+    /// A greedy step submitted through `pipeline` whose picks are not yet read.
+    private struct InFlight {
+        let step: SubmittedStep
+        /// The request each logit row samples for.
+        let rows: [Int]
+        /// Per request the step computes tokens of: how many of its tokens are computed once it is done.
+        let computed: [Int: Int]
+    }
+    private var inFlight: InFlight?
+    /// Whether greedy steps are pipelined (see `pipeline`).
+    public var pipelinesSteps: Bool { pipeline != nil }
+    /// Requests that ended (finished, cancelled) while the step in flight still writes into their blocks:
+    /// their blocks are freed once it is done.
+    private var freeAfterStep: Set<Int> = []
+
+    /// `pipelined`: whether to use the backend's pipelined interface, when it has one. By default
+    /// (nil) KILN_ENGINE_PIPELINE=1/0 says, else the backend's `overlapsSteps`: on where the device is not the
+    /// host's own CPU (on lavapipe the host's work competes with the "device" for the same cores, and measured
+    /// no faster). Results are the same either way; only when the host works changes.
+    public init(backend: DecoderBackend, cache: KVCacheManager, tokenBudget: Int = 256, maxWaiting: Int = 1024, maxRunning: Int = 64,
+                pipelined: Bool? = nil) {
         precondition(cache.blockSize == backend.blockSize)
+        let pipelinedBackend = backend as? PipelinedDecoderBackend
+        let environment = ProcessInfo.processInfo.environment["KILN_ENGINE_PIPELINE"].map { $0 != "0" }
+        pipeline = (pipelined ?? environment ?? pipelinedBackend?.overlapsSteps ?? false) ? pipelinedBackend : nil
         self.maxRunning = min(maxRunning, backend.maxLogitRows)
         self.backend = backend
         self.cache = cache
@@ -78,7 +108,7 @@ public final class Scheduler {
         self.maxWaiting = maxWaiting
     }
 
-    public var hasWork: Bool { !waiting.isEmpty || !running.isEmpty }
+    public var hasWork: Bool { !waiting.isEmpty || !running.isEmpty || inFlight != nil }
     public var runningCount: Int { running.count }
     public var waitingCount: Int { waiting.count }
 
@@ -99,10 +129,11 @@ public final class Scheduler {
         arrivals += 1
     }
 
-    /// Ends a request now: its blocks are free before the next step.
+    /// Ends a request now: it gets no more events, and its blocks are free before the next step (or, when
+    /// the pipelined path has a step in flight that writes them, as soon as that step is done).
     public func cancel(_ id: Int) -> Bool {
         if let i = running.firstIndex(where: { $0.request.id == id }) {
-            cache.free(id)
+            if inFlight?.computed[id] != nil { freeAfterStep.insert(id) } else { cache.free(id) }
             running.remove(at: i)
             cancelled += 1
             return true
@@ -117,6 +148,7 @@ public final class Scheduler {
 
     /// Runs one iteration and returns its events.
     public func step() throws -> [StepEvent] {
+        if let pipeline, let current = inFlight { return try advance(pipeline, current) }
         admit()
         guard !running.isEmpty else { return [] }
 
@@ -151,6 +183,14 @@ public final class Scheduler {
         // goes depends on its own parameters only, so its result never depends on the rest of the step.
         let count = backend.topCandidateCount
         let fromCandidates = wanted.map { running[$0].request.parameters.needsOnly(topCandidates: count) }
+        if let pipeline, onDevice, !wanted.isEmpty {
+            let step = try pipeline.submitGreedy(batch, feeds: [])
+            var computed: [Int: Int] = [:]
+            for (i, done) in processed { computed[running[i].request.id] = done }
+            let current = InFlight(step: step, rows: wanted.map { running[$0].request.id }, computed: computed)
+            inFlight = current
+            return try advance(pipeline, current)
+        }
         var logits: [[Float]] = [], candidates: [TopCandidates] = []
         if !onDevice && fromCandidates.contains(true) {
             (candidates, logits) = try backend.candidates(batch, alsoLogits: fromCandidates.contains(false))
@@ -191,6 +231,95 @@ public final class Scheduler {
         }
         try reserveNewTokens()
         return events
+    }
+
+    /// Completes the step in flight: first submits the step after it when that one is known without its
+    /// picks (`speculate`), then waits for the picks and reports them as the synchronous path would.
+    private func advance(_ pipeline: PipelinedDecoderBackend, _ current: InFlight) throws -> [StepEvent] {
+        let next: InFlight?, picks: [Int]
+        do {
+            next = try speculate(pipeline, after: current)
+            picks = try pipeline.waitGreedy(current.step)
+        } catch {
+            // The backend failed (the engine fails the requests in flight): nothing stays in flight.
+            inFlight = nil
+            for id in freeAfterStep { cache.free(id) }
+            freeAfterStep = []
+            throw error
+        }
+        inFlight = next
+        steps += 1
+        for (id, done) in current.computed {
+            guard let i = running.firstIndex(where: { $0.request.id == id }) else { continue }   // ended meanwhile
+            running[i].computed = done
+            cache.markComputed(id, upTo: done)
+        }
+        var events: [StepEvent] = []
+        var finished: Set<Int> = []
+        for (row, id) in current.rows.enumerated() {
+            guard let i = running.firstIndex(where: { $0.request.id == id }) else { continue }
+            var r = running[i]
+            let sampled = SampledToken(id: picks[row], logprob: 0, top: [])
+            r.generated.append(sampled.id)
+            r.tokens.append(sampled.id)
+            // The next step computes this token already (fed on the device): its cache entry was a placeholder.
+            if next?.computed[id] != nil { cache.setToken(id, at: r.tokens.count - 1, to: sampled.id) }
+            var finish: FinishReason?
+            if r.request.stopTokens.contains(sampled.id) { finish = .stop } else if r.generated.count >= r.request.maxTokens { finish = .length }
+            let cached = r.reportedCached ? 0 : r.cachedPromptTokens
+            r.reportedCached = true
+            events.append(StepEvent(requestID: r.request.id, token: sampled, finish: finish, cachedPromptTokens: cached))
+            running[i] = r
+            if finish != nil { finished.insert(i) }
+        }
+        for i in finished.sorted(by: >) {
+            let id = running[i].request.id
+            if next?.computed[id] != nil { freeAfterStep.insert(id) } else { cache.free(id) }
+            running.remove(at: i)
+            completed += 1
+        }
+        for id in freeAfterStep where next?.computed[id] == nil {
+            cache.free(id)
+            freeAfterStep.remove(id)
+        }
+        if next == nil { try reserveNewTokens() }
+        return events
+    }
+
+    /// The step after `current`, submitted now with `current`'s picks fed on the device, when it can be
+    /// known before they are read: every running request is decoding one token in `current`, none waits to
+    /// be admitted, and the pool has room for each one's next token. A request that turns out to have
+    /// stopped at `current` has computed one token for nothing. Nil where the next step waits for the picks.
+    private func speculate(_ pipeline: PipelinedDecoderBackend, after current: InFlight) throws -> InFlight? {
+        guard waiting.isEmpty, !running.isEmpty, running.count == current.rows.count else { return nil }
+        var continuing: [(row: Int, index: Int)] = []
+        for (row, id) in current.rows.enumerated() {
+            guard let i = running.firstIndex(where: { $0.request.id == id }),
+                  current.computed[id] == running[i].tokens.count, cache.tokenCount(id) == running[i].tokens.count else { return nil }
+            // Ends at `current` for length: nothing to compute after it.
+            if running[i].generated.count + 1 >= running[i].request.maxTokens { continue }
+            continuing.append((row, i))
+        }
+        guard !continuing.isEmpty, continuing.count <= tokenBudget else { return nil }
+        let needed = continuing.reduce(0) { $0 + cache.blocksToAppend(running[$1.index].request.id, count: 1) }
+        guard needed <= cache.pool.freeCount else { return nil }
+        var batch = DecodeBatch(tokens: [], positions: [], sequences: [], blockTables: [], logitRows: [])
+        var feeds: [TokenFeed] = []
+        var computed: [Int: Int] = [:]
+        for (row, i) in continuing {
+            let id = running[i].request.id, position = running[i].tokens.count
+            // The pick is not known yet: a placeholder holds its place until `advance` reads it.
+            guard let copies = cache.append(id, tokens: [0]) else { preconditionFailure("room checked above") }
+            for c in copies { try backend.copyBlock(from: c.source, to: c.destination) }
+            feeds.append(TokenFeed(token: batch.tokens.count, previousRow: row))
+            batch.tokens.append(0); batch.positions.append(position); batch.sequences.append(batch.blockTables.count)
+            batch.blockTables.append(cache.blockTable(id))
+            batch.logitRows.append(batch.tokens.count - 1)
+            computed[id] = position + 1
+        }
+        let step = try pipeline.submitGreedy(batch, feeds: feeds)
+        overlappedSteps += 1
+        return InFlight(step: step, rows: continuing.map { running[$0.index].request.id }, computed: computed)
     }
 
     /// Admits waiting requests (interactive before batch, then arrival order) while the pool can hold them.

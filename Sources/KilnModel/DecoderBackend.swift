@@ -64,3 +64,47 @@ extension DecoderBackend {
         return (rows.map { TopCandidates(logits: $0, count: topCandidateCount) }, alsoLogits ? rows : [])
     }
 }
+
+/// A token of a step that is the previous step's greedy pick for one of its logit rows, taken by the
+/// device itself: the host submits the next step without reading the previous one's result first.
+public struct TokenFeed: Sendable, Equatable {
+    /// Index into the step's `tokens` (whose value there is ignored).
+    public var token: Int
+    /// The logit row of the step submitted just before whose pick goes there.
+    public var previousRow: Int
+    public init(token: Int, previousRow: Int) {
+        self.token = token
+        self.previousRow = previousRow
+    }
+}
+
+/// A greedy step handed to a `PipelinedDecoderBackend` whose picks are not yet read.
+public struct SubmittedStep: Sendable, Hashable {
+    /// Steps submitted before this one (0 for the first): the order the device runs them in.
+    public let serial: Int
+    /// Logit rows, so picks, of the step.
+    public let rows: Int
+    public init(serial: Int, rows: Int) {
+        self.serial = serial
+        self.rows = rows
+    }
+}
+
+/// A backend that can take a greedy step while the one before it still runs, so the host's scheduling of
+/// step N + 1 overlaps the device's work on step N. Step N + 1's tokens that are step N's picks are fed
+/// on the device (`TokenFeed`); the host reads step N's picks (`waitGreedy`) after submitting N + 1.
+/// Steps run in submission order, and a step's results are those `greedy` gives for the same batch with
+/// the fed tokens in place, bit for bit.
+public protocol PipelinedDecoderBackend: DecoderBackend {
+    /// Whether submitting a step before reading the previous one's picks lets the host's work overlap the
+    /// device's to advantage: true on a device of its own. False where `submitGreedy` runs the step itself
+    /// (the CPU reference) or the device is the host's own CPU (lavapipe), where the pipeline only reorders
+    /// the host's work. The scheduler pipelines by default where this is true.
+    var overlapsSteps: Bool { get }
+    /// Submits a greedy step. `feeds` name tokens that are picks of the step submitted just before, which
+    /// must have been a greedy step too.
+    func submitGreedy(_ batch: DecodeBatch, feeds: [TokenFeed]) throws -> SubmittedStep
+    /// Waits for a submitted step (each is waited for once, in any order) and returns its picks, one per
+    /// logit row: the first maximum of each row's logits, as `greedy` returns.
+    func waitGreedy(_ step: SubmittedStep) throws -> [Int]
+}

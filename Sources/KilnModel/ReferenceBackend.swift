@@ -27,6 +27,11 @@ public final class ReferenceBackend: DecoderBackend {
 
     public func greedy(_ batch: DecodeBatch) throws -> [Int] { try logits(batch).map(argmax) }
 
+    // The pipeline's bookkeeping: steps submitted, picks not yet waited for, the latest step's picks.
+    private var submitted = 0
+    private var unread: [Int: [Int]] = [:]
+    private var latestPicks: (serial: Int, picks: [Int])?
+
     public func copyBlock(from source: Int, to destination: Int) throws {
         guard source >= 0, source < blockCount, destination >= 0, destination < blockCount else {
             throw DecodeBatchError("block \(source) or \(destination) is outside the pool of \(blockCount)")
@@ -253,4 +258,32 @@ public func logSoftmax(_ logits: [Float]) -> [Double] {
     for v in logits { total += Foundation.exp(Double(v) - maximum) }
     let logTotal = Foundation.log(total) + maximum
     return logits.map { Double($0) - logTotal }
+}
+
+/// The pipeline on the CPU: each step runs when submitted (nothing overlaps), with fed tokens taken from
+/// the previous step's picks, so the scheduler's pipelined path is tested against the oracle too.
+extension ReferenceBackend: PipelinedDecoderBackend {
+    public var overlapsSteps: Bool { false }
+
+    public func submitGreedy(_ batch: DecodeBatch, feeds: [TokenFeed]) throws -> SubmittedStep {
+        var batch = batch
+        for feed in feeds {
+            guard let latest = latestPicks, latest.serial == submitted - 1, feed.previousRow >= 0, feed.previousRow < latest.picks.count,
+                  feed.token >= 0, feed.token < batch.tokens.count else {
+                throw DecodeBatchError("token feed \(feed) names no pick of the step submitted just before")
+            }
+            batch.tokens[feed.token] = latest.picks[feed.previousRow]
+        }
+        let picks = try greedy(batch)
+        let step = SubmittedStep(serial: submitted, rows: picks.count)
+        submitted += 1
+        latestPicks = (step.serial, picks)
+        unread[step.serial] = picks
+        return step
+    }
+
+    public func waitGreedy(_ step: SubmittedStep) throws -> [Int] {
+        guard let picks = unread.removeValue(forKey: step.serial) else { throw DecodeBatchError("step \(step.serial) was not submitted or was already waited for") }
+        return picks
+    }
 }

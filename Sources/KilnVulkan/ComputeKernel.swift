@@ -191,13 +191,8 @@ public final class CommandStream: @unchecked Sendable {
     /// KILN_VULKAN_PROFILE=1: every dispatch is submitted alone and timed (slow; for finding hot kernels).
     let profiling = ProcessInfo.processInfo.environment["KILN_VULKAN_PROFILE"] == "1"
     private(set) var profile: [String: (count: Int, seconds: Double)] = [:]
-    /// Set by the first VK_ERROR_DEVICE_LOST: a lost device stays lost, so every later submission fails at
-    /// once with the same error (the engine fails those requests with UNAVAILABLE; the process lives on).
-    private(set) var lost: VulkanError?
-    /// KILN_VULKAN_FAULT_DEVICE_LOST_AFTER=N: the submission after the N-th reports VK_ERROR_DEVICE_LOST, as a
-    /// driver would after a GPU reset. For testing the failure path end to end; no real device can be made
-    /// to lose itself on demand.
-    private var submissionsBeforeFault = ProcessInfo.processInfo.environment["KILN_VULKAN_FAULT_DEVICE_LOST_AFTER"].flatMap { Int($0) }
+    /// Whether a submission is on the device and not yet waited for.
+    private var submitted = false
 
     init(device: VulkanDevice) throws {
         self.device = device
@@ -223,7 +218,8 @@ public final class CommandStream: @unchecked Sendable {
     }
 
     func begin() throws {
-        if let lost { throw lost }
+        if let lost = device.lost { throw lost }
+        precondition(!submitted, "a command buffer is re-recorded while the device may still run it")
         try check(vkResetCommandBuffer(commandBuffer, 0), "vkResetCommandBuffer")
         var info = VkCommandBufferBeginInfo()
         info.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO
@@ -260,9 +256,16 @@ public final class CommandStream: @unchecked Sendable {
         }
     }
 
-    /// The profile so far, one line per kernel, slowest first.
-    public func profileReport() -> String {
-        profile.sorted { $0.value.seconds > $1.value.seconds }.map {
+    /// The profile so far of several streams together, one line per kernel, slowest first.
+    static func profileReport(_ streams: [CommandStream]) -> String {
+        var profile: [String: (count: Int, seconds: Double)] = [:]
+        for stream in streams {
+            for (name, entry) in stream.profile {
+                let old = profile[name] ?? (0, 0)
+                profile[name] = (old.count + entry.count, old.seconds + entry.seconds)
+            }
+        }
+        return profile.sorted { $0.value.seconds > $1.value.seconds }.map {
             String(format: "%@: %d dispatches, %.1f ms total, %.1f µs each", $0.key, $0.value.count, $0.value.seconds * 1000, $0.value.seconds / Double($0.value.count) * 1e6)
         }.joined(separator: "\n")
     }
@@ -272,6 +275,13 @@ public final class CommandStream: @unchecked Sendable {
         precondition(recording)
         var region = VkBufferCopy(srcOffset: VkDeviceSize(sourceOffset), dstOffset: VkDeviceSize(destinationOffset), size: VkDeviceSize(bytes))
         vkCmdCopyBuffer(commandBuffer, source.buffer, destination.buffer, 1, &region)
+    }
+
+    /// Records copies of several byte ranges from one buffer to another.
+    func copy(from source: DeviceBuffer, to destination: DeviceBuffer, regions: [(source: Int, destination: Int, bytes: Int)]) {
+        precondition(recording)
+        let copies = regions.map { VkBufferCopy(srcOffset: VkDeviceSize($0.source), dstOffset: VkDeviceSize($0.destination), size: VkDeviceSize($0.bytes)) }
+        copies.withUnsafeBufferPointer { vkCmdCopyBuffer(commandBuffer, source.buffer, destination.buffer, UInt32($0.count), $0.baseAddress) }
     }
 
     /// Records filling a buffer with zeros.
@@ -293,42 +303,62 @@ public final class CommandStream: @unchecked Sendable {
 
     /// Ends recording, submits, and waits until the device is done (host reads after this see the results).
     func submitAndWait() throws {
+        try submit()
+        try wait()
+    }
+
+    /// Ends recording and submits the command buffer; `wait()` blocks until the device has run it. Work
+    /// submitted from any stream runs in submission order (one queue).
+    func submit() throws {
         recording = false
-        if let lost { throw lost }
-        if let n = submissionsBeforeFault {
+        if let lost = device.lost { throw lost }
+        if let n = device.submissionsBeforeFault {
             guard n > 0 else {
-                lost = VulkanError("vkQueueSubmit", VK_ERROR_DEVICE_LOST)
-                throw lost!
+                let lost = VulkanError("vkQueueSubmit", VK_ERROR_DEVICE_LOST)
+                device.lost = lost
+                throw lost
             }
-            submissionsBeforeFault = n - 1
+            device.submissionsBeforeFault = n - 1
         }
-        do {
-            try submitAndWaitOnce()
-        } catch let error as VulkanError where error.isDeviceLost {
-            lost = error
-            throw error
+        try recordingDeviceLoss {
+            var memory = VkMemoryBarrier()
+            memory.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER
+            memory.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT.rawValue | VK_ACCESS_TRANSFER_WRITE_BIT.rawValue
+            memory.dstAccessMask = VK_ACCESS_HOST_READ_BIT.rawValue
+            vkCmdPipelineBarrier(commandBuffer, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT.rawValue | VK_PIPELINE_STAGE_TRANSFER_BIT.rawValue, VK_PIPELINE_STAGE_HOST_BIT.rawValue,
+                                 0, 1, &memory, 0, nil, 0, nil)
+            try check(vkEndCommandBuffer(commandBuffer), "vkEndCommandBuffer")
+            let buffers: [VkCommandBuffer?] = [commandBuffer]
+            var submit = VkSubmitInfo()
+            submit.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO
+            submit.commandBufferCount = 1
+            let submitted = buffers.withUnsafeBufferPointer { pointer -> VkResult in
+                submit.pCommandBuffers = pointer.baseAddress
+                return vkQueueSubmit(device.queue, 1, &submit, self.fence)
+            }
+            try check(submitted, "vkQueueSubmit")
+        }
+        submitted = true
+    }
+
+    /// Waits until the device has run the submitted command buffer (host reads after this see its results);
+    /// returns at once when nothing is submitted.
+    func wait() throws {
+        guard submitted else { return }
+        submitted = false
+        try recordingDeviceLoss {
+            var fences: [VkFence?] = [fence]
+            try check(vkWaitForFences(device.device, 1, &fences, VkBool32(VK_TRUE), UInt64.max), "vkWaitForFences")
+            try check(vkResetFences(device.device, 1, &fences), "vkResetFences")
         }
     }
 
-    private func submitAndWaitOnce() throws {
-        var memory = VkMemoryBarrier()
-        memory.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER
-        memory.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT.rawValue | VK_ACCESS_TRANSFER_WRITE_BIT.rawValue
-        memory.dstAccessMask = VK_ACCESS_HOST_READ_BIT.rawValue
-        vkCmdPipelineBarrier(commandBuffer, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT.rawValue | VK_PIPELINE_STAGE_TRANSFER_BIT.rawValue, VK_PIPELINE_STAGE_HOST_BIT.rawValue,
-                             0, 1, &memory, 0, nil, 0, nil)
-        try check(vkEndCommandBuffer(commandBuffer), "vkEndCommandBuffer")
-        let buffers: [VkCommandBuffer?] = [commandBuffer]
-        var submit = VkSubmitInfo()
-        submit.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO
-        submit.commandBufferCount = 1
-        let submitted = buffers.withUnsafeBufferPointer { pointer -> VkResult in
-            submit.pCommandBuffers = pointer.baseAddress
-            return vkQueueSubmit(device.queue, 1, &submit, self.fence)
+    private func recordingDeviceLoss(_ body: () throws -> Void) throws {
+        do {
+            try body()
+        } catch let error as VulkanError where error.isDeviceLost {
+            device.lost = error
+            throw error
         }
-        try check(submitted, "vkQueueSubmit")
-        var fences: [VkFence?] = [fence]
-        try check(vkWaitForFences(device.device, 1, &fences, VkBool32(VK_TRUE), UInt64.max), "vkWaitForFences")
-        try check(vkResetFences(device.device, 1, &fences), "vkResetFences")
     }
 }

@@ -25,7 +25,16 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     /// Weights, KV pool and activations (device-local), and what the host writes or reads each step.
     private let arena: MemoryArena, hostArena: MemoryArena
     private let kernels: Kernels
-    private let stream: CommandStream
+    /// Two steps' host-side state, used in turn (see `StepSlot`): a step can be submitted while the one
+    /// before it runs (`submitGreedy`).
+    private let slots: [StepSlot]
+    /// Steps submitted so far (the next one's serial).
+    private var submitted = 0
+    /// Picks of greedy steps the device has finished whose caller has not yet asked for them, by serial.
+    private var unread: [Int: [Int]] = [:]
+    /// The latest submitted step, and its logit-row count when it was greedy with picks on the device: its
+    /// picks are then in `chosen`, where the next step's `TokenFeed`s read them.
+    private var latestSubmission: (serial: Int, devicePicks: Int?)?
 
     private struct Layer {
         let qkv: DeviceMatrix, output: DeviceMatrix, gateUp: DeviceMatrix, down: DeviceMatrix
@@ -122,7 +131,10 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         let fusesSwiGLU = fusesSwiGLU ?? (kernels.family == .cpu && ProcessInfo.processInfo.environment["KILN_VULKAN_FUSE_SWIGLU"] != "0")
         if fusesSwiGLU { try kernels.require(.swiglu) }   // before any weight is uploaded
         self.fusesSwiGLU = fusesSwiGLU
-        stream = try CommandStream(device: device)
+        let tableWords = maxSequences * maxBlocksPerSequence
+        slots = try (0..<2).map {
+            try StepSlot(device: device, hostArena: hostArena, index: $0, maxTokens: maxTokens, tableWords: tableWords, maxLogitRows: maxLogitRows)
+        }
 
         func tensor(_ name: String) throws -> GGUFTensorInfo {
             guard let t = file.tensor(name) else { throw GGUFError(.missingTensor(name), offset: 0) }
@@ -164,14 +176,16 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         self.samplesOnDevice = samplesOnDevice ?? ProcessInfo.processInfo.environment["KILN_VULKAN_SAMPLING"].map { $0 == "device" } ?? !device.unifiedMemory
         let record = (2 * Kernels.topCandidateCount + 2) * 4
         partialCandidates = try arena.buffer(maxLogitRows * Kernels.topCandidateChunks * record, label: "partial_candidates")
-        // Read back by the host, or written by it every step: host-visible memory.
-        chosen = try hostArena.buffer(maxLogitRows * 4, label: "chosen")
+        // Greedy picks stay on the device (each step copies them to its slot for the host; the next step's
+        // fed tokens are copied from here). The step tables the kernels read are copied in from the step's
+        // slot, which the host writes.
+        chosen = try arena.buffer(maxLogitRows * 4, label: "chosen")
         candidatesBuffer = try hostArena.buffer(maxLogitRows * record, label: "candidates")
-        tokensBuffer = try hostArena.buffer(maxTokens * 4, label: "tokens")
-        positionsBuffer = try hostArena.buffer(maxTokens * 4, label: "positions")
-        sequencesBuffer = try hostArena.buffer(maxTokens * 4, label: "sequences")
-        blockTablesBuffer = try hostArena.buffer(maxSequences * maxBlocksPerSequence * 4, label: "block_tables")
-        rowsBuffer = try hostArena.buffer(maxLogitRows * 4, label: "logit_rows")
+        tokensBuffer = try arena.buffer(maxTokens * 4, label: "tokens")
+        positionsBuffer = try arena.buffer(maxTokens * 4, label: "positions")
+        sequencesBuffer = try arena.buffer(maxTokens * 4, label: "sequences")
+        blockTablesBuffer = try arena.buffer(maxSequences * maxBlocksPerSequence * 4, label: "block_tables")
+        rowsBuffer = try arena.buffer(maxLogitRows * 4, label: "logit_rows")
         // cos/sin per (position, pair), computed in double exactly as the CPU reference does.
         let pairs = c.ropeDimension / 2
         let rotationUpload = Upload(arena: arena)
@@ -238,7 +252,11 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         guard source >= 0, source < blockCount, destination >= 0, destination < blockCount else {
             throw VulkanError("copyBlock", message: "block \(source) or \(destination) is outside the pool of \(blockCount)")
         }
+        let slot = slots[submitted % slots.count]
+        try retire(slot)
+        let stream = slot.stream
         try stream.begin()
+        stream.barrier()   // after the steps still in flight, which may write the source block
         for layer in layers {
             for (shard, (keys, values)) in zip(kvShards, zip(layer.keys, layer.values)) {
                 let bytes = shard.blockBytes
@@ -250,7 +268,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     }
 
     /// Per-kernel timings when KILN_VULKAN_PROFILE=1.
-    public func profileReport() -> String { stream.profileReport() }
+    public func profileReport() -> String { CommandStream.profileReport(slots.map(\.stream)) }
 
     /// Bytes of device memory the decoder holds (weights, KV pool, activations).
     public var deviceBytes: Int { arena.allocatedBytes + hostArena.allocatedBytes }
@@ -263,7 +281,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     }
 
     public func logits(_ batch: DecodeBatch) throws -> [[Float]] {
-        try run(batch, output: .logits)
+        try run(batch, output: .logits, feeds: [])
         return hostLogitRows(batch.logitRows.count)
     }
 
@@ -273,7 +291,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     /// `alsoLogits`): found on the device (2·64 + 2 words read back per row) when `samplesOnDevice`, else by
     /// the host in the logits where they lie.
     public func candidates(_ batch: DecodeBatch, alsoLogits: Bool) throws -> (candidates: [TopCandidates], logits: [[Float]]) {
-        try run(batch, output: .candidates(alsoLogits: alsoLogits))
+        try run(batch, output: .candidates(alsoLogits: alsoLogits), feeds: [])
         let k = Kernels.topCandidateCount, v = config.vocabularySize, count = batch.logitRows.count
         let rows: [TopCandidates]
         if samplesOnDevice {
@@ -296,13 +314,9 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     }
 
     public func greedy(_ batch: DecodeBatch) throws -> [Int] {
-        try run(batch, output: .greedy)
-        let count = batch.logitRows.count
-        if samplesOnDevice {
-            let ids = chosen.contents.assumingMemoryBound(to: UInt32.self)
-            return (0..<count).map { Int(ids[$0]) }
-        }
-        return (0..<count).map { argmax(hostLogitRow($0)) }   // the first maximum, as on the device
+        if samplesOnDevice { return try waitGreedy(submitGreedy(batch, feeds: [])) }
+        try run(batch, output: .greedy(onDevice: false), feeds: [])
+        return (0..<batch.logitRows.count).map { argmax(hostLogitRow($0)) }   // the first maximum, as on the device
     }
 
     /// Logit row `row` where the host reads it (valid until the next step).
@@ -317,12 +331,12 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     }
 
     /// What a step leaves for the host to read.
-    private enum Output: Equatable { case logits, greedy, candidates(alsoLogits: Bool) }
+    private enum Output: Equatable { case logits, greedy(onDevice: Bool), candidates(alsoLogits: Bool) }
 
     /// Records y (+)= W · x for `columns` columns, choosing the kernel variant by the column count: one
     /// dispatch per slice of W (`sets` holds a slice's set each), writing disjoint rows of y.
     /// With the SwiGLU epilogue, y holds half as many values per column as W has rows.
-    private func matmul(_ m: DeviceMatrix, _ sets: [VkDescriptorSetHandle], columns: Int, accumulate: Bool, epilogue: Kernels.MatmulEpilogue = .store) throws {
+    private func matmul(_ stream: CommandStream, _ m: DeviceMatrix, _ sets: [VkDescriptorSetHandle], columns: Int, accumulate: Bool, epilogue: Kernels.MatmulEpilogue = .store) throws {
         precondition(!accumulate || epilogue == .store, "the SwiGLU epilogue stores; it does not add")
         for (slice, set) in zip(m.slices, sets) {
             let (kernel, invocations) = try kernels.matmul(for: m.format, columns: columns, rows: slice.rows, epilogue: epilogue)
@@ -334,43 +348,87 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         }
     }
 
-    private func run(_ batch: DecodeBatch, output: Output) throws {
+    /// Runs a step whose results the host reads from shared buffers (logits, candidates) and waits for it.
+    private func run(_ batch: DecodeBatch, output: Output, feeds: [TokenFeed]) throws {
+        let step = try submit(batch, output: output, feeds: feeds)
+        try retire(slots[step.serial % slots.count])
+    }
+
+    /// Waits for the step in flight from `slot`, if any; its picks, when it had them, wait in `unread`.
+    private func retire(_ slot: StepSlot) throws {
+        guard let (serial, picks) = slot.inFlight else { return }
+        slot.inFlight = nil
+        try slot.stream.wait()
+        if let picks {
+            let ids = slot.picks.contents.assumingMemoryBound(to: UInt32.self)
+            unread[serial] = (0..<picks).map { Int(ids[$0]) }
+        }
+    }
+
+    /// Writes the step's tables into the next slot, records the step and submits it without waiting.
+    private func submit(_ batch: DecodeBatch, output: Output, feeds: [TokenFeed]) throws -> SubmittedStep {
         let c = config
         let n = batch.tokens.count, rows = batch.logitRows.count
         guard n > 0, n <= maxTokens, rows <= maxLogitRows, batch.blockTables.count <= maxSequences,
               batch.positions.count == n, batch.sequences.count == n else {
             throw VulkanError("step", message: "batch of \(n) tokens, \(rows) logit rows, \(batch.blockTables.count) sequences is outside the decoder's limits")
         }
+        // Fed tokens are the picks of the step submitted just before, which must have left them in `chosen`.
+        var fed = [Bool](repeating: false, count: n)
+        for feed in feeds {
+            guard let latest = latestSubmission, latest.serial == submitted - 1, let picks = latest.devicePicks,
+                  feed.previousRow >= 0, feed.previousRow < picks, feed.token >= 0, feed.token < n, !fed[feed.token] else {
+                throw VulkanError("step", message: "token feed \(feed) names no pick of the step submitted just before")
+            }
+            fed[feed.token] = true
+        }
+        let slot = slots[submitted % slots.count]
+        try retire(slot)
         // Upload the step's small tables; everything else is already on the device.
-        let tokens = tokensBuffer.contents.assumingMemoryBound(to: UInt32.self)
-        let positions = positionsBuffer.contents.assumingMemoryBound(to: UInt32.self)
-        let sequences = sequencesBuffer.contents.assumingMemoryBound(to: UInt32.self)
+        let tokens = slot.tokens.contents.assumingMemoryBound(to: UInt32.self)
+        let positions = slot.positions.contents.assumingMemoryBound(to: UInt32.self)
+        let sequences = slot.sequences.contents.assumingMemoryBound(to: UInt32.self)
         for i in 0..<n {
-            guard batch.tokens[i] >= 0, batch.tokens[i] < c.vocabularySize, batch.positions[i] >= 0, batch.positions[i] < c.contextLength,
+            guard fed[i] || (batch.tokens[i] >= 0 && batch.tokens[i] < c.vocabularySize), batch.positions[i] >= 0, batch.positions[i] < c.contextLength,
                   batch.sequences[i] >= 0, batch.sequences[i] < batch.blockTables.count,
                   batch.positions[i] / blockSize < batch.blockTables[batch.sequences[i]].count else {
                 throw VulkanError("step", message: "token \(i) has an id, position or block table out of range")
             }
-            tokens[i] = UInt32(batch.tokens[i]); positions[i] = UInt32(batch.positions[i]); sequences[i] = UInt32(batch.sequences[i])
+            tokens[i] = fed[i] ? 0 : UInt32(batch.tokens[i]); positions[i] = UInt32(batch.positions[i]); sequences[i] = UInt32(batch.sequences[i])
         }
-        let tables = blockTablesBuffer.contents.assumingMemoryBound(to: UInt32.self)
+        let tables = slot.blockTables.contents.assumingMemoryBound(to: UInt32.self)
         for (s, table) in batch.blockTables.enumerated() {
             guard table.count <= maxBlocksPerSequence, table.allSatisfy({ $0 >= 0 && $0 < blockCount }) else {
                 throw VulkanError("step", message: "block table \(s) is out of range")
             }
             for (i, block) in table.enumerated() { tables[s * maxBlocksPerSequence + i] = UInt32(block) }
         }
-        let rowIndex = rowsBuffer.contents.assumingMemoryBound(to: UInt32.self)
+        let rowIndex = slot.rows.contents.assumingMemoryBound(to: UInt32.self)
         for (i, r) in batch.logitRows.enumerated() {
             guard r >= 0 && r < n else { throw VulkanError("step", message: "logit row \(r) is not a token of the step") }
             rowIndex[i] = UInt32(r)
         }
 
+        let stream = slot.stream
+        try stream.begin()
+        // The tables into the buffers the kernels read, after the previous step's last reads of them (the
+        // barrier orders this command buffer after everything submitted before it); then the fed picks,
+        // over the tokens' placeholders, from where the previous step's argmax left them.
+        stream.barrier()
+        stream.copy(from: slot.tokens, at: 0, to: tokensBuffer, at: 0, bytes: n * 4)
+        stream.copy(from: slot.positions, at: 0, to: positionsBuffer, at: 0, bytes: n * 4)
+        stream.copy(from: slot.sequences, at: 0, to: sequencesBuffer, at: 0, bytes: n * 4)
+        stream.copy(from: slot.blockTables, at: 0, to: blockTablesBuffer, at: 0, bytes: batch.blockTables.count * maxBlocksPerSequence * 4)
+        if rows > 0 { stream.copy(from: slot.rows, at: 0, to: rowsBuffer, at: 0, bytes: rows * 4) }
+        if !feeds.isEmpty {
+            stream.barrier()
+            stream.copy(from: chosen, to: tokensBuffer, regions: feeds.map { (source: $0.previousRow * 4, destination: $0.token * 4, bytes: 4) })
+        }
+        stream.barrier()
         let d = UInt32(c.embeddingWidth), f = UInt32(c.feedForwardWidth), B = UInt32(n)
         let qWidth = UInt32(c.headCount * c.headDimension), kvWidth = UInt32(c.kvHeadCount * c.headDimension)
         let qkvWidth = qWidth + 2 * kvWidth
         let eps = c.rmsEpsilon
-        try stream.begin()
         for (slice, set) in zip(embedding.slices, embedSets) {
             stream.dispatch(kernels.embed, set.set, Kernels.EmbedParameters(K: d, B: B, format: embedding.format.rawValue,
                                                                             rowStart: UInt32(slice.rowStart), rowCount: UInt32(slice.rows)),
@@ -380,7 +438,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         for layer in layers {
             stream.dispatch(kernels.rmsNorm, layer.attentionNormSet.set, Kernels.NormParameters(B: B, width4: d / 4, epsilon: eps), invocations: n)
             stream.barrier()
-            try matmul(layer.qkv, layer.qkvSets, columns: n, accumulate: false)
+            try matmul(stream, layer.qkv, layer.qkvSets, columns: n, accumulate: false)
             stream.barrier()
             for (index, (shard, set)) in zip(kvShards, layer.ropeSets).enumerated() {
                 let queries = index == 0 ? c.headCount : 0
@@ -401,17 +459,17 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
                                 invocations: n * shard.heads)
             }
             stream.barrier()
-            try matmul(layer.output, layer.outputSets, columns: n, accumulate: true)
+            try matmul(stream, layer.output, layer.outputSets, columns: n, accumulate: true)
             stream.barrier()
             stream.dispatch(kernels.rmsNorm, layer.ffnNormSet.set, Kernels.NormParameters(B: B, width4: d / 4, epsilon: eps), invocations: n)
             stream.barrier()
-            try matmul(layer.gateUp, layer.gateUpSets, columns: n, accumulate: false, epilogue: layer.swigluSet == nil ? .swiglu : .store)
+            try matmul(stream, layer.gateUp, layer.gateUpSets, columns: n, accumulate: false, epilogue: layer.swigluSet == nil ? .swiglu : .store)
             stream.barrier()
             if let swigluSet = layer.swigluSet {
                 stream.dispatch(kernels.swiglu, swigluSet.set, Kernels.SwigluParameters(B: B, width: f), invocations: n * Int(f) / 4)
                 stream.barrier()
             }
-            try matmul(layer.down, layer.downSets, columns: n, accumulate: true)
+            try matmul(stream, layer.down, layer.downSets, columns: n, accumulate: true)
             stream.barrier()
         }
         if rows > 0 {
@@ -420,16 +478,18 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
             stream.dispatch(kernels.rmsNorm, outputNormSet.set, Kernels.NormParameters(B: UInt32(rows), width4: d / 4, epsilon: eps), invocations: rows)
             stream.barrier()
             let v = UInt32(c.vocabularySize)
-            try matmul(outputMatrix, outputSets, columns: rows, accumulate: false)
+            try matmul(stream, outputMatrix, outputSets, columns: rows, accumulate: false)
             let reductions = Kernels.RowReductionParameters(rows: UInt32(rows), vocabulary: v, chunks: UInt32(Kernels.topCandidateChunks), phase: 0)
             var second = reductions
             second.phase = 1
             let chunkInvocations = rows * Kernels.topCandidateChunks
-            if samplesOnDevice && output == .greedy {
+            if output == .greedy(onDevice: true) {
                 stream.barrier()
                 stream.dispatch(kernels.argmax, argmaxSet.set, reductions, invocations: chunkInvocations)
                 stream.barrier()
                 stream.dispatch(kernels.argmax, argmaxSet.set, second, invocations: rows)
+                stream.barrier()
+                stream.copy(from: chosen, at: 0, to: slot.picks, at: 0, bytes: rows * 4)
             }
             if samplesOnDevice, case .candidates = output {
                 stream.barrier()
@@ -439,13 +499,47 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
             }
             // The host reads the logits themselves: from where the kernels wrote them when that memory is
             // host-visible, else from a copy in host memory.
-            let hostReads = output == .logits || output == .candidates(alsoLogits: true) || !samplesOnDevice
+            let hostReads: Bool
+            switch output {
+            case .logits: hostReads = true
+            case .greedy(let onDevice): hostReads = !onDevice
+            case .candidates(let alsoLogits): hostReads = alsoLogits || !samplesOnDevice
+            }
             if hostReads && hostLogits.buffer != logitsBuffer.buffer {
                 stream.barrier()
                 stream.copy(from: logitsBuffer, at: 0, to: hostLogits, at: 0, bytes: rows * Int(v) * 4)
             }
         }
-        try stream.submitAndWait()
+        try stream.submit()
+        let step = SubmittedStep(serial: submitted, rows: rows)
+        let picks = output == .greedy(onDevice: true) ? rows : nil
+        slot.inFlight = (step.serial, picks)
+        latestSubmission = (step.serial, picks)
+        submitted += 1
+        return step
+    }
+}
+
+extension VulkanDecoder: PipelinedDecoderBackend {
+    /// A submitted step runs on the device while the host goes on; where the device is a CPU (lavapipe)
+    /// both compete for the same cores, and `kiln bench decode --compare-pipeline` measured no gain there.
+    public var overlapsSteps: Bool { device.info.kind != .cpu }
+
+    /// Submits a greedy step (picks found on the device, whatever `samplesOnDevice` says, so that the next
+    /// step can be fed them) and returns without waiting for it. At most two steps are in flight: a third
+    /// submission first waits for the oldest (its picks are kept for `waitGreedy`).
+    public func submitGreedy(_ batch: DecodeBatch, feeds: [TokenFeed]) throws -> SubmittedStep {
+        try submit(batch, output: .greedy(onDevice: true), feeds: feeds)
+    }
+
+    public func waitGreedy(_ step: SubmittedStep) throws -> [Int] {
+        if let picks = unread.removeValue(forKey: step.serial) { return picks }
+        let slot = slots[step.serial % slots.count]
+        guard let inFlight = slot.inFlight, inFlight.serial == step.serial, inFlight.picks != nil else {
+            throw VulkanError("waitGreedy", message: "step \(step.serial) is not a greedy step in flight (not submitted, or already waited for)")
+        }
+        try retire(slot)
+        return unread.removeValue(forKey: step.serial) ?? []
     }
 }
 

@@ -36,6 +36,14 @@ public final class VulkanDevice: @unchecked Sendable {
     /// device buffers are written in place instead of staged. KILN_VULKAN_STAGING=1 stages anyway (tests).
     public let unifiedMemory: Bool
     public let info: Info
+    /// Set by the first VK_ERROR_DEVICE_LOST: a lost device stays lost, so every later submission (from any
+    /// command stream) fails at once with the same error (the engine fails those requests with
+    /// UNAVAILABLE; the process lives on). Touched only by the thread that submits.
+    var lost: VulkanError?
+    /// KILN_VULKAN_FAULT_DEVICE_LOST_AFTER=N: the submission after the N-th reports VK_ERROR_DEVICE_LOST, as a
+    /// driver would after a GPU reset. For testing the failure path end to end; no real device can be made
+    /// to lose itself on demand.
+    var submissionsBeforeFault = ProcessInfo.processInfo.environment["KILN_VULKAN_FAULT_DEVICE_LOST_AFTER"].flatMap { Int($0) }
 
     /// Every physical device the loader reports (empty when there is no Vulkan driver at all).
     public static func available() throws -> [Info] {

@@ -71,6 +71,9 @@ struct BenchDecode: ParsableCommand {
     @Flag(name: .customLong("compare-swiglu"),
           help: "Also run a decoder with SwiGLU as a dispatch of its own, alternating step by step with the fused one, and print both medians and their ratio.")
     var compareSwiGLU = false
+    @Flag(name: .customLong("compare-pipeline"),
+          help: "Also time greedy decode steps submitted while the previous one runs (its picks fed on the device) against steps submitted after the previous one's picks are read, alternating, and print both medians and their ratio.")
+    var comparePipeline = false
 
     func run() throws {
         let file = try GGUFFile(path: model)
@@ -94,7 +97,7 @@ struct BenchDecode: ParsableCommand {
         print(String(format: "BENCH vulkan_prefill_tok_s %.2f tok/s", Double(promptTokens) / prefill))
         if let separate {
             let step = DecodeBatch.sequence(prompt, startingAt: 0, blockTable: Array(0..<promptBlocks))
-            try compare("prefill", fused: { _ = try decoder.greedy(step) }, separate: { _ = try separate.greedy(step) }, rounds: 3)
+            try compare("prefill", what: "swiglu", ("fused", { _ = try decoder.greedy(step) }), ("separate", { _ = try separate.greedy(step) }), rounds: 3)
         }
         for b in sizes {
             let tables = (0..<b).map { s in Array(promptBlocks + s * perSequence ..< promptBlocks + (s + 1) * perSequence) }
@@ -117,14 +120,40 @@ struct BenchDecode: ParsableCommand {
                 // Both decoders decode the same tokens (their results are equal bit for bit), one step each in turn,
                 // cycling over the `steps` positions their tables have room for.
                 var round = 0, input = batch
-                try compare("decode_b\(b)", fused: {
+                try compare("decode_b\(b)", what: "swiglu", ("fused", {
                     input = DecodeBatch(tokens: next, positions: Array(repeating: 16 + round % steps, count: b), sequences: Array(0..<b),
                                         blockTables: tables, logitRows: Array(0..<b))
                     next = try decoder.greedy(input)
-                }, separate: {
+                }), ("separate", {
                     _ = try separate.greedy(input)
                     round += 1
-                }, rounds: 2 * steps)
+                }), rounds: 2 * steps)
+            }
+            if comparePipeline {
+                // The same decode steps, alternating rounds of `steps` each: submitted one after another with the
+                // host reading each step's picks first (synchronous), or each submitted before the previous
+                // one's picks are read (pipelined). Both decode the same positions from the same tokens.
+                var round = 0
+                let start = next
+                func decodeRound(pipelined: Bool) throws {
+                    var tokens = start
+                    var previous: SubmittedStep?
+                    for step in 0..<steps {
+                        let batch = DecodeBatch(tokens: previous == nil || !pipelined ? tokens : Array(repeating: 0, count: b),
+                                                positions: Array(repeating: 16 + step, count: b), sequences: Array(0..<b), blockTables: tables, logitRows: Array(0..<b))
+                        if pipelined {
+                            let submitted = try decoder.submitGreedy(batch, feeds: previous == nil ? [] : (0..<b).map { TokenFeed(token: $0, previousRow: $0) })
+                            if let previous { tokens = try decoder.waitGreedy(previous) }
+                            previous = submitted
+                        } else {
+                            tokens = try decoder.waitGreedy(decoder.submitGreedy(batch, feeds: []))
+                        }
+                    }
+                    if let previous { _ = try decoder.waitGreedy(previous) }
+                    round += 1
+                }
+                try compare("decode_b\(b)", what: "pipeline", ("pipelined", { try decodeRound(pipelined: true) }), ("synchronous", { try decodeRound(pipelined: false) }),
+                            rounds: 6)
             }
             guard b == maxBatch else { continue }
             // Top-k sampling (k = 40) at the largest batch: through the decoder's top candidates (found on the
@@ -151,18 +180,18 @@ struct BenchDecode: ParsableCommand {
         if ProcessInfo.processInfo.environment["KILN_VULKAN_PROFILE"] == "1" { print(decoder.profileReport()) }
     }
 
-    /// Times `fused` and `separate` alternately, `rounds` times each, and prints each one's median step time
-    /// and their ratio (an interleaved A/B: the machine's swings hit both alike).
-    private func compare(_ name: String, fused: () throws -> Void, separate: () throws -> Void, rounds: Int) throws {
-        var a: [Double] = [], b: [Double] = []
+    /// Times two variants alternately, `rounds` times each, and prints each one's median time and the ratio
+    /// of the second's to the first's (an interleaved A/B: the machine's swings hit both alike).
+    private func compare(_ name: String, what: String, _ a: (String, () throws -> Void), _ b: (String, () throws -> Void), rounds: Int) throws {
+        var ta: [Double] = [], tb: [Double] = []
         for _ in 0..<rounds {
-            a.append(try seconds(fused))
-            b.append(try seconds(separate))
+            ta.append(try seconds(a.1))
+            tb.append(try seconds(b.1))
         }
-        let ma = a.sorted()[a.count / 2], mb = b.sorted()[b.count / 2]
-        print(String(format: "BENCH vulkan_%@_swiglu_fused_ms %.2f ms", name, ma * 1000))
-        print(String(format: "BENCH vulkan_%@_swiglu_separate_ms %.2f ms", name, mb * 1000))
-        print(String(format: "BENCH vulkan_%@_swiglu_separate_vs_fused_ratio %.3f x", name, mb / ma))
+        let ma = ta.sorted()[ta.count / 2], mb = tb.sorted()[tb.count / 2]
+        print(String(format: "BENCH vulkan_%@_%@_%@_ms %.2f ms", name, what, a.0, ma * 1000))
+        print(String(format: "BENCH vulkan_%@_%@_%@_ms %.2f ms", name, what, b.0, mb * 1000))
+        print(String(format: "BENCH vulkan_%@_%@_%@_vs_%@_ratio %.3f x", name, what, b.0, a.0, mb / ma))
     }
 
     private func seconds(_ body: () throws -> Void) rethrows -> Double {

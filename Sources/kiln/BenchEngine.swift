@@ -18,6 +18,10 @@ struct BenchEngine: ParsableCommand {
     @Option(name: .customLong("step-tokens"), help: "Tokens computed in one step at most (as kiln serve's --step-tokens).") var stepTokens = 256
     @Option(name: .customLong("kv-blocks"), help: "KV blocks (as make bench-serve gives kiln serve).") var kvBlocks = 2048
     @Option(name: .customLong("vulkan-device"), help: "Vulkan device index.") var vulkanDevice: Int?
+    @Flag(name: .customLong("compare-pipeline"),
+          help: "Run each level with the scheduler's pipelined steps and without, alternating (rounds of each), and print both medians and their ratio.")
+    var comparePipeline = false
+    @Option(help: "Rounds of each when comparing.") var rounds = 3
 
     func run() throws {
         let file = try GGUFFile(path: model)
@@ -27,10 +31,11 @@ struct BenchEngine: ParsableCommand {
         let decoder = try VulkanDecoder(device: VulkanDevice(index: vulkanDevice), file: file, blockCount: kvBlocks, blockSize: 16,
                                         maxTokens: stepTokens, maxSequences: maxBatch, maxLogitRows: maxBatch)
         var serial = 0
-        for streams in levels {
-            // A fresh cache per level, as bench serve's prompts are distinct (no prefix is shared).
+        /// One closed-loop run of `streams` requests; returns generated tokens per second.
+        func measure(_ streams: Int, pipelined: Bool?) throws -> Double {
+            // A fresh cache per run, as bench serve's prompts are distinct (no prefix is shared).
             let scheduler = Scheduler(backend: decoder, cache: KVCacheManager(blockCount: kvBlocks, blockSize: 16), tokenBudget: stepTokens,
-                                      maxRunning: maxBatch)
+                                      maxRunning: maxBatch, pipelined: pipelined)
             var generated = 0
             let start = DispatchTime.now().uptimeNanoseconds
             for s in 0..<streams {
@@ -39,8 +44,23 @@ struct BenchEngine: ParsableCommand {
                 try scheduler.submit(GenerationRequest(id: s, prompt: prompt, maxTokens: newTokens, stopTokens: []))
             }
             while scheduler.hasWork { generated += try scheduler.step().filter { $0.token != nil }.count }
-            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-            print(String(format: "BENCH engine_c%d_n%d_tok_s %.2f tok/s", streams, newTokens, Double(generated) / seconds))
+            return Double(generated) / (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        }
+        for streams in levels {
+            guard comparePipeline else {
+                print(String(format: "BENCH engine_c%d_n%d_tok_s %.2f tok/s", streams, newTokens, try measure(streams, pipelined: nil)))
+                continue
+            }
+            // Interleaved A/B: the machine's swings hit both alike.
+            var piped: [Double] = [], sync: [Double] = []
+            for _ in 0..<rounds {
+                piped.append(try measure(streams, pipelined: true))
+                sync.append(try measure(streams, pipelined: false))
+            }
+            let a = piped.sorted()[piped.count / 2], b = sync.sorted()[sync.count / 2]
+            print(String(format: "BENCH engine_c%d_n%d_pipelined_tok_s %.2f tok/s", streams, newTokens, a))
+            print(String(format: "BENCH engine_c%d_n%d_synchronous_tok_s %.2f tok/s", streams, newTokens, b))
+            print(String(format: "BENCH engine_c%d_n%d_pipelined_vs_synchronous_ratio %.3f x", streams, newTokens, a / b))
         }
     }
 }

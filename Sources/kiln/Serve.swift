@@ -90,8 +90,9 @@ struct Serve: AsyncParsableCommand {
             let decoderBackend = try makeBackend(file: file, choice: backend, deviceIndex: vulkanDevice, blocks: blocks,
                                                  maxTokens: stepTokens, maxSequences: maxBatch, maxLogitRows: maxBatch, kvCache: kvCacheType)
             let cache = KVCacheManager(blockCount: blocks, blockSize: 16, prefixCaching: !noPrefixCache)
-            let loop = EngineLoop(scheduler: Scheduler(backend: decoderBackend, cache: cache, tokenBudget: stepTokens,
-                                                       maxWaiting: maxWaiting, maxRunning: maxBatch)) { [health] error in
+            let scheduler = Scheduler(backend: decoderBackend, cache: cache, tokenBudget: stepTokens, maxWaiting: maxWaiting, maxRunning: maxBatch)
+            logger.info("engine: \(scheduler.pipelinesSteps ? "greedy steps pipelined (each submitted while the previous one runs)" : "steps synchronous") (KILN_ENGINE_PIPELINE=1/0 overrides)")
+            let loop = EngineLoop(scheduler: scheduler) { [health] error in
                 // A lost device stays lost: health says so, for probes and the router to route around this replica.
                 guard let vulkan = error as? VulkanError, vulkan.isDeviceLost else { return }
                 health.setStatus(.notServing)

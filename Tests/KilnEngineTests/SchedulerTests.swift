@@ -11,9 +11,10 @@ final class SchedulerTests: XCTestCase {
         return try! ReferenceWeights(gguf: GGUFFile(file: MappedFile(copying: builder.build().serialized())))
     }()
 
-    private func scheduler(blocks: Int, budget: Int = 64, maxWaiting: Int = 100) -> Scheduler {
+    private func scheduler(blocks: Int, budget: Int = 64, maxWaiting: Int = 100, pipelined: Bool = true) -> Scheduler {
         let backend = ReferenceBackend(weights: Self.weights, blockCount: blocks, blockSize: 16)
-        return Scheduler(backend: backend, cache: KVCacheManager(blockCount: blocks, blockSize: 16), tokenBudget: budget, maxWaiting: maxWaiting)
+        return Scheduler(backend: backend, cache: KVCacheManager(blockCount: blocks, blockSize: 16), tokenBudget: budget, maxWaiting: maxWaiting,
+                         pipelined: pipelined)
     }
 
     private func requests(count: Int, promptLength: Int, maxTokens: Int, sampled: Bool = false) -> [GenerationRequest] {
@@ -84,6 +85,8 @@ final class SchedulerTests: XCTestCase {
         try s.submit(GenerationRequest(id: 1, prompt: prompt, maxTokens: 100))
         _ = try s.step(); _ = try s.step()
         XCTAssertTrue(s.cancel(1))
+        // Its blocks are free once no step in flight writes them (the pipelined path may have one).
+        while s.hasWork { _ = try s.step() }
         XCTAssertEqual(s.cache.pool.freeCount, 32)
         XCTAssertNil(s.cache.checkInvariants())
         // The cancelled request's full prompt blocks are still cached: a new request with the same prompt uses them.
@@ -113,6 +116,48 @@ final class SchedulerTests: XCTestCase {
         try s.submit(GenerationRequest(id: 7, prompt: [5], maxTokens: 3))
         XCTAssertThrowsError(try s.submit(GenerationRequest(id: 8, prompt: [5], maxTokens: 3))) {
             XCTAssertEqual($0 as? SchedulerError, .queueFull(2))
+        }
+    }
+
+    /// The pipelined path (the next greedy step submitted before the running one's picks are read, the picks
+    /// fed by the backend) gives every request the same tokens, finish reasons and cached-prefix counts as the
+    /// synchronous path: through stop tokens met while the next step is already submitted, length limits,
+    /// KV pressure and a cancellation while a step is in flight. No block leaks.
+    func testPipelinedStepsEqualSynchronousOnes() throws {
+        var rs = requests(count: 8, promptLength: 20, maxTokens: 0)
+        for i in rs.indices { rs[i].maxTokens = 6 + 3 * i }
+        // Every other request stops at its own fourth token (what it generates alone).
+        for i in rs.indices where i % 2 == 1 { rs[i].stopTokens = [try alone(rs[i])[3]] }
+        func run(blocks: Int, pipelined: Bool, cancelling: Int? = nil) throws -> (results: [Int: [Int]], finishes: [Int: FinishReason], s: Scheduler) {
+            let s = scheduler(blocks: blocks, budget: 64, pipelined: pipelined)
+            for r in rs { try s.submit(r) }
+            var results: [Int: [Int]] = [:], finishes: [Int: FinishReason] = [:]
+            var steps = 0
+            while s.hasWork {
+                for e in try s.step() {
+                    if let t = e.token { results[e.requestID, default: []].append(t.id) }
+                    if let f = e.finish { finishes[e.requestID] = f }
+                }
+                steps += 1
+                // Cancelled between steps, when (pipelined) a step that computes its next token is in flight.
+                if steps == 6, let id = cancelling { XCTAssertTrue(s.cancel(id)); results[id] = nil }
+                XCTAssertNil(s.cache.checkInvariants())
+                if steps > 2_000 { XCTFail("no progress"); break }
+            }
+            XCTAssertEqual(s.cache.pool.freeCount, blocks, "blocks leaked (pipelined: \(pipelined))")
+            return (results, finishes, s)
+        }
+        for (blocks, cancelling) in [(64, nil), (64, 4), (8, nil)] as [(Int, Int?)] {
+            let sync = try run(blocks: blocks, pipelined: false, cancelling: cancelling)
+            let piped = try run(blocks: blocks, pipelined: true, cancelling: cancelling)
+            XCTAssertEqual(piped.results, sync.results, "\(blocks) blocks, cancelling \(String(describing: cancelling))")
+            XCTAssertEqual(piped.finishes, sync.finishes)
+            XCTAssertEqual(sync.s.overlappedSteps, 0)
+            XCTAssertGreaterThan(piped.s.overlappedSteps, 0, "steady decoding should submit steps ahead")
+            for (i, r) in rs.enumerated() where r.id != cancelling {
+                XCTAssertEqual(piped.finishes[r.id], i % 2 == 1 ? .stop : .length, "request \(i)")
+            }
+            if blocks == 8 { XCTAssertGreaterThan(piped.s.preemptions, 0, "the pool should have run out") }
         }
     }
 }

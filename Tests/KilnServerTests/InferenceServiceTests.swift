@@ -16,9 +16,11 @@ final class InferenceServiceTests: XCTestCase {
         XCTAssertEqual(passed, 34)   // every check ran
     }
 
-    /// 32 concurrent greedy Generate streams with different prompts equal the same requests alone.
+    /// 32 concurrent greedy Generate streams with different prompts equal the same requests alone. With the
+    /// engine's pipelined steps forced on (lavapipe's default is off, a GPU's on), as in the next two tests:
+    /// the other tests cover the synchronous path.
     func testThirtyTwoConcurrentStreamsEqualAlone() throws {
-        let server = try KilnServeProcess(["--kv-blocks", "512", "--result-cache-mb", "0"])
+        let server = try KilnServeProcess(["--kv-blocks", "512", "--result-cache-mb", "0"], environment: ["KILN_ENGINE_PIPELINE": "1"])
         try KilnServeProcess.runScript("engine_acceptance.py", [schemas, "concurrent", "\(server.h2cPort)"], servers: [server])
     }
 
@@ -48,7 +50,7 @@ final class InferenceServiceTests: XCTestCase {
         let model = dir.appendingPathComponent("tiny.gguf").path
         let made = try runTool(kilnReleaseBinary, ["make-test-model", "--layers", "2", "--dim", "64", model])
         XCTAssertEqual(made.status, 0, made.stderr)
-        let server = try KilnServeProcess(model: model, ["--kv-blocks", "64"], environment: ["KILN_VULKAN_FAULT_DEVICE_LOST_AFTER": "5"])
+        let server = try KilnServeProcess(model: model, ["--kv-blocks", "64"], environment: ["KILN_VULKAN_FAULT_DEVICE_LOST_AFTER": "5", "KILN_ENGINE_PIPELINE": "1"])
         try KilnServeProcess.runScript("engine_acceptance.py", [schemas, "device-lost", "\(server.h2cPort)"], servers: [server])
     }
 
@@ -59,7 +61,7 @@ final class InferenceServiceTests: XCTestCase {
         let model = dir.appendingPathComponent("tiny.gguf").path
         let made = try runTool(kilnReleaseBinary, ["make-test-model", "--layers", "2", "--dim", "64", model])
         XCTAssertEqual(made.status, 0, made.stderr)
-        let server = try KilnServeProcess(model: model, ["--kv-blocks", "256"])
+        let server = try KilnServeProcess(model: model, ["--kv-blocks", "256"], environment: ["KILN_ENGINE_PIPELINE": "1"])
         try KilnServeProcess.runScript("engine_acceptance.py", [schemas, "cancel", "\(server.h2cPort)"], servers: [server])
         try KilnServeProcess.runScript("engine_acceptance.py", [schemas, "result-cache", "\(server.h2cPort)"], servers: [server])
     }

@@ -249,6 +249,56 @@ final class DecoderTests: XCTestCase {
     }
 
     /// A sequence continued on copies of its blocks decodes exactly as on the originals (copy-on-write).
+    /// Pipelined greedy steps: step N + 1 is submitted before step N's picks are read, its tokens fed from
+    /// them on the device. Four sequences decode 12 tokens that way, with two steps in flight at each
+    /// submission; the picks equal the synchronous greedy path's, step by step, on both kernel families.
+    /// A feed that names no pick of the step just before is refused, and so is waiting twice.
+    func testPipelinedStepsFeedPicksOnTheDevice() throws {
+        let device = try VulkanDevice()
+        let file = try testModel(type: .q4_1)
+        for family in [KernelFamily.cpu, .gpu] {
+            func decoder() throws -> VulkanDecoder {
+                try VulkanDecoder(device: device, file: file, blockCount: 16, maxTokens: 64, maxSequences: 4, maxLogitRows: 4,
+                                  kernelFamily: family, samplesOnDevice: false)
+            }
+            let prompts = [[5, 80, 81, 90], [100, 3], [7, 200, 201, 40, 41, 9], [17]]
+            let tables = [[0, 1], [2, 3], [4, 5], [6, 7]]
+            var prefill = DecodeBatch(tokens: [], positions: [], sequences: [], blockTables: tables, logitRows: [])
+            for (s, p) in prompts.enumerated() {
+                for (i, t) in p.enumerated() { prefill.tokens.append(t); prefill.positions.append(i); prefill.sequences.append(s) }
+                prefill.logitRows.append(prefill.tokens.count - 1)
+            }
+            func decodeStep(_ tokens: [Int], _ step: Int) -> DecodeBatch {
+                DecodeBatch(tokens: tokens, positions: prompts.map { $0.count + step }, sequences: [0, 1, 2, 3], blockTables: tables, logitRows: [0, 1, 2, 3])
+            }
+            // The synchronous path, picks read by the host (samplesOnDevice: false) after every step.
+            let sync = try decoder()
+            var expected = [try sync.greedy(prefill)]
+            for step in 0..<12 { expected.append(try sync.greedy(decodeStep(expected.last ?? [], step))) }
+
+            let piped = try decoder()
+            let feeds = (0..<4).map { TokenFeed(token: $0, previousRow: $0) }
+            var submitted = [try piped.submitGreedy(prefill, feeds: [])]
+            for step in 0..<12 {
+                // Placeholder tokens: the device puts the previous step's picks there.
+                submitted.append(try piped.submitGreedy(decodeStep([0, 0, 0, 0], step), feeds: feeds))
+            }
+            // Submitting 13 steps kept at most two in flight; every step's picks are still there, in any order.
+            var got = try submitted.reversed().map { try piped.waitGreedy($0) }
+            got.reverse()
+            XCTAssertEqual(got, expected, "\(family) family")
+            XCTAssertThrowsError(try piped.waitGreedy(submitted[0]), "waited for twice")
+
+            // A feed is only valid right after a greedy step, for one of its rows.
+            _ = try piped.logits(decodeStep(expected[12], 12))
+            XCTAssertThrowsError(try piped.submitGreedy(decodeStep([0, 0, 0, 0], 13), feeds: feeds), "after a logits step")
+            let last = try piped.submitGreedy(decodeStep(expected[12], 12), feeds: [])
+            XCTAssertThrowsError(try piped.submitGreedy(decodeStep([0, 0, 0, 0], 13), feeds: [TokenFeed(token: 0, previousRow: 4)]), "row 4 of 4")
+            XCTAssertThrowsError(try piped.submitGreedy(decodeStep([0, 0, 0, 0], 13), feeds: [TokenFeed(token: 4, previousRow: 0)]), "token 4 of 4")
+            XCTAssertEqual(try piped.waitGreedy(last), try sync.greedy(decodeStep(expected[12], 12)))
+        }
+    }
+
     func testBlockCopy() throws {
         let file = try testModel(type: .q8_0)
         let decoder = try VulkanDecoder(device: try VulkanDevice(), file: file, blockCount: 16, maxTokens: 32, maxSequences: 2, maxLogitRows: 4)

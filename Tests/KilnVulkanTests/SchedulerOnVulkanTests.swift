@@ -11,9 +11,9 @@ final class SchedulerOnVulkanTests: XCTestCase {
         builder.width = 128; builder.feedForwardWidth = 256; builder.type = .q4_1
         let file = try GGUFFile(file: MappedFile(copying: builder.build().serialized()))
         let device = try VulkanDevice()
-        func run(_ requests: [GenerationRequest], blocks: Int) throws -> ([Int: [Int]], Scheduler) {
+        func run(_ requests: [GenerationRequest], blocks: Int, pipelined: Bool = true) throws -> ([Int: [Int]], Scheduler) {
             let decoder = try VulkanDecoder(device: device, file: file, blockCount: blocks, maxTokens: 64, maxSequences: 16, maxLogitRows: 16)
-            let s = Scheduler(backend: decoder, cache: KVCacheManager(blockCount: blocks, blockSize: 16), tokenBudget: 64)
+            let s = Scheduler(backend: decoder, cache: KVCacheManager(blockCount: blocks, blockSize: 16), tokenBudget: 64, pipelined: pipelined)
             for r in requests { try s.submit(r) }
             var out: [Int: [Int]] = [:]
             while s.hasWork { for e in try s.step() { if let t = e.token { out[e.requestID, default: []].append(t.id) } } }
@@ -24,7 +24,13 @@ final class SchedulerOnVulkanTests: XCTestCase {
             GenerationRequest(id: i, prompt: (0..<(30 + i)).map { _ in Int.random(in: 3..<270, using: &rng) }, maxTokens: 20)
         }
         let alone = try requests.map { try run([$0], blocks: 16).0[$0.id] ?? [] }
-        let (together, _) = try run(requests, blocks: 64)
+        let (together, pipelined) = try run(requests, blocks: 64)
+        // Steady greedy decoding submits each step before the previous one's picks are read (fed on the
+        // device); turning that off changes no token.
+        XCTAssertGreaterThan(pipelined.overlappedSteps, 0)
+        let (synchronous, unpipelined) = try run(requests, blocks: 64, pipelined: false)
+        XCTAssertEqual(unpipelined.overlappedSteps, 0)
+        XCTAssertEqual(synchronous, together)
         let (pressured, s) = try run(requests, blocks: 12)
         XCTAssertGreaterThan(s.preemptions, 0)
         for (i, r) in requests.enumerated() {

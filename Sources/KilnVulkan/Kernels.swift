@@ -56,7 +56,13 @@ final class Kernels {
     /// `headStart`, `shardHeads`: the KV heads one shard of a split pool holds (all of them, unsplit);
     /// `ropeQueries`: 1 in the dispatch that also rotates the query heads (the first shard's).
     struct RopeParameters { var B, headDim, heads, kvHeads, ropeDim, neox, blockSize, maxBlocks, headStart, shardHeads, ropeQueries: UInt32 }
-    struct AttentionParameters { var B, heads, kvHeads, blockSize, maxBlocks, qkvWidth: UInt32; var scale: Float; var headStart, shardHeads: UInt32 }
+    struct AttentionParameters {
+        var B, heads, kvHeads, blockSize, maxBlocks, qkvWidth: UInt32; var scale: Float; var headStart, shardHeads: UInt32
+        var chunkKeys, maxChunks: UInt32
+        /// 0: one invocation per (token, KV head) over all its key chunks; 1: one per (chunk, token, KV head),
+        /// writing each chunk's softmax; 2: one per (token, query head), merging mode 1's chunks.
+        var mode: UInt32
+    }
     struct SwigluParameters { var B, width: UInt32 }
     struct GatherParameters { var rows, width4: UInt32 }
     /// Push constants of both two-phase row reductions, argmax.comp and top_candidates.comp.
@@ -81,7 +87,7 @@ final class Kernels {
         // A float16 pool is read as uint texels (8 halves each), a float32 one as float texels.
         let pool = half ? words : floats
         attention = try ComputeKernel(device: device, name: half ? "attention_f16" : "attention", spirv: half ? EmbeddedShaders.attentionF16 : EmbeddedShaders.attention,
-                                      bindings: 7, pushConstantBytes: MemoryLayout<AttentionParameters>.size,
+                                      bindings: 8, pushConstantBytes: MemoryLayout<AttentionParameters>.size,
                                       specialization: [UInt32(headDimension), UInt32(queryHeadsPerKVHead)], texelBindings: [0: floats, 4: pool, 5: pool])
         swiglu = try ComputeKernel(device: device, name: "swiglu", spirv: EmbeddedShaders.swiglu, bindings: 2, pushConstantBytes: MemoryLayout<SwigluParameters>.size,
                                    texelBindings: [0: floats])

@@ -60,6 +60,18 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     private let embedding: DeviceMatrix
     private let outputMatrix: DeviceMatrix
     private let x, normed, qkv, attended, hidden, gathered, gatheredNormed, logitsBuffer, chosen: DeviceBuffer
+    /// Keys per attention chunk (a multiple of the block size): a token's keys are reduced chunk by chunk, then
+    /// the chunks merged in order, whichever way a step runs them (see attention.glsl). Fixed per decoder:
+    /// a token's output depends on it (within float rounding).
+    public let attentionChunkKeys: Int
+    /// Where steps with few tokens over long contexts put each key chunk's softmax, so that chunks run side
+    /// by side (attention.glsl's mode 1) instead of one lane walking them all.
+    private let attentionPartials: DeviceBuffer
+    /// Steps with fewer (token, KV head) pairs than this run attention chunks side by side: below it the
+    /// device would be short of work (a CPU's 8-lane workgroups for the CPU family, a GPU's thousands of lanes).
+    private let attentionSplitBelow: Int
+    /// Steps that ran attention chunks side by side (for the tests).
+    private(set) var attentionSplitSteps = 0
     /// gate|up's output for the SwiGLU kernel (nil where the gate|up kernel applies SwiGLU itself).
     private let gateUp: DeviceBuffer?
     /// Whether the gate|up matrix kernel applies SwiGLU to its results itself (the CPU family; its rows are
@@ -96,7 +108,8 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     /// see the property (nil: the environment's choice, else by memory type).
     public init(device: VulkanDevice, file: GGUFFile, blockCount: Int = 512, blockSize: Int = 16,
                 maxTokens: Int = 512, maxSequences: Int = 64, maxLogitRows: Int = 64, kvCache: KVCacheType = .f16,
-                kernelFamily: KernelFamily? = nil, maxBufferBytes: Int? = nil, samplesOnDevice: Bool? = nil, fusesSwiGLU: Bool? = nil) throws {
+                kernelFamily: KernelFamily? = nil, maxBufferBytes: Int? = nil, samplesOnDevice: Bool? = nil, fusesSwiGLU: Bool? = nil,
+                attentionChunkKeys: Int = 64) throws {
         let c = try ModelConfig(gguf: file)
         guard !c.attentionBias else {
             throw VulkanError("model", message: "QKV biases (\(c.architecture)) are not in the Vulkan kernels yet; use --backend cpu")
@@ -110,6 +123,10 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         guard c.ropeDimension % 8 == 0 else {
             throw VulkanError("model", message: "rotary dimension \(c.ropeDimension) is not a multiple of 8, which rope_store.comp needs; use --backend cpu")
         }
+        guard attentionChunkKeys > 0, attentionChunkKeys % blockSize == 0 else {
+            throw VulkanError("model", message: "attention chunks of \(attentionChunkKeys) keys are not a multiple of the \(blockSize)-token block")
+        }
+        self.attentionChunkKeys = attentionChunkKeys
         config = c
         self.device = device
         self.blockSize = blockSize
@@ -168,6 +185,8 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         attended = try arena.buffer(maxTokens * qWidth * 4, label: "attended")
         gateUp = fusesSwiGLU ? nil : try arena.buffer(maxTokens * 2 * f * 4, label: "gate_up")
         hidden = try arena.buffer(maxTokens * f * 4, label: "hidden")
+        attentionPartials = try arena.buffer(min(16 << 20, device.info.maxStorageBufferRange), label: "attention_partials")
+        attentionSplitBelow = kernels.family == .cpu ? 64 : 16_384
         gathered = try arena.buffer(maxLogitRows * d * 4, label: "gathered")
         // Logits stay on the device: the host reads them where they lie on unified memory, else from a copy
         // made only when it needs them (sampling on the device reads back an id or 130 words per row).
@@ -232,13 +251,15 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
             let values = try kvShards.map { try arena.buffer(blockCount * $0.blockBytes, label: p + "values_\($0.headStart)") }
             // Locals for the closures below (self is not yet fully initialized).
             let qkv = qkv, positionsBuffer = positionsBuffer, sequencesBuffer = sequencesBuffer, blockTablesBuffer = blockTablesBuffer, rotation = rotation, attended = attended
-            let hidden = hidden
+            let hidden = hidden, attentionPartials = attentionPartials
             layers.append(Layer(
                 qkv: qkvMatrix, output: outputProjection, gateUp: gateUpMatrix, down: downMatrix, keys: keys, values: values,
                 attentionNormSet: VkDescriptorSetHandle(try kernels.rmsNorm.bind([x, attentionNorm, normed])),
                 qkvSets: try matmulSets(qkvMatrix, normed, qkv),
                 ropeSets: try zip(keys, values).map { VkDescriptorSetHandle(try kernels.ropeStore.bind([qkv, positionsBuffer, sequencesBuffer, blockTablesBuffer, rotation, $0, $1, qkv])) },
-                attentionSets: try zip(keys, values).map { VkDescriptorSetHandle(try kernels.attention.bind([qkv, positionsBuffer, sequencesBuffer, blockTablesBuffer, $0, $1, attended])) },
+                attentionSets: try zip(keys, values).map {
+                    VkDescriptorSetHandle(try kernels.attention.bind([qkv, positionsBuffer, sequencesBuffer, blockTablesBuffer, $0, $1, attended, attentionPartials]))
+                },
                 outputSets: try matmulSets(outputProjection, attended, x),
                 ffnNormSet: VkDescriptorSetHandle(try kernels.rmsNorm.bind([x, ffnNorm, normed])),
                 gateUpSets: try gateUp.map { try matmulSets(gateUpMatrix, normed, $0) } ?? matmulSets(gateUpMatrix, normed, hidden, epilogue: .swiglu),
@@ -429,6 +450,14 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         let qWidth = UInt32(c.headCount * c.headDimension), kvWidth = UInt32(c.kvHeadCount * c.headDimension)
         let qkvWidth = qWidth + 2 * kvWidth
         let eps = c.rmsEpsilon
+        let stepChunks = (batch.positions.max() ?? 0) / attentionChunkKeys + 1
+        let partialBytes = n * c.headCount * stepChunks * (c.headDimension / 4 + 1) * 16
+        let splitsAttention = stepChunks > 1 && n * c.kvHeadCount < attentionSplitBelow && partialBytes <= attentionPartials.size
+        let attentionModes: [UInt32] = splitsAttention ? [1, 2] : [0]
+        if splitsAttention { attentionSplitSteps += 1 }
+        let attention = Kernels.AttentionParameters(B: B, heads: UInt32(c.headCount), kvHeads: UInt32(c.kvHeadCount), blockSize: UInt32(blockSize),
+                                                    maxBlocks: UInt32(maxBlocksPerSequence), qkvWidth: qkvWidth, scale: 1 / Float(c.headDimension).squareRoot(),
+                                                    headStart: 0, shardHeads: 0, chunkKeys: UInt32(attentionChunkKeys), maxChunks: UInt32(stepChunks), mode: 0)
         for (slice, set) in zip(embedding.slices, embedSets) {
             stream.dispatch(kernels.embed, set.set, Kernels.EmbedParameters(K: d, B: B, format: embedding.format.rawValue,
                                                                             rowStart: UInt32(slice.rowStart), rowCount: UInt32(slice.rows)),
@@ -450,13 +479,16 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
                                 invocations: n * (queries + shard.heads))
             }
             stream.barrier()
-            for (shard, set) in zip(kvShards, layer.attentionSets) {
-                stream.dispatch(kernels.attention, set.set,
-                                Kernels.AttentionParameters(B: B, heads: UInt32(c.headCount), kvHeads: UInt32(c.kvHeadCount), blockSize: UInt32(blockSize),
-                                                            maxBlocks: UInt32(maxBlocksPerSequence), qkvWidth: qkvWidth,
-                                                            scale: 1 / Float(c.headDimension).squareRoot(),
-                                                            headStart: UInt32(shard.headStart), shardHeads: UInt32(shard.heads)),
-                                invocations: n * shard.heads)
+            // Attention: over all key chunks per (token, KV head), or (few tokens, long contexts) chunks side by
+            // side and then merged; the same result either way.
+            for mode in attentionModes {
+                for (shard, set) in zip(kvShards, layer.attentionSets) {
+                    var parameters = attention
+                    parameters.headStart = UInt32(shard.headStart); parameters.shardHeads = UInt32(shard.heads); parameters.mode = mode
+                    let invocations = mode == 0 ? n * shard.heads : mode == 1 ? stepChunks * n * shard.heads : n * shard.heads * (c.headCount / c.kvHeadCount)
+                    stream.dispatch(kernels.attention, set.set, parameters, invocations: invocations)
+                }
+                if mode == 1 { stream.barrier() }
             }
             stream.barrier()
             try matmul(stream, layer.output, layer.outputSets, columns: n, accumulate: true)

@@ -84,7 +84,9 @@ struct BenchDecode: ParsableCommand {
         let blockSize = 16
         let perSequence = (16 + steps + 1 + blockSize - 1) / blockSize
         let promptBlocks = (promptTokens + blockSize - 1) / blockSize
-        let decoder = try VulkanDecoder(device: device, file: file, blockCount: promptBlocks + maxBatch * perSequence, blockSize: blockSize,
+        // Blocks: the prompt's, room for `steps` more tokens after it, and each decoding sequence's.
+        let tailBlocks = (steps + blockSize - 1) / blockSize + 1
+        let decoder = try VulkanDecoder(device: device, file: file, blockCount: promptBlocks + tailBlocks + maxBatch * perSequence, blockSize: blockSize,
                                         maxTokens: max(promptTokens, maxBatch * 16), maxSequences: maxBatch, maxLogitRows: maxBatch)
         print("kernels: \(decoder.kernelFamily) family, \(decoder.kvCache) KV, SwiGLU \(decoder.fusesSwiGLU ? "fused into gate|up" : "a dispatch of its own")")
         // The comparison's other decoder: the same but for SwiGLU, with a KV pool of its own.
@@ -95,6 +97,13 @@ struct BenchDecode: ParsableCommand {
         let prompt = (0..<promptTokens).map { (($0 * 7919) % (vocabulary - 100)) + 50 }
         let prefill = try seconds { _ = try decoder.greedy(.sequence(prompt, startingAt: 0, blockTable: Array(0..<promptBlocks))) }
         print(String(format: "BENCH vulkan_prefill_tok_s %.2f tok/s", Double(promptTokens) / prefill))
+        // Batch-1 decode after the long prompt: attention over ~`promptTokens` keys per step.
+        let longTable = Array(0..<promptBlocks) + Array(promptBlocks + maxBatch * perSequence ..< promptBlocks + maxBatch * perSequence + tailBlocks)
+        var last = try decoder.greedy(.sequence(prompt, startingAt: 0, blockTable: longTable))
+        let longDecode = try seconds {
+            for step in 0..<steps { last = try decoder.greedy(.sequence(last, startingAt: promptTokens + step, blockTable: longTable)) }
+        }
+        print(String(format: "BENCH vulkan_decode_b1_ctx%d_tok_s %.2f tok/s", promptTokens, Double(steps) / longDecode))
         if let separate {
             let step = DecodeBatch.sequence(prompt, startingAt: 0, blockTable: Array(0..<promptBlocks))
             try compare("prefill", what: "swiglu", ("fused", { _ = try decoder.greedy(step) }), ("separate", { _ = try separate.greedy(step) }), rounds: 3)

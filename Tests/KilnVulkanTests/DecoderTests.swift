@@ -213,10 +213,15 @@ final class DecoderTests: XCTestCase {
         for (i, (a, b)) in zip(results[0], results[1]).enumerated() { XCTAssertEqual(a, b, "row \(i): the families differ") }
     }
 
+    /// Also with attention chunks of 16 keys, where the longer prompts span two chunks: alone, chunked and
+    /// token by token they run their chunks side by side (attention.glsl's modes 1 and 2), batched all eight in
+    /// one step (mode 0).
     func testBatchingChunkingAndBlockPlacementChangeNothing() throws {
         let device = try VulkanDevice()
         let file = try testModel(type: .q4_1)
-        let decoder = try VulkanDecoder(device: device, file: file, blockCount: 64, maxTokens: 128, maxSequences: 8, maxLogitRows: 16)
+        for chunkKeys in [64, 16] {
+        let decoder = try VulkanDecoder(device: device, file: file, blockCount: 64, maxTokens: 128, maxSequences: 8, maxLogitRows: 16,
+                                        attentionChunkKeys: chunkKeys)
         var rng = SystemRandomNumberGenerator()
         let prompts = (0..<8).map { i in (0..<(5 + 3 * i)).map { _ in Int.random(in: 3..<259, using: &rng) } }
         // Each prompt alone, on blocks 0, 1, ...
@@ -246,6 +251,37 @@ final class DecoderTests: XCTestCase {
         XCTAssertEqual(whole, alone[7], "scattered blocks differ from contiguous ones")
         XCTAssertEqual(chunked, whole, "chunked prefill differs from one-step prefill")
         XCTAssertEqual(stepped, whole, "token-by-token decoding differs from prefill")
+        }
+    }
+
+    /// Attention in chunks of 16 keys over a 45-token prompt (three chunks), float32 KV: every position's logits
+    /// match the CPU reference within the float32 bound, and are bit for bit the same whether the step ran a
+    /// token's chunks one after another (prefill, mode 0) or side by side and merged (decode, modes 1 and 2).
+    /// Chunks of 16 and of 64 keys agree within float rounding.
+    func testAttentionChunksMatchTheReferenceWhicheverWayTheyRun() throws {
+        let device = try VulkanDevice()
+        let file = try testModel(type: .q8_0)
+        let cpu = ReferenceDecoder(weights: try ReferenceWeights(gguf: file))
+        var rng = SplitMix64(seed: 9)
+        let prompt = (0..<45).map { _ in Int.random(in: 3..<259, using: &rng) }
+        let expected = try cpu.forward(prompt, logitCount: prompt.count)
+        var byChunkSize: [[[Float]]] = []
+        for chunkKeys in [16, 64] {
+            let decoder = try VulkanDecoder(device: device, file: file, blockCount: 16, maxTokens: 64, maxSequences: 4, maxLogitRows: 64, kvCache: .f32,
+                                            attentionChunkKeys: chunkKeys)
+            let prefilled = try decoder.logits(.sequence(prompt, startingAt: 0, blockTable: [9, 2, 5], wanted: prompt.count))
+            XCTAssertEqual(decoder.attentionSplitSteps, 0, "45 tokens × 2 KV heads: enough work to run each token's chunks in turn")
+            var stepped: [[Float]] = []
+            for (i, t) in prompt.enumerated() { stepped.append(try decoder.logits(.sequence([t], startingAt: i, blockTable: [4, 11, 0]))[0]) }
+            XCTAssertEqual(decoder.attentionSplitSteps, max(0, prompt.count - chunkKeys), "every decode step past the first chunk splits")
+            for i in prompt.indices {
+                XCTAssertLessThanOrEqual(relativeL2(prefilled[i], expected[i]), 1e-4, "chunks of \(chunkKeys), position \(i)")
+                XCTAssertEqual(stepped[i], prefilled[i], "chunks of \(chunkKeys), position \(i): decode differs from prefill")
+            }
+            byChunkSize.append(prefilled)
+        }
+        for i in prompt.indices { XCTAssertLessThanOrEqual(relativeL2(byChunkSize[0][i], byChunkSize[1][i]), 1e-5, "position \(i)") }
+        XCTAssertThrowsError(try VulkanDecoder(device: device, file: file, blockCount: 16, attentionChunkKeys: 24), "not a multiple of the block")
     }
 
     /// A sequence continued on copies of its blocks decodes exactly as on the originals (copy-on-write).

@@ -22,6 +22,11 @@ from llama_cpp import Llama
 llm = Llama(model_path=sys.argv[1], n_threads=2, n_threads_batch=2, n_ctx=1024, n_batch=512, verbose=False)
 prompt = [((i * 7919) % (49152 - 100)) + 50 for i in range(512)]
 t = time.perf_counter(); llm.eval(prompt); prefill = time.perf_counter() - t
+# Batch-1 decode after the long prompt (attention over ~512 keys), as kiln's vulkan_decode_b1_ctx512.
+t = time.perf_counter()
+for i in range(16):
+    llm.eval([prompt[i]])
+long_decode = time.perf_counter() - t
 llm.reset(); llm.eval(prompt[:16])
 t = time.perf_counter()
 for i in range(64):
@@ -29,6 +34,7 @@ for i in range(64):
 decode = time.perf_counter() - t
 print(f"BENCH llamacpp_cpu_prefill_tok_s {512 / prefill:.2f} tok/s")
 print(f"BENCH llamacpp_cpu_decode_b1_tok_s {64 / decode:.2f} tok/s")
+print(f"BENCH llamacpp_cpu_decode_b1_ctx512_tok_s {16 / long_decode:.2f} tok/s")
 PY
 }
 # llama.cpp's Vulkan backend: a venv outside the repository, made once.
@@ -74,7 +80,7 @@ PY
 llama | tee /tmp/kiln-bench-llama-1.txt
 llama_vulkan | tee /tmp/kiln-bench-llama-vk.txt
 # --compare-swiglu: the fused SwiGLU epilogue against SwiGLU as a dispatch of its own, alternating step by step.
-"$KILN_BIN" bench decode --model "$MODEL" --steps "$STEPS" --compare-swiglu | tee /tmp/kiln-bench-kiln.txt
+"$KILN_BIN" bench decode --model "$MODEL" --steps "$STEPS" --compare-swiglu --compare-pipeline | tee /tmp/kiln-bench-kiln.txt
 llama | tee /tmp/kiln-bench-llama-2.txt
 k1=$(awk '/vulkan_decode_b1_tok_s/ {print $3}' /tmp/kiln-bench-kiln.txt)
 l1=$(cat /tmp/kiln-bench-llama-1.txt /tmp/kiln-bench-llama-2.txt | awk '/decode_b1/ {s+=$3; n++} END {print s/n}')

@@ -4,14 +4,15 @@ import XCTest
 
 /// The decoder under the Khronos validation layer (`KILN_VULKAN_VALIDATION=1`; `make deps` installs
 /// vulkan-validationlayers): a prefill, single-sequence decode and every batch size of `kiln bench decode`
-/// record no validation error, also with uploads staged (KILN_VULKAN_STAGING=1). The loader's log proves the layer was inserted, so a silent run cannot pass
+/// (batch-1 decode after its 512-token prompt runs attention chunks side by side; `--compare-pipeline` submits
+/// steps while the previous one runs, tokens fed on the device) record no validation error, also with uploads staged (KILN_VULKAN_STAGING=1). The loader's log proves the layer was inserted, so a silent run cannot pass
 /// for a clean one. (This test found a 98,304-group SwiGLU dispatch over the 65,535 limit.)
 final class ValidationLayerTests: XCTestCase {
     func testDecoderRunsCleanUnderTheValidationLayer() throws {
         let environment = ["KILN_VULKAN_VALIDATION": "1", "VK_LOADER_DEBUG": "layer"]
         let generate = ["generate", "--prompt", "The capital of France is", "--max-tokens", "4", "--backend", "vulkan"]
         // The third run stages every upload through host memory, as on a GPU whose memory the host cannot map.
-        for (arguments, staged) in [(generate, false), (["bench", "decode", "--steps", "1"], false), (generate, true)] {
+        for (arguments, staged) in [(generate, false), (["bench", "decode", "--steps", "2", "--compare-pipeline"], false), (generate, true)] {
             let r = try runTool(kilnReleaseBinary, arguments, timeout: 600,
                                 environment: environment.merging(staged ? ["KILN_VULKAN_STAGING": "1"] : [:]) { a, _ in a })
             let output = r.stdout + r.stderr

@@ -45,7 +45,9 @@ public struct StepEvent: Sendable, Equatable {
 /// budget (prompts are prefilled in chunks, so a long prompt never stalls the others' decoding), runs one
 /// backend step, samples, and reports. When blocks run out, the most recently admitted request is preempted
 /// — its blocks freed, its tokens kept — and later recomputed; its client sees only a pause, and because the
-/// kernels are batch-invariant and the sampler counter-based, it produces the same tokens.
+/// kernels are batch-invariant and the sampler counter-based, it produces the same tokens. In steady greedy
+/// decoding on a backend that overlaps steps, each step's successor is submitted before its picks are read
+/// (`advance`, `speculate`), so the device never waits for the host between steps.
 public final class Scheduler {
     struct Running {
         var request: GenerationRequest

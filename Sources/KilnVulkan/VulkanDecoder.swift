@@ -186,7 +186,8 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         gateUp = fusesSwiGLU ? nil : try arena.buffer(maxTokens * 2 * f * 4, label: "gate_up")
         hidden = try arena.buffer(maxTokens * f * 4, label: "hidden")
         attentionPartials = try arena.buffer(min(16 << 20, device.info.maxStorageBufferRange), label: "attention_partials")
-        attentionSplitBelow = kernels.family == .cpu ? 64 : 16_384
+        // KILN_VULKAN_ATTENTION_SPLIT=0: never side by side (for A/B measurements; the results are the same).
+        attentionSplitBelow = ProcessInfo.processInfo.environment["KILN_VULKAN_ATTENTION_SPLIT"] == "0" ? 0 : kernels.family == .cpu ? 64 : 16_384
         gathered = try arena.buffer(maxLogitRows * d * 4, label: "gathered")
         // Logits stay on the device: the host reads them where they lie on unified memory, else from a copy
         // made only when it needs them (sampling on the device reads back an id or 130 words per row).

@@ -209,21 +209,15 @@ public final class Scheduler {
         var events: [StepEvent] = []
         var finished: Set<Int> = []
         for (row, i) in wanted.enumerated() {
-            var r = running[i]
+            let r = running[i]
             // A token chosen on the device carries no log-probability (0): nobody asked for it.
             let sampler = Sampler(r.request.parameters)
             let sampled = onDevice ? SampledToken(id: chosen[row], logprob: 0, top: [])
                 : fromCandidates[row] ? sampler.sample(candidates[row], index: r.generated.count)
                 : sampler.sample(logits[row], context: r.tokens, index: r.generated.count)
-            r.generated.append(sampled.id)
-            r.tokens.append(sampled.id)
-            var finish: FinishReason?
-            if r.request.stopTokens.contains(sampled.id) { finish = .stop } else if r.generated.count >= r.request.maxTokens { finish = .length }
-            let cached = r.reportedCached ? 0 : r.cachedPromptTokens
-            r.reportedCached = true
-            events.append(StepEvent(requestID: r.request.id, token: sampled, finish: finish, cachedPromptTokens: cached))
-            running[i] = r
-            if finish != nil { finished.insert(i) }
+            let event = append(sampled, to: i)
+            events.append(event)
+            if event.finish != nil { finished.insert(i) }
         }
         // Finished requests release their blocks; the others reserve room for their new token.
         for i in finished.sorted(by: >) {
@@ -233,6 +227,20 @@ public final class Scheduler {
         }
         try reserveNewTokens()
         return events
+    }
+
+    /// Adds a sampled token to running request `i` and returns its event: the token, and the end of the
+    /// request when the token is a stop token or the last one allowed.
+    private func append(_ sampled: SampledToken, to i: Int) -> StepEvent {
+        var r = running[i]
+        r.generated.append(sampled.id)
+        r.tokens.append(sampled.id)
+        var finish: FinishReason?
+        if r.request.stopTokens.contains(sampled.id) { finish = .stop } else if r.generated.count >= r.request.maxTokens { finish = .length }
+        let cached = r.reportedCached ? 0 : r.cachedPromptTokens
+        r.reportedCached = true
+        running[i] = r
+        return StepEvent(requestID: r.request.id, token: sampled, finish: finish, cachedPromptTokens: cached)
     }
 
     /// Completes the step in flight: first submits the step after it when that one is known without its
@@ -260,19 +268,11 @@ public final class Scheduler {
         var finished: Set<Int> = []
         for (row, id) in current.rows.enumerated() {
             guard let i = running.firstIndex(where: { $0.request.id == id }) else { continue }
-            var r = running[i]
-            let sampled = SampledToken(id: picks[row], logprob: 0, top: [])
-            r.generated.append(sampled.id)
-            r.tokens.append(sampled.id)
+            let event = append(SampledToken(id: picks[row], logprob: 0, top: []), to: i)
             // The next step computes this token already (fed on the device): its cache entry was a placeholder.
-            if next?.computed[id] != nil { cache.setToken(id, at: r.tokens.count - 1, to: sampled.id) }
-            var finish: FinishReason?
-            if r.request.stopTokens.contains(sampled.id) { finish = .stop } else if r.generated.count >= r.request.maxTokens { finish = .length }
-            let cached = r.reportedCached ? 0 : r.cachedPromptTokens
-            r.reportedCached = true
-            events.append(StepEvent(requestID: r.request.id, token: sampled, finish: finish, cachedPromptTokens: cached))
-            running[i] = r
-            if finish != nil { finished.insert(i) }
+            if next?.computed[id] != nil { cache.setToken(id, at: running[i].tokens.count - 1, to: picks[row]) }
+            events.append(event)
+            if event.finish != nil { finished.insert(i) }
         }
         for i in finished.sorted(by: >) {
             let id = running[i].request.id

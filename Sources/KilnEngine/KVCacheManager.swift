@@ -94,11 +94,9 @@ public final class KVCacheManager {
     public func append(_ id: SequenceID, tokens: [Int]) -> [BlockCopy]? {
         guard var s = sequences[id] else { preconditionFailure("unknown sequence \(id)") }
         let total = s.tokens.count + tokens.count
-        let writesIntoLast = s.tokens.count % blockSize != 0
         let last = s.blocks.last
-        let needsCopy = writesIntoLast && last.map { pool.referenceCount($0) > 1 } == true
-        let newBlocks = blocksFor(tokens: total) - s.blocks.count + (needsCopy ? 1 : 0)
-        guard newBlocks <= pool.freeCount else { return nil }
+        let needsCopy = s.tokens.count % blockSize != 0 && last.map { pool.referenceCount($0) > 1 } == true
+        guard blocksToAppend(id, count: tokens.count) <= pool.freeCount else { return nil }
         var copies: [BlockCopy] = []
         if needsCopy, let shared = last, let copy = pool.allocate() {
             copies.append(BlockCopy(source: shared, destination: copy))

@@ -220,13 +220,25 @@ public final class Scheduler {
             if event.finish != nil { finished.insert(i) }
         }
         // Finished requests release their blocks; the others reserve room for their new token.
+        release(finished, stillWrittenBy: nil)
+        try reserveNewTokens()
+        return events
+    }
+
+    /// Removes the finished running requests (indices into `running`) and frees their blocks, or, for those
+    /// the step in flight `next` still writes into, frees them once it is done (`freeAfterStep`).
+    private func release(_ finished: Set<Int>, stillWrittenBy next: InFlight?) {
         for i in finished.sorted(by: >) {
-            cache.free(running[i].request.id)
+            let id = running[i].request.id
+            if next?.computed[id] != nil { freeAfterStep.insert(id) } else { cache.free(id) }
             running.remove(at: i)
             completed += 1
         }
-        try reserveNewTokens()
-        return events
+    }
+
+    /// Each running request's index in `running`, by request id (valid until `running` changes).
+    private var runningIndex: [Int: Int] {
+        Dictionary(uniqueKeysWithValues: running.enumerated().map { ($1.request.id, $0) })
     }
 
     /// Adds a sampled token to running request `i` and returns its event: the token, and the end of the
@@ -259,27 +271,23 @@ public final class Scheduler {
         }
         inFlight = next
         steps += 1
+        let index = runningIndex
         for (id, done) in current.computed {
-            guard let i = running.firstIndex(where: { $0.request.id == id }) else { continue }   // ended meanwhile
+            guard let i = index[id] else { continue }   // ended meanwhile
             running[i].computed = done
             cache.markComputed(id, upTo: done)
         }
         var events: [StepEvent] = []
         var finished: Set<Int> = []
         for (row, id) in current.rows.enumerated() {
-            guard let i = running.firstIndex(where: { $0.request.id == id }) else { continue }
+            guard let i = index[id] else { continue }
             let event = append(SampledToken(id: picks[row], logprob: 0, top: []), to: i)
             // The next step computes this token already (fed on the device): its cache entry was a placeholder.
             if next?.computed[id] != nil { cache.setToken(id, at: running[i].tokens.count - 1, to: picks[row]) }
             events.append(event)
             if event.finish != nil { finished.insert(i) }
         }
-        for i in finished.sorted(by: >) {
-            let id = running[i].request.id
-            if next?.computed[id] != nil { freeAfterStep.insert(id) } else { cache.free(id) }
-            running.remove(at: i)
-            completed += 1
-        }
+        release(finished, stillWrittenBy: next)
         for id in freeAfterStep where next?.computed[id] == nil {
             cache.free(id)
             freeAfterStep.remove(id)
@@ -295,8 +303,9 @@ public final class Scheduler {
     private func speculate(_ pipeline: PipelinedDecoderBackend, after current: InFlight) throws -> InFlight? {
         guard waiting.isEmpty, !running.isEmpty, running.count == current.rows.count else { return nil }
         var continuing: [(row: Int, index: Int)] = []
+        let index = runningIndex
         for (row, id) in current.rows.enumerated() {
-            guard let i = running.firstIndex(where: { $0.request.id == id }),
+            guard let i = index[id],
                   current.computed[id] == running[i].tokens.count, cache.tokenCount(id) == running[i].tokens.count else { return nil }
             // Ends at `current` for length: nothing to compute after it.
             if running[i].generated.count + 1 >= running[i].request.maxTokens { continue }

@@ -142,7 +142,6 @@ struct BenchDecode: ParsableCommand {
                 // The same decode steps, alternating rounds of `steps` each: submitted one after another with the
                 // host reading each step's picks first (synchronous), or each submitted before the previous
                 // one's picks are read (pipelined). Both decode the same positions from the same tokens.
-                var round = 0
                 let start = next
                 func decodeRound(pipelined: Bool) throws {
                     var tokens = start
@@ -159,7 +158,6 @@ struct BenchDecode: ParsableCommand {
                         }
                     }
                     if let previous { _ = try decoder.waitGreedy(previous) }
-                    round += 1
                 }
                 try compare("decode_b\(b)", what: "pipeline", ("pipelined", { try decodeRound(pipelined: true) }), ("synchronous", { try decodeRound(pipelined: false) }),
                             rounds: 6)

@@ -47,12 +47,41 @@ final class Kernels {
 
     /// What a matrix kernel does with its results: stores (or adds) each row, or, in the CPU family, applies
     /// SwiGLU to the (gate, up) pairs of a `DeviceMatrix.RowOrder.gateUpInterleaved` matrix and stores half as
-    /// many values (one dispatch per layer fewer).
-    enum MatmulEpilogue: Int, CaseIterable { case store = 0, swiglu = 1 }
+    /// many values (one dispatch per layer fewer), or applies RoPE to a Q|K|V matrix's results and stores K
+    /// and V in the paged cache (matmul_qkv_epilogue.glsl; one dispatch per layer fewer).
+    enum MatmulEpilogue: Int, CaseIterable { case store = 0, swiglu = 1, qkv = 2 }
 
-    struct MatmulParameters { var K, N, B, xStride, yStride, flags: UInt32; var rowOffset: UInt32 = 0 }
+    /// `flags`: see `MatmulFlags`; `epsilon` is NORM_IN's; the last six fields are the QKV epilogue's.
+    struct MatmulParameters {
+        var K, N, B, xStride, yStride, flags: UInt32; var rowOffset: UInt32 = 0; var epsilon: Float = 0
+        var headDim: UInt32 = 0, qWidth: UInt32 = 0, kvWidth: UInt32 = 0, ropeDim: UInt32 = 0, blockSize: UInt32 = 0, maxBlocks: UInt32 = 0
+    }
+    /// The matrix kernels' `flags` (matmul_args.glsl).
+    struct MatmulFlags: OptionSet {
+        let rawValue: UInt32
+        /// y += W·x (the residual stream).
+        static let accumulate = MatmulFlags(rawValue: 1)
+        /// x is h ∘ g: scale each result by the RMSNorm factor of h, from the partial sums at binding 7.
+        static let normIn = MatmulFlags(rawValue: 2)
+        /// Also write y ∘ g (g at binding 4) to binding 5 and y's partial sums of squares to binding 6.
+        static let normOut = MatmulFlags(rawValue: 4)
+        /// The QKV epilogue's pool is float16.
+        static let kvFloat16 = MatmulFlags(rawValue: 8)
+    }
+    /// Bindings of the matrix kernels: weights (0, 1), x (2), y (3), the folded RMSNorm's (4–7), and the
+    /// QKV epilogue's positions, sequences, block tables, rotation table, keys and values (8–13).
+    static func matmulBindings(_ epilogue: MatmulEpilogue) -> Int { epilogue == .qkv ? 14 : 8 }
+
+    /// A matrix kernel's buffers in binding order, with x or y standing in for the folded RMSNorm's bindings
+    /// that the dispatch does not use (a binding must hold some buffer; these are never read or written).
+    static func matmulBuffers(quants: DeviceBuffer, scales: DeviceBuffer, x: DeviceBuffer, y: DeviceBuffer,
+                              normWeight: DeviceBuffer? = nil, normed: DeviceBuffer? = nil, sumSquaresOut: DeviceBuffer? = nil,
+                              sumSquaresIn: DeviceBuffer? = nil, qkvEpilogue: [DeviceBuffer] = []) -> [DeviceBuffer] {
+        [quants, scales, x, y, normWeight ?? x, normed ?? y, sumSquaresOut ?? y, sumSquaresIn ?? x] + qkvEpilogue
+    }
     struct NormParameters { var B, width4: UInt32; var epsilon: Float }
-    struct EmbedParameters { var K, B, format, rowStart, rowCount: UInt32 }
+    /// `flags` 1: also write x ∘ g and the sums of squares (the first layer's folded RMSNorm, see embed.comp).
+    struct EmbedParameters { var K, B, format, rowStart, rowCount: UInt32; var flags: UInt32 = 0 }
     /// `headStart`, `shardHeads`: the KV heads one shard of a split pool holds (all of them, unsplit);
     /// `ropeQueries`: 1 in the dispatch that also rotates the query heads (the first shard's).
     struct RopeParameters { var B, headDim, heads, kvHeads, ropeDim, neox, blockSize, maxBlocks, headStart, shardHeads, ropeQueries: UInt32 }
@@ -80,7 +109,7 @@ final class Kernels {
         self.device = device
         matmulKernels = Array(repeating: nil, count: DeviceMatrix.Format.allCases.count * MatmulEpilogue.allCases.count)
         let floats = VK_FORMAT_R32G32B32A32_SFLOAT, words = VK_FORMAT_R32G32B32A32_UINT
-        embed = try ComputeKernel(device: device, name: "embed", spirv: EmbeddedShaders.embed, bindings: 4, pushConstantBytes: MemoryLayout<EmbedParameters>.size)
+        embed = try ComputeKernel(device: device, name: "embed", spirv: EmbeddedShaders.embed, bindings: 7, pushConstantBytes: MemoryLayout<EmbedParameters>.size)
         let half = kvCache == .f16
         ropeStore = try ComputeKernel(device: device, name: half ? "rope_store_f16" : "rope_store", spirv: half ? EmbeddedShaders.ropeStoreF16 : EmbeddedShaders.ropeStore,
                                       bindings: 8, pushConstantBytes: MemoryLayout<RopeParameters>.size, texelBindings: [0: floats, 4: floats])
@@ -110,10 +139,10 @@ final class Kernels {
     func matmul(for format: DeviceMatrix.Format, epilogue: MatmulEpilogue = .store) throws -> ComputeKernel { try matmulPair(format, epilogue).tiled }
 
     /// Throws unless this family has `epilogue`: the GPU family's frames own one row per lane, so no lane holds
-    /// a (gate, up) pair.
+    /// a (gate, up) pair or a RoPE pair.
     func require(_ epilogue: MatmulEpilogue) throws {
         guard epilogue == .store || family == .cpu else {
-            throw VulkanError("kernels", message: "the SwiGLU epilogue exists in the CPU kernel family only")
+            throw VulkanError("kernels", message: "the \(epilogue) epilogue exists in the CPU kernel family only")
         }
     }
 
@@ -125,12 +154,18 @@ final class Kernels {
         // Weights, scales and activations are read through texel views (see ComputeKernel.texelBindings).
         let floats = VK_FORMAT_R32G32B32A32_SFLOAT, words = VK_FORMAT_R32G32B32A32_UINT
         let gpu = family == .gpu
-        let (name, cpuTiled, cpuSingle, gpuTiled, gpuSingle) = epilogue == .swiglu ? Self.swigluCode(format) : Self.code(format)
-        func build(_ name: String, _ code: [UInt32]) throws -> ComputeKernel {
-            try ComputeKernel(device: device, name: gpu ? name + "_gpu" : name, spirv: code, bindings: 4, pushConstantBytes: MemoryLayout<MatmulParameters>.size,
-                              workgroupSize: gpu ? 64 : 8, texelBindings: [0: format == .f32 ? floats : words, 1: floats, 2: floats])
+        let (name, cpuTiled, cpuSingle, gpuTiled, gpuSingle) = switch epilogue {
+        case .store: Self.code(format)
+        case .swiglu: Self.swigluCode(format)
+        case .qkv: Self.qkvCode(format)
         }
-        let suffix = epilogue == .swiglu ? "_swiglu" : ""
+        var texels = [0: format == .f32 ? floats : words, 1: floats, 2: floats, 4: floats, 7: floats]
+        if epilogue == .qkv { texels[11] = floats }
+        func build(_ name: String, _ code: [UInt32]) throws -> ComputeKernel {
+            try ComputeKernel(device: device, name: gpu ? name + "_gpu" : name, spirv: code, bindings: Self.matmulBindings(epilogue),
+                              pushConstantBytes: MemoryLayout<MatmulParameters>.size, workgroupSize: gpu ? 64 : 8, texelBindings: texels)
+        }
+        let suffix = epilogue == .store ? "" : "_\(epilogue)"
         let kernels = (tiled: try build("matmul_" + name + suffix, gpu ? gpuTiled : cpuTiled),
                        single: try build("matmul_" + name + "_rows8" + suffix, gpu ? gpuSingle : cpuSingle))
         matmulKernels[i] = kernels
@@ -158,6 +193,18 @@ final class Kernels {
         case .q8_0: ("q8_0", EmbeddedShaders.matmulQ80Swiglu, EmbeddedShaders.matmulQ80Rows8Swiglu, [], [])
         case .q4_1: ("q4_1", EmbeddedShaders.matmulQ41Swiglu, EmbeddedShaders.matmulQ41Rows8Swiglu, [], [])
         case .q8_sub16: ("q8_sub16", EmbeddedShaders.matmulQ8Sub16Swiglu, EmbeddedShaders.matmulQ8Sub16Rows8Swiglu, [], [])
+        }
+    }
+
+    /// The CPU family's QKV-epilogue frames per layout, in `code`'s shape (no GPU-family frames: empty).
+    private static func qkvCode(_ format: DeviceMatrix.Format) -> (String, [UInt32], [UInt32], [UInt32], [UInt32]) {
+        switch format {
+        case .f32: ("f32", EmbeddedShaders.matmulF32Qkv, EmbeddedShaders.matmulF32Rows8Qkv, [], [])
+        case .f16: ("f16", EmbeddedShaders.matmulF16Qkv, EmbeddedShaders.matmulF16Rows8Qkv, [], [])
+        case .bf16: ("bf16", EmbeddedShaders.matmulBf16Qkv, EmbeddedShaders.matmulBf16Rows8Qkv, [], [])
+        case .q8_0: ("q8_0", EmbeddedShaders.matmulQ80Qkv, EmbeddedShaders.matmulQ80Rows8Qkv, [], [])
+        case .q4_1: ("q4_1", EmbeddedShaders.matmulQ41Qkv, EmbeddedShaders.matmulQ41Rows8Qkv, [], [])
+        case .q8_sub16: ("q8_sub16", EmbeddedShaders.matmulQ8Sub16Qkv, EmbeddedShaders.matmulQ8Sub16Rows8Qkv, [], [])
         }
     }
 }

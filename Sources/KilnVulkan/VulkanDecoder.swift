@@ -5,9 +5,11 @@ import KilnModel
 /// The llama-family forward pass on Vulkan compute shaders, over a paged KV cache on the device.
 ///
 /// Weights stay quantized on the device (see `DeviceMatrix`); Q, K and V are one stacked matrix, as are
-/// gate and up, so a layer is nine dispatches: RMSNorm, QKV, RoPE + KV store, attention, output projection
-/// (+ residual), RMSNorm, gate|up, SwiGLU, down projection (+ residual); eight where the gate|up kernel
-/// applies SwiGLU itself (`fusesSwiGLU`). A whole step is recorded into one command buffer and submitted once.
+/// gate and up, so a layer is at most nine dispatches: RMSNorm, QKV, RoPE + KV store, attention, output
+/// projection (+ residual), RMSNorm, gate|up, SwiGLU, down projection (+ residual). The CPU kernel family
+/// folds the RMSNorms into the matrix kernels around them (`foldsNorm`), RoPE + KV store into the QKV
+/// kernel (`fusesRope`) and SwiGLU into the gate|up kernel (`fusesSwiGLU`): five dispatches, since each
+/// costs tens of µs on lavapipe. A whole step is recorded into one command buffer and submitted once.
 public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     public let config: ModelConfig
     public let blockSize: Int
@@ -23,30 +25,32 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     let maxBlocksPerSequence: Int
 
     /// Weights, KV pool and activations (device-local), and what the host writes or reads each step.
-    private let arena: MemoryArena, hostArena: MemoryArena
-    private let kernels: Kernels
+    let arena: MemoryArena, hostArena: MemoryArena
+    let kernels: Kernels
     /// Two steps' host-side state, used in turn (see `StepSlot`): a step can be submitted while the one
     /// before it runs (`submitGreedy`).
-    private let slots: [StepSlot]
+    let slots: [StepSlot]
     /// Steps submitted so far (the next one's serial).
-    private var submitted = 0
+    var submitted = 0
     /// Picks of greedy steps the device has finished whose caller has not yet asked for them, by serial.
-    private var unread: [Int: [Int]] = [:]
+    var unread: [Int: [Int]] = [:]
     /// The latest submitted step, and its logit-row count when it was greedy with picks on the device: its
     /// picks are then in `chosen`, where the next step's `TokenFeed`s read them.
-    private var latestSubmission: (serial: Int, devicePicks: Int?)?
+    var latestSubmission: (serial: Int, devicePicks: Int?)?
 
-    private struct Layer {
+    struct Layer {
         let qkv: DeviceMatrix, output: DeviceMatrix, gateUp: DeviceMatrix, down: DeviceMatrix
         /// The layer's KV pool, one (keys, values) pair per shard of KV heads (see `KVShard`).
         let keys: [DeviceBuffer], values: [DeviceBuffer]
         // The matrices' sets are one per slice of the matrix (see DeviceMatrix), RoPE's and attention's one per shard.
-        let attentionNormSet: VkDescriptorSetHandle, qkvSets: [VkDescriptorSetHandle], ropeSets, attentionSets: [VkDescriptorSetHandle]
-        let outputSets: [VkDescriptorSetHandle], ffnNormSet: VkDescriptorSetHandle, gateUpSets: [VkDescriptorSetHandle]
+        // The norm sets are nil where the matrix kernels fold the RMSNorm in, the RoPE sets empty where the
+        // QKV kernel does RoPE and the KV store.
+        let attentionNormSet: VkDescriptorSetHandle?, qkvSets: [VkDescriptorSetHandle], ropeSets, attentionSets: [VkDescriptorSetHandle]
+        let outputSets: [VkDescriptorSetHandle], ffnNormSet: VkDescriptorSetHandle?, gateUpSets: [VkDescriptorSetHandle]
         /// nil where the gate|up kernel applies SwiGLU itself.
         let swigluSet: VkDescriptorSetHandle?, downSets: [VkDescriptorSetHandle]
     }
-    private var layers: [Layer] = []
+    var layers: [Layer] = []
 
     /// KV heads `headStart ..< headStart + heads`, whose keys (and values) for all blocks fit one buffer. A
     /// pool whose layer's K or V exceeds maxStorageBufferRange is split by KV heads, each shard laid out like
@@ -57,40 +61,56 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         let blockBytes: Int
     }
     let kvShards: [KVShard]
-    private let embedding: DeviceMatrix
-    private let outputMatrix: DeviceMatrix
-    private let x, normed, qkv, attended, hidden, gathered, gatheredNormed, logitsBuffer, chosen: DeviceBuffer
+    let embedding: DeviceMatrix
+    let outputMatrix: DeviceMatrix
+    let x, normed, qkv, attended, hidden, gathered, gatheredNormed, logitsBuffer, chosen: DeviceBuffer
+    /// Per token, the sums of squares of each 8 elements of the residual stream (written with it where the
+    /// RMSNorm is folded into the matrix kernels), and those of the rows whose logits are wanted.
+    let sumSquares, gatheredSumSquares: DeviceBuffer
     /// Keys per attention chunk (a multiple of the block size): a token's keys are reduced chunk by chunk, then
     /// the chunks merged in order, whichever way a step runs them (see attention.glsl). Fixed per decoder:
     /// a token's output depends on it (within float rounding).
     public let attentionChunkKeys: Int
     /// Where steps with few tokens over long contexts put each key chunk's softmax, so that chunks run side
     /// by side (attention.glsl's mode 1) instead of one lane walking them all.
-    private let attentionPartials: DeviceBuffer
+    let attentionPartials: DeviceBuffer
     /// Steps with fewer (token, KV head) pairs than this run attention chunks side by side: below it the
     /// device would be short of work (a CPU's 8-lane workgroups for the CPU family, a GPU's thousands of lanes).
-    private let attentionSplitBelow: Int
+    let attentionSplitBelow: Int
     /// Steps that ran attention chunks side by side (for the tests).
-    private(set) var attentionSplitSteps = 0
+    var attentionSplitSteps = 0
     /// gate|up's output for the SwiGLU kernel (nil where the gate|up kernel applies SwiGLU itself).
-    private let gateUp: DeviceBuffer?
+    let gateUp: DeviceBuffer?
     /// Whether the gate|up matrix kernel applies SwiGLU to its results itself (the CPU family; its rows are
     /// stored interleaved, see `DeviceMatrix.RowOrder.gateUpInterleaved`) instead of a SwiGLU dispatch after
     /// it: one dispatch per layer fewer, and the same results bit for bit. `KILN_VULKAN_FUSE_SWIGLU=0` turns it off.
     public let fusesSwiGLU: Bool
+    /// Whether the RMSNorms are folded into the matrix kernels around them (the CPU family): the kernels that
+    /// write the residual stream also write it times the next norm's weight and its sums of squares, and
+    /// the kernels that read the norm's output scale their results (matmul_args.glsl). Two dispatches per
+    /// layer fewer; results equal the separate kernel's within float rounding. `KILN_VULKAN_FOLD_NORM=0`
+    /// turns it off.
+    public let foldsNorm: Bool
+    /// Whether the QKV kernel applies RoPE and stores K and V in the pool itself (the CPU family, where the
+    /// pool is one shard and pairs are adjacent): one dispatch per layer fewer, the same values bit for bit.
+    /// `KILN_VULKAN_FUSE_ROPE=0` turns it off.
+    public let fusesRope: Bool
     /// Top-k and argmax on the device: each (row, vocabulary chunk)'s result, then each row's (read back).
-    private let partialCandidates, candidatesBuffer: DeviceBuffer
+    let partialCandidates, candidatesBuffer: DeviceBuffer
     /// The logits where the host reads them (`logitsBuffer` itself when that is host-visible).
-    private let hostLogits: DeviceBuffer
+    let hostLogits: DeviceBuffer
     /// Whether greedy picks and top candidates are found on the device (only ids and candidates are read
     /// back) or by the host in the logits. By default the device does it when its memory is not the host's
     /// (reading the logits back costs a copy there); on unified memory, lavapipe included, the host reads
     /// the logits where they lie for free, and its one-pass top-k beats a kernel on a CPU.
     /// `KILN_VULKAN_SAMPLING=device|host` overrides (the tests run both).
     public let samplesOnDevice: Bool
-    private let tokensBuffer, positionsBuffer, sequencesBuffer, blockTablesBuffer, rowsBuffer, rotation: DeviceBuffer
-    private let gatherSet, outputNormSet, argmaxSet, topCandidatesSet: VkDescriptorSetHandle
-    private let embedSets, outputSets: [VkDescriptorSetHandle]
+    let tokensBuffer, positionsBuffer, sequencesBuffer, blockTablesBuffer, rowsBuffer, rotation: DeviceBuffer
+    let gatherSet, argmaxSet, topCandidatesSet: VkDescriptorSetHandle
+    /// The final RMSNorm's set (nil where it is folded into the vocabulary projection), and the gather of
+    /// the wanted rows' sums of squares (where it is).
+    let outputNormSet, gatherSumSquaresSet: VkDescriptorSetHandle?
+    let embedSets, outputSets: [VkDescriptorSetHandle]
 
     /// Device bytes one KV block takes: K and V of every layer for `blockSize` tokens.
     public static func kvBytesPerBlock(_ c: ModelConfig, blockSize: Int = 16, kvCache: KVCacheType = .f16) -> Int {
@@ -109,7 +129,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     public init(device: VulkanDevice, file: GGUFFile, blockCount: Int = 512, blockSize: Int = 16,
                 maxTokens: Int = 512, maxSequences: Int = 64, maxLogitRows: Int = 64, kvCache: KVCacheType = .f16,
                 kernelFamily: KernelFamily? = nil, maxBufferBytes: Int? = nil, samplesOnDevice: Bool? = nil, fusesSwiGLU: Bool? = nil,
-                attentionChunkKeys: Int = 64) throws {
+                foldsNorm: Bool? = nil, fusesRope: Bool? = nil, attentionChunkKeys: Int = 64) throws {
         let c = try ModelConfig(gguf: file)
         guard !c.attentionBias else {
             throw VulkanError("model", message: "QKV biases (\(c.architecture)) are not in the Vulkan kernels yet; use --backend cpu")
@@ -148,6 +168,10 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         let fusesSwiGLU = fusesSwiGLU ?? (kernels.family == .cpu && ProcessInfo.processInfo.environment["KILN_VULKAN_FUSE_SWIGLU"] != "0")
         if fusesSwiGLU { try kernels.require(.swiglu) }   // before any weight is uploaded
         self.fusesSwiGLU = fusesSwiGLU
+        let environment = ProcessInfo.processInfo.environment
+        let foldsNorm = foldsNorm ?? (kernels.family == .cpu && environment["KILN_VULKAN_FOLD_NORM"] != "0")
+        if foldsNorm, kernels.family != .cpu { throw VulkanError("kernels", message: "the folded RMSNorm exists in the CPU kernel family only") }
+        self.foldsNorm = foldsNorm
         let tableWords = maxSequences * maxBlocksPerSequence
         slots = try (0..<2).map {
             try StepSlot(device: device, hostArena: hostArena, index: $0, maxTokens: maxTokens, tableWords: tableWords, maxLogitRows: maxLogitRows)
@@ -173,14 +197,13 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         func matrix(_ names: [String], _ label: String, order: DeviceMatrix.RowOrder = .stacked) throws -> DeviceMatrix {
             try DeviceMatrix(arena: arena, file: file, tensors: names.map(tensor), label: label, maxBufferBytes: maxBufferBytes, order: order)
         }
-        func matmulSets(_ m: DeviceMatrix, _ input: DeviceBuffer, _ output: DeviceBuffer, epilogue: Kernels.MatmulEpilogue = .store) throws -> [VkDescriptorSetHandle] {
-            try m.slices.map { VkDescriptorSetHandle(try kernels.matmul(for: m.format, epilogue: epilogue).bind([$0.quants, $0.scales, input, output])) }
-        }
         embedding = try matrix(["token_embd.weight"], "token_embd")
         outputMatrix = c.tiedOutput ? embedding : try matrix(["output.weight"], "output")
         x = try arena.buffer(maxTokens * d * 4, label: "x")
         normed = try arena.buffer(maxTokens * d * 4, label: "normed")
         gatheredNormed = try arena.buffer(maxLogitRows * d * 4, label: "gathered_normed")
+        sumSquares = try arena.buffer(maxTokens * d / 8 * 4, label: "sum_squares")
+        gatheredSumSquares = try arena.buffer(maxLogitRows * d / 8 * 4, label: "gathered_sum_squares")
         qkv = try arena.buffer(maxTokens * qkvWidth * 4, label: "qkv")
         attended = try arena.buffer(maxTokens * qWidth * 4, label: "attended")
         gateUp = fusesSwiGLU ? nil : try arena.buffer(maxTokens * 2 * f * 4, label: "gate_up")
@@ -231,13 +254,39 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
             let heads = min(headsPerShard, c.kvHeadCount - $0)
             return KVShard(headStart: $0, heads: heads, blockBytes: Self.kvBytesPerLayerBlock(c, blockSize: blockSize, kvCache: kvCache, heads: heads))
         }
+        // The QKV kernel's epilogue stores into one shard and rotates adjacent pairs only.
+        let fusesRope = (fusesRope ?? (kernels.family == .cpu && environment["KILN_VULKAN_FUSE_ROPE"] != "0")) && kvShards.count == 1 && c.architecture != "qwen2"
+        if fusesRope { try kernels.require(.qkv) }
+        self.fusesRope = fusesRope
 
-        let tokensBuffer = tokensBuffer, x = x
-        embedSets = try embedding.slices.map { VkDescriptorSetHandle(try kernels.embed.bind([$0.quants, $0.scales, tokensBuffer, x])) }
-        gatherSet = VkDescriptorSetHandle(try kernels.gatherRows.bind([rowsBuffer, x, gathered]))
+        let tokensBuffer = tokensBuffer, x = x, normed = normed, sumSquares = sumSquares, gatheredNormed = gatheredNormed, gatheredSumSquares = gatheredSumSquares
+        // Each layer's attention norm, then the final one: the kernel before each (embedding, previous down
+        // projection) multiplies by it where the norm is folded in.
+        let attentionNorms = try (0..<c.layerCount).map { try vector("blk.\($0).attn_norm.weight") }
         let outputNorm = try vector("output_norm.weight")
-        outputNormSet = VkDescriptorSetHandle(try kernels.rmsNorm.bind([gathered, outputNorm, gatheredNormed]))
-        outputSets = try matmulSets(outputMatrix, gatheredNormed, logitsBuffer)
+        embedSets = try embedding.slices.map {
+            VkDescriptorSetHandle(try kernels.embed.bind([$0.quants, $0.scales, tokensBuffer, x, attentionNorms.first ?? outputNorm, normed, sumSquares]))
+        }
+        func matmulSets(_ m: DeviceMatrix, x input: DeviceBuffer, y output: DeviceBuffer, epilogue: Kernels.MatmulEpilogue = .store,
+                        normOut: DeviceBuffer? = nil, normIn sums: DeviceBuffer? = nil, qkvEpilogue: [DeviceBuffer] = []) throws -> [VkDescriptorSetHandle] {
+            let kernel = try kernels.matmul(for: m.format, epilogue: epilogue)
+            return try m.slices.map {
+                VkDescriptorSetHandle(try kernel.bind(Kernels.matmulBuffers(
+                    quants: $0.quants, scales: $0.scales, x: input, y: output, normWeight: foldsNorm ? normOut : nil,
+                    normed: foldsNorm && normOut != nil ? normed : nil, sumSquaresOut: foldsNorm && normOut != nil ? sumSquares : nil,
+                    sumSquaresIn: foldsNorm ? sums : nil, qkvEpilogue: qkvEpilogue)))
+            }
+        }
+        if foldsNorm {
+            gatherSet = VkDescriptorSetHandle(try kernels.gatherRows.bind([rowsBuffer, normed, gatheredNormed]))
+            gatherSumSquaresSet = VkDescriptorSetHandle(try kernels.gatherRows.bind([rowsBuffer, sumSquares, gatheredSumSquares]))
+            outputNormSet = nil
+        } else {
+            gatherSet = VkDescriptorSetHandle(try kernels.gatherRows.bind([rowsBuffer, x, gathered]))
+            gatherSumSquaresSet = nil
+            outputNormSet = VkDescriptorSetHandle(try kernels.rmsNorm.bind([gathered, outputNorm, gatheredNormed]))
+        }
+        outputSets = try matmulSets(outputMatrix, x: gatheredNormed, y: logitsBuffer, normIn: gatheredSumSquares)
         argmaxSet = VkDescriptorSetHandle(try kernels.argmax.bind([logitsBuffer, partialCandidates, chosen]))
         topCandidatesSet = VkDescriptorSetHandle(try kernels.topCandidates.bind([logitsBuffer, partialCandidates, candidatesBuffer]))
 
@@ -247,7 +296,8 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
             let outputProjection = try matrix([p + "attn_output.weight"], p + "attn_output")
             let gateUpMatrix = try matrix([p + "ffn_gate.weight", p + "ffn_up.weight"], p + "gate_up", order: fusesSwiGLU ? .gateUpInterleaved : .stacked)
             let downMatrix = try matrix([p + "ffn_down.weight"], p + "ffn_down")
-            let attentionNorm = try vector(p + "attn_norm.weight"), ffnNorm = try vector(p + "ffn_norm.weight")
+            let attentionNorm = attentionNorms[l], ffnNorm = try vector(p + "ffn_norm.weight")
+            let nextNorm = l + 1 < c.layerCount ? attentionNorms[l + 1] : outputNorm
             let keys = try kvShards.map { try arena.buffer(blockCount * $0.blockBytes, label: p + "keys_\($0.headStart)") }
             let values = try kvShards.map { try arena.buffer(blockCount * $0.blockBytes, label: p + "values_\($0.headStart)") }
             // Locals for the closures below (self is not yet fully initialized).
@@ -255,17 +305,21 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
             let hidden = hidden, attentionPartials = attentionPartials
             layers.append(Layer(
                 qkv: qkvMatrix, output: outputProjection, gateUp: gateUpMatrix, down: downMatrix, keys: keys, values: values,
-                attentionNormSet: VkDescriptorSetHandle(try kernels.rmsNorm.bind([x, attentionNorm, normed])),
-                qkvSets: try matmulSets(qkvMatrix, normed, qkv),
-                ropeSets: try zip(keys, values).map { VkDescriptorSetHandle(try kernels.ropeStore.bind([qkv, positionsBuffer, sequencesBuffer, blockTablesBuffer, rotation, $0, $1, qkv])) },
+                attentionNormSet: foldsNorm ? nil : VkDescriptorSetHandle(try kernels.rmsNorm.bind([x, attentionNorm, normed])),
+                qkvSets: try matmulSets(qkvMatrix, x: normed, y: qkv, epilogue: fusesRope ? .qkv : .store, normIn: sumSquares,
+                                        qkvEpilogue: fusesRope ? [positionsBuffer, sequencesBuffer, blockTablesBuffer, rotation, keys[0], values[0]] : []),
+                ropeSets: fusesRope ? [] : try zip(keys, values).map {
+                    VkDescriptorSetHandle(try kernels.ropeStore.bind([qkv, positionsBuffer, sequencesBuffer, blockTablesBuffer, rotation, $0, $1, qkv]))
+                },
                 attentionSets: try zip(keys, values).map {
                     VkDescriptorSetHandle(try kernels.attention.bind([qkv, positionsBuffer, sequencesBuffer, blockTablesBuffer, $0, $1, attended, attentionPartials]))
                 },
-                outputSets: try matmulSets(outputProjection, attended, x),
-                ffnNormSet: VkDescriptorSetHandle(try kernels.rmsNorm.bind([x, ffnNorm, normed])),
-                gateUpSets: try gateUp.map { try matmulSets(gateUpMatrix, normed, $0) } ?? matmulSets(gateUpMatrix, normed, hidden, epilogue: .swiglu),
+                outputSets: try matmulSets(outputProjection, x: attended, y: x, normOut: ffnNorm),
+                ffnNormSet: foldsNorm ? nil : VkDescriptorSetHandle(try kernels.rmsNorm.bind([x, ffnNorm, normed])),
+                gateUpSets: try gateUp.map { try matmulSets(gateUpMatrix, x: normed, y: $0, normIn: sumSquares) }
+                    ?? matmulSets(gateUpMatrix, x: normed, y: hidden, epilogue: .swiglu, normIn: sumSquares),
                 swigluSet: try gateUp.map { VkDescriptorSetHandle(try kernels.swiglu.bind([$0, hidden])) },
-                downSets: try matmulSets(downMatrix, hidden, x)))
+                downSets: try matmulSets(downMatrix, x: hidden, y: x, normOut: nextNorm)))
         }
     }
 
@@ -342,215 +396,18 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     }
 
     /// Logit row `row` where the host reads it (valid until the next step).
-    private func hostLogitRow(_ row: Int) -> UnsafeBufferPointer<Float> {
+    func hostLogitRow(_ row: Int) -> UnsafeBufferPointer<Float> {
         let v = config.vocabularySize
         return UnsafeBufferPointer(hostLogits.floats(v, at: row * v))
     }
 
     /// The first `count` rows of logits, copied out of host-visible memory.
-    private func hostLogitRows(_ count: Int) -> [[Float]] {
+    func hostLogitRows(_ count: Int) -> [[Float]] {
         (0..<count).map { Array(hostLogitRow($0)) }
     }
 
     /// What a step leaves for the host to read.
-    private enum Output: Equatable { case logits, greedy(onDevice: Bool), candidates(alsoLogits: Bool) }
-
-    /// Records y (+)= W · x for `columns` columns, choosing the kernel variant by the column count: one
-    /// dispatch per slice of W (`sets` holds a slice's set each), writing disjoint rows of y.
-    /// With the SwiGLU epilogue, y holds half as many values per column as W has rows.
-    private func matmul(_ stream: CommandStream, _ m: DeviceMatrix, _ sets: [VkDescriptorSetHandle], columns: Int, accumulate: Bool, epilogue: Kernels.MatmulEpilogue = .store) throws {
-        precondition(!accumulate || epilogue == .store, "the SwiGLU epilogue stores; it does not add")
-        for (slice, set) in zip(m.slices, sets) {
-            let (kernel, invocations) = try kernels.matmul(for: m.format, columns: columns, rows: slice.rows, epilogue: epilogue)
-            let yStride = epilogue == .swiglu ? m.rows / 2 : m.rows
-            stream.dispatch(kernel, set.set, Kernels.MatmulParameters(K: UInt32(m.columns), N: UInt32(slice.rows), B: UInt32(columns),
-                                                                      xStride: UInt32(m.columns), yStride: UInt32(yStride), flags: accumulate ? 1 : 0,
-                                                                      rowOffset: UInt32(slice.rowStart)),
-                            invocations: invocations)
-        }
-    }
-
-    /// Runs a step whose results the host reads from shared buffers (logits, candidates) and waits for it.
-    private func run(_ batch: DecodeBatch, output: Output, feeds: [TokenFeed]) throws {
-        let step = try submit(batch, output: output, feeds: feeds)
-        try retire(slots[step.serial % slots.count])
-    }
-
-    /// Waits for the step in flight from `slot`, if any; its picks, when it had them, wait in `unread`.
-    private func retire(_ slot: StepSlot) throws {
-        guard let (serial, picks) = slot.inFlight else { return }
-        slot.inFlight = nil
-        try slot.stream.wait()
-        if let picks {
-            let ids = slot.picks.contents.assumingMemoryBound(to: UInt32.self)
-            unread[serial] = (0..<picks).map { Int(ids[$0]) }
-        }
-    }
-
-    /// Writes the step's tables into the next slot, records the step and submits it without waiting.
-    private func submit(_ batch: DecodeBatch, output: Output, feeds: [TokenFeed]) throws -> SubmittedStep {
-        let c = config
-        let n = batch.tokens.count, rows = batch.logitRows.count
-        guard n > 0, n <= maxTokens, rows <= maxLogitRows, batch.blockTables.count <= maxSequences,
-              batch.positions.count == n, batch.sequences.count == n else {
-            throw VulkanError("step", message: "batch of \(n) tokens, \(rows) logit rows, \(batch.blockTables.count) sequences is outside the decoder's limits")
-        }
-        // Fed tokens are the picks of the step submitted just before, which must have left them in `chosen`.
-        var fed = [Bool](repeating: false, count: n)
-        for feed in feeds {
-            guard let latest = latestSubmission, latest.serial == submitted - 1, let picks = latest.devicePicks,
-                  feed.previousRow >= 0, feed.previousRow < picks, feed.token >= 0, feed.token < n, !fed[feed.token] else {
-                throw VulkanError("step", message: "token feed \(feed) names no pick of the step submitted just before")
-            }
-            fed[feed.token] = true
-        }
-        let slot = slots[submitted % slots.count]
-        try retire(slot)
-        // Upload the step's small tables; everything else is already on the device.
-        let tokens = slot.tokens.contents.assumingMemoryBound(to: UInt32.self)
-        let positions = slot.positions.contents.assumingMemoryBound(to: UInt32.self)
-        let sequences = slot.sequences.contents.assumingMemoryBound(to: UInt32.self)
-        for i in 0..<n {
-            guard fed[i] || (batch.tokens[i] >= 0 && batch.tokens[i] < c.vocabularySize), batch.positions[i] >= 0, batch.positions[i] < c.contextLength,
-                  batch.sequences[i] >= 0, batch.sequences[i] < batch.blockTables.count,
-                  batch.positions[i] / blockSize < batch.blockTables[batch.sequences[i]].count else {
-                throw VulkanError("step", message: "token \(i) has an id, position or block table out of range")
-            }
-            tokens[i] = fed[i] ? 0 : UInt32(batch.tokens[i]); positions[i] = UInt32(batch.positions[i]); sequences[i] = UInt32(batch.sequences[i])
-        }
-        let tables = slot.blockTables.contents.assumingMemoryBound(to: UInt32.self)
-        for (s, table) in batch.blockTables.enumerated() {
-            guard table.count <= maxBlocksPerSequence, table.allSatisfy({ $0 >= 0 && $0 < blockCount }) else {
-                throw VulkanError("step", message: "block table \(s) is out of range")
-            }
-            for (i, block) in table.enumerated() { tables[s * maxBlocksPerSequence + i] = UInt32(block) }
-        }
-        let rowIndex = slot.rows.contents.assumingMemoryBound(to: UInt32.self)
-        for (i, r) in batch.logitRows.enumerated() {
-            guard r >= 0 && r < n else { throw VulkanError("step", message: "logit row \(r) is not a token of the step") }
-            rowIndex[i] = UInt32(r)
-        }
-
-        let stream = slot.stream
-        try stream.begin()
-        // The tables into the buffers the kernels read, after the previous step's last reads of them (the
-        // barrier orders this command buffer after everything submitted before it); then the fed picks,
-        // over the tokens' placeholders, from where the previous step's argmax left them.
-        stream.barrier()
-        stream.copy(from: slot.tokens, at: 0, to: tokensBuffer, at: 0, bytes: n * 4)
-        stream.copy(from: slot.positions, at: 0, to: positionsBuffer, at: 0, bytes: n * 4)
-        stream.copy(from: slot.sequences, at: 0, to: sequencesBuffer, at: 0, bytes: n * 4)
-        stream.copy(from: slot.blockTables, at: 0, to: blockTablesBuffer, at: 0, bytes: batch.blockTables.count * maxBlocksPerSequence * 4)
-        if rows > 0 { stream.copy(from: slot.rows, at: 0, to: rowsBuffer, at: 0, bytes: rows * 4) }
-        if !feeds.isEmpty {
-            stream.barrier()
-            stream.copy(from: chosen, to: tokensBuffer, regions: feeds.map { (source: $0.previousRow * 4, destination: $0.token * 4, bytes: 4) })
-        }
-        stream.barrier()
-        let d = UInt32(c.embeddingWidth), f = UInt32(c.feedForwardWidth), B = UInt32(n)
-        let qWidth = UInt32(c.headCount * c.headDimension), kvWidth = UInt32(c.kvHeadCount * c.headDimension)
-        let qkvWidth = qWidth + 2 * kvWidth
-        let eps = c.rmsEpsilon
-        let stepChunks = (batch.positions.max() ?? 0) / attentionChunkKeys + 1
-        let partialBytes = n * c.headCount * stepChunks * (c.headDimension / 4 + 1) * 16
-        let splitsAttention = stepChunks > 1 && n * c.kvHeadCount < attentionSplitBelow && partialBytes <= attentionPartials.size
-        let attentionModes: [UInt32] = splitsAttention ? [1, 2] : [0]
-        if splitsAttention { attentionSplitSteps += 1 }
-        let attention = Kernels.AttentionParameters(B: B, heads: UInt32(c.headCount), kvHeads: UInt32(c.kvHeadCount), blockSize: UInt32(blockSize),
-                                                    maxBlocks: UInt32(maxBlocksPerSequence), qkvWidth: qkvWidth, scale: 1 / Float(c.headDimension).squareRoot(),
-                                                    headStart: 0, shardHeads: 0, chunkKeys: UInt32(attentionChunkKeys), maxChunks: UInt32(stepChunks), mode: 0)
-        for (slice, set) in zip(embedding.slices, embedSets) {
-            stream.dispatch(kernels.embed, set.set, Kernels.EmbedParameters(K: d, B: B, format: embedding.format.rawValue,
-                                                                            rowStart: UInt32(slice.rowStart), rowCount: UInt32(slice.rows)),
-                            invocations: n * c.embeddingWidth / 32)
-        }
-        stream.barrier()
-        for layer in layers {
-            stream.dispatch(kernels.rmsNorm, layer.attentionNormSet.set, Kernels.NormParameters(B: B, width4: d / 4, epsilon: eps), invocations: n)
-            stream.barrier()
-            try matmul(stream, layer.qkv, layer.qkvSets, columns: n, accumulate: false)
-            stream.barrier()
-            for (index, (shard, set)) in zip(kvShards, layer.ropeSets).enumerated() {
-                let queries = index == 0 ? c.headCount : 0
-                stream.dispatch(kernels.ropeStore, set.set,
-                                Kernels.RopeParameters(B: B, headDim: UInt32(c.headDimension), heads: UInt32(c.headCount), kvHeads: UInt32(c.kvHeadCount),
-                                                       ropeDim: UInt32(c.ropeDimension), neox: c.architecture == "qwen2" ? 1 : 0,
-                                                       blockSize: UInt32(blockSize), maxBlocks: UInt32(maxBlocksPerSequence),
-                                                       headStart: UInt32(shard.headStart), shardHeads: UInt32(shard.heads), ropeQueries: index == 0 ? 1 : 0),
-                                invocations: n * (queries + shard.heads))
-            }
-            stream.barrier()
-            // Attention: over all key chunks per (token, KV head), or (few tokens, long contexts) chunks side by
-            // side and then merged; the same result either way.
-            for mode in attentionModes {
-                for (shard, set) in zip(kvShards, layer.attentionSets) {
-                    var parameters = attention
-                    parameters.headStart = UInt32(shard.headStart); parameters.shardHeads = UInt32(shard.heads); parameters.mode = mode
-                    let invocations = mode == 0 ? n * shard.heads : mode == 1 ? stepChunks * n * shard.heads : n * shard.heads * (c.headCount / c.kvHeadCount)
-                    stream.dispatch(kernels.attention, set.set, parameters, invocations: invocations)
-                }
-                if mode == 1 { stream.barrier() }
-            }
-            stream.barrier()
-            try matmul(stream, layer.output, layer.outputSets, columns: n, accumulate: true)
-            stream.barrier()
-            stream.dispatch(kernels.rmsNorm, layer.ffnNormSet.set, Kernels.NormParameters(B: B, width4: d / 4, epsilon: eps), invocations: n)
-            stream.barrier()
-            try matmul(stream, layer.gateUp, layer.gateUpSets, columns: n, accumulate: false, epilogue: layer.swigluSet == nil ? .swiglu : .store)
-            stream.barrier()
-            if let swigluSet = layer.swigluSet {
-                stream.dispatch(kernels.swiglu, swigluSet.set, Kernels.SwigluParameters(B: B, width: f), invocations: n * Int(f) / 4)
-                stream.barrier()
-            }
-            try matmul(stream, layer.down, layer.downSets, columns: n, accumulate: true)
-            stream.barrier()
-        }
-        if rows > 0 {
-            stream.dispatch(kernels.gatherRows, gatherSet.set, Kernels.GatherParameters(rows: UInt32(rows), width4: d / 4), invocations: rows * Int(d) / 4)
-            stream.barrier()
-            stream.dispatch(kernels.rmsNorm, outputNormSet.set, Kernels.NormParameters(B: UInt32(rows), width4: d / 4, epsilon: eps), invocations: rows)
-            stream.barrier()
-            let v = UInt32(c.vocabularySize)
-            try matmul(stream, outputMatrix, outputSets, columns: rows, accumulate: false)
-            let reductions = Kernels.RowReductionParameters(rows: UInt32(rows), vocabulary: v, chunks: UInt32(Kernels.topCandidateChunks), phase: 0)
-            var second = reductions
-            second.phase = 1
-            let chunkInvocations = rows * Kernels.topCandidateChunks
-            if output == .greedy(onDevice: true) {
-                stream.barrier()
-                stream.dispatch(kernels.argmax, argmaxSet.set, reductions, invocations: chunkInvocations)
-                stream.barrier()
-                stream.dispatch(kernels.argmax, argmaxSet.set, second, invocations: rows)
-                stream.barrier()
-                stream.copy(from: chosen, at: 0, to: slot.picks, at: 0, bytes: rows * 4)
-            }
-            if samplesOnDevice, case .candidates = output {
-                stream.barrier()
-                stream.dispatch(kernels.topCandidates, topCandidatesSet.set, reductions, invocations: chunkInvocations)
-                stream.barrier()
-                stream.dispatch(kernels.topCandidates, topCandidatesSet.set, second, invocations: rows)
-            }
-            // The host reads the logits themselves: from where the kernels wrote them when that memory is
-            // host-visible, else from a copy in host memory.
-            let hostReads: Bool
-            switch output {
-            case .logits: hostReads = true
-            case .greedy(let onDevice): hostReads = !onDevice
-            case .candidates(let alsoLogits): hostReads = alsoLogits || !samplesOnDevice
-            }
-            if hostReads && hostLogits.buffer != logitsBuffer.buffer {
-                stream.barrier()
-                stream.copy(from: logitsBuffer, at: 0, to: hostLogits, at: 0, bytes: rows * Int(v) * 4)
-            }
-        }
-        try stream.submit()
-        let step = SubmittedStep(serial: submitted, rows: rows)
-        let picks = output == .greedy(onDevice: true) ? rows : nil
-        slot.inFlight = (step.serial, picks)
-        latestSubmission = (step.serial, picks)
-        submitted += 1
-        return step
-    }
+    enum Output: Equatable { case logits, greedy(onDevice: Bool), candidates(alsoLogits: Bool) }
 }
 
 extension VulkanDecoder: PipelinedDecoderBackend {

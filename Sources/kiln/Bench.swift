@@ -71,6 +71,9 @@ struct BenchDecode: ParsableCommand {
     @Flag(name: .customLong("compare-swiglu"),
           help: "Also run a decoder with SwiGLU as a dispatch of its own, alternating step by step with the fused one, and print both medians and their ratio.")
     var compareSwiGLU = false
+    @Flag(name: .customLong("compare-norm-rope"),
+          help: "Instead: the other decoder has RMSNorm and RoPE + KV store as dispatches of their own (folded into the matrix kernels in the CPU family).")
+    var compareNormRope = false
     @Flag(name: .customLong("compare-pipeline"),
           help: "Also time greedy decode steps submitted while the previous one runs (its picks fed on the device) against steps submitted after the previous one's picks are read, alternating, and print both medians and their ratio.")
     var comparePipeline = false
@@ -88,11 +91,17 @@ struct BenchDecode: ParsableCommand {
         let tailBlocks = (steps + blockSize - 1) / blockSize + 1
         let decoder = try VulkanDecoder(device: device, file: file, blockCount: promptBlocks + tailBlocks + maxBatch * perSequence, blockSize: blockSize,
                                         maxTokens: max(promptTokens, maxBatch * 16), maxSequences: maxBatch, maxLogitRows: maxBatch)
-        print("kernels: \(decoder.kernelFamily) family, \(decoder.kvCache) KV, SwiGLU \(decoder.fusesSwiGLU ? "fused into gate|up" : "a dispatch of its own")")
-        // The comparison's other decoder: the same but for SwiGLU, with a KV pool of its own.
-        let separate = compareSwiGLU ? try VulkanDecoder(device: device, file: file, blockCount: promptBlocks + maxBatch * perSequence, blockSize: blockSize,
-                                                         maxTokens: max(promptTokens, maxBatch * 16), maxSequences: maxBatch, maxLogitRows: maxBatch,
-                                                         fusesSwiGLU: false) : nil
+        print("kernels: \(decoder.kernelFamily) family, \(decoder.kvCache) KV, SwiGLU \(decoder.fusesSwiGLU ? "fused into gate|up" : "a dispatch of its own"), "
+              + "RMSNorm \(decoder.foldsNorm ? "folded into the matrix kernels" : "a dispatch of its own"), "
+              + "RoPE + KV store \(decoder.fusesRope ? "in the QKV kernel" : "a dispatch of its own")")
+        if compareSwiGLU && compareNormRope { throw ValidationError("compare one fusion at a time") }
+        // The comparison's other decoder: the same but for SwiGLU (or RMSNorm and RoPE), with a KV pool of its own.
+        let separate = compareSwiGLU || compareNormRope
+            ? try VulkanDecoder(device: device, file: file, blockCount: promptBlocks + maxBatch * perSequence, blockSize: blockSize,
+                                maxTokens: max(promptTokens, maxBatch * 16), maxSequences: maxBatch, maxLogitRows: maxBatch,
+                                fusesSwiGLU: compareSwiGLU ? false : nil, foldsNorm: compareNormRope ? false : nil, fusesRope: compareNormRope ? false : nil)
+            : nil
+        let fusion = compareSwiGLU ? "swiglu" : "norm_rope"
         let vocabulary = decoder.config.vocabularySize
         let prompt = (0..<promptTokens).map { (($0 * 7919) % (vocabulary - 100)) + 50 }
         let prefill = try seconds { _ = try decoder.greedy(.sequence(prompt, startingAt: 0, blockTable: Array(0..<promptBlocks))) }
@@ -106,7 +115,7 @@ struct BenchDecode: ParsableCommand {
         print(String(format: "BENCH vulkan_decode_b1_ctx%d_tok_s %.2f tok/s", promptTokens, Double(steps) / longDecode))
         if let separate {
             let step = DecodeBatch.sequence(prompt, startingAt: 0, blockTable: Array(0..<promptBlocks))
-            try compare("prefill", what: "swiglu", ("fused", { _ = try decoder.greedy(step) }), ("separate", { _ = try separate.greedy(step) }), rounds: 3)
+            try compare("prefill", what: fusion, ("fused", { _ = try decoder.greedy(step) }), ("separate", { _ = try separate.greedy(step) }), rounds: 3)
         }
         for b in sizes {
             let tables = (0..<b).map { s in Array(promptBlocks + s * perSequence ..< promptBlocks + (s + 1) * perSequence) }
@@ -126,10 +135,10 @@ struct BenchDecode: ParsableCommand {
             print(String(format: "BENCH vulkan_decode_b%d_tok_s %.2f tok/s", b, Double(b * steps) / time))
             if let separate {
                 _ = try separate.greedy(batch)
-                // Both decoders decode the same tokens (their results are equal bit for bit), one step each in turn,
+                // Both decoders decode the same tokens (the fused one's picks), one step each in turn,
                 // cycling over the `steps` positions their tables have room for.
                 var round = 0, input = batch
-                try compare("decode_b\(b)", what: "swiglu", ("fused", {
+                try compare("decode_b\(b)", what: fusion, ("fused", {
                     input = DecodeBatch(tokens: next, positions: Array(repeating: 16 + round % steps, count: b), sequences: Array(0..<b),
                                         blockTables: tables, logitRows: Array(0..<b))
                     next = try decoder.greedy(input)

@@ -193,8 +193,75 @@ final class DecoderTests: XCTestCase {
         }
     }
 
+    /// The CPU family's folded RMSNorm and fused RoPE + KV store (`foldsNorm`, `fusesRope`: three dispatches
+    /// per layer fewer) against the separate kernels, in every weight layout, with both KV pool types, whole
+    /// and with the larger matrices split into slices, through prefill (tiled frame), one token (single-column
+    /// frame) and a batched step. RoPE in the QKV kernel changes nothing, bit for bit; the folded norm scales
+    /// W·(h ∘ g) instead of multiplying h first, so its logits differ by float rounding only (relative L2
+    /// ≤ 1e-5; ≤ 2e-4 with float16 KV, where a last-bit difference can round a stored key the other way; the
+    /// largest measured was 6.6e-5), and folded decoding still equals folded prefill bit for bit (both frames write the same
+    /// partial sums). Where the QKV epilogue cannot run (a pool split by KV heads) the decoder says so and uses
+    /// the separate kernel; the GPU family refuses the folded norm.
+    func testFoldedNormAndFusedRopeMatchTheSeparateKernels() throws {
+        let device = try VulkanDevice()
+        let prompt = [5, 80, 81, 90, 100, 3, 7, 200, 201, 40, 41]
+        for type in [GGMLType.q4_1, .q8_0, .f32, .f16, .bf16, .q6_K] {
+            let file = try testModel(type: type)
+            for kvCache in KVCacheType.allCases {
+                // 64 KiB buffers split the float matrices into slices (the epilogues then write at row offsets) but
+                // not the KV pool (a split pool takes the separate RoPE kernel).
+                for maxBufferBytes in [nil, 64 << 10] {
+                    func decoder(foldsNorm: Bool, fusesRope: Bool) throws -> VulkanDecoder {
+                        let d = try VulkanDecoder(device: device, file: file, blockCount: 8, maxTokens: 64, maxSequences: 4, maxLogitRows: 64, kvCache: kvCache,
+                                                  kernelFamily: .cpu, maxBufferBytes: maxBufferBytes, foldsNorm: foldsNorm, fusesRope: fusesRope)
+                        XCTAssertEqual([d.foldsNorm, d.fusesRope], [foldsNorm, fusesRope])
+                        return d
+                    }
+                    let separate = try decoder(foldsNorm: false, fusesRope: false)
+                    let rope = try decoder(foldsNorm: false, fusesRope: true)
+                    let folded = try decoder(foldsNorm: true, fusesRope: true)
+                    let label = "\(type), \(kvCache) KV, \(maxBufferBytes.map { "\($0)-byte buffers" } ?? "whole matrices")"
+                    let steps = [
+                        ("prefill", DecodeBatch.sequence(prompt, startingAt: 0, blockTable: [3, 6], wanted: prompt.count)),
+                        ("one token", DecodeBatch.sequence([17], startingAt: prompt.count, blockTable: [3, 6])),
+                        ("batched step", DecodeBatch(tokens: [18, 250, 251], positions: [prompt.count + 1, 0, 1], sequences: [0, 1, 1],
+                                                     blockTables: [[3, 6], [4]], logitRows: [0, 2])),
+                    ]
+                    for (name, step) in steps {
+                        let expected = try separate.logits(step)
+                        XCTAssertEqual(try rope.logits(step), expected, "\(label): \(name), RoPE in the QKV kernel")
+                        let got = try folded.logits(step)
+                        XCTAssertEqual(got.count, expected.count)
+                        for (row, (g, e)) in zip(got, expected).enumerated() {
+                            XCTAssertLessThanOrEqual(relativeL2(g, e), kvCache == .f32 ? 1e-5 : 2e-4, "\(label): \(name), row \(row), folded norm")
+                            XCTAssertFalse(g.contains { !$0.isFinite }, "\(label): \(name), row \(row)")
+                        }
+                    }
+                    // Decoding the prompt token by token with the folded norm gives its prefill's last logits bit for bit.
+                    var last: [Float] = []
+                    for (i, token) in prompt.enumerated() { last = try folded.logits(.sequence([token], startingAt: i, blockTable: [5, 7]))[0] }
+                    XCTAssertEqual(last, try folded.logits(steps[0].1)[prompt.count - 1], "\(label): token by token vs prefill, folded norm")
+                }
+            }
+        }
+        // A pool split by KV heads takes the separate RoPE kernel; the GPU family has no folded norm.
+        let file = try testModel(type: .q4_1)
+        let split = try VulkanDecoder(device: device, file: file, blockCount: 8, maxTokens: 64, maxSequences: 4, maxLogitRows: 64, kernelFamily: .cpu,
+                                      maxBufferBytes: VulkanDecoder.kvBytesPerLayerBlock(try ModelConfig(gguf: file), blockSize: 16, kvCache: .f16, heads: 1) * 8 * 3 / 2,
+                                      fusesRope: true)
+        XCTAssertEqual(split.kvShards.count, 2)
+        XCTAssertFalse(split.fusesRope, "the QKV epilogue stores into one shard only")
+        XCTAssertThrowsError(try VulkanDecoder(device: device, file: file, blockCount: 8, maxTokens: 64, maxSequences: 4, maxLogitRows: 64,
+                                               kernelFamily: .gpu, foldsNorm: true)) { error in
+            XCTAssertTrue("\(error)".contains("CPU kernel family only"), "\(error)")
+        }
+        let defaults = try VulkanDecoder(device: device, file: file, blockCount: 8, maxTokens: 64, maxSequences: 4, maxLogitRows: 64, kernelFamily: .gpu)
+        XCTAssertFalse(defaults.foldsNorm || defaults.fusesRope, "the GPU family runs the separate kernels")
+    }
+
     /// The GPU kernel family, forced on lavapipe, gives the CPU family's logits bit for bit (prefill, then a
-    /// batched decode step), as its frames reduce every output in the same order.
+    /// batched decode step), as its frames reduce every output in the same order. (The CPU family with its
+    /// RMSNorm as a kernel of its own, as the GPU family has it: folded, it differs by rounding, tested above.)
     func testKernelFamiliesGiveIdenticalLogits() throws {
         let device = try VulkanDevice()
         let file = try testModel(type: .q4_1)
@@ -202,7 +269,7 @@ final class DecoderTests: XCTestCase {
         var results: [[[Float]]] = []
         for family in KernelFamily.allCases {
             let decoder = try VulkanDecoder(device: device, file: file, blockCount: 16, maxTokens: 64, maxSequences: 4, maxLogitRows: 64,
-                                            kernelFamily: family)
+                                            kernelFamily: family, foldsNorm: false)
             var logits = try decoder.logits(.sequence(prompts[0], startingAt: 0, blockTable: [3, 9], wanted: prompts[0].count))
             logits += try decoder.logits(.sequence(prompts[1], startingAt: 0, blockTable: [4], wanted: prompts[1].count))
             logits += try decoder.logits(DecodeBatch(tokens: [17, 18], positions: [prompts[0].count, prompts[1].count], sequences: [0, 1],

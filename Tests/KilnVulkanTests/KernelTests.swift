@@ -59,7 +59,7 @@ final class KernelTests: XCTestCase {
                 xs.withUnsafeBytes { xBuffer.copy($0) }
                 // One descriptor set serves every variant: all matrix kernels share one binding layout.
                 XCTAssertEqual(matrix.slices.count, 1)
-                let set = try families[0].matmul(for: matrix.format).bind([matrix.slices[0].quants, matrix.slices[0].scales, xBuffer, yBuffer])
+                let set = try families[0].matmul(for: matrix.format).bind(Kernels.matmulBuffers(quants: matrix.slices[0].quants, scales: matrix.slices[0].scales, x: xBuffer, y: yBuffer))
                 // Every family's two frames (tiles of several columns, and one column at a time) on every case;
                 // they must agree bit for bit, since the decoder picks one by batch size (and the family by device).
                 let variants = try families.flatMap { kernels in
@@ -114,7 +114,7 @@ final class KernelTests: XCTestCase {
         xs.withUnsafeBytes { xBuffer.copy($0) }
         for family in KernelFamily.allCases {
             let kernels = try Kernels(device: device, headDimension: 64, family: family)
-            let set = try kernels.matmul(for: matrix.format).bind([matrix.slices[0].quants, matrix.slices[0].scales, xBuffer, yBuffer])
+            let set = try kernels.matmul(for: matrix.format).bind(Kernels.matmulBuffers(quants: matrix.slices[0].quants, scales: matrix.slices[0].scales, x: xBuffer, y: yBuffer))
             for columns in [b, 1] {
                 let (kernel, invocations) = try kernels.matmul(for: matrix.format, columns: columns, rows: n)
                 let y = yBuffer.floats(b * n)

@@ -24,7 +24,8 @@ layout(binding = 4) uniform samplerBuffer rotation;                            /
 // The KV pool in float16: four halves (two uints) per vec4 slot.
 layout(std430, binding = 5) writeonly buffer KeyCache { uvec2 keys[]; };
 layout(std430, binding = 6) writeonly buffer ValueCache { uvec2 values[]; };
-uvec2 stored(vec4 v) { return uvec2(packHalf2x16(v.xy), packHalf2x16(v.zw)); }
+#include "half_rounding.glsl"
+uvec2 stored(vec4 v) { return uvec2(packHalves(v.xy), packHalves(v.zw)); }
 #else
 layout(std430, binding = 5) writeonly buffer KeyCache { vec4 keys[]; };
 layout(std430, binding = 6) writeonly buffer ValueCache { vec4 values[]; };
@@ -33,8 +34,10 @@ vec4 stored(vec4 v) { return v; }
 layout(std430, binding = 7) writeonly buffer QKV { vec4 qkv[]; };
 
 // Pairs (a.x, a.y) and (a.z, a.w) rotated by the two (cos, sin) pairs in cs.
+// `precise`: no compiler may contract it into fused multiply-adds in one kernel and not in the other.
 vec4 rotateAdjacent(vec4 a, vec4 cs) {
-    return vec4(a.x * cs.x - a.y * cs.y, a.x * cs.y + a.y * cs.x, a.z * cs.z - a.w * cs.w, a.z * cs.w + a.w * cs.z);
+    precise vec4 r = vec4(a.x * cs.x - a.y * cs.y, a.x * cs.y + a.y * cs.x, a.z * cs.z - a.w * cs.w, a.z * cs.w + a.w * cs.z);
+    return r;
 }
 
 void main() {

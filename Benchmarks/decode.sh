@@ -79,11 +79,12 @@ PY
 }
 llama | tee /tmp/kiln-bench-llama-1.txt
 llama_vulkan | tee /tmp/kiln-bench-llama-vk.txt
-# --compare-swiglu: the fused SwiGLU epilogue against SwiGLU as a dispatch of its own, alternating step by step.
-"$KILN_BIN" bench decode --model "$MODEL" --steps "$STEPS" --compare-swiglu --compare-pipeline | tee /tmp/kiln-bench-kiln.txt
+# --compare-norm-rope: RMSNorm folded into the matrix kernels and RoPE + KV store in the QKV kernel against both as
+# dispatches of their own, alternating step by step (--compare-swiglu does the same for the SwiGLU epilogue).
+"$KILN_BIN" bench decode --model "$MODEL" --steps "$STEPS" --compare-norm-rope --compare-pipeline | tee /tmp/kiln-bench-kiln.txt
 llama | tee /tmp/kiln-bench-llama-2.txt
 k1=$(awk '/vulkan_decode_b1_tok_s/ {print $3}' /tmp/kiln-bench-kiln.txt)
-l1=$(cat /tmp/kiln-bench-llama-1.txt /tmp/kiln-bench-llama-2.txt | awk '/decode_b1/ {s+=$3; n++} END {print s/n}')
+l1=$(cat /tmp/kiln-bench-llama-1.txt /tmp/kiln-bench-llama-2.txt | awk '/decode_b1_tok_s/ {s+=$3; n++} END {print s/n}')
 echo "BENCH vulkan_vs_llamacpp_cpu_decode_b1_ratio $(python3 -c "print(f'{$k1/$l1:.3f}')") x"
 v1=$(awk '/llamacpp_vulkan_decode_b1/ {print $3}' /tmp/kiln-bench-llama-vk.txt)
 if [ -n "$v1" ]; then

@@ -402,6 +402,38 @@ final class DecoderTests: XCTestCase {
         }
     }
 
+    /// The float16 pool holds every key and value rounded to nearest even, exactly as Swift's `Float16(x)`, whether
+    /// the QKV kernel stores them or rope_store does (both round in integer arithmetic, half_rounding.glsl, not
+    /// with the driver's packHalf2x16): the last layer's rotated K and unrotated V, which both paths also leave
+    /// in the float32 QKV buffer, against the pool's bits.
+    func testFloat16PoolHoldsKeysAndValuesRoundedToNearestEven() throws {
+        let device = try VulkanDevice()
+        let file = try testModel(type: .q4_1)
+        let prompt = [5, 80, 81, 90, 100, 3, 7, 200, 201, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50]
+        for fusesRope in [true, false] {
+            let decoder = try VulkanDecoder(device: device, file: file, blockCount: 8, maxTokens: 64, maxSequences: 4, maxLogitRows: 64,
+                                            kvCache: .f16, kernelFamily: .cpu, fusesRope: fusesRope)
+            XCTAssertEqual(decoder.fusesRope, fusesRope)
+            let table = [6, 2]
+            _ = try decoder.logits(.sequence(prompt, startingAt: 0, blockTable: table))
+            let c = decoder.config, hd = c.headDimension
+            let qWidth = c.headCount * hd, kvWidth = c.kvHeadCount * hd, qkvWidth = qWidth + 2 * kvWidth
+            let qkv = decoder.qkv.floats(prompt.count * qkvWidth)
+            let layer = try XCTUnwrap(decoder.layers.last)
+            let keys = layer.keys[0].contents.assumingMemoryBound(to: UInt16.self), values = layer.values[0].contents.assumingMemoryBound(to: UInt16.self)
+            var checked = 0, mismatches = 0
+            for (t, _) in prompt.enumerated() {
+                let slotBase = ((table[t / 16] * 16 + t % 16) * c.kvHeadCount) * hd
+                for e in 0..<kvWidth {
+                    let k = qkv[t * qkvWidth + qWidth + e], v = qkv[t * qkvWidth + qWidth + kvWidth + e]
+                    if keys[slotBase + e] != Float16(k).bitPattern || values[slotBase + e] != Float16(v).bitPattern { mismatches += 1 }
+                    checked += 2
+                }
+            }
+            XCTAssertEqual(mismatches, 0, "of \(checked) stored halves, RoPE \(fusesRope ? "in the QKV kernel" : "in rope_store")")
+        }
+    }
+
     func testBlockCopy() throws {
         let file = try testModel(type: .q8_0)
         let decoder = try VulkanDecoder(device: try VulkanDevice(), file: file, blockCount: 16, maxTokens: 32, maxSequences: 2, maxLogitRows: 4)

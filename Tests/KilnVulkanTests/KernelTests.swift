@@ -129,6 +129,43 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// half_rounding.glsl, which stores the float16 KV pool, against Swift's `Float16(x)` (round to nearest even)
+    /// bit for bit: exact ties between neighbouring halves (normal and subnormal, odd and even), values one float32
+    /// ulp either side of a tie, the overflow boundary, float32 subnormals, zeros, infinities, NaN, and random
+    /// values over the whole float16 range.
+    func testHalfRoundingMatchesFloat16() throws {
+        let device = try device()
+        let arena = MemoryArena(device: device, chunkSize: 16 << 20)
+        let stream = try CommandStream(device: device)
+        let kernel = try ComputeKernel(device: device, name: "half_rounding_check", spirv: EmbeddedShaders.halfRoundingCheck, bindings: 2, pushConstantBytes: 4)
+        var rng = SystemRandomNumberGenerator()
+        var inputs: [Float] = [0, -0.0, .infinity, -.infinity, .nan, 65504, 65519.996, 65520, 65536, 1e5, -1e5, 1e-30, -1e-30,
+                               Float(bitPattern: 1), 0x1p-25, -0x1p-25, 0x1.0002p-25, 0x1p-24, 0x1.8p-24, 0x1.4p-23, 1.0 + 0x1p-11, 1.0 + 0x3p-11]
+        for _ in 0..<4000 {
+            // A random finite half, then a float32 exactly halfway to the next half up, and one ulp either side.
+            let half = Float16(bitPattern: UInt16.random(in: 0...0xFFFF, using: &rng))
+            guard half.isFinite, abs(half) < Float16.greatestFiniteMagnitude else { continue }
+            let next = Float(half.nextUp), here = Float(half), tie = here + (next - here) / 2
+            inputs += [here, tie, tie.nextUp, tie.nextDown, -tie]
+            inputs.append(Float.random(in: -70000...70000, using: &rng) * Float(pow(2.0, Double(Int.random(in: -30...0, using: &rng)))))
+        }
+        let input = try arena.buffer(inputs.count * 4, label: "floats")
+        inputs.withUnsafeBytes { input.copy($0) }
+        let output = try arena.buffer(inputs.count * 4, label: "halves")
+        let bits = output.contents.assumingMemoryBound(to: UInt32.self)
+        for i in 0..<inputs.count { bits[i] = 0xDEAD_BEEF }
+        try stream.begin()
+        stream.dispatch(kernel, try kernel.bind([input, output]), UInt32(inputs.count), invocations: inputs.count)
+        try stream.submitAndWait()
+        var mismatches: [String] = []
+        for (i, x) in inputs.enumerated() {
+            let expected = Float16(x)
+            let ok = x.isNaN ? (bits[i] & 0x7C00 == 0x7C00 && bits[i] & 0x3FF != 0 && bits[i] <= 0xFFFF) : bits[i] == UInt32(expected.bitPattern)
+            if !ok, mismatches.count < 8 { mismatches.append("\(x) (0x\(String(x.bitPattern, radix: 16))): 0x\(String(bits[i], radix: 16)), Float16 0x\(String(expected.bitPattern, radix: 16))") }
+        }
+        XCTAssertEqual(mismatches, [], "of \(inputs.count) values")
+    }
+
     /// Top-k on the device against the host's order (score descending, lower id first on ties) on rows with
     /// ties, NaN, -infinity and vocabularies smaller than the candidate count or the chunk count, with every
     /// output word poisoned first; the log-normalizer within float rounding of the host's double sum.

@@ -91,7 +91,7 @@ void main() {
         // Chunk slowest, so the 8 lanes of a workgroup share a chunk and do about the same work.
         shardHead = id % p.shardHeads; t = (id / p.shardHeads) % p.B;
         uint chunk = id / (p.shardHeads * p.B);
-        if (t >= p.B || chunk * p.chunkKeys > positions[t]) return;
+        if (chunk * p.chunkKeys > positions[t]) return;   // past the token's last chunk (or past the dispatch)
         firstChunk = chunk; endChunk = chunk + 1;
     }
     uint kvHead = p.headStart + shardHead;

@@ -60,7 +60,9 @@ float normScale(uint column) {
 }
 
 // Writes rows row ..< row + 8 of one column (lo: the first four, hi: the last four), NORM_OUT's extra
-// outputs too. NORM_OUT needs all 8 rows to exist and rowOffset % 8 == 0 (the decoder checks).
+// outputs too. NORM_OUT needs all 8 rows to exist and rowOffset % 8 == 0: it runs on the output and down
+// projections, whose rows (the model width) VulkanDecoder requires to be a multiple of 32, and DeviceMatrix
+// slices start at 64-row groups.
 void storeRows8(vec4 lo, vec4 hi, uint row, uint column) {
     if ((p.flags & NORM_OUT) == 0u) {
         STORE(lo.x, row + 0u, column) STORE(lo.y, row + 1u, column) STORE(lo.z, row + 2u, column) STORE(lo.w, row + 3u, column)

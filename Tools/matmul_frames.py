@@ -39,7 +39,9 @@ def frame(columns, title, rows=ROWS, lanes=8):
         "// Lanes never cooperate: no shared memory, barriers or subgroup operations (each is a coroutine switch",
         "// or a scalar loop on a CPU).",
         "",
-        f"layout(local_size_x = {lanes}) in;",
+        # The CPU frames take their width from specialization constant 15 (ComputeKernel: the device's SIMD
+        # width, 8 or 16 lanes on lavapipe); 8 is the default.
+        f"layout(local_size_x_id = 15, local_size_x = {lanes}) in;" if lanes == 8 else f"layout(local_size_x = {lanes}) in;",
         "",
         "void main() {",
         f"    uint row0 = (gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x) * {rows};",

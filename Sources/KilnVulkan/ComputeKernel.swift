@@ -16,15 +16,17 @@ public final class ComputeKernel: @unchecked Sendable {
     let texelBindings: [Int: VkFormat]
     private var views: [VkBufferView] = []
     let pushConstantBytes: Int
-    /// local_size_x of the shader.
+    /// local_size_x of the shader: given, or the device's lane width (`VulkanDevice.Info.laneWidth`), passed to
+    /// the shader as specialization constant 15 (the CPU-shaped kernels' `local_size_x_id`).
     let workgroupSize: Int
     private var pools: [VkDescriptorPool] = []
     private var poolRoom = 0
     static let setsPerPool = 256
 
     init(device: VulkanDevice, name: String, spirv: [UInt32], bindings: Int, pushConstantBytes: Int,
-         specialization: [UInt32] = [], workgroupSize: Int = 8, texelBindings: [Int: VkFormat] = [:]) throws {
+         specialization: [UInt32] = [], workgroupSize: Int? = nil, texelBindings: [Int: VkFormat] = [:]) throws {
         self.device = device
+        let workgroupSize = workgroupSize ?? device.info.laneWidth
         self.workgroupSize = workgroupSize
         self.texelBindings = texelBindings
         self.name = name
@@ -78,7 +80,8 @@ public final class ComputeKernel: @unchecked Sendable {
         var entries = specialization.indices.map {
             VkSpecializationMapEntry(constantID: UInt32($0), offset: UInt32($0 * 4), size: 4)
         }
-        var values = specialization
+        entries.append(VkSpecializationMapEntry(constantID: Self.laneWidthConstant, offset: UInt32(specialization.count * 4), size: 4))
+        var values = specialization + [UInt32(workgroupSize)]
         var pipeline: VkPipeline?
         try entries.withUnsafeMutableBufferPointer { entryPointer in
             try values.withUnsafeMutableBytes { valuePointer in
@@ -92,7 +95,7 @@ public final class ComputeKernel: @unchecked Sendable {
                         stage.stage = VK_SHADER_STAGE_COMPUTE_BIT
                         stage.module = module
                         stage.pName = entry
-                        stage.pSpecializationInfo = specialization.isEmpty ? nil : specPointer
+                        stage.pSpecializationInfo = specPointer
                         var info = VkComputePipelineCreateInfo()
                         info.sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO
                         info.stage = stage
@@ -104,6 +107,10 @@ public final class ComputeKernel: @unchecked Sendable {
         }
         self.pipeline = pipeline!
     }
+
+    /// The specialization constant that sets the CPU-shaped kernels' workgroup width (ignored by shaders with a
+    /// fixed `local_size_x`).
+    static let laneWidthConstant: UInt32 = 15
 
     deinit {
         let vk = device.device
@@ -228,7 +235,7 @@ public final class CommandStream: @unchecked Sendable {
         recording = true
     }
 
-    /// Records `kernel` over `invocations` lanes (workgroups of 8) with the given push constants.
+    /// Records `kernel` over `invocations` lanes (workgroups of `kernel.workgroupSize`) with the given push constants.
     func dispatch<P>(_ kernel: ComputeKernel, _ set: VkDescriptorSet, _ constants: P, invocations: Int) {
         precondition(recording)
         precondition(MemoryLayout<P>.size == kernel.pushConstantBytes, "\(kernel.name): push constants are \(kernel.pushConstantBytes) bytes")

@@ -163,7 +163,7 @@ final class Kernels {
         if epilogue == .qkv { texels[11] = floats }
         func build(_ name: String, _ code: [UInt32]) throws -> ComputeKernel {
             try ComputeKernel(device: device, name: gpu ? name + "_gpu" : name, spirv: code, bindings: Self.matmulBindings(epilogue),
-                              pushConstantBytes: MemoryLayout<MatmulParameters>.size, workgroupSize: gpu ? 64 : 8, texelBindings: texels)
+                              pushConstantBytes: MemoryLayout<MatmulParameters>.size, workgroupSize: gpu ? 64 : nil, texelBindings: texels)
         }
         let suffix = epilogue == .store ? "" : "_\(epilogue)"
         let kernels = (tiled: try build("matmul_" + name + suffix, gpu ? gpuTiled : cpuTiled),

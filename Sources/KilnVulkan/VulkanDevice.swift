@@ -15,8 +15,14 @@ public final class VulkanDevice: @unchecked Sendable {
         public let maxStorageBufferRange: Int
         public let maxMemoryAllocationSize: Int
         public let maxComputeWorkGroupCount: Int
+        /// Lanes per subgroup: on lavapipe the SIMD width, 8 with 256-bit vectors, 16 with 512-bit ones.
+        public let subgroupSize: Int
+        /// The workgroup width of the CPU-shaped kernels: one SIMD vector of lanes on a CPU device (a narrower
+        /// workgroup leaves lanes of every instruction idle), 8 elsewhere.
+        public var laneWidth: Int { kind == .cpu ? max(8, subgroupSize) : 8 }
         public var description: String {
             "#\(index) \(name) (\(kind.rawValue)), maxStorageBufferRange \(maxStorageBufferRange >> 20) MiB, maxMemoryAllocationSize \(maxMemoryAllocationSize >> 20) MiB"
+                + (kind == .cpu ? ", \(laneWidth) lanes per workgroup" : "")
         }
     }
 
@@ -159,6 +165,7 @@ public final class VulkanDevice: @unchecked Sendable {
     }
 
     private static func makeInstance() throws -> VkInstance {
+        LavapipeVectorWidth.configure()
         if VulkanValidation.requested && !VulkanValidation.layerInstalled() {
             throw VulkanError("validation", message: "KILN_VULKAN_VALIDATION=1 but \(VulkanValidation.layerName) is not installed (apt install vulkan-validationlayers)")
         }
@@ -190,11 +197,16 @@ public final class VulkanDevice: @unchecked Sendable {
         vkGetPhysicalDeviceProperties(device, &properties)
         var maintenance3 = VkPhysicalDeviceMaintenance3Properties()
         maintenance3.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES
+        var subgroup = VkPhysicalDeviceSubgroupProperties()
+        subgroup.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES
         var properties2 = VkPhysicalDeviceProperties2()
         properties2.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2
-        withUnsafeMutablePointer(to: &maintenance3) { pointer in
-            properties2.pNext = UnsafeMutableRawPointer(pointer)
-            vkGetPhysicalDeviceProperties2(device, &properties2)
+        withUnsafeMutablePointer(to: &subgroup) { subgroupPointer in
+            maintenance3.pNext = UnsafeMutableRawPointer(subgroupPointer)
+            withUnsafeMutablePointer(to: &maintenance3) { pointer in
+                properties2.pNext = UnsafeMutableRawPointer(pointer)
+                vkGetPhysicalDeviceProperties2(device, &properties2)
+            }
         }
         let name = withUnsafeBytes(of: properties.deviceName) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
         let kind: Kind = switch properties.deviceType {
@@ -206,6 +218,7 @@ public final class VulkanDevice: @unchecked Sendable {
         return Info(index: index, name: name, kind: kind,
                     maxStorageBufferRange: Int(properties.limits.maxStorageBufferRange),
                     maxMemoryAllocationSize: Int(maintenance3.maxMemoryAllocationSize),
-                    maxComputeWorkGroupCount: Int(properties.limits.maxComputeWorkGroupCount.0))
+                    maxComputeWorkGroupCount: Int(properties.limits.maxComputeWorkGroupCount.0),
+                    subgroupSize: Int(subgroup.subgroupSize))
     }
 }

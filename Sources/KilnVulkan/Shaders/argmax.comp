@@ -4,7 +4,7 @@
 // Two phases, one dispatch each, like top_candidates.comp: phase 0 finds each (row, vocabulary chunk)'s best,
 // phase 1 each row's best of its chunks'.
 
-layout(local_size_x = 8) in;
+layout(local_size_x_id = 15, local_size_x = 8) in;  // 15: the lane width (ComputeKernel)
 layout(push_constant) uniform Parameters { uint rows; uint vocabulary; uint chunks; uint phase; } p;
 
 layout(std430, binding = 0) readonly buffer Logits { float logits[]; };

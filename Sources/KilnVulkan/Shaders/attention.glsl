@@ -9,7 +9,7 @@
 //      single chunk writes its output right away, exactly as mode 0 would (few tokens, long contexts:
 //      the chunks run side by side instead of one lane walking them all);
 //   2  one invocation per (token, query head) merges mode 1's chunks in order, as mode 0 merges them.
-layout(local_size_x = 8) in;
+layout(local_size_x_id = 15, local_size_x = 8) in;  // 15: the lane width (ComputeKernel)
 layout(constant_id = 0) const uint HEAD_DIM = 64;
 layout(constant_id = 1) const uint GROUP = 1;  // query heads per KV head
 // A pool too large for one buffer is split by KV heads into shards (see VulkanDecoder): a dispatch covers

@@ -7,7 +7,7 @@
 // With flags & 1 it also writes what the first layer's QKV kernel reads when the RMSNorm is folded into the
 // matrix kernels (NORM_OUT in matmul_args.glsl): x ∘ g and the sums of squares of each 8 elements.
 
-layout(local_size_x = 8) in;
+layout(local_size_x_id = 15, local_size_x = 8) in;  // 15: the lane width (ComputeKernel)
 #include "weight_layout.glsl"
 layout(push_constant) uniform Parameters { uint K; uint B; uint format; uint rowStart; uint rowCount; uint flags; } p;  // format 0: f32, 1: q8_0, 2: q4_1, 3: q8_sub16, 4: f16, 5: bf16
 

@@ -2,7 +2,7 @@
 // Copies the rows whose logits are wanted (e.g. each sequence's last token) into a dense matrix, so the
 // vocabulary projection runs only on them.
 
-layout(local_size_x = 8) in;
+layout(local_size_x_id = 15, local_size_x = 8) in;  // 15: the lane width (ComputeKernel)
 layout(push_constant) uniform Parameters { uint rows; uint width4; } p;  // width in vec4s
 
 layout(std430, binding = 0) readonly buffer Rows { uint rowIndex[]; };

@@ -9,7 +9,7 @@
 // Lanes never cooperate: no shared memory, barriers or subgroup operations (each is a coroutine switch
 // or a scalar loop on a CPU).
 
-layout(local_size_x = 8) in;
+layout(local_size_x_id = 15, local_size_x = 8) in;
 
 void main() {
     uint row0 = (gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x) * 8;

@@ -3,7 +3,7 @@
 // CPU reference's order), so the kernels after it read a plain activation. Input and weight are read through
 // texel views (16-byte gathers; SSBO loads at lane-varying addresses are per-lane loops on lavapipe).
 
-layout(local_size_x = 8) in;
+layout(local_size_x_id = 15, local_size_x = 8) in;  // 15: the lane width (ComputeKernel)
 layout(push_constant) uniform Parameters { uint B; uint width4; float epsilon; } p;
 
 layout(binding = 0) uniform samplerBuffer x;

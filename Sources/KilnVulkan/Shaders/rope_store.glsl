@@ -6,7 +6,7 @@
 // written back in place. cos/sin come from a host table, the same values the CPU reference uses.
 // Needs headDim % 4 == 0 and ropeDim % 8 == 0 (checked by the decoder).
 
-layout(local_size_x = 8) in;
+layout(local_size_x_id = 15, local_size_x = 8) in;  // 15: the lane width (ComputeKernel)
 // A pool split by KV heads into shards (see attention.glsl) takes one dispatch per shard: each stores the KV
 // heads headStart ..< headStart + shardHeads into its shard's buffers, and only the first (ropeQueries 1)
 // also rotates the query heads. Unsplit: one dispatch, headStart 0, shardHeads = kvHeads, ropeQueries 1.

@@ -5,7 +5,7 @@
 // through a texel view: a 16-byte gather, where an SSBO load at a lane-varying address is a per-lane loop on
 // lavapipe (one element per lane with SSBO loads took 9.6 ms per layer on a 512-token step; this, 2.1 ms).
 
-layout(local_size_x = 8) in;
+layout(local_size_x_id = 15, local_size_x = 8) in;  // 15: the lane width (ComputeKernel)
 layout(push_constant) uniform Parameters { uint B; uint width; } p;  // width: feed-forward width (a multiple of 4)
 
 layout(binding = 0) uniform samplerBuffer gateUp;

@@ -11,7 +11,7 @@
 // Record layout (32-bit words), both for a chunk's partial result and a row's final one:
 // [0, K) scores, [K, 2K) token ids (0xFFFFFFFF: no token), 2K the maximum, 2K + 1 the exponential sum.
 
-layout(local_size_x = 8) in;
+layout(local_size_x_id = 15, local_size_x = 8) in;  // 15: the lane width (ComputeKernel)
 layout(constant_id = 0) const uint K = 64;
 layout(push_constant) uniform Parameters { uint rows; uint vocabulary; uint chunks; uint phase; } p;
 

@@ -3,8 +3,8 @@ import Foundation
 /// Mesa's lavapipe compiles compute shaders for 256-bit vectors (8 lanes) even on a CPU with AVX-512. On such
 /// a CPU Kiln asks it for 512-bit vectors (16 lanes) through Mesa's `LP_NATIVE_VECTOR_WIDTH`, which the
 /// driver reads once, when it first loads; the CPU-shaped kernels then run 16-lane workgroups
-/// (`VulkanDevice.Info.laneWidth`). Measured on a 2-vCPU Xeon with AVX-512: prefill ~15–20% faster, decode
-/// ~5–15% (BENCHMARKS.md). Lanes never cooperate in those kernels, so the width changes no result
+/// (`VulkanDevice.Info.laneWidth`). Measured on a 2-vCPU Xeon with AVX-512: prefill ~20% faster, batched
+/// decode ~10%, batch 1 within noise (BENCHMARKS.md). Lanes never cooperate in those kernels, so the width changes no result
 /// (`LaneWidthTests`). An `LP_NATIVE_VECTOR_WIDTH` already in the environment is left as it is: set it to 256
 /// to keep Mesa's default.
 enum LavapipeVectorWidth {

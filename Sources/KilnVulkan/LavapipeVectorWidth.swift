@@ -4,9 +4,9 @@ import Foundation
 /// a CPU Kiln asks it for 512-bit vectors (16 lanes) through Mesa's `LP_NATIVE_VECTOR_WIDTH`, which the
 /// driver reads once, when it first loads; the CPU-shaped kernels then run 16-lane workgroups
 /// (`VulkanDevice.Info.laneWidth`). Measured on a 2-vCPU Xeon with AVX-512: prefill ~20% faster, batched
-/// decode ~10%, batch 1 within noise (BENCHMARKS.md). Lanes never cooperate in those kernels, so the width changes no result
-/// (`LaneWidthTests`). An `LP_NATIVE_VECTOR_WIDTH` already in the environment is left as it is: set it to 256
-/// to keep Mesa's default.
+/// decode ~10%, batch 1 within noise (BENCHMARKS.md). Lanes never cooperate in those kernels, so the width
+/// changes no result (`LaneWidthTests`). An `LP_NATIVE_VECTOR_WIDTH` already in the environment is left as it
+/// is: set it to 256 to keep Mesa's default.
 enum LavapipeVectorWidth {
     /// Sets `LP_NATIVE_VECTOR_WIDTH=512` where it is unset and the CPU has the AVX-512 subsets lavapipe's
     /// 512-bit code uses. Runs once per process, before the first Vulkan instance (the driver reads the

@@ -51,6 +51,11 @@ public final class VulkanDevice: @unchecked Sendable {
     /// to lose itself on demand.
     var submissionsBeforeFault = ProcessInfo.processInfo.environment["KILN_VULKAN_FAULT_DEVICE_LOST_AFTER"].flatMap { Int($0) }
 
+    /// Sets the driver's environment (`LavapipeVectorWidth`) now. Opening a device does it too, but a process
+    /// that starts threads first (the server's event loops) calls this before them: `setenv` is not safe while
+    /// another thread reads the environment.
+    public static func prepareDriverEnvironment() { LavapipeVectorWidth.configure() }
+
     /// Every physical device the loader reports (empty when there is no Vulkan driver at all).
     public static func available() throws -> [Info] {
         let instance = try makeInstance()

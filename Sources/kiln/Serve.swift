@@ -55,6 +55,7 @@ struct Serve: AsyncParsableCommand {
     }
 
     func run() async throws {
+        VulkanDevice.prepareDriverEnvironment()  // before any thread of ours exists (setenv)
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
         let logger = Logger(label: "kiln")
         var config = HTTP2ServerConfiguration()

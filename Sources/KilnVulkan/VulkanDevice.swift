@@ -38,8 +38,9 @@ public final class VulkanDevice: @unchecked Sendable {
     let deviceMemoryType: UInt32
     /// Host-visible, coherent memory: what the host writes each step or reads back, and upload staging.
     let hostMemoryType: UInt32
-    /// Whether `deviceMemoryType` is host-visible too (lavapipe, integrated GPUs, a resizable BAR), so that
-    /// device buffers are written in place instead of staged. KILN_VULKAN_STAGING=1 stages anyway (tests).
+    /// Whether `deviceMemoryType` is host-visible too on a device that is not a discrete GPU (lavapipe,
+    /// integrated GPUs), so that device buffers are written in place instead of staged (`MemoryTypeChoice`).
+    /// KILN_VULKAN_STAGING=1 stages anyway (tests).
     public let unifiedMemory: Bool
     public let info: Info
     /// Set by the first VK_ERROR_DEVICE_LOST: a lost device stays lost, so every later submission (from any
@@ -142,23 +143,14 @@ public final class VulkanDevice: @unchecked Sendable {
         vkGetPhysicalDeviceMemoryProperties(physicalDevice, &memory)
         let types = withUnsafeBytes(of: memory.memoryTypes) { Array($0.bindMemory(to: VkMemoryType.self).prefix(Int(memory.memoryTypeCount))) }
         let heaps = withUnsafeBytes(of: memory.memoryHeaps) { Array($0.bindMemory(to: VkMemoryHeap.self).prefix(Int(memory.memoryHeapCount))) }
-        let hostBits = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT.rawValue | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT.rawValue
-        let local = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT.rawValue
-        func heapSize(_ t: Int) -> UInt64 { heaps[Int(types[t].heapIndex)].size }
-        let hostTypes = types.indices.filter { types[$0].propertyFlags & hostBits == hostBits }
-        // Host: prefer cached memory (logits are read back), then any host-visible coherent type.
-        guard let host = hostTypes.first(where: { types[$0].propertyFlags & VK_MEMORY_PROPERTY_HOST_CACHED_BIT.rawValue != 0 }) ?? hostTypes.first else {
+        let choice = MemoryTypeChoice.choose(types.map { MemoryTypeChoice.MemoryType(flags: $0.propertyFlags, heapSize: heaps[Int($0.heapIndex)].size) },
+                                             kind: info.kind, forceStaging: ProcessInfo.processInfo.environment["KILN_VULKAN_STAGING"] == "1")
+        guard let choice else {
             throw VulkanError("memory selection", message: "\(info.name) has no host-visible coherent memory")
         }
-        // Device: the device-local type on the largest heap; one that is host-visible too if its heap is as
-        // large (unified memory; not a GPU's 256 MiB BAR window); no device-local type at all: host memory.
-        let localTypes = types.indices.filter { types[$0].propertyFlags & local != 0 }
-        let largest = localTypes.map(heapSize).max() ?? 0
-        let mappable = localTypes.first { types[$0].propertyFlags & hostBits == hostBits && heapSize($0) >= largest }
-        let deviceType = mappable ?? localTypes.first { heapSize($0) == largest } ?? host
-        hostMemoryType = UInt32(host)
-        deviceMemoryType = UInt32(deviceType)
-        unifiedMemory = types[deviceType].propertyFlags & hostBits == hostBits && ProcessInfo.processInfo.environment["KILN_VULKAN_STAGING"] != "1"
+        hostMemoryType = UInt32(choice.hostType)
+        deviceMemoryType = UInt32(choice.deviceType)
+        unifiedMemory = choice.unified
     }
 
     deinit {

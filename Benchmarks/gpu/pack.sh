@@ -7,11 +7,12 @@
 # (`bash Benchmarks/gpu/pack.sh 1|stash|2` puts it there). Build first: swift build --build-tests and
 # swift build -c release --product kiln.
 set -euo pipefail
+stage=${1:-1}
 cd "$(dirname "$0")/../.."
 S=${KILN_GPU_STAGE:-/tmp/kiln-gpu-stage}
 MODEL=${KILN_MODELS_DIR:-$HOME/.cache/kiln/models}/SmolLM2-135M-Instruct.Q4_1.gguf
 VENV_SITE=$(ls -d ${KILN_LLAMACPP_VULKAN_VENV:-$HOME/.cache/kiln/llamacpp-vulkan}/lib/python3.*/site-packages)
-if [ ! -f $S/kiln.tar.xz ]; then
+if [ ! -f $S/model.part3 ]; then  # the last thing made: a run cut short starts over
   rm -rf $S; mkdir -p $S/k/bin $S/k/lib $S/k/layer $S/k/reference $S/py
   cp .build/release/kiln .build/debug/KilnPackageTests.xctest $S/k/bin/ && strip --strip-debug $S/k/bin/*
   { ldd .build/release/kiln; ldd .build/debug/KilnPackageTests.xctest; } | grep -o "/opt/swift[^ ]*" | sort -u | xargs -I{} cp -L {} $S/k/lib/
@@ -22,7 +23,9 @@ if [ ! -f $S/kiln.tar.xz ]; then
   # llama.cpp's Vulkan backend without the wheel's image and speech modules.
   cp -r $VENV_SITE/cyllama $VENV_SITE/cyllama_vulkan.libs $S/py/ && rm -rf $S/py/cyllama/{sd,whisper,rag,agents}
   tar -cJf $S/py.tar.xz -C $S/py .
-  head -c 30000000 $MODEL > $S/model.part1; tail -c +30000001 $MODEL | head -c 64000000 > $S/model.part2; tail -c +94000001 $MODEL > $S/model.part3
+  for part in "1 0 30" "2 30 64" "3 94 999"; do set -- $part   # parts of 30, 64 and the last ~4 MB
+    dd if=$MODEL of=$S/model.part$1 bs=1000000 skip=$2 count=$3 status=none
+  done
 fi
 # The Vulkan loader and GL dispatch libraries, which the GPU machine's image lacks (its driver brings the ICD).
 if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
@@ -30,7 +33,7 @@ if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
   apt-get $o update -qq; (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 fi
 mkdir -p .dev && rm -f .dev/*
-case ${1:-1} in
+case $stage in
   1) cp $S/kiln.tar.xz $S/model.part1 .dev/ ;;
   stash) cp $S/model.part2 .dev/ ;;
   2) cp $S/model.part3 $S/py.tar.xz .dev/ ;;

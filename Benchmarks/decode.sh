@@ -52,30 +52,9 @@ fi
 llama_vulkan() {
   if [ ! -x "$VK_VENV/bin/python" ]; then echo "llama.cpp Vulkan backend skipped: no Python >= 3.12 for cyllama-vulkan"; return; fi
   # ggml-vulkan hides CPU-type devices such as lavapipe unless they are named explicitly.
-  GGML_VK_VISIBLE_DEVICES=${GGML_VK_VISIBLE_DEVICES:-0} "$VK_VENV/bin/python" - "$MODEL" 2>/dev/null <<'PY' | grep '^BENCH' || true
-import sys, time
-import cyllama.llama.llama_cpp as L
-L.ggml_backend_load_all()
-assert any(d["name"].startswith("Vulkan") for d in L.ggml_backend_dev_info()), "no Vulkan device"
-mp = L.LlamaModelParams(); mp.n_gpu_layers = 99
-model = L.LlamaModel(sys.argv[1], mp)
-cp = L.LlamaContextParams(); cp.n_ctx = 1024; cp.n_batch = 512; cp.n_ubatch = 512; cp.n_threads = 2; cp.n_threads_batch = 2
-ctx = L.LlamaContext(model, cp)
-prompt = [((i * 7919) % (49152 - 100)) + 50 for i in range(512)]
-def run(tokens, start):
-    ctx.decode(L.llama_batch_get_one(tokens, start)); ctx.synchronize()
-# Warm-up: the backend compiles its pipelines on first use (a 64-token batch takes the matrix-matrix ones;
-# a whole 512-token warm-up would add three minutes at this backend's speed on lavapipe).
-run(prompt[:64], 0); ctx.kv_cache_clear(); run(prompt[:16], 0); run([prompt[16]], 16); ctx.kv_cache_clear()
-t = time.perf_counter(); run(prompt, 0); prefill = time.perf_counter() - t
-ctx.kv_cache_clear(); run(prompt[:16], 0)
-t = time.perf_counter()
-for i in range(16):
-    run([prompt[16 + i]], 16 + i)
-decode = time.perf_counter() - t
-print(f"BENCH llamacpp_vulkan_prefill_tok_s {512 / prefill:.2f} tok/s")
-print(f"BENCH llamacpp_vulkan_decode_b1_tok_s {16 / decode:.2f} tok/s")
-PY
+  # Warm-up with 64 tokens (the matrix-matrix pipelines): a whole 512-token one adds three minutes on lavapipe.
+  GGML_VK_VISIBLE_DEVICES=${GGML_VK_VISIBLE_DEVICES:-0} "$VK_VENV/bin/python" Benchmarks/llama_vulkan.py "$MODEL" \
+    --warmup-tokens 64 --prefill-runs 1 --steps 16 --long-steps 0 2>/dev/null | grep '^BENCH' || true
 }
 llama | tee /tmp/kiln-bench-llama-1.txt
 llama_vulkan | tee /tmp/kiln-bench-llama-vk.txt

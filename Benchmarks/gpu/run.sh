@@ -35,7 +35,7 @@ stash)
   mkdir -p /tmp/k/models; M=/tmp/k/models/SmolLM2-135M-Instruct.Q4_1.gguf
   cat /tmp/k/model.part1 /tmp/k/model.part2 .dev/model.part3 > $M; sha256sum $M
   mkdir -p /tmp/py && tar -xJf .dev/py.tar.xz -C /tmp/py
-  llama() { PYTHONPATH=/tmp/py timeout 150 python3 Benchmarks/gpu/llama_vulkan.py $M 2>&1 | grep "^BENCH\|Error\|error"; }
+  llama() { PYTHONPATH=/tmp/py timeout 150 python3 Benchmarks/llama_vulkan.py $M 2>&1 | grep "^BENCH\|Error\|error"; }
   { llama; kiln_bench --steps 32; kiln_bench --steps 8 --compare-norm-rope --compare-pipeline; llama; kiln_bench --steps 32
     KILN_VULKAN_PROFILE=1 kiln_bench --prompt-tokens 16 --steps 32 --batches 1; } > $O/bench.log 2>&1
   grep -h "BENCH\|device\|kernels\|median\|µs each" $O/bench.log

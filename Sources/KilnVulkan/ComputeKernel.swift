@@ -195,8 +195,16 @@ public final class CommandStream: @unchecked Sendable {
     let commandBuffer: VkCommandBuffer
     let fence: VkFence
     private var recording = false
-    /// KILN_VULKAN_PROFILE=1: every dispatch is submitted alone and timed (slow; for finding hot kernels).
+    /// KILN_VULKAN_PROFILE=1: every dispatch is submitted alone and timed on the host (slow, and each time
+    /// includes a submission's round trip: a fair measure on lavapipe, not on a GPU).
     let profiling = ProcessInfo.processInfo.environment["KILN_VULKAN_PROFILE"] == "1"
+    /// KILN_VULKAN_PROFILE=gpu: the step's own command buffer writes a timestamp after every dispatch, and each
+    /// kernel is charged the time from the previous timestamp to its own (its barrier wait included), so
+    /// steps run as they always do. Needs a queue that writes timestamps (else nothing is recorded).
+    private let timestamps: VkQueryPool?
+    /// The kernel that ends at each timestamp after the first, in this recording.
+    private var timestampNames: [String] = []
+    private static let maxTimestamps = 8192
     private(set) var profile: [String: (count: Int, seconds: Double)] = [:]
     /// Whether a submission is on the device and not yet waited for.
     private var submitted = false
@@ -216,9 +224,19 @@ public final class CommandStream: @unchecked Sendable {
         var fence: VkFence?
         try check(vkCreateFence(device.device, &fenceInfo, nil, &fence), "vkCreateFence")
         self.fence = fence!
+        var pool: VkQueryPool?
+        if ProcessInfo.processInfo.environment["KILN_VULKAN_PROFILE"] == "gpu", device.timestampPeriod != nil {
+            var poolInfo = VkQueryPoolCreateInfo()
+            poolInfo.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO
+            poolInfo.queryType = VK_QUERY_TYPE_TIMESTAMP
+            poolInfo.queryCount = UInt32(Self.maxTimestamps)
+            try check(vkCreateQueryPool(device.device, &poolInfo, nil, &pool), "vkCreateQueryPool")
+        }
+        timestamps = pool
     }
 
     deinit {
+        if let timestamps { vkDestroyQueryPool(device.device, timestamps, nil) }
         vkDestroyFence(device.device, fence, nil)
         var buffer: VkCommandBuffer? = commandBuffer
         vkFreeCommandBuffers(device.device, device.commandPool, 1, &buffer)
@@ -233,6 +251,11 @@ public final class CommandStream: @unchecked Sendable {
         info.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT.rawValue
         try check(vkBeginCommandBuffer(commandBuffer, &info), "vkBeginCommandBuffer")
         recording = true
+        if let timestamps {
+            vkCmdResetQueryPool(commandBuffer, timestamps, 0, UInt32(Self.maxTimestamps))
+            vkCmdWriteTimestamp(commandBuffer, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, timestamps, 0)
+            timestampNames = []
+        }
     }
 
     /// Records `kernel` over `invocations` lanes (workgroups of `kernel.workgroupSize`) with the given push constants.
@@ -253,6 +276,10 @@ public final class CommandStream: @unchecked Sendable {
         let limit = max(1, device.info.maxComputeWorkGroupCount)
         let rows = (groups + limit - 1) / limit
         vkCmdDispatch(commandBuffer, UInt32((groups + rows - 1) / rows), UInt32(rows), 1)
+        if let timestamps, timestampNames.count + 1 < Self.maxTimestamps {
+            vkCmdWriteTimestamp(commandBuffer, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, timestamps, UInt32(timestampNames.count + 1))
+            timestampNames.append(kernel.name)
+        }
         if profiling {
             let start = DispatchTime.now().uptimeNanoseconds
             try? submitAndWait()
@@ -272,9 +299,12 @@ public final class CommandStream: @unchecked Sendable {
                 profile[name] = (old.count + entry.count, old.seconds + entry.seconds)
             }
         }
-        return profile.sorted { $0.value.seconds > $1.value.seconds }.map {
+        let how = streams.contains { $0.timestamps != nil } ? "kernel times from GPU timestamps (KILN_VULKAN_PROFILE=gpu):"
+            : streams.contains { $0.profiling } ? "kernel times, each dispatch submitted alone and timed by the host (KILN_VULKAN_PROFILE=1):"
+            : "no kernel times (KILN_VULKAN_PROFILE=gpu needs a queue that writes timestamps)"
+        return ([how] + profile.sorted { $0.value.seconds > $1.value.seconds }.map {
             String(format: "%@: %d dispatches, %.1f ms total, %.1f µs each", $0.key, $0.value.count, $0.value.seconds * 1000, $0.value.seconds / Double($0.value.count) * 1e6)
-        }.joined(separator: "\n")
+        }).joined(separator: "\n")
     }
 
     /// Records a copy of `bytes` bytes between two buffers (after a barrier on earlier shader writes).
@@ -357,6 +387,20 @@ public final class CommandStream: @unchecked Sendable {
             var fences: [VkFence?] = [fence]
             try check(vkWaitForFences(device.device, 1, &fences, VkBool32(VK_TRUE), UInt64.max), "vkWaitForFences")
             try check(vkResetFences(device.device, 1, &fences), "vkResetFences")
+        }
+        if let timestamps, let period = device.timestampPeriod, !timestampNames.isEmpty {
+            var ticks = [UInt64](repeating: 0, count: timestampNames.count + 1)
+            let read = ticks.withUnsafeMutableBytes { bytes in
+                vkGetQueryPoolResults(device.device, timestamps, 0, UInt32(bytes.count / 8), bytes.count, bytes.baseAddress, 8,
+                                      VK_QUERY_RESULT_64_BIT.rawValue | VK_QUERY_RESULT_WAIT_BIT.rawValue)
+            }
+            if read == VK_SUCCESS {
+                for (i, name) in timestampNames.enumerated() where ticks[i + 1] >= ticks[i] {
+                    let old = profile[name] ?? (0, 0)
+                    profile[name] = (old.count + 1, old.seconds + Double(ticks[i + 1] - ticks[i]) * period / 1e9)
+                }
+            }
+            timestampNames = []
         }
     }
 

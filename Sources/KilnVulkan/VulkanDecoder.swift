@@ -343,7 +343,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         try stream.submitAndWait()
     }
 
-    /// Per-kernel timings when KILN_VULKAN_PROFILE=1.
+    /// Per-kernel timings when KILN_VULKAN_PROFILE=1 (each dispatch submitted alone) or gpu (timestamps).
     public func profileReport() -> String { CommandStream.profileReport(slots.map(\.stream)) }
 
     /// Bytes of device memory the decoder holds (weights, KV pool, activations).

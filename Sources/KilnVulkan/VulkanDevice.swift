@@ -43,6 +43,8 @@ public final class VulkanDevice: @unchecked Sendable {
     /// KILN_VULKAN_STAGING=1 stages anyway (tests).
     public let unifiedMemory: Bool
     public let info: Info
+    /// Nanoseconds per tick of the compute queue's timestamps; nil where that queue writes none.
+    let timestampPeriod: Double?
     /// Set by the first VK_ERROR_DEVICE_LOST: a lost device stays lost, so every later submission (from any
     /// command stream) fails at once with the same error (the engine fails those requests with
     /// UNAVAILABLE; the process lives on). Touched only by the thread that submits.
@@ -105,6 +107,9 @@ public final class VulkanDevice: @unchecked Sendable {
             throw VulkanError("queue selection", message: "\(info.name) has no compute queue")
         }
         queueFamily = UInt32(family)
+        var limits = VkPhysicalDeviceProperties()
+        vkGetPhysicalDeviceProperties(physicalDevice, &limits)
+        timestampPeriod = families[family].timestampValidBits > 0 && limits.limits.timestampPeriod > 0 ? Double(limits.limits.timestampPeriod) : nil
 
         var priority: Float = 1
         var queueInfo = VkDeviceQueueCreateInfo()

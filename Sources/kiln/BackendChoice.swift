@@ -64,7 +64,7 @@ func makeBackend(file: GGUFFile, choice: BackendChoice, deviceIndex: Int?, block
                                     maxTokens: maxTokens, maxSequences: maxSequences, maxLogitRows: maxLogitRows, kvCache: kvCache)
     let memory = decoder.device.unifiedMemory ? "unified memory" : "device-local memory (staged uploads)"
     FileHandle.standardError.write(Data("kiln: Vulkan on \(decoder.device.info.name): \(decoder.kernelFamily) kernel family, \(decoder.kvCache) KV pool, \(memory)\n".utf8))
-    if ProcessInfo.processInfo.environment["KILN_VULKAN_PROFILE"] == "1" {
+    if ["1", "gpu"].contains(ProcessInfo.processInfo.environment["KILN_VULKAN_PROFILE"]) {
         atexit_decoder = decoder
         atexit { if let d = atexit_decoder { FileHandle.standardError.write(Data((d.profileReport() + "\n").utf8)) } }
     }

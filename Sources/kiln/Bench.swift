@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+@preconcurrency import Glibc   // C's `stdout`, for printLineByLine (first: a plain import before it wins)
+#endif
 import ArgumentParser
 import Foundation
 import KilnEngine
@@ -8,6 +11,10 @@ import KilnVulkan
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Benchmarks (used by make bench-*).", subcommands: [BenchModel.self, BenchDecode.self, BenchEngine.self, BenchServe.self])
 }
+
+/// Makes stdout line-buffered even into a pipe or file, so that a benchmark stopped by a time limit keeps the
+/// figures it had printed (block-buffered, a killed `kiln bench decode` on a GPU machine printed nothing).
+func printLineByLine() { setvbuf(stdout, nil, _IOLBF, 0) }
 
 /// `kiln bench model`: GGUF open time, tokenizer throughput and the CPU reference decoder's speed.
 struct BenchModel: ParsableCommand {
@@ -20,6 +27,7 @@ struct BenchModel: ParsableCommand {
     @Option(name: .customLong("decode-tokens"), help: "Tokens the decoder generates.") var decodeTokens = 32
 
     func run() throws {
+        printLineByLine()
         if only == "all" || only == "open" {
             // Open from scratch each round: mmap plus header parse (metadata, vocabulary arrays, tensor table).
             let times = try (0..<rounds).map { _ in try seconds { _ = try GGUFFile(path: model) } }
@@ -79,6 +87,7 @@ struct BenchDecode: ParsableCommand {
     var comparePipeline = false
 
     func run() throws {
+        printLineByLine()
         let file = try GGUFFile(path: model)
         let device = try VulkanDevice(index: vulkanDevice)
         print("device: \(device.info)")
@@ -193,7 +202,7 @@ struct BenchDecode: ParsableCommand {
             print(String(format: "BENCH vulkan_decode_b%d_topk_candidates_tok_s %.2f tok/s", b, Double(b * steps) / viaCandidates))
             print(String(format: "BENCH vulkan_decode_b%d_topk_full_logits_tok_s %.2f tok/s", b, Double(b * steps) / viaLogits))
         }
-        if ProcessInfo.processInfo.environment["KILN_VULKAN_PROFILE"] == "1" { print(decoder.profileReport()) }
+        if ["1", "gpu"].contains(ProcessInfo.processInfo.environment["KILN_VULKAN_PROFILE"]) { print(decoder.profileReport()) }
     }
 
     /// Times two variants alternately, `rounds` times each, and prints each one's median time and the ratio

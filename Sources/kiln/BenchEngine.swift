@@ -24,6 +24,7 @@ struct BenchEngine: ParsableCommand {
     @Option(help: "Rounds of each when comparing.") var rounds = 3
 
     func run() throws {
+        printLineByLine()
         let file = try GGUFFile(path: model)
         let tokenizer = try Tokenizer(gguf: file)
         let levels = try concurrency.split(separator: ",").map { guard let v = Int($0), v > 0 else { throw ValidationError("bad --concurrency") }; return v }

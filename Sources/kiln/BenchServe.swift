@@ -27,6 +27,7 @@ struct BenchServe: AsyncParsableCommand {
     static let sloP50 = 0.2, sloP95 = 0.5, sloP99 = 1.0
 
     func run() async throws {
+        printLineByLine()
         let target: LoadTarget
         if let openai {
             let remote = try RemoteServer(openai.replacingOccurrences(of: "http://", with: "h2c://"))

@@ -9,10 +9,12 @@ public enum KVCacheType: String, Sendable, CaseIterable {
     public var elementBytes: Int { self == .f16 ? 2 : 4 }
 }
 
-/// Which matrix kernels run: the CPU-shaped family (8-lane workgroups, 8 rows per lane: lavapipe) or the GPU
-/// family (64-lane workgroups, one row per lane, coalesced weight reads). Chosen from the device type at
-/// start-up; `KILN_VULKAN_KERNELS=cpu|gpu` overrides (the tests run both on lavapipe). Both reduce every
-/// output in the same order, so they agree bit for bit.
+/// Which kernels run: the CPU-shaped family (lavapipe: lanes never cooperate; 8 rows per lane in the matrix
+/// kernels, a lane per row or head elsewhere) or the GPU family (64-lane workgroups that share the work of a
+/// row or head: a row's blocks split over `Kernels.lanesPerRow` lanes, a key chunk's scores and values over
+/// the workgroup in attention, reductions through shared memory). Chosen from the device type at start-up;
+/// `KILN_VULKAN_KERNELS=cpu|gpu` overrides (the tests run both on lavapipe). Each family reduces every output
+/// in one order whatever the batch (batch-invariant); the two families differ by rounding.
 public enum KernelFamily: String, Sendable, CaseIterable {
     case cpu, gpu
 
@@ -23,8 +25,9 @@ public enum KernelFamily: String, Sendable, CaseIterable {
     }
 }
 
-/// The compute kernels of the CPU-shaped family (lanes own whole rows, 16-byte loads, no shared memory or
-/// barriers), and their push-constant layouts (std430: tightly packed 32-bit fields, matching the GLSL).
+/// The compute kernels of one family (`KernelFamily`), and their push-constant layouts (std430: tightly packed
+/// 32-bit fields, matching the GLSL). The element-wise kernels (embed, RoPE + store, SwiGLU, gather) are the
+/// same in both families.
 final class Kernels {
     /// Matrix kernels per weight layout and epilogue (at format × epilogue count + epilogue): the tiled frame (several
     /// columns) and the single-column one. Built on first use: a model uses one to three of the six layouts,
@@ -40,10 +43,33 @@ final class Kernels {
     let topCandidates: ComputeKernel
     let rmsNorm: ComputeKernel
 
-    /// The matrix kernels' family, and output rows per invocation of its kernels (8 in the CPU family's
-    /// matmul_main.glsl and matmul_rows8.glsl, 1 in the GPU family's).
+    /// The kernels' family.
     let family: KernelFamily
-    var rowsPerInvocation: Int { family == .cpu ? 8 : 1 }
+    /// The GPU family's lanes per matrix row (a power of two ≤ 64; `KILN_VULKAN_GPU_LANES_PER_ROW`, 8 by
+    /// default). Part of the reduction order: fixed per process.
+    let lanesPerRow: Int
+    /// The GPU family's columns per workgroup in the tiled matrix frame (a multiple of 4;
+    /// `KILN_VULKAN_GPU_COLUMNS_PER_GROUP`, 16 by default). It does not change any result.
+    let columnsPerGroup: Int
+    /// Lanes (invocations) a matrix kernel needs for `rows` outputs of `columns` columns: 8 rows per lane in
+    /// the CPU family (matmul_main.glsl, matmul_rows8.glsl); in the GPU family `lanesPerRow` lanes per row, in
+    /// whole 64-lane workgroups, times the column groups of the tiled frame (matmul_gpu_main.glsl;
+    /// matmul_gpu_single.glsl has one).
+    func matmulInvocations(rows: Int, columns: Int) -> Int {
+        guard family == .gpu else { return (rows + 7) / 8 }
+        let rowsPerGroup = 64 / lanesPerRow
+        let columnGroups = columns == 1 ? 1 : (columns + columnsPerGroup - 1) / columnsPerGroup
+        return (rows + rowsPerGroup - 1) / rowsPerGroup * columnGroups * 64
+    }
+    /// Lanes per (token, KV head) or (chunk, token, KV head) in attention modes 0 and 1: the GPU family's
+    /// workgroup, the CPU family's single lane.
+    var attentionLanes: Int { family == .gpu ? 64 : 1 }
+    /// Lanes per (token, query head) in attention mode 2: the GPU family merges element by element.
+    let attentionMergeLanes: Int
+    /// Lanes per (row, chunk) in phase 0 of argmax: the GPU family's workgroup.
+    var argmaxLanes: Int { family == .gpu ? 64 : 1 }
+    /// Lanes per row in RMSNorm: the GPU family's workgroup.
+    var rmsNormLanes: Int { family == .gpu ? 64 : 1 }
 
     /// What a matrix kernel does with its results: stores (or adds) each row, or, in the CPU family, applies
     /// SwiGLU to the (gate, up) pairs of a `DeviceMatrix.RowOrder.gateUpInterleaved` matrix and stores half as
@@ -102,11 +128,28 @@ final class Kernels {
 
     /// `queryHeadsPerKVHead`: the attention kernel's group (grouped-query attention; 1 without it);
     /// `kvCache`: the KV pool's element type, which the RoPE/store and attention kernels are built for.
-    /// `family`: which matrix kernels (see `KernelFamily.choose`).
-    init(device: VulkanDevice, headDimension: Int, queryHeadsPerKVHead: Int = 1, kvCache: KVCacheType = .f16, family: KernelFamily? = nil) throws {
+    /// `family`: which kernels (see `KernelFamily.choose`); `attentionChunkKeys`: the decoder's key chunk (the GPU
+    /// family's attention sizes its shared memory by it).
+    init(device: VulkanDevice, headDimension: Int, queryHeadsPerKVHead: Int = 1, kvCache: KVCacheType = .f16, family: KernelFamily? = nil,
+         attentionChunkKeys: Int = 64) throws {
         let family = family ?? KernelFamily.choose(for: device)
         self.family = family
         self.device = device
+        let gpu = family == .gpu
+        let lanes = ProcessInfo.processInfo.environment["KILN_VULKAN_GPU_LANES_PER_ROW"].flatMap { Int($0) } ?? 8
+        guard lanes > 0, lanes <= 64, lanes & (lanes - 1) == 0 else {
+            throw VulkanError("kernels", message: "KILN_VULKAN_GPU_LANES_PER_ROW=\(lanes) is not a power of two from 1 to 64")
+        }
+        lanesPerRow = lanes
+        let columnsPerGroup = ProcessInfo.processInfo.environment["KILN_VULKAN_GPU_COLUMNS_PER_GROUP"].flatMap { Int($0) } ?? 16
+        guard columnsPerGroup > 0, columnsPerGroup % 4 == 0 else {
+            throw VulkanError("kernels", message: "KILN_VULKAN_GPU_COLUMNS_PER_GROUP=\(columnsPerGroup) is not a positive multiple of 4")
+        }
+        self.columnsPerGroup = columnsPerGroup
+        attentionMergeLanes = gpu ? headDimension : 1
+        if gpu, attentionChunkKeys > 1024 || headDimension > 256 || headDimension % 8 != 0 {
+            throw VulkanError("kernels", message: "the GPU family's attention takes chunks of at most 1,024 keys and heads of at most 256 elements (a multiple of 8)")
+        }
         matmulKernels = Array(repeating: nil, count: DeviceMatrix.Format.allCases.count * MatmulEpilogue.allCases.count)
         let floats = VK_FORMAT_R32G32B32A32_SFLOAT, words = VK_FORMAT_R32G32B32A32_UINT
         embed = try ComputeKernel(device: device, name: "embed", spirv: EmbeddedShaders.embed, bindings: 7, pushConstantBytes: MemoryLayout<EmbedParameters>.size)
@@ -115,15 +158,21 @@ final class Kernels {
                                       bindings: 8, pushConstantBytes: MemoryLayout<RopeParameters>.size, texelBindings: [0: floats, 4: floats])
         // A float16 pool is read as uint texels (8 halves each), a float32 one as float texels.
         let pool = half ? words : floats
-        attention = try ComputeKernel(device: device, name: half ? "attention_f16" : "attention", spirv: half ? EmbeddedShaders.attentionF16 : EmbeddedShaders.attention,
-                                      bindings: 8, pushConstantBytes: MemoryLayout<AttentionParameters>.size,
-                                      specialization: [UInt32(headDimension), UInt32(queryHeadsPerKVHead)], texelBindings: [0: floats, 4: pool, 5: pool])
+        attention = gpu
+            ? try ComputeKernel(device: device, name: half ? "attention_gpu_f16" : "attention_gpu", spirv: half ? EmbeddedShaders.attentionGpuF16 : EmbeddedShaders.attentionGpu,
+                                bindings: 8, pushConstantBytes: MemoryLayout<AttentionParameters>.size,
+                                specialization: [UInt32(headDimension), UInt32(queryHeadsPerKVHead), UInt32(attentionChunkKeys)], workgroupSize: 64,
+                                texelBindings: [0: floats, 4: pool, 5: pool])
+            : try ComputeKernel(device: device, name: half ? "attention_f16" : "attention", spirv: half ? EmbeddedShaders.attentionF16 : EmbeddedShaders.attention,
+                                bindings: 8, pushConstantBytes: MemoryLayout<AttentionParameters>.size,
+                                specialization: [UInt32(headDimension), UInt32(queryHeadsPerKVHead)], texelBindings: [0: floats, 4: pool, 5: pool])
         swiglu = try ComputeKernel(device: device, name: "swiglu", spirv: EmbeddedShaders.swiglu, bindings: 2, pushConstantBytes: MemoryLayout<SwigluParameters>.size,
                                    texelBindings: [0: floats])
         gatherRows = try ComputeKernel(device: device, name: "gather_rows", spirv: EmbeddedShaders.gatherRows, bindings: 3, pushConstantBytes: MemoryLayout<GatherParameters>.size)
-        rmsNorm = try ComputeKernel(device: device, name: "rmsnorm", spirv: EmbeddedShaders.rmsnorm, bindings: 3, pushConstantBytes: MemoryLayout<NormParameters>.size,
-                                    texelBindings: [0: floats, 1: floats])
-        argmax = try ComputeKernel(device: device, name: "argmax", spirv: EmbeddedShaders.argmax, bindings: 3, pushConstantBytes: MemoryLayout<RowReductionParameters>.size)
+        rmsNorm = try ComputeKernel(device: device, name: gpu ? "rmsnorm_gpu" : "rmsnorm", spirv: gpu ? EmbeddedShaders.rmsnormGpu : EmbeddedShaders.rmsnorm, bindings: 3,
+                                    pushConstantBytes: MemoryLayout<NormParameters>.size, workgroupSize: gpu ? 64 : nil, texelBindings: [0: floats, 1: floats])
+        argmax = try ComputeKernel(device: device, name: gpu ? "argmax_gpu" : "argmax", spirv: gpu ? EmbeddedShaders.argmaxGpu : EmbeddedShaders.argmax, bindings: 3,
+                                   pushConstantBytes: MemoryLayout<RowReductionParameters>.size, workgroupSize: gpu ? 64 : nil)
         topCandidates = try ComputeKernel(device: device, name: "top_candidates", spirv: EmbeddedShaders.topCandidates, bindings: 3,
                                           pushConstantBytes: MemoryLayout<RowReductionParameters>.size, specialization: [UInt32(Self.topCandidateCount)])
     }
@@ -132,7 +181,7 @@ final class Kernels {
     /// single-column frame for one column, the frame of 4-column tiles otherwise. Both reduce in the same order.
     func matmul(for format: DeviceMatrix.Format, columns: Int, rows: Int, epilogue: MatmulEpilogue = .store) throws -> (ComputeKernel, invocations: Int) {
         let kernels = try matmulPair(format, epilogue)
-        return (columns == 1 ? kernels.single : kernels.tiled, (rows + rowsPerInvocation - 1) / rowsPerInvocation)
+        return (columns == 1 ? kernels.single : kernels.tiled, matmulInvocations(rows: rows, columns: columns))
     }
 
     /// The tiled matrix kernel of `format` (its descriptor set layout is both frames').
@@ -163,7 +212,8 @@ final class Kernels {
         if epilogue == .qkv { texels[11] = floats }
         func build(_ name: String, _ code: [UInt32]) throws -> ComputeKernel {
             try ComputeKernel(device: device, name: gpu ? name + "_gpu" : name, spirv: code, bindings: Self.matmulBindings(epilogue),
-                              pushConstantBytes: MemoryLayout<MatmulParameters>.size, workgroupSize: gpu ? 64 : nil, texelBindings: texels)
+                              pushConstantBytes: MemoryLayout<MatmulParameters>.size, specialization: gpu ? [UInt32(lanesPerRow), UInt32(columnsPerGroup)] : [],
+                              workgroupSize: gpu ? 64 : nil, texelBindings: texels)
         }
         let suffix = epilogue == .store ? "" : "_\(epilogue)"
         let kernels = (tiled: try build("matmul_" + name + suffix, gpu ? gpuTiled : cpuTiled),

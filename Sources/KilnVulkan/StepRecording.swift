@@ -131,7 +131,7 @@ extension VulkanDecoder {
         stream.barrier()
         for layer in layers {
             if let set = layer.attentionNormSet {
-                stream.dispatch(kernels.rmsNorm, set.set, Kernels.NormParameters(B: B, width4: d / 4, epsilon: eps), invocations: n)
+                stream.dispatch(kernels.rmsNorm, set.set, Kernels.NormParameters(B: B, width4: d / 4, epsilon: eps), invocations: n * kernels.rmsNormLanes)
                 stream.barrier()
             }
             try matmul(stream, layer.qkv, layer.qkvSets, columns: n, accumulate: false, epilogue: fusesRope ? .qkv : .store, role: .reads)
@@ -152,7 +152,9 @@ extension VulkanDecoder {
                 for (shard, set) in zip(kvShards, layer.attentionSets) {
                     var parameters = attention
                     parameters.headStart = UInt32(shard.headStart); parameters.shardHeads = UInt32(shard.heads); parameters.mode = mode
-                    let invocations = mode == 0 ? n * shard.heads : mode == 1 ? stepChunks * n * shard.heads : n * shard.heads * (c.headCount / c.kvHeadCount)
+                    let invocations = mode == 0 ? n * shard.heads * kernels.attentionLanes
+                        : mode == 1 ? stepChunks * n * shard.heads * kernels.attentionLanes
+                        : n * shard.heads * (c.headCount / c.kvHeadCount) * kernels.attentionMergeLanes
                     stream.dispatch(kernels.attention, set.set, parameters, invocations: invocations)
                 }
                 if mode == 1 { stream.barrier() }
@@ -161,7 +163,7 @@ extension VulkanDecoder {
             try matmul(stream, layer.output, layer.outputSets, columns: n, accumulate: true, role: .writes)
             stream.barrier()
             if let set = layer.ffnNormSet {
-                stream.dispatch(kernels.rmsNorm, set.set, Kernels.NormParameters(B: B, width4: d / 4, epsilon: eps), invocations: n)
+                stream.dispatch(kernels.rmsNorm, set.set, Kernels.NormParameters(B: B, width4: d / 4, epsilon: eps), invocations: n * kernels.rmsNormLanes)
                 stream.barrier()
             }
             try matmul(stream, layer.gateUp, layer.gateUpSets, columns: n, accumulate: false, epilogue: layer.swigluSet == nil ? .swiglu : .store, role: .reads)
@@ -180,7 +182,7 @@ extension VulkanDecoder {
             }
             stream.barrier()
             if let set = outputNormSet {
-                stream.dispatch(kernels.rmsNorm, set.set, Kernels.NormParameters(B: UInt32(rows), width4: d / 4, epsilon: eps), invocations: rows)
+                stream.dispatch(kernels.rmsNorm, set.set, Kernels.NormParameters(B: UInt32(rows), width4: d / 4, epsilon: eps), invocations: rows * kernels.rmsNormLanes)
                 stream.barrier()
             }
             let v = UInt32(c.vocabularySize)
@@ -191,7 +193,7 @@ extension VulkanDecoder {
             let chunkInvocations = rows * Kernels.topCandidateChunks
             if output == .greedy(onDevice: true) {
                 stream.barrier()
-                stream.dispatch(kernels.argmax, argmaxSet.set, reductions, invocations: chunkInvocations)
+                stream.dispatch(kernels.argmax, argmaxSet.set, reductions, invocations: chunkInvocations * kernels.argmaxLanes)
                 stream.barrier()
                 stream.dispatch(kernels.argmax, argmaxSet.set, second, invocations: rows)
                 stream.barrier()

@@ -125,11 +125,12 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     /// Loads `file`'s weights onto `device` with a KV pool of `blockCount` blocks of `blockSize` tokens.
     /// `maxBufferBytes` splits weight matrices as if the device's buffers could hold no more (tests use it to
     /// split small models; by default matrices are split only past maxStorageBufferRange). `samplesOnDevice`:
-    /// see the property (nil: the environment's choice, else by memory type).
+    /// see the property (nil: the environment's choice, else by memory type). `attentionSplitBelow`: see the
+    /// property (nil: by kernel family; the tests force either path).
     public init(device: VulkanDevice, file: GGUFFile, blockCount: Int = 512, blockSize: Int = 16,
                 maxTokens: Int = 512, maxSequences: Int = 64, maxLogitRows: Int = 64, kvCache: KVCacheType = .f16,
                 kernelFamily: KernelFamily? = nil, maxBufferBytes: Int? = nil, samplesOnDevice: Bool? = nil, fusesSwiGLU: Bool? = nil,
-                foldsNorm: Bool? = nil, fusesRope: Bool? = nil, attentionChunkKeys: Int = 64) throws {
+                foldsNorm: Bool? = nil, fusesRope: Bool? = nil, attentionChunkKeys: Int = 64, attentionSplitBelow: Int? = nil) throws {
         let c = try ModelConfig(gguf: file)
         guard !c.attentionBias else {
             throw VulkanError("model", message: "QKV biases (\(c.architecture)) are not in the Vulkan kernels yet; use --backend cpu")
@@ -163,7 +164,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         self.arena = arena
         self.hostArena = hostArena
         let kernels = try Kernels(device: device, headDimension: c.headDimension, queryHeadsPerKVHead: c.headCount / c.kvHeadCount, kvCache: kvCache,
-                                  family: kernelFamily)
+                                  family: kernelFamily, attentionChunkKeys: attentionChunkKeys)
         self.kernels = kernels
         let fusesSwiGLU = fusesSwiGLU ?? (kernels.family == .cpu && ProcessInfo.processInfo.environment["KILN_VULKAN_FUSE_SWIGLU"] != "0")
         if fusesSwiGLU { try kernels.require(.swiglu) }   // before any weight is uploaded
@@ -210,7 +211,8 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         hidden = try arena.buffer(maxTokens * f * 4, label: "hidden")
         attentionPartials = try arena.buffer(min(16 << 20, device.info.maxStorageBufferRange), label: "attention_partials")
         // KILN_VULKAN_ATTENTION_SPLIT=0: never side by side (for A/B measurements; the results are the same).
-        attentionSplitBelow = ProcessInfo.processInfo.environment["KILN_VULKAN_ATTENTION_SPLIT"] == "0" ? 0 : kernels.family == .cpu ? 64 : 16_384
+        self.attentionSplitBelow = attentionSplitBelow
+            ?? (ProcessInfo.processInfo.environment["KILN_VULKAN_ATTENTION_SPLIT"] == "0" ? 0 : kernels.family == .cpu ? 64 : 16_384)
         gathered = try arena.buffer(maxLogitRows * d * 4, label: "gathered")
         // Logits stay on the device: the host reads them where they lie on unified memory, else from a copy
         // made only when it needs them (sampling on the device reads back an id or 130 words per row).

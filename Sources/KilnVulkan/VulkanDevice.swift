@@ -17,9 +17,10 @@ public final class VulkanDevice: @unchecked Sendable {
         public let maxComputeWorkGroupCount: Int
         /// Lanes per subgroup: on lavapipe the SIMD width, 8 with 256-bit vectors, 16 with 512-bit ones.
         public let subgroupSize: Int
-        /// The workgroup width of the CPU-shaped kernels: one SIMD vector of lanes on a CPU device (a narrower
-        /// workgroup leaves lanes of every instruction idle), 8 elsewhere.
-        public var laneWidth: Int { kind == .cpu ? max(8, subgroupSize) : 8 }
+        /// The workgroup width of the kernels whose lanes work alone (element-wise kernels, and the CPU-shaped
+        /// family): one SIMD vector of lanes on a CPU device (a narrower workgroup leaves lanes of every
+        /// instruction idle), 64 on a GPU (two 32-lane warps; 8 left three quarters of every warp idle).
+        public var laneWidth: Int { kind == .cpu ? max(8, subgroupSize) : 64 }
         public var description: String {
             "#\(index) \(name) (\(kind.rawValue)), maxStorageBufferRange \(maxStorageBufferRange >> 20) MiB, maxMemoryAllocationSize \(maxMemoryAllocationSize >> 20) MiB"
                 + (kind == .cpu ? ", \(laneWidth) lanes per workgroup" : "")

@@ -21,26 +21,30 @@ final class DecoderTests: XCTestCase {
     }
 
     /// Against the CPU reference (float32 throughout): relative L2 ≤ 1e-4 with a float32 KV pool, ≤ 5e-3 with
-    /// the default float16 one (the bound where float16 storage is involved).
+    /// the default float16 one (the bound where float16 storage is involved); both kernel families.
     func testMatchesCPUReferenceForEveryWeightFormat() throws {
         let device = try VulkanDevice()
+        for family in KernelFamily.allCases {
         for kvCache in KVCacheType.allCases {
             let bound = kvCache == .f32 ? 1e-4 : 5e-3
             for type in [GGMLType.q4_1, .q8_0, .f32, .f16, .bf16, .q4_K, .q5_K, .q6_K, .q5_0] {
                 let file = try testModel(type: type)
-                let vulkan = try VulkanDecoder(device: device, file: file, blockCount: 16, maxTokens: 64, maxSequences: 4, maxLogitRows: 64, kvCache: kvCache)
+                let vulkan = try VulkanDecoder(device: device, file: file, blockCount: 16, maxTokens: 64, maxSequences: 4, maxLogitRows: 64, kvCache: kvCache,
+                                               kernelFamily: family)
                 let cpu = ReferenceDecoder(weights: try ReferenceWeights(gguf: file))
                 let tokens = [5, 80, 81, 90, 100, 3, 7, 200, 201, 40, 41]
                 let expected = try cpu.forward(tokens, logitCount: tokens.count)
                 let got = try vulkan.logits(.sequence(tokens, startingAt: 0, blockTable: [3, 9], wanted: tokens.count))
                 for (i, (g, e)) in zip(got, expected).enumerated() {
-                    XCTAssertLessThanOrEqual(relativeL2(g, e), bound, "\(type) \(kvCache) KV, position \(i)")
+                    XCTAssertLessThanOrEqual(relativeL2(g, e), bound, "\(family) family, \(type) \(kvCache) KV, position \(i)")
                 }
                 // Then one more token, decoding against the cache the prefill filled.
                 let next = try vulkan.logits(.sequence([17], startingAt: tokens.count, blockTable: [3, 9]))[0]
-                XCTAssertLessThanOrEqual(relativeL2(next, try cpu.forward([17])[0]), bound, "\(type) \(kvCache) KV, decode step")
-                XCTAssertEqual(try vulkan.greedy(.sequence([18], startingAt: tokens.count + 1, blockTable: [3, 9])), [argmax(try cpu.forward([18])[0])])
+                XCTAssertLessThanOrEqual(relativeL2(next, try cpu.forward([17])[0]), bound, "\(family) family, \(type) \(kvCache) KV, decode step")
+                XCTAssertEqual(try vulkan.greedy(.sequence([18], startingAt: tokens.count + 1, blockTable: [3, 9])), [argmax(try cpu.forward([18])[0])],
+                               "\(family) family, \(type) \(kvCache) KV")
             }
+        }
         }
     }
 
@@ -263,16 +267,17 @@ final class DecoderTests: XCTestCase {
         XCTAssertFalse(defaults.foldsNorm || defaults.fusesRope, "the GPU family runs the separate kernels")
     }
 
-    /// The GPU kernel family, forced on lavapipe, gives the CPU family's logits bit for bit (prefill, then a
-    /// batched decode step), as its frames reduce every output in the same order. (The CPU family with its
-    /// RMSNorm as a kernel of its own, as the GPU family has it: folded, it differs by rounding, tested above.)
-    func testKernelFamiliesGiveIdenticalLogits() throws {
+    /// The GPU kernel family, forced on lavapipe, agrees with the CPU family within float32 rounding (prefill, then
+    /// a batched decode step, float32 KV): the families reduce in different orders (the GPU one splits a row's
+    /// blocks and a chunk's keys over lanes), so they need not agree bit for bit; each is batch-invariant
+    /// (`testBatchingChunkingAndBlockPlacementChangeNothing`).
+    func testKernelFamiliesAgree() throws {
         let device = try VulkanDevice()
         let file = try testModel(type: .q4_1)
         let prompts = [[5, 80, 81, 90, 100, 3, 7, 200, 201, 40, 41], [9, 8, 7, 6, 5]]
         var results: [[[Float]]] = []
         for family in KernelFamily.allCases {
-            let decoder = try VulkanDecoder(device: device, file: file, blockCount: 16, maxTokens: 64, maxSequences: 4, maxLogitRows: 64,
+            let decoder = try VulkanDecoder(device: device, file: file, blockCount: 16, maxTokens: 64, maxSequences: 4, maxLogitRows: 64, kvCache: .f32,
                                             kernelFamily: family, foldsNorm: false)
             var logits = try decoder.logits(.sequence(prompts[0], startingAt: 0, blockTable: [3, 9], wanted: prompts[0].count))
             logits += try decoder.logits(.sequence(prompts[1], startingAt: 0, blockTable: [4], wanted: prompts[1].count))
@@ -281,7 +286,7 @@ final class DecoderTests: XCTestCase {
             results.append(logits)
         }
         XCTAssertEqual(results[0].count, results[1].count)
-        for (i, (a, b)) in zip(results[0], results[1]).enumerated() { XCTAssertEqual(a, b, "row \(i): the families differ") }
+        for (i, (a, b)) in zip(results[0], results[1]).enumerated() { XCTAssertLessThanOrEqual(relativeL2(b, a), 1e-5, "row \(i): the families differ") }
     }
 
     /// Also with attention chunks of 16 keys, where the longer prompts span two chunks: alone, chunked and
@@ -290,9 +295,10 @@ final class DecoderTests: XCTestCase {
     func testBatchingChunkingAndBlockPlacementChangeNothing() throws {
         let device = try VulkanDevice()
         let file = try testModel(type: .q4_1)
+        for family in KernelFamily.allCases {
         for chunkKeys in [64, 16] {
         let decoder = try VulkanDecoder(device: device, file: file, blockCount: 64, maxTokens: 128, maxSequences: 8, maxLogitRows: 16,
-                                        attentionChunkKeys: chunkKeys)
+                                        kernelFamily: family, attentionChunkKeys: chunkKeys)
         var rng = SystemRandomNumberGenerator()
         let prompts = (0..<8).map { i in (0..<(5 + 3 * i)).map { _ in Int.random(in: 3..<259, using: &rng) } }
         // Each prompt alone, on blocks 0, 1, ...
@@ -307,7 +313,7 @@ final class DecoderTests: XCTestCase {
             batch.logitRows.append(batch.tokens.count - 1)
         }
         let together = try decoder.logits(batch)
-        for s in 0..<8 { XCTAssertEqual(together[s], alone[s], "prompt \(s): batched logits differ from its logits alone") }
+        for s in 0..<8 { XCTAssertEqual(together[s], alone[s], "\(family) family, prompt \(s): batched logits differ from its logits alone") }
 
         // One prompt in one step, in chunks of 7, and token by token, on scattered blocks.
         let prompt = prompts[7]  // 26 tokens: two blocks
@@ -319,16 +325,18 @@ final class DecoderTests: XCTestCase {
         }
         var stepped: [Float] = []
         for (i, t) in prompt.enumerated() { stepped = try decoder.logits(.sequence([t], startingAt: i, blockTable: [5, 33]))[0] }
-        XCTAssertEqual(whole, alone[7], "scattered blocks differ from contiguous ones")
-        XCTAssertEqual(chunked, whole, "chunked prefill differs from one-step prefill")
-        XCTAssertEqual(stepped, whole, "token-by-token decoding differs from prefill")
+        XCTAssertEqual(whole, alone[7], "\(family) family: scattered blocks differ from contiguous ones")
+        XCTAssertEqual(chunked, whole, "\(family) family: chunked prefill differs from one-step prefill")
+        XCTAssertEqual(stepped, whole, "\(family) family: token-by-token decoding differs from prefill")
+        }
         }
     }
 
-    /// Attention in chunks of 16 keys over a 45-token prompt (three chunks), float32 KV: every position's logits
-    /// match the CPU reference within the float32 bound, and are bit for bit the same whether the step ran a
-    /// token's chunks one after another (prefill, mode 0) or side by side and merged (decode, modes 1 and 2).
-    /// Chunks of 16 and of 64 keys agree within float rounding.
+    /// Attention in chunks of 16 keys over a 45-token prompt (three chunks), float32 KV, both kernel families:
+    /// every position's logits match the CPU reference within the float32 bound, and are bit for bit the same
+    /// whether a step ran a token's chunks one after another (here the prefill, forced into mode 0) or side by
+    /// side and merged (here every decode step, forced into modes 1 and 2). Chunks of 16 and of 64 keys agree
+    /// within float rounding.
     func testAttentionChunksMatchTheReferenceWhicheverWayTheyRun() throws {
         let device = try VulkanDevice()
         let file = try testModel(type: .q8_0)
@@ -336,25 +344,27 @@ final class DecoderTests: XCTestCase {
         var rng = SplitMix64(seed: 9)
         let prompt = (0..<45).map { _ in Int.random(in: 3..<259, using: &rng) }
         let expected = try cpu.forward(prompt, logitCount: prompt.count)
+        for family in KernelFamily.allCases {
         var byChunkSize: [[[Float]]] = []
         for chunkKeys in [16, 64] {
-            let decoder = try VulkanDecoder(device: device, file: file, blockCount: 16, maxTokens: 64, maxSequences: 4, maxLogitRows: 64, kvCache: .f32,
-                                            attentionChunkKeys: chunkKeys)
-            let prefilled = try decoder.logits(.sequence(prompt, startingAt: 0, blockTable: [9, 2, 5], wanted: prompt.count))
-            // The CPU family (lavapipe) runs a 45-token × 2-KV-head prefill's chunks in turn; the GPU family
-            // splits any step under 16,384 token-head pairs, this prefill too.
-            let prefillSplits = prompt.count > chunkKeys && prompt.count * 2 < decoder.attentionSplitBelow ? 1 : 0
-            XCTAssertEqual(decoder.attentionSplitSteps, prefillSplits, "45 tokens × 2 KV heads against a split threshold of \(decoder.attentionSplitBelow) pairs")
+            func decoder(splitBelow: Int) throws -> VulkanDecoder {
+                try VulkanDecoder(device: device, file: file, blockCount: 16, maxTokens: 64, maxSequences: 4, maxLogitRows: 64, kvCache: .f32,
+                                  kernelFamily: family, attentionChunkKeys: chunkKeys, attentionSplitBelow: splitBelow)
+            }
+            let inTurn = try decoder(splitBelow: 0), sideBySide = try decoder(splitBelow: .max)
+            let prefilled = try inTurn.logits(.sequence(prompt, startingAt: 0, blockTable: [9, 2, 5], wanted: prompt.count))
+            XCTAssertEqual(inTurn.attentionSplitSteps, 0, "a threshold of 0 never splits")
             var stepped: [[Float]] = []
-            for (i, t) in prompt.enumerated() { stepped.append(try decoder.logits(.sequence([t], startingAt: i, blockTable: [4, 11, 0]))[0]) }
-            XCTAssertEqual(decoder.attentionSplitSteps, prefillSplits + max(0, prompt.count - chunkKeys), "every decode step past the first chunk splits")
+            for (i, t) in prompt.enumerated() { stepped.append(try sideBySide.logits(.sequence([t], startingAt: i, blockTable: [4, 11, 0]))[0]) }
+            XCTAssertEqual(sideBySide.attentionSplitSteps, max(0, prompt.count - chunkKeys), "every decode step past the first chunk splits")
             for i in prompt.indices {
-                XCTAssertLessThanOrEqual(relativeL2(prefilled[i], expected[i]), 1e-4, "chunks of \(chunkKeys), position \(i)")
-                XCTAssertEqual(stepped[i], prefilled[i], "chunks of \(chunkKeys), position \(i): decode differs from prefill")
+                XCTAssertLessThanOrEqual(relativeL2(prefilled[i], expected[i]), 1e-4, "\(family) family, chunks of \(chunkKeys), position \(i)")
+                XCTAssertEqual(stepped[i], prefilled[i], "\(family) family, chunks of \(chunkKeys), position \(i): decode differs from prefill")
             }
             byChunkSize.append(prefilled)
         }
-        for i in prompt.indices { XCTAssertLessThanOrEqual(relativeL2(byChunkSize[0][i], byChunkSize[1][i]), 1e-5, "position \(i)") }
+        for i in prompt.indices { XCTAssertLessThanOrEqual(relativeL2(byChunkSize[0][i], byChunkSize[1][i]), 1e-5, "\(family) family, position \(i)") }
+        }
         XCTAssertThrowsError(try VulkanDecoder(device: device, file: file, blockCount: 16, attentionChunkKeys: 24), "not a multiple of the block")
     }
 

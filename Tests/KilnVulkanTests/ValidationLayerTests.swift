@@ -5,22 +5,27 @@ import XCTest
 /// The decoder under the Khronos validation layer (`KILN_VULKAN_VALIDATION=1`; `make deps` installs
 /// vulkan-validationlayers): a prefill, single-sequence decode and every batch size of `kiln bench decode`
 /// (batch-1 decode after its 512-token prompt runs attention chunks side by side; `--compare-pipeline` submits
-/// steps while the previous one runs, tokens fed on the device) record no validation error, also with uploads staged (KILN_VULKAN_STAGING=1). The loader's log proves the layer was inserted, so a silent run cannot pass
+/// steps while the previous one runs, tokens fed on the device) record no validation error, also with uploads staged (KILN_VULKAN_STAGING=1)
+/// and with the GPU kernel family (shared memory and barriers; KILN_VULKAN_KERNELS=gpu). The loader's log proves the layer was inserted, so a silent run cannot pass
 /// for a clean one. (This test found a 98,304-group SwiGLU dispatch over the 65,535 limit.)
 final class ValidationLayerTests: XCTestCase {
     func testDecoderRunsCleanUnderTheValidationLayer() throws {
         let environment = ["KILN_VULKAN_VALIDATION": "1", "VK_LOADER_DEBUG": "layer"]
         let generate = ["generate", "--prompt", "The capital of France is", "--max-tokens", "4", "--backend", "vulkan"]
-        // The third run stages every upload through host memory, as on a GPU whose memory the host cannot map.
-        for (arguments, staged) in [(generate, false), (["bench", "decode", "--steps", "2", "--compare-pipeline"], false), (generate, true)] {
-            let r = try runTool(kilnReleaseBinary, arguments, timeout: 600,
-                                environment: environment.merging(staged ? ["KILN_VULKAN_STAGING": "1"] : [:]) { a, _ in a })
+        // The third run stages every upload through host memory, as on a GPU whose memory the host cannot map;
+        // the fourth runs the GPU kernel family.
+        let runs: [([String], [String: String])] = [(generate, [:]), (["bench", "decode", "--steps", "2", "--compare-pipeline"], [:]),
+                                                    (generate, ["KILN_VULKAN_STAGING": "1"]), (generate, ["KILN_VULKAN_KERNELS": "gpu"])]
+        for (arguments, extra) in runs {
+            let staged = extra["KILN_VULKAN_STAGING"] != nil
+            let r = try runTool(kilnReleaseBinary, arguments, timeout: 600, environment: environment.merging(extra) { a, _ in a })
             let output = r.stdout + r.stderr
             XCTAssertEqual(r.status, 0, output)
             XCTAssertTrue(output.contains("Insert instance layer \"VK_LAYER_KHRONOS_validation\""), "the layer was not loaded: \(output.suffix(2000))")
             XCTAssertTrue(output.contains("vulkan validation: 0 errors"), "\(arguments): \(output.suffix(4000))")
             XCTAssertFalse(output.contains("vulkan validation error"), "\(arguments): \(output.suffix(4000))")
             if staged { XCTAssertTrue(output.contains("staged uploads"), "the staged run did not stage: \(output.suffix(2000))") }
+            if extra["KILN_VULKAN_KERNELS"] == "gpu" { XCTAssertTrue(output.contains("gpu kernel family"), "not the GPU family: \(output.suffix(2000))") }
         }
     }
 }

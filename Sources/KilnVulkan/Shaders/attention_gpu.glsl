@@ -1,0 +1,169 @@
+// Included by attention_gpu.comp (KV_F16 0) and attention_gpu_f16.comp (KV_F16 1): the GPU family's causal
+// attention over the paged KV cache. The same three modes as attention.glsl, for prefill and decode alike:
+//   0  one workgroup per (token, KV head) computes and merges its key chunks in turn;
+//   1  one workgroup per (chunk, token, KV head) writes its chunk's softmax to `partials` (a token with a
+//      single chunk writes its output right away, exactly as mode 0 would);
+//   2  one lane per (token, query head, element) merges mode 1's chunks in order, as mode 0 merges them.
+// Within a chunk the 64 lanes cooperate: lane j scores keys j, j + 64, ... for the GROUP query heads that share
+// the KV head; the chunk's maximum (exact in any order) and then each key's weight follow; every lane adds the
+// weights up in key order (the same sum in every lane), and lane d takes element d of the weighted sum of
+// values, keys in order (reads of one value row side by side: coalesced). Every reduction has one order, fixed
+// by the chunk alone, so a token's output does not depend on how its sequence was scheduled.
+layout(local_size_x = 64) in;
+const uint LANES = 64;
+layout(constant_id = 0) const uint HEAD_DIM = 64;
+layout(constant_id = 1) const uint GROUP = 1;       // query heads per KV head
+layout(constant_id = 2) const uint CHUNK_KEYS = 64; // keys per chunk: the decoder's, a multiple of blockSize
+layout(push_constant) uniform Parameters {
+    uint B; uint heads; uint kvHeads; uint blockSize; uint maxBlocks; uint qkvWidth; float scale; uint headStart; uint shardHeads;
+    uint chunkKeys;   // equals CHUNK_KEYS (attention.glsl's layout)
+    uint maxChunks;   // chunks of the step's longest token: records per (token, query head) in `partials`
+    uint mode;
+} p;
+
+layout(binding = 0) uniform samplerBuffer qkv;
+layout(std430, binding = 1) readonly buffer Positions { uint positions[]; };
+layout(std430, binding = 2) readonly buffer Sequences { uint sequences[]; };
+layout(std430, binding = 3) readonly buffer BlockTables { uint blockTables[]; };
+#if KV_F16
+layout(binding = 4) uniform usamplerBuffer keys;
+layout(binding = 5) uniform usamplerBuffer values;
+// Elements 8i .. 8i + 7 of the row at `slot` (in vec4 slots, as attention.glsl counts them).
+void fetchEight(usamplerBuffer pool, uint slot, uint i, out vec4 a, out vec4 b) {
+    uvec4 t = texelFetch(pool, int(slot / 2 + i));
+    a = vec4(unpackHalf2x16(t.x), unpackHalf2x16(t.y));
+    b = vec4(unpackHalf2x16(t.z), unpackHalf2x16(t.w));
+}
+float fetchOne(usamplerBuffer pool, uint slot, uint d) {
+    vec2 pair = unpackHalf2x16(texelFetch(pool, int(slot / 2 + d / 8))[(d % 8) / 2]);
+    return (d & 1u) == 0u ? pair.x : pair.y;
+}
+#else
+layout(binding = 4) uniform samplerBuffer keys;
+layout(binding = 5) uniform samplerBuffer values;
+void fetchEight(samplerBuffer pool, uint slot, uint i, out vec4 a, out vec4 b) {
+    a = texelFetch(pool, int(slot + 2 * i));
+    b = texelFetch(pool, int(slot + 2 * i + 1));
+}
+float fetchOne(samplerBuffer pool, uint slot, uint d) { return texelFetch(pool, int(slot + d / 4))[d % 4]; }
+#endif
+layout(std430, binding = 6) writeonly buffer Output { float outputs[]; };
+// Mode 1's chunks, attention.glsl's records: per (token, query head, chunk) (maximum, total, 0, 0), then the
+// chunk's weighted sum of values (HEAD_DIM floats).
+layout(std430, binding = 7) buffer Partials { float partials[]; };
+
+const uint V = HEAD_DIM / 4;
+
+uint recordOf(uint t, uint head, uint chunk) { return ((t * p.heads + head) * p.maxChunks + chunk) * (V + 1) * 4; }
+
+#define MERGE_WEIGHTS(M, m, a, b) { precise float merged_ = max(M, m); a = exp(M - merged_); b = exp(m - merged_); M = merged_; }
+
+shared vec4 query[GROUP * V];
+shared float scores[GROUP * CHUNK_KEYS];
+shared float weights[GROUP * CHUNK_KEYS];
+shared uint slots[CHUNK_KEYS];
+
+void main() {
+    uint lane = gl_LocalInvocationID.x;
+    uint group = gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x;
+    if (p.mode == 2u) {
+        // Merge: one lane per (token, query head of the shard, element).
+        uint id = group * LANES + lane;
+        uint shardQueryHeads = p.shardHeads * GROUP;
+        if (id >= p.B * shardQueryHeads * HEAD_DIM) return;
+        uint d = id % HEAD_DIM, t = id / (HEAD_DIM * shardQueryHeads), head = p.headStart * GROUP + (id / HEAD_DIM) % shardQueryHeads;
+        uint chunks = positions[t] / p.chunkKeys + 1;
+        if (chunks == 1u) return;   // mode 1 wrote it
+        precise float M = -1.0 / 0.0, L = 0.0, ACC = 0.0;
+        for (uint c = 0; c < chunks; ++c) {
+            uint r = recordOf(t, head, c);
+            precise float a, b;
+            MERGE_WEIGHTS(M, partials[r], a, b)
+            L = L * a + partials[r + 1] * b;
+            ACC = ACC * a + partials[r + 4 + d] * b;
+        }
+        outputs[(t * p.heads + head) * HEAD_DIM + d] = ACC / L;
+        return;
+    }
+    // Modes 0 and 1: the whole workgroup returns together or not at all (it meets barriers below).
+    uint t, shardHead, firstChunk, endChunk;
+    if (p.mode == 0u) {
+        if (group >= p.B * p.shardHeads) return;
+        t = group / p.shardHeads; shardHead = group % p.shardHeads;
+        firstChunk = 0; endChunk = positions[t] / CHUNK_KEYS + 1;
+    } else {
+        shardHead = group % p.shardHeads; t = (group / p.shardHeads) % p.B;
+        uint chunk = group / (p.shardHeads * p.B);
+        if (chunk * CHUNK_KEYS > positions[t]) return;   // past the token's last chunk (or past the dispatch)
+        firstChunk = chunk; endChunk = chunk + 1;
+    }
+    uint kvHead = p.headStart + shardHead;
+    uint kvWidth4 = p.shardHeads * V;
+    uint qBase = (t * p.qkvWidth + kvHead * GROUP * HEAD_DIM) / 4;
+    for (uint i = lane; i < GROUP * V; i += LANES) query[i] = texelFetch(qkv, int(qBase + i)) * p.scale;
+    uint last = positions[t];
+    bool single = last < CHUNK_KEYS;
+    uint table = sequences[t] * p.maxBlocks;
+    // This lane's running state: element d = lane + 64k of each group head's output (HEAD_DIM ≤ 256).
+    const uint ELEMENTS = (HEAD_DIM + LANES - 1) / LANES;
+    precise float M[GROUP], L[GROUP], ACC[GROUP * ELEMENTS];
+    for (uint g = 0; g < GROUP; ++g) { M[g] = -1.0 / 0.0; L[g] = 0.0; }
+    for (uint i = 0; i < GROUP * ELEMENTS; ++i) ACC[i] = 0.0;
+    barrier();
+    for (uint chunk = firstChunk; chunk < endChunk; ++chunk) {
+        uint start = chunk * CHUNK_KEYS, count = min(last, start + CHUNK_KEYS - 1) - start + 1;
+        // Scores: key j by lane j % 64, each q · k in element order (pairs of vec4 dot products).
+        for (uint j = lane; j < count; j += LANES) {
+            uint key = start + j;
+            uint slot = (blockTables[table + key / p.blockSize] * p.blockSize + key % p.blockSize) * kvWidth4 + shardHead * V;
+            slots[j] = slot;
+            float s[GROUP];
+            for (uint g = 0; g < GROUP; ++g) s[g] = 0.0;
+            for (uint i = 0; i < V / 2; ++i) {
+                vec4 k0, k1;
+                fetchEight(keys, slot, i, k0, k1);
+                for (uint g = 0; g < GROUP; ++g) { s[g] += dot(query[g * V + 2 * i], k0); s[g] += dot(query[g * V + 2 * i + 1], k1); }
+            }
+            for (uint g = 0; g < GROUP; ++g) scores[g * CHUNK_KEYS + j] = s[g];
+        }
+        barrier();
+        float maximum[GROUP];
+        for (uint g = 0; g < GROUP; ++g) {
+            maximum[g] = -1.0 / 0.0;
+            for (uint j = 0; j < count; ++j) maximum[g] = max(maximum[g], scores[g * CHUNK_KEYS + j]);
+            for (uint j = lane; j < count; j += LANES) weights[g * CHUNK_KEYS + j] = exp(scores[g * CHUNK_KEYS + j] - maximum[g]);
+        }
+        barrier();
+        for (uint g = 0; g < GROUP; ++g) {
+            precise float total = 0.0;
+            for (uint j = 0; j < count; ++j) total += weights[g * CHUNK_KEYS + j];
+            precise float acc[ELEMENTS];
+            for (uint e = 0; e < ELEMENTS; ++e) {
+                uint d = lane + e * LANES;
+                precise float sum = 0.0;
+                if (d < HEAD_DIM) {
+                    for (uint j = 0; j < count; ++j) sum += weights[g * CHUNK_KEYS + j] * fetchOne(values, slots[j], d);
+                }
+                acc[e] = sum;
+            }
+            if (p.mode == 1u && !single) {
+                uint r = recordOf(t, kvHead * GROUP + g, chunk);
+                if (lane == 0u) { partials[r] = maximum[g]; partials[r + 1] = total; }
+                for (uint e = 0; e < ELEMENTS; ++e) if (lane + e * LANES < HEAD_DIM) partials[r + 4 + lane + e * LANES] = acc[e];
+                continue;
+            }
+            precise float a, b;
+            MERGE_WEIGHTS(M[g], maximum[g], a, b)
+            L[g] = L[g] * a + total * b;
+            for (uint e = 0; e < ELEMENTS; ++e) ACC[g * ELEMENTS + e] = ACC[g * ELEMENTS + e] * a + acc[e] * b;
+        }
+        if (p.mode == 1u && !single) return;
+        barrier();
+    }
+    for (uint g = 0; g < GROUP; ++g) {
+        for (uint e = 0; e < ELEMENTS; ++e) {
+            uint d = lane + e * LANES;
+            if (d < HEAD_DIM) outputs[(t * p.heads + kvHead * GROUP + g) * HEAD_DIM + d] = ACC[g * ELEMENTS + e] / L[g];
+        }
+    }
+}

@@ -111,7 +111,7 @@ def gpu_frame(columns, title):
         "layout(local_size_x = 64) in;",
         "layout(constant_id = 0) const uint LANES_PER_ROW = 8;  // a power of two, at most 64",
         "// Columns per workgroup (a multiple of 4): the workgroups of a step with many columns split them.",
-        "layout(constant_id = 1) const uint COLUMNS_PER_GROUP = 16;",
+        "layout(constant_id = 1) const uint COLUMNS_PER_GROUP = 8;",
         f"shared float partialSums[{columns * 64}];",
         "",
         "void main() {",
@@ -151,14 +151,15 @@ def gpu_frame(columns, title):
     for j in range(columns):
         o.append(f"        partialSums[{j * 64} + lane] = a0_{j};")
     o.append("        barrier();")
-    o.append("        if (part0 == 0) {")
-    o.append("            // The row's lanes' sums, pairwise: (0 + 1) + (2 + 3), ... in place, by this lane alone.")
-    o.append("            for (uint w = 1; w < LANES_PER_ROW; w *= 2) {")
-    o.append("                for (uint i = 0; i < LANES_PER_ROW; i += 2 * w) {")
+    o.append("        // The row's lanes' sums, pairwise: (0 + 1) + (2 + 3), ... in place, a level at a time.")
+    o.append("        for (uint w = 1; w < LANES_PER_ROW; w *= 2) {")
+    o.append("            if (part0 % (2 * w) == 0) {")
     for j in range(columns):
-        o.append(f"                    partialSums[{j * 64} + i * rowsPerGroup + rowInGroup] += partialSums[{j * 64} + (i + w) * rowsPerGroup + rowInGroup];")
-    o.append("                }")
+        o.append(f"                partialSums[{j * 64} + lane] += partialSums[{j * 64} + lane + w * rowsPerGroup];")
     o.append("            }")
+    o.append("            barrier();")
+    o.append("        }")
+    o.append("        if (part0 == 0) {")
     for j in range(columns):
         col = "c" if j == 0 else f"c + {j}"
         o.append(f"            STORE(partialSums[{j * 64} + rowInGroup], row, {col})")

@@ -38,10 +38,11 @@ stash)
   cat /tmp/k/model.part1 /tmp/k/model.part2 .dev/model.part3 > $M; sha256sum $M
   mkdir -p /tmp/py && tar -xJf .dev/py.tar.xz -C /tmp/py
   llama() { PYTHONPATH=/tmp/py timeout 150 python3 Benchmarks/llama_vulkan.py $M 2>&1 | grep "^BENCH\|Error\|error"; }
-  # llama.cpp, Kiln, the GPU family's lanes per matrix row swept, llama.cpp and Kiln again, then per-kernel times.
+  # llama.cpp and Kiln alternating, the GPU family's lanes per row and columns per workgroup against their
+  # defaults (8 and 8), then per-kernel times.
   { llama; kiln_bench --steps 32
-    for l in 4 16 32; do echo "lanes per row $l"; KILN_VULKAN_GPU_LANES_PER_ROW=$l kiln_bench --steps 16 --batches 1,16; done
-    for c in 8 32 64; do echo "columns per group $c"; KILN_VULKAN_GPU_COLUMNS_PER_GROUP=$c kiln_bench --steps 16 --batches 16,32; done
+    for l in 16 32; do echo "lanes per row $l"; KILN_VULKAN_GPU_LANES_PER_ROW=$l kiln_bench --steps 16 --batches 1,16; done
+    for c in 4 16; do echo "columns per group $c"; KILN_VULKAN_GPU_COLUMNS_PER_GROUP=$c kiln_bench --steps 16 --batches 16,32; done
     llama; kiln_bench --steps 32 --compare-pipeline
     echo "profile: batch 1 after 16 tokens"; KILN_VULKAN_PROFILE=gpu kiln_bench --prompt-tokens 16 --steps 32 --batches 1
     echo "profile: one 512-token prefill and 8 steps of batch 16"; KILN_VULKAN_PROFILE=gpu kiln_bench --steps 8 --batches 16; } > $O/bench.log 2>&1

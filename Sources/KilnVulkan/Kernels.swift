@@ -26,8 +26,8 @@ public enum KernelFamily: String, Sendable, CaseIterable {
 }
 
 /// The compute kernels of one family (`KernelFamily`), and their push-constant layouts (std430: tightly packed
-/// 32-bit fields, matching the GLSL). The element-wise kernels (embed, RoPE + store, SwiGLU, gather) are the
-/// same in both families.
+/// 32-bit fields, matching the GLSL). The element-wise kernels (embed, SwiGLU, gather) are the same in both
+/// families; RoPE + store differs only in how many lanes share a head (same arithmetic).
 final class Kernels {
     /// Matrix kernels per weight layout and epilogue (at format × epilogue count + epilogue): the tiled frame (several
     /// columns) and the single-column one. Built on first use: a model uses one to three of the six layouts,
@@ -49,7 +49,8 @@ final class Kernels {
     /// default). Part of the reduction order: fixed per process.
     let lanesPerRow: Int
     /// The GPU family's columns per workgroup in the tiled matrix frame (a multiple of 4;
-    /// `KILN_VULKAN_GPU_COLUMNS_PER_GROUP`, 16 by default). It does not change any result.
+    /// `KILN_VULKAN_GPU_COLUMNS_PER_GROUP`, 8 by default: on an H100, batch 32 decoded ~20% faster than with 16).
+    /// It does not change any result.
     let columnsPerGroup: Int
     /// Lanes (invocations) a matrix kernel needs for `rows` outputs of `columns` columns: 8 rows per lane in
     /// the CPU family (matmul_main.glsl, matmul_rows8.glsl); in the GPU family `lanesPerRow` lanes per row, in
@@ -68,8 +69,15 @@ final class Kernels {
     let attentionMergeLanes: Int
     /// Lanes per (row, chunk) in phase 0 of argmax: the GPU family's workgroup.
     var argmaxLanes: Int { family == .gpu ? 64 : 1 }
+    /// Lanes per (row, chunk) and per row in the two phases of top-k: the GPU family's workgroup.
+    var topCandidateLanes: Int { family == .gpu ? 64 : 1 }
+    /// The largest vocabulary the GPU family's top-k sorts in shared memory (a chunk of 4,096 logits at most);
+    /// past it the decoder samples on the host.
+    static let gpuTopCandidatesVocabularyLimit = topCandidateChunks * 4096
     /// Lanes per row in RMSNorm: the GPU family's workgroup.
     var rmsNormLanes: Int { family == .gpu ? 64 : 1 }
+    /// Lanes per (token, head) in RoPE + KV store: the GPU family's lane per vec4 of the head.
+    let ropeLanes: Int
 
     /// What a matrix kernel does with its results: stores (or adds) each row, or, in the CPU family, applies
     /// SwiGLU to the (gate, up) pairs of a `DeviceMatrix.RowOrder.gateUpInterleaved` matrix and stores half as
@@ -141,27 +149,32 @@ final class Kernels {
             throw VulkanError("kernels", message: "KILN_VULKAN_GPU_LANES_PER_ROW=\(lanes) is not a power of two from 1 to 64")
         }
         lanesPerRow = lanes
-        let columnsPerGroup = ProcessInfo.processInfo.environment["KILN_VULKAN_GPU_COLUMNS_PER_GROUP"].flatMap { Int($0) } ?? 16
+        let columnsPerGroup = ProcessInfo.processInfo.environment["KILN_VULKAN_GPU_COLUMNS_PER_GROUP"].flatMap { Int($0) } ?? 8
         guard columnsPerGroup > 0, columnsPerGroup % 4 == 0 else {
             throw VulkanError("kernels", message: "KILN_VULKAN_GPU_COLUMNS_PER_GROUP=\(columnsPerGroup) is not a positive multiple of 4")
         }
         self.columnsPerGroup = columnsPerGroup
         attentionMergeLanes = gpu ? headDimension : 1
-        if gpu, attentionChunkKeys > 1024 || headDimension > 256 || headDimension % 8 != 0 {
-            throw VulkanError("kernels", message: "the GPU family's attention takes chunks of at most 1,024 keys and heads of at most 256 elements (a multiple of 8)")
+        ropeLanes = gpu ? headDimension / 4 : 1
+        if gpu, attentionChunkKeys > 256 || headDimension > 256 || headDimension % 8 != 0 {
+            throw VulkanError("kernels", message: "the GPU family's attention takes chunks of at most 256 keys and heads of at most 256 elements (a multiple of 8)")
         }
+        // attention_gpu.glsl's reduction trees span the chunk's keys rounded up to a power of two.
+        var tree = 1
+        while tree < attentionChunkKeys { tree *= 2 }
         matmulKernels = Array(repeating: nil, count: DeviceMatrix.Format.allCases.count * MatmulEpilogue.allCases.count)
         let floats = VK_FORMAT_R32G32B32A32_SFLOAT, words = VK_FORMAT_R32G32B32A32_UINT
         embed = try ComputeKernel(device: device, name: "embed", spirv: EmbeddedShaders.embed, bindings: 7, pushConstantBytes: MemoryLayout<EmbedParameters>.size)
         let half = kvCache == .f16
-        ropeStore = try ComputeKernel(device: device, name: half ? "rope_store_f16" : "rope_store", spirv: half ? EmbeddedShaders.ropeStoreF16 : EmbeddedShaders.ropeStore,
+        let ropeCode = gpu ? (half ? EmbeddedShaders.ropeStoreGpuF16 : EmbeddedShaders.ropeStoreGpu) : (half ? EmbeddedShaders.ropeStoreF16 : EmbeddedShaders.ropeStore)
+        ropeStore = try ComputeKernel(device: device, name: (half ? "rope_store_f16" : "rope_store") + (gpu ? "_gpu" : ""), spirv: ropeCode,
                                       bindings: 8, pushConstantBytes: MemoryLayout<RopeParameters>.size, texelBindings: [0: floats, 4: floats])
         // A float16 pool is read as uint texels (8 halves each), a float32 one as float texels.
         let pool = half ? words : floats
         attention = gpu
             ? try ComputeKernel(device: device, name: half ? "attention_gpu_f16" : "attention_gpu", spirv: half ? EmbeddedShaders.attentionGpuF16 : EmbeddedShaders.attentionGpu,
                                 bindings: 8, pushConstantBytes: MemoryLayout<AttentionParameters>.size,
-                                specialization: [UInt32(headDimension), UInt32(queryHeadsPerKVHead), UInt32(attentionChunkKeys)], workgroupSize: 64,
+                                specialization: [UInt32(headDimension), UInt32(queryHeadsPerKVHead), UInt32(attentionChunkKeys), UInt32(tree)], workgroupSize: 64,
                                 texelBindings: [0: floats, 4: pool, 5: pool])
             : try ComputeKernel(device: device, name: half ? "attention_f16" : "attention", spirv: half ? EmbeddedShaders.attentionF16 : EmbeddedShaders.attention,
                                 bindings: 8, pushConstantBytes: MemoryLayout<AttentionParameters>.size,
@@ -173,8 +186,11 @@ final class Kernels {
                                     pushConstantBytes: MemoryLayout<NormParameters>.size, workgroupSize: gpu ? 64 : nil, texelBindings: [0: floats, 1: floats])
         argmax = try ComputeKernel(device: device, name: gpu ? "argmax_gpu" : "argmax", spirv: gpu ? EmbeddedShaders.argmaxGpu : EmbeddedShaders.argmax, bindings: 3,
                                    pushConstantBytes: MemoryLayout<RowReductionParameters>.size, workgroupSize: gpu ? 64 : nil)
-        topCandidates = try ComputeKernel(device: device, name: "top_candidates", spirv: EmbeddedShaders.topCandidates, bindings: 3,
-                                          pushConstantBytes: MemoryLayout<RowReductionParameters>.size, specialization: [UInt32(Self.topCandidateCount)])
+        topCandidates = gpu
+            ? try ComputeKernel(device: device, name: "top_candidates_gpu", spirv: EmbeddedShaders.topCandidatesGpu, bindings: 3,
+                                pushConstantBytes: MemoryLayout<RowReductionParameters>.size, specialization: [UInt32(Self.topCandidateCount), 4096], workgroupSize: 64)
+            : try ComputeKernel(device: device, name: "top_candidates", spirv: EmbeddedShaders.topCandidates, bindings: 3,
+                                pushConstantBytes: MemoryLayout<RowReductionParameters>.size, specialization: [UInt32(Self.topCandidateCount)])
     }
 
     /// The matrix kernel for `columns` columns of x and the invocations it needs for `rows` outputs: the

@@ -143,7 +143,7 @@ extension VulkanDecoder {
                                                        ropeDim: UInt32(c.ropeDimension), neox: c.architecture == "qwen2" ? 1 : 0,
                                                        blockSize: UInt32(blockSize), maxBlocks: UInt32(maxBlocksPerSequence),
                                                        headStart: UInt32(shard.headStart), shardHeads: UInt32(shard.heads), ropeQueries: index == 0 ? 1 : 0),
-                                invocations: n * (queries + shard.heads))
+                                invocations: n * (queries + shard.heads) * kernels.ropeLanes)
             }
             if !fusesRope { stream.barrier() }
             // Attention: over all key chunks per (token, KV head), or (few tokens, long contexts) chunks side by
@@ -201,9 +201,9 @@ extension VulkanDecoder {
             }
             if samplesOnDevice, case .candidates = output {
                 stream.barrier()
-                stream.dispatch(kernels.topCandidates, topCandidatesSet.set, reductions, invocations: chunkInvocations)
+                stream.dispatch(kernels.topCandidates, topCandidatesSet.set, reductions, invocations: chunkInvocations * kernels.topCandidateLanes)
                 stream.barrier()
-                stream.dispatch(kernels.topCandidates, topCandidatesSet.set, second, invocations: rows)
+                stream.dispatch(kernels.topCandidates, topCandidatesSet.set, second, invocations: rows * kernels.topCandidateLanes)
             }
             // The host reads the logits themselves: from where the kernels wrote them when that memory is
             // host-visible, else from a copy in host memory.

@@ -218,7 +218,9 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
         // made only when it needs them (sampling on the device reads back an id or 130 words per row).
         logitsBuffer = try arena.buffer(maxLogitRows * c.vocabularySize * 4, label: "logits")
         hostLogits = logitsBuffer.mapped != nil ? logitsBuffer : try hostArena.buffer(maxLogitRows * c.vocabularySize * 4, label: "logits_host")
-        self.samplesOnDevice = samplesOnDevice ?? ProcessInfo.processInfo.environment["KILN_VULKAN_SAMPLING"].map { $0 == "device" } ?? !device.unifiedMemory
+        // The GPU family's top-k sorts a vocabulary chunk in shared memory: past its limit the host samples.
+        let topCandidatesFit = kernels.family == .cpu || c.vocabularySize <= Kernels.gpuTopCandidatesVocabularyLimit
+        self.samplesOnDevice = topCandidatesFit && (samplesOnDevice ?? ProcessInfo.processInfo.environment["KILN_VULKAN_SAMPLING"].map { $0 == "device" } ?? !device.unifiedMemory)
         let record = (2 * Kernels.topCandidateCount + 2) * 4
         partialCandidates = try arena.buffer(maxLogitRows * Kernels.topCandidateChunks * record, label: "partial_candidates")
         // Greedy picks stay on the device (each step copies them to its slot for the host; the next step's

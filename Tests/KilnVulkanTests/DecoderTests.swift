@@ -72,32 +72,36 @@ final class DecoderTests: XCTestCase {
 
     /// A KV pool whose layer's keys exceed one buffer is split by KV heads (here 3 heads in shards of 2 and
     /// 1, in float16 and float32): logits equal the unsplit pool's bit for bit through prefill, a batched
-    /// decode step and a copy-on-write block copy; a pool too large even per head is refused by name.
+    /// decode step and a copy-on-write block copy, in both kernel families; a pool too large even per head is
+    /// refused by name.
     func testSplitKVPoolGivesIdenticalLogits() throws {
         let device = try VulkanDevice()
         var builder = TestModelBuilder()
         builder.layers = 2; builder.width = 192; builder.feedForwardWidth = 256; builder.heads = 6; builder.kvHeads = 3; builder.type = .q8_0
         let file = try GGUFFile(file: MappedFile(copying: builder.build().serialized()))
+        for family in KernelFamily.allCases {
         for kv in KVCacheType.allCases {
             let headBytes = 16 * 16 * 32 * kv.elementBytes   // 16 blocks of 16 tokens, head dimension 32
-            let whole = try VulkanDecoder(device: device, file: file, blockCount: 16, maxTokens: 64, maxSequences: 4, maxLogitRows: 64, kvCache: kv)
+            let whole = try VulkanDecoder(device: device, file: file, blockCount: 16, maxTokens: 64, maxSequences: 4, maxLogitRows: 64, kvCache: kv,
+                                          kernelFamily: family)
             let split = try VulkanDecoder(device: device, file: file, blockCount: 16, maxTokens: 64, maxSequences: 4, maxLogitRows: 64, kvCache: kv,
-                                          maxBufferBytes: headBytes * 5 / 2)
+                                          kernelFamily: family, maxBufferBytes: headBytes * 5 / 2)
             XCTAssertEqual(whole.kvShards.map(\.heads), [3])
             XCTAssertEqual(split.kvShards.map(\.heads), [2, 1], "\(kv)")
             let prompt = [5, 80, 81, 90, 100, 3, 7, 200, 201, 40, 41, 42, 43, 44, 45, 46, 47, 48]
             let step = DecodeBatch.sequence(prompt, startingAt: 0, blockTable: [12, 3], wanted: prompt.count)
-            XCTAssertEqual(try split.logits(step), try whole.logits(step), "\(kv): prefill")
+            XCTAssertEqual(try split.logits(step), try whole.logits(step), "\(family) family, \(kv): prefill")
             let batch = DecodeBatch(tokens: [17, 250], positions: [prompt.count, 0], sequences: [0, 1], blockTables: [[12, 3], [7]], logitRows: [0, 1])
-            XCTAssertEqual(try split.logits(batch), try whole.logits(batch), "\(kv): decode step")
+            XCTAssertEqual(try split.logits(batch), try whole.logits(batch), "\(family) family, \(kv): decode step")
             try split.copyBlock(from: 12, to: 5)
             try whole.copyBlock(from: 12, to: 5)
             let copied = DecodeBatch.sequence([18], startingAt: 16, blockTable: [5, 3])
-            XCTAssertEqual(try split.logits(copied), try whole.logits(copied), "\(kv): after a block copy")
+            XCTAssertEqual(try split.logits(copied), try whole.logits(copied), "\(family) family, \(kv): after a block copy")
             XCTAssertThrowsError(try VulkanDecoder(device: device, file: file, blockCount: 16, maxTokens: 64, maxSequences: 4, maxLogitRows: 64, kvCache: kv,
                                                    maxBufferBytes: headBytes - 16)) { error in
                 XCTAssertTrue("\(error)".contains("per KV head"), "\(error)")
             }
+        }
         }
     }
 

@@ -168,12 +168,14 @@ final class KernelTests: XCTestCase {
 
     /// Top-k on the device against the host's order (score descending, lower id first on ties) on rows with
     /// ties, NaN, -infinity and vocabularies smaller than the candidate count or the chunk count, with every
-    /// output word poisoned first; the log-normalizer within float rounding of the host's double sum.
+    /// output word poisoned first; the log-normalizer within float rounding of the host's double sum. Both kernel
+    /// families (the GPU one sorts in shared memory).
     func testTopCandidatesMatchTheHost() throws {
         let device = try device()
         let arena = MemoryArena(device: device, chunkSize: 16 << 20)
         let stream = try CommandStream(device: device)
-        let kernels = try Kernels(device: device, headDimension: 64)
+        for family in KernelFamily.allCases {
+        let kernels = try Kernels(device: device, headDimension: 64, family: family)
         var rng = SystemRandomNumberGenerator()
         let k = Kernels.topCandidateCount, chunks = Kernels.topCandidateChunks, record = 2 * k + 2
         for vocabulary in [49152, 1000, 37] {
@@ -196,22 +198,23 @@ final class KernelTests: XCTestCase {
             let set = try kernels.topCandidates.bind([input, partial, result])
             try stream.begin()
             stream.dispatch(kernels.topCandidates, set, Kernels.RowReductionParameters(rows: UInt32(rows), vocabulary: UInt32(vocabulary), chunks: UInt32(chunks), phase: 0),
-                            invocations: rows * chunks)
+                            invocations: rows * chunks * kernels.topCandidateLanes)
             stream.barrier()
             stream.dispatch(kernels.topCandidates, set, Kernels.RowReductionParameters(rows: UInt32(rows), vocabulary: UInt32(vocabulary), chunks: UInt32(chunks), phase: 1),
-                            invocations: rows)
+                            invocations: rows * kernels.topCandidateLanes)
             try stream.submitAndWait()
             for r in 0..<rows {
                 let expected = TopCandidates(logits: Array(logits[r * vocabulary..<(r + 1) * vocabulary]), count: k)
                 let base = r * record
                 let count = min(k, expected.ids.count)
                 let ids = (0..<k).map { words[base + k + $0] }
-                XCTAssertEqual(ids.prefix(count).map { Int($0) }, expected.ids, "vocabulary \(vocabulary), row \(r): ids")
-                XCTAssertEqual((0..<count).map { Float(bitPattern: words[base + $0]) }, expected.scores, "vocabulary \(vocabulary), row \(r): scores")
+                XCTAssertEqual(ids.prefix(count).map { Int($0) }, expected.ids, "\(family) family, vocabulary \(vocabulary), row \(r): ids")
+                XCTAssertEqual((0..<count).map { Float(bitPattern: words[base + $0]) }, expected.scores, "\(family) family, vocabulary \(vocabulary), row \(r): scores")
                 XCTAssertTrue(ids.dropFirst(count).allSatisfy { $0 == UInt32.max }, "vocabulary \(vocabulary), row \(r): unused slots marked")
                 let normalizer = Double(Float(bitPattern: words[base + 2 * k])) + Foundation.log(Double(Float(bitPattern: words[base + 2 * k + 1])))
                 XCTAssertEqual(normalizer, expected.logNormalizer, accuracy: 1e-5 * max(1, abs(expected.logNormalizer)), "vocabulary \(vocabulary), row \(r): normalizer")
             }
+        }
         }
     }
 

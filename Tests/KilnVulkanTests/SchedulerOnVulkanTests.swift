@@ -63,7 +63,8 @@ final class SchedulerOnVulkanTests: XCTestCase {
     }
 
     /// Top candidates and greedy picks, found on the device or by the host, equal the host's over the same
-    /// step's logits (the kernel test covers the real vocabulary's size; this one the decoder's wiring).
+    /// step's logits (the kernel test covers the real vocabulary's size; this one the decoder's wiring), also
+    /// with the GPU kernel family's top-k.
     func testDeviceTopCandidatesEqualTheHosts() throws {
         let device = try VulkanDevice()
         var builder = TestModelBuilder()
@@ -74,18 +75,19 @@ final class SchedulerOnVulkanTests: XCTestCase {
         let batch = DecodeBatch(tokens: tokens, positions: Array(0..<20) + Array(0..<20), sequences: Array(repeating: 0, count: 20) + Array(repeating: 1, count: 20),
                                 blockTables: [[0, 1], [2, 3]], logitRows: [5, 19, 39])
         var greedy: [[Int]] = []
-        for onDevice in [true, false] {
-            let decoder = try VulkanDecoder(device: device, file: file, blockCount: 8, maxTokens: 64, maxSequences: 4, maxLogitRows: 4, samplesOnDevice: onDevice)
+        for (onDevice, family) in [(true, KernelFamily.cpu), (false, .cpu), (true, .gpu)] {
+            let decoder = try VulkanDecoder(device: device, file: file, blockCount: 8, maxTokens: 64, maxSequences: 4, maxLogitRows: 4,
+                                            kernelFamily: family, samplesOnDevice: onDevice)
             let (candidates, logits) = try decoder.candidates(batch, alsoLogits: true)
             XCTAssertEqual(candidates.count, 3)
             for (row, c) in candidates.enumerated() {
                 let expected = TopCandidates(logits: logits[row], count: 64)
-                XCTAssertEqual(c.ids, expected.ids, "row \(row), on device: \(onDevice)")
-                XCTAssertEqual(c.scores, expected.scores, "row \(row), on device: \(onDevice)")
+                XCTAssertEqual(c.ids, expected.ids, "row \(row), on device: \(onDevice), \(family) family")
+                XCTAssertEqual(c.scores, expected.scores, "row \(row), on device: \(onDevice), \(family) family")
                 XCTAssertEqual(c.logNormalizer, expected.logNormalizer, accuracy: 1e-5 * max(1, abs(expected.logNormalizer)))
             }
             let chosen = try decoder.greedy(batch)
-            XCTAssertEqual(chosen, logits.map { argmax($0) }, "greedy, on device: \(onDevice)")
+            XCTAssertEqual(chosen, logits.map { argmax($0) }, "greedy, on device: \(onDevice), \(family) family")
             greedy.append(chosen)
         }
         XCTAssertEqual(greedy[0], greedy[1])

@@ -5,10 +5,10 @@
 //      single chunk writes its output right away, exactly as mode 0 would);
 //   2  one lane per (token, query head, element) merges mode 1's chunks in order, as mode 0 merges them.
 // Within a chunk the 64 lanes cooperate: lane j scores keys j, j + 64, ... for the GROUP query heads that share
-// the KV head; the chunk's maximum (exact in any order) and then each key's weight follow; every lane adds the
-// weights up in key order (the same sum in every lane), and lane d takes element d of the weighted sum of
-// values, keys in order (reads of one value row side by side: coalesced). Every reduction has one order, fixed
-// by the chunk alone, so a token's output does not depend on how its sequence was scheduled.
+// the KV head; the chunk's maximum (exact in any order) and then each key's weight follow, their total in a
+// pairwise tree through shared memory; the weighted sum of values splits the keys into interleaved subsets (a
+// lane per subset and 8 elements), whose sums are added in order. Every reduction has one order, fixed by the
+// chunk's key count alone, so a token's output does not depend on how its sequence was scheduled.
 layout(local_size_x = 64) in;
 const uint LANES = 64;
 layout(constant_id = 0) const uint HEAD_DIM = 64;
@@ -34,10 +34,6 @@ void fetchEight(usamplerBuffer pool, uint slot, uint i, out vec4 a, out vec4 b) 
     a = vec4(unpackHalf2x16(t.x), unpackHalf2x16(t.y));
     b = vec4(unpackHalf2x16(t.z), unpackHalf2x16(t.w));
 }
-float fetchOne(usamplerBuffer pool, uint slot, uint d) {
-    vec2 pair = unpackHalf2x16(texelFetch(pool, int(slot / 2 + d / 8))[(d % 8) / 2]);
-    return (d & 1u) == 0u ? pair.x : pair.y;
-}
 #else
 layout(binding = 4) uniform samplerBuffer keys;
 layout(binding = 5) uniform samplerBuffer values;
@@ -45,7 +41,6 @@ void fetchEight(samplerBuffer pool, uint slot, uint i, out vec4 a, out vec4 b) {
     a = texelFetch(pool, int(slot + 2 * i));
     b = texelFetch(pool, int(slot + 2 * i + 1));
 }
-float fetchOne(samplerBuffer pool, uint slot, uint d) { return texelFetch(pool, int(slot + d / 4))[d % 4]; }
 #endif
 layout(std430, binding = 6) writeonly buffer Output { float outputs[]; };
 // Mode 1's chunks, attention.glsl's records: per (token, query head, chunk) (maximum, total, 0, 0), then the
@@ -58,10 +53,18 @@ uint recordOf(uint t, uint head, uint chunk) { return ((t * p.heads + head) * p.
 
 #define MERGE_WEIGHTS(M, m, a, b) { precise float merged_ = max(M, m); a = exp(M - merged_); b = exp(m - merged_); M = merged_; }
 
+// Keys per chunk rounded up to a power of two (the reduction trees' width; the padding holds -inf, then 0).
+layout(constant_id = 3) const uint TREE = 64;
+// The values' weighted sum splits a chunk's keys into SUBSETS interleaved subsets, one lane per (subset,
+// 8-element texel) (lanes side by side read one value row: coalesced); the subsets' sums are then added in
+// order. HEAD_DIM / 8 divides into 64 lanes for heads of up to 512 elements.
+const uint TEXELS = HEAD_DIM / 8, SUBSETS = LANES / TEXELS;
+
 shared vec4 query[GROUP * V];
-shared float scores[GROUP * CHUNK_KEYS];
-shared float weights[GROUP * CHUNK_KEYS];
+shared float scores[GROUP * TREE];   // each key's score, then its weight exp(score - maximum)
+shared float tree[GROUP * TREE];     // the maximum's and the total's reduction trees
 shared uint slots[CHUNK_KEYS];
+shared float subsetSums[GROUP * SUBSETS * HEAD_DIM];
 
 void main() {
     uint lane = gl_LocalInvocationID.x;
@@ -112,37 +115,76 @@ void main() {
     barrier();
     for (uint chunk = firstChunk; chunk < endChunk; ++chunk) {
         uint start = chunk * CHUNK_KEYS, count = min(last, start + CHUNK_KEYS - 1) - start + 1;
-        // Scores: key j by lane j % 64, each q · k in element order (pairs of vec4 dot products).
-        for (uint j = lane; j < count; j += LANES) {
-            uint key = start + j;
-            uint slot = (blockTables[table + key / p.blockSize] * p.blockSize + key % p.blockSize) * kvWidth4 + shardHead * V;
-            slots[j] = slot;
-            float s[GROUP];
-            for (uint g = 0; g < GROUP; ++g) s[g] = 0.0;
-            for (uint i = 0; i < V / 2; ++i) {
-                vec4 k0, k1;
-                fetchEight(keys, slot, i, k0, k1);
-                for (uint g = 0; g < GROUP; ++g) { s[g] += dot(query[g * V + 2 * i], k0); s[g] += dot(query[g * V + 2 * i + 1], k1); }
+        // Scores: key j by lane j % 64, each q · k in element order (pairs of vec4 dot products). Keys past
+        // the chunk's last pad the trees with -inf.
+        for (uint j = lane; j < TREE; j += LANES) {
+            if (j < count) {
+                uint key = start + j;
+                uint slot = (blockTables[table + key / p.blockSize] * p.blockSize + key % p.blockSize) * kvWidth4 + shardHead * V;
+                slots[j] = slot;
+                float s[GROUP];
+                for (uint g = 0; g < GROUP; ++g) s[g] = 0.0;
+                for (uint i = 0; i < V / 2; ++i) {
+                    vec4 k0, k1;
+                    fetchEight(keys, slot, i, k0, k1);
+                    for (uint g = 0; g < GROUP; ++g) { s[g] += dot(query[g * V + 2 * i], k0); s[g] += dot(query[g * V + 2 * i + 1], k1); }
+                }
+                for (uint g = 0; g < GROUP; ++g) { scores[g * TREE + j] = s[g]; tree[g * TREE + j] = s[g]; }
+            } else {
+                for (uint g = 0; g < GROUP; ++g) { scores[g * TREE + j] = -1.0 / 0.0; tree[g * TREE + j] = -1.0 / 0.0; }
             }
-            for (uint g = 0; g < GROUP; ++g) scores[g * CHUNK_KEYS + j] = s[g];
         }
         barrier();
+        // The chunk's maximum per head (exact whatever the order).
+        for (uint w = TREE / 2; w > 0; w /= 2) {
+            for (uint i = lane; i < w; i += LANES) {
+                for (uint g = 0; g < GROUP; ++g) tree[g * TREE + i] = max(tree[g * TREE + i], tree[g * TREE + i + w]);
+            }
+            barrier();
+        }
         float maximum[GROUP];
-        for (uint g = 0; g < GROUP; ++g) {
-            maximum[g] = -1.0 / 0.0;
-            for (uint j = 0; j < count; ++j) maximum[g] = max(maximum[g], scores[g * CHUNK_KEYS + j]);
-            for (uint j = lane; j < count; j += LANES) weights[g * CHUNK_KEYS + j] = exp(scores[g * CHUNK_KEYS + j] - maximum[g]);
+        for (uint g = 0; g < GROUP; ++g) maximum[g] = tree[g * TREE];
+        barrier();
+        // Each key's weight, and their total in a fixed pairwise tree (padding adds zeros).
+        for (uint j = lane; j < TREE; j += LANES) {
+            for (uint g = 0; g < GROUP; ++g) {
+                float w = j < count ? exp(scores[g * TREE + j] - maximum[g]) : 0.0;
+                scores[g * TREE + j] = w; tree[g * TREE + j] = w;
+            }
+        }
+        barrier();
+        for (uint w = TREE / 2; w > 0; w /= 2) {
+            for (uint i = lane; i < w; i += LANES) {
+                for (uint g = 0; g < GROUP; ++g) tree[g * TREE + i] = tree[g * TREE + i] + tree[g * TREE + i + w];
+            }
+            barrier();
+        }
+        // The weighted sum of values: lane (subset, texel) takes keys subset, subset + SUBSETS, ... in order.
+        if (lane < SUBSETS * TEXELS) {
+            uint subset = lane / TEXELS, texel = lane % TEXELS;
+            precise vec4 a0[GROUP], a1[GROUP];
+            for (uint g = 0; g < GROUP; ++g) { a0[g] = vec4(0.0); a1[g] = vec4(0.0); }
+            for (uint j = subset; j < count; j += SUBSETS) {
+                vec4 v0, v1;
+                fetchEight(values, slots[j], texel, v0, v1);
+                for (uint g = 0; g < GROUP; ++g) { float w = scores[g * TREE + j]; a0[g] += w * v0; a1[g] += w * v1; }
+            }
+            for (uint g = 0; g < GROUP; ++g) {
+                uint at = (g * SUBSETS + subset) * HEAD_DIM + 8 * texel;
+                for (uint k = 0; k < 4; ++k) { subsetSums[at + k] = a0[g][k]; subsetSums[at + 4 + k] = a1[g][k]; }
+            }
         }
         barrier();
         for (uint g = 0; g < GROUP; ++g) {
-            precise float total = 0.0;
-            for (uint j = 0; j < count; ++j) total += weights[g * CHUNK_KEYS + j];
+            precise float total = tree[g * TREE];
+            // Element d = lane + 64e of the chunk's weighted sum: the subsets' sums in order.
             precise float acc[ELEMENTS];
             for (uint e = 0; e < ELEMENTS; ++e) {
                 uint d = lane + e * LANES;
                 precise float sum = 0.0;
                 if (d < HEAD_DIM) {
-                    for (uint j = 0; j < count; ++j) sum += weights[g * CHUNK_KEYS + j] * fetchOne(values, slots[j], d);
+                    sum = subsetSums[g * SUBSETS * HEAD_DIM + d];
+                    for (uint subset = 1; subset < SUBSETS; ++subset) sum += subsetSums[(g * SUBSETS + subset) * HEAD_DIM + d];
                 }
                 acc[e] = sum;
             }

@@ -10,7 +10,7 @@
 layout(local_size_x = 64) in;
 layout(constant_id = 0) const uint LANES_PER_ROW = 8;  // a power of two, at most 64
 // Columns per workgroup (a multiple of 4): the workgroups of a step with many columns split them.
-layout(constant_id = 1) const uint COLUMNS_PER_GROUP = 16;
+layout(constant_id = 1) const uint COLUMNS_PER_GROUP = 8;
 shared float partialSums[256];
 
 void main() {
@@ -52,16 +52,17 @@ void main() {
         partialSums[128 + lane] = a0_2;
         partialSums[192 + lane] = a0_3;
         barrier();
-        if (part0 == 0) {
-            // The row's lanes' sums, pairwise: (0 + 1) + (2 + 3), ... in place, by this lane alone.
-            for (uint w = 1; w < LANES_PER_ROW; w *= 2) {
-                for (uint i = 0; i < LANES_PER_ROW; i += 2 * w) {
-                    partialSums[0 + i * rowsPerGroup + rowInGroup] += partialSums[0 + (i + w) * rowsPerGroup + rowInGroup];
-                    partialSums[64 + i * rowsPerGroup + rowInGroup] += partialSums[64 + (i + w) * rowsPerGroup + rowInGroup];
-                    partialSums[128 + i * rowsPerGroup + rowInGroup] += partialSums[128 + (i + w) * rowsPerGroup + rowInGroup];
-                    partialSums[192 + i * rowsPerGroup + rowInGroup] += partialSums[192 + (i + w) * rowsPerGroup + rowInGroup];
-                }
+        // The row's lanes' sums, pairwise: (0 + 1) + (2 + 3), ... in place, a level at a time.
+        for (uint w = 1; w < LANES_PER_ROW; w *= 2) {
+            if (part0 % (2 * w) == 0) {
+                partialSums[0 + lane] += partialSums[0 + lane + w * rowsPerGroup];
+                partialSums[64 + lane] += partialSums[64 + lane + w * rowsPerGroup];
+                partialSums[128 + lane] += partialSums[128 + lane + w * rowsPerGroup];
+                partialSums[192 + lane] += partialSums[192 + lane + w * rowsPerGroup];
             }
+            barrier();
+        }
+        if (part0 == 0) {
             STORE(partialSums[0 + rowInGroup], row, c)
             STORE(partialSums[64 + rowInGroup], row, c + 1)
             STORE(partialSums[128 + rowInGroup], row, c + 2)

@@ -1,7 +1,8 @@
 // Included by rope_store.comp (KV_F16 0) and rope_store_f16.comp (KV_F16 1).
 // Rotary position embedding on the Q and K parts of the fused QKV output (adjacent pairs, GGUF's llama
 // layout, or NeoX halves), then K and V written into the paged cache through the block table.
-// One invocation per (token, head) works on whole vec4s: the head is read through a texel view of the QKV
+// One invocation per (token, head) (the GPU family: per (token, head, vec4), PER_VEC4) works on whole vec4s:
+// the head is read through a texel view of the QKV
 // buffer (a 16-byte gather; an SSBO load at a lane-varying address is a per-lane loop on lavapipe) and
 // written back in place. cos/sin come from a host table, the same values the CPU reference uses.
 // Needs headDim % 4 == 0 and ropeDim % 8 == 0 (checked by the decoder).
@@ -44,6 +45,13 @@ void main() {
     uint id = (gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x);
     uint queries = p.ropeQueries != 0u ? p.heads : 0u;
     uint perToken = queries + p.shardHeads;
+#if PER_VEC4
+    // The vec4s [mBegin, mEnd) of the head: one here, the whole head in the CPU family. Same arithmetic.
+    uint mBegin = id % (p.headDim / 4), mEnd = mBegin + 1;
+    id /= p.headDim / 4;
+#else
+    uint mBegin = 0, mEnd = p.headDim / 4;
+#endif
     if (id >= p.B * perToken) return;
     uint t = id / perToken, local = id % perToken;
     // Which head of the token's QKV row: a query head, or KV head headStart + (local - queries).
@@ -62,14 +70,14 @@ void main() {
         slot = ((block * p.blockSize + pos % p.blockSize) * p.shardHeads + shardHead) * head4;
     }
     if (p.neox == 0u) {
-        for (uint m = 0; m < rope4; ++m) {
+        for (uint m = mBegin; m < min(mEnd, rope4); ++m) {
             vec4 r = rotateAdjacent(texelFetch(qkvIn, int(base + m)), texelFetch(rotation, int(rot + m)));
             qkv[base + m] = r;
             if (isKey) keys[slot + m] = stored(r);
         }
     } else {
         uint half4 = rope4 / 2;
-        for (uint m = 0; m < half4; ++m) {
+        for (uint m = mBegin; m < min(mEnd, half4); ++m) {
             // Elements i = 4m..4m+3 pair with i + ropeDim / 2; their (cos, sin) are pairs 4m..4m+3: two texels.
             vec4 a = texelFetch(qkvIn, int(base + m)), b = texelFetch(qkvIn, int(base + m + half4));
             vec4 c0 = texelFetch(rotation, int(rot + 2 * m)), c1 = texelFetch(rotation, int(rot + 2 * m + 1));
@@ -83,8 +91,8 @@ void main() {
     }
     if (isKey) {
         // The unrotated tail of K (heads wider than the rotated part), and all of V.
-        for (uint m = rope4; m < head4; ++m) keys[slot + m] = stored(texelFetch(qkvIn, int(base + m)));
+        for (uint m = max(mBegin, rope4); m < mEnd; ++m) keys[slot + m] = stored(texelFetch(qkvIn, int(base + m)));
         uint vBase = base + kvWidth4;
-        for (uint m = 0; m < head4; ++m) values[slot + m] = stored(texelFetch(qkvIn, int(vBase + m)));
+        for (uint m = mBegin; m < mEnd; ++m) values[slot + m] = stored(texelFetch(qkvIn, int(vBase + m)));
     }
 }

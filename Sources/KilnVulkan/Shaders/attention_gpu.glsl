@@ -11,47 +11,14 @@
 // chunk's key count alone, so a token's output does not depend on how its sequence was scheduled.
 layout(local_size_x = 64) in;
 const uint LANES = 64;
-layout(constant_id = 0) const uint HEAD_DIM = 64;
-layout(constant_id = 1) const uint GROUP = 1;       // query heads per KV head
-layout(constant_id = 2) const uint CHUNK_KEYS = 64; // keys per chunk: the decoder's, a multiple of blockSize
-layout(push_constant) uniform Parameters {
-    uint B; uint heads; uint kvHeads; uint blockSize; uint maxBlocks; uint qkvWidth; float scale; uint headStart; uint shardHeads;
-    uint chunkKeys;   // equals CHUNK_KEYS (attention.glsl's layout)
-    uint maxChunks;   // chunks of the step's longest token: records per (token, query head) in `partials`
-    uint mode;
-} p;
-
-layout(binding = 0) uniform samplerBuffer qkv;
-layout(std430, binding = 1) readonly buffer Positions { uint positions[]; };
-layout(std430, binding = 2) readonly buffer Sequences { uint sequences[]; };
-layout(std430, binding = 3) readonly buffer BlockTables { uint blockTables[]; };
-#if KV_F16
-layout(binding = 4) uniform usamplerBuffer keys;
-layout(binding = 5) uniform usamplerBuffer values;
-// Elements 8i .. 8i + 7 of the row at `slot` (in vec4 slots, as attention.glsl counts them).
-void fetchEight(usamplerBuffer pool, uint slot, uint i, out vec4 a, out vec4 b) {
-    uvec4 t = texelFetch(pool, int(slot / 2 + i));
-    a = vec4(unpackHalf2x16(t.x), unpackHalf2x16(t.y));
-    b = vec4(unpackHalf2x16(t.z), unpackHalf2x16(t.w));
-}
-#else
-layout(binding = 4) uniform samplerBuffer keys;
-layout(binding = 5) uniform samplerBuffer values;
-void fetchEight(samplerBuffer pool, uint slot, uint i, out vec4 a, out vec4 b) {
-    a = texelFetch(pool, int(slot + 2 * i));
-    b = texelFetch(pool, int(slot + 2 * i + 1));
-}
-#endif
+#include "attention_inputs.glsl"
+layout(constant_id = 2) const uint CHUNK_KEYS = 64; // keys per chunk: the decoder's (p.chunkKeys), a multiple of blockSize
 layout(std430, binding = 6) writeonly buffer Output { float outputs[]; };
 // Mode 1's chunks, attention.glsl's records: per (token, query head, chunk) (maximum, total, 0, 0), then the
 // chunk's weighted sum of values (HEAD_DIM floats).
 layout(std430, binding = 7) buffer Partials { float partials[]; };
 
-const uint V = HEAD_DIM / 4;
-
 uint recordOf(uint t, uint head, uint chunk) { return ((t * p.heads + head) * p.maxChunks + chunk) * (V + 1) * 4; }
-
-#define MERGE_WEIGHTS(M, m, a, b) { precise float merged_ = max(M, m); a = exp(M - merged_); b = exp(m - merged_); M = merged_; }
 
 // Keys per chunk rounded up to a power of two (the reduction trees' width; the padding holds -inf, then 0).
 layout(constant_id = 3) const uint TREE = 64;
@@ -126,7 +93,7 @@ void main() {
                 for (uint g = 0; g < GROUP; ++g) s[g] = 0.0;
                 for (uint i = 0; i < V / 2; ++i) {
                     vec4 k0, k1;
-                    fetchEight(keys, slot, i, k0, k1);
+                    fetchPair(keys, slot, i, k0, k1);
                     for (uint g = 0; g < GROUP; ++g) { s[g] += dot(query[g * V + 2 * i], k0); s[g] += dot(query[g * V + 2 * i + 1], k1); }
                 }
                 for (uint g = 0; g < GROUP; ++g) { scores[g * TREE + j] = s[g]; tree[g * TREE + j] = s[g]; }
@@ -166,7 +133,7 @@ void main() {
             for (uint g = 0; g < GROUP; ++g) { a0[g] = vec4(0.0); a1[g] = vec4(0.0); }
             for (uint j = subset; j < count; j += SUBSETS) {
                 vec4 v0, v1;
-                fetchEight(values, slots[j], texel, v0, v1);
+                fetchPair(values, slots[j], texel, v0, v1);
                 for (uint g = 0; g < GROUP; ++g) { float w = scores[g * TREE + j]; a0[g] += w * v0; a1[g] += w * v1; }
             }
             for (uint g = 0; g < GROUP; ++g) {

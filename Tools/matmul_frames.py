@@ -44,7 +44,7 @@ def tile_columns(columns):
             "        uint " + ", ".join(f"c{j} = min(c + {j}, p.B - 1)" for j in range(columns)) + ";"]
 
 
-def block_product(columns, row, load):
+def block_product(columns, row, load, target="a{row}_{j} +="):
     """One row's weight block (fetched by `load`) times the C columns' x blocks, added to a{row}_0 .. a{row}_{C-1}:
     per column t_k = part k . x part k (pairwise), and the block sum ((t0 + t1) + (t2 + t3)) + ((t4 + t5) +
     (t6 + t7)) built as the parts arrive, so that few partial sums are live at once. Both families' frames
@@ -56,7 +56,7 @@ def block_product(columns, row, load):
                         for j in range(columns))
         o.append(f"                {{ vec4 u = part(w, {k}); {dots} }}")
     o.append("                " + " ".join(
-        f"a{row}_{j} += finish(w, ((t{j}_0 + t{j}_1) + (t{j}_2 + t{j}_3)) + ((t{j}_4 + t{j}_5) + (t{j}_6 + t{j}_7)), x{j}_Sum);"
+        target.format(row=row, j=j) + f" finish(w, ((t{j}_0 + t{j}_1) + (t{j}_2 + t{j}_3)) + ((t{j}_4 + t{j}_5) + (t{j}_6 + t{j}_7)), x{j}_Sum);"
         for j in range(columns)))
     o.append("            }")
     return o
@@ -107,16 +107,18 @@ def frame(columns, title, rows=ROWS, lanes=8):
 
 
 def gpu_frame(columns, title):
-    """The GPU family's frames: LANES_PER_ROW lanes share a row (lane k takes blocks k, k + LANES_PER_ROW, ...),
-    64 / LANES_PER_ROW rows per 64-lane workgroup, and the lanes' partial sums meet in a fixed pairwise tree
-    through shared memory, a level at a time. The tiled frame's workgroups also split the columns,
-    COLUMNS_PER_GROUP each (a 512-token prefill is 64 column groups, not one workgroup walking all 512 columns).
-    Lanes of one block index are rows side by side, so a warp reads whole runs of the grouped layout
-    (coalesced), and a 576-row matrix fills 72 workgroups, not 9."""
+    """The GPU family's frames: LANES_PER_ROW lanes share a row, 64 / LANES_PER_ROW rows per 64-lane workgroup.
+    A row's sum has one order whatever the lane count: a balanced pairwise tree over its blocks, padded with zeros
+    to a power of two (`leaves`). Lane k adds the leaves of its contiguous subtree in that tree's order (a stack
+    of partial sums, as a binary counter), and the lanes' subtrees meet through shared memory a level at a time.
+    So the single-column frame can give each row more lanes than the tiled one (batch 1 waits on memory, a
+    batch's tiles on x's reuse across rows) with the same bits. The tiled frame's workgroups also split the
+    columns, COLUMNS_PER_GROUP each. Lanes of one block index are rows side by side, so a warp reads whole runs
+    of the grouped layout (coalesced)."""
     o = header(title) + [
         "// float finish(Block w, float s, float xSum) (the block's scale applied to its partial sum s).",
-        "// Every output is reduced in one order whatever the frame or the batch: each lane's blocks in turn (each",
-        "// block as in the CPU family), then the lanes' sums in a fixed pairwise tree.",
+        "// Every output is reduced in one order whatever the frame, the lane count or the batch: a balanced pairwise",
+        "// tree over the row's blocks (each block as in the CPU family), zero-padded to a power of two.",
         "",
         "layout(local_size_x = 64) in;",
         "layout(constant_id = 0) const uint LANES_PER_ROW = 8;  // a power of two, at most 64",
@@ -134,21 +136,37 @@ def gpu_frame(columns, title):
         "    // No other return: every lane must reach the barriers. Lanes past the last row compute it again",
         "    // and store nothing.",
         "    uint r0 = min(row, p.N - 1);",
-        "    uint blocks = p.K / 32;",
+        "    uint blocks = p.K / 32, leaves = 1;",
+        "    while (leaves < blocks) leaves *= 2;",
+        "    // Lanes past the leaves hold nothing; each other lane a contiguous subtree of `range` leaves.",
+        "    uint lanes = min(LANES_PER_ROW, leaves), range = leaves / lanes, firstLeaf = part0 * range;",
         f"    for (uint c = firstColumn; c < endColumn; c += {columns}) {{",
     ]
     o += tile_columns(columns)
-    o.append("        precise float " + ", ".join(f"a0_{j} = 0.0" for j in range(columns)) + ";")
-    o.append("        for (uint b = part0; b < blocks; b += LANES_PER_ROW) {")
+    o.append("        precise float " + ", ".join(f"stack{j}[12]" for j in range(columns)) + ";  // up to 2,048 leaves per lane")
+    o.append("        " + " ".join(f"stack{j}[0] = 0.0;" for j in range(columns)))
+    o.append("        for (uint i = 0; part0 < lanes && i < range; ++i) {")
+    o.append("            uint b = firstLeaf + i;")
+    o.append("            precise float " + ", ".join(f"v{j} = 0.0" for j in range(columns)) + ";")
+    o.append("            if (b < blocks) {")
     for j in range(columns):
-        o.append(f"            LOAD_X(x{j}_, c{j}, b)")
-    o += block_product(columns, 0, "loadBlock(r0, b)")
+        o.append(f"                LOAD_X(x{j}_, c{j}, b)")
+    o += ["    " + line for line in block_product(columns, 0, "loadBlock(r0, b)", target="v{j} =")]
+    o.append("            }")
+    o.append("            // Leaf i joins its left siblings: one addition per trailing 1 bit of i.")
+    o.append("            uint level = 0;")
+    o.append("            for (uint n = i; (n & 1u) != 0u; n >>= 1) {")
+    o.append("                " + " ".join(f"v{j} = stack{j}[level] + v{j};" for j in range(columns)))
+    o.append("                ++level;")
+    o.append("            }")
+    o.append("            " + " ".join(f"stack{j}[level] = v{j};" for j in range(columns)))
     o.append("        }")
+    o.append("        uint top = findMSB(range);  // the level of the lane's whole subtree")
     for j in range(columns):
-        o.append(f"        partialSums[{j * 64} + lane] = a0_{j};")
+        o.append(f"        partialSums[{j * 64} + lane] = part0 < lanes ? stack{j}[top] : 0.0;")
     o.append("        barrier();")
-    o.append("        // The row's lanes' sums, pairwise: (0 + 1) + (2 + 3), ... in place, a level at a time.")
-    o.append("        for (uint w = 1; w < LANES_PER_ROW; w *= 2) {")
+    o.append("        // The lanes' subtrees, pairwise: (0 + 1) + (2 + 3), ... in place, a level at a time.")
+    o.append("        for (uint w = 1; w < lanes; w *= 2) {")
     o.append("            if (part0 % (2 * w) == 0) {")
     for j in range(columns):
         o.append(f"                partialSums[{j * 64} + lane] += partialSums[{j * 64} + lane + w * rowsPerGroup];")
@@ -170,7 +188,8 @@ FRAMES = {
     # The CPU-shaped ("lavapipe") family: 8 lanes (one AVX2 vector), 8 rows per lane.
     "matmul_main.glsl": frame(4, "Tiled frame: 8 rows x 4 columns per invocation (steps with several tokens)."),
     "matmul_rows8.glsl": frame(1, "Single-column frame: 8 rows x 1 column per invocation (one token per sequence)."),
-    # The GPU family: a row's blocks split over LANES_PER_ROW lanes (see gpu_frame).
+    # The GPU family: a row's blocks split over LANES_PER_ROW lanes (see gpu_frame; Kernels gives the two frames
+    # different counts).
     "matmul_gpu_main.glsl": gpu_frame(4, "GPU family, tiled frame: 4 columns at a time, a row's blocks split over LANES_PER_ROW lanes."),
     "matmul_gpu_single.glsl": gpu_frame(1, "GPU family, single-column frame: a row's blocks split over LANES_PER_ROW lanes."),
 }

@@ -4,8 +4,7 @@
 #   bash Benchmarks/gpu/run.sh 1      unpack, describe the GPU, the Vulkan tests that need no model file
 #   bash Benchmarks/gpu/run.sh stash  keep the model's second part
 #   bash Benchmarks/gpu/run.sh 2      the model: `kiln bench decode` and llama.cpp's Vulkan backend alternating,
-#                                     sweeps of the GPU family's lanes per row and columns per workgroup,
-#                                     per-kernel GPU times, then the
+#                                     a sweep of the GPU family's lanes per row, per-kernel GPU times, then the
 #                                     model-level Vulkan tests
 # Logs go to $OUT (env.log, tests1.log, bench.log, tests2.log). Machine state lives in /tmp/k between calls.
 set -u
@@ -38,15 +37,13 @@ stash)
   cat /tmp/k/model.part1 /tmp/k/model.part2 .dev/model.part3 > $M; sha256sum $M
   mkdir -p /tmp/py && tar -xJf .dev/py.tar.xz -C /tmp/py
   llama() { PYTHONPATH=/tmp/py timeout 150 python3 Benchmarks/llama_vulkan.py $M 2>&1 | grep "^BENCH\|Error\|error"; }
-  # llama.cpp and Kiln alternating, the GPU family's lanes per row and columns per workgroup against their
-  # defaults (8 and 8), then per-kernel times.
+  # llama.cpp and Kiln alternating, the single-column frame's lanes per row against the default (32), then
+  # per-kernel times at batch 1.
   { llama; kiln_bench --steps 32
-    for l in 16 32; do echo "lanes per row $l"; KILN_VULKAN_GPU_LANES_PER_ROW=$l kiln_bench --steps 16 --batches 1,16; done
-    for c in 4 16; do echo "columns per group $c"; KILN_VULKAN_GPU_COLUMNS_PER_GROUP=$c kiln_bench --steps 16 --batches 16,32; done
-    llama; kiln_bench --steps 32 --compare-pipeline
-    echo "profile: batch 1 after 16 tokens"; KILN_VULKAN_PROFILE=gpu kiln_bench --prompt-tokens 16 --steps 32 --batches 1
-    echo "profile: one 512-token prefill and 8 steps of batch 16"; KILN_VULKAN_PROFILE=gpu kiln_bench --steps 8 --batches 16; } > $O/bench.log 2>&1
-  grep -h "BENCH\|device\|kernels\|median\|lanes per row\|columns per group\|profile\|µs each" $O/bench.log
+    for l in 8 16; do echo "single-column lanes per row $l"; KILN_VULKAN_GPU_SINGLE_LANES_PER_ROW=$l kiln_bench --steps 32 --batches 1,4; done
+    llama; kiln_bench --steps 32
+    echo "profile: batch 1 after 16 tokens"; KILN_VULKAN_PROFILE=gpu kiln_bench --prompt-tokens 16 --steps 32 --batches 1; } > $O/bench.log 2>&1
+  grep -h "BENCH\|kernels\|lanes per row\|profile\|µs each" $O/bench.log
   xct 300 "${2:-KilnVulkanTests.ModelAgreementTests/testVulkanAgreesWithCPUAndLlamaCpp,KilnVulkanTests.SchedulerOnVulkanTests,KilnVulkanTests.ValidationLayerTests}" > $O/tests2.log
   tail -c 5000 $O/tests2.log ;;
 esac

@@ -45,9 +45,12 @@ final class Kernels {
 
     /// The kernels' family.
     let family: KernelFamily
-    /// The GPU family's lanes per matrix row (a power of two ≤ 64; `KILN_VULKAN_GPU_LANES_PER_ROW`, 8 by
-    /// default). Part of the reduction order: fixed per process.
-    let lanesPerRow: Int
+    /// The GPU family's lanes per matrix row in the tiled frame and in the single-column one (powers of two ≤ 64;
+    /// `KILN_VULKAN_GPU_LANES_PER_ROW`, 8 by default, and `KILN_VULKAN_GPU_SINGLE_LANES_PER_ROW`, 32). Neither
+    /// changes a result: matmul_gpu_*.glsl reduce a row in one tree whatever the count. Measured on an H100: 32
+    /// lanes made batch-1 decode ~25% faster than 8 (a 576-wide row's 18 blocks, one per lane), and a 512-token
+    /// prefill 6× slower (2 rows per workgroup, so x is fetched 4× as often).
+    let lanesPerRow: Int, singleLanesPerRow: Int
     /// The GPU family's columns per workgroup in the tiled matrix frame (a multiple of 4;
     /// `KILN_VULKAN_GPU_COLUMNS_PER_GROUP`, 8 by default: on an H100, batch 32 decoded ~20% faster than with 16).
     /// It does not change any result.
@@ -58,7 +61,7 @@ final class Kernels {
     /// matmul_gpu_single.glsl has one).
     func matmulInvocations(rows: Int, columns: Int) -> Int {
         guard family == .gpu else { return (rows + 7) / 8 }
-        let rowsPerGroup = 64 / lanesPerRow
+        let rowsPerGroup = 64 / (columns == 1 ? singleLanesPerRow : lanesPerRow)
         let columnGroups = columns == 1 ? 1 : (columns + columnsPerGroup - 1) / columnsPerGroup
         return (rows + rowsPerGroup - 1) / rowsPerGroup * columnGroups * 64
     }
@@ -144,11 +147,15 @@ final class Kernels {
         self.family = family
         self.device = device
         let gpu = family == .gpu
-        let lanes = ProcessInfo.processInfo.environment["KILN_VULKAN_GPU_LANES_PER_ROW"].flatMap { Int($0) } ?? 8
-        guard lanes > 0, lanes <= 64, lanes & (lanes - 1) == 0 else {
-            throw VulkanError("kernels", message: "KILN_VULKAN_GPU_LANES_PER_ROW=\(lanes) is not a power of two from 1 to 64")
+        func lanes(_ variable: String, _ standard: Int) throws -> Int {
+            let lanes = ProcessInfo.processInfo.environment[variable].flatMap { Int($0) } ?? standard
+            guard lanes > 0, lanes <= 64, lanes & (lanes - 1) == 0 else {
+                throw VulkanError("kernels", message: "\(variable)=\(lanes) is not a power of two from 1 to 64")
+            }
+            return lanes
         }
-        lanesPerRow = lanes
+        lanesPerRow = try lanes("KILN_VULKAN_GPU_LANES_PER_ROW", 8)
+        singleLanesPerRow = try lanes("KILN_VULKAN_GPU_SINGLE_LANES_PER_ROW", 32)
         let columnsPerGroup = ProcessInfo.processInfo.environment["KILN_VULKAN_GPU_COLUMNS_PER_GROUP"].flatMap { Int($0) } ?? 8
         guard columnsPerGroup > 0, columnsPerGroup % 4 == 0 else {
             throw VulkanError("kernels", message: "KILN_VULKAN_GPU_COLUMNS_PER_GROUP=\(columnsPerGroup) is not a positive multiple of 4")
@@ -226,14 +233,14 @@ final class Kernels {
         }
         var texels = [0: format == .f32 ? floats : words, 1: floats, 2: floats, 4: floats, 7: floats]
         if epilogue == .qkv { texels[11] = floats }
-        func build(_ name: String, _ code: [UInt32]) throws -> ComputeKernel {
+        func build(_ name: String, _ code: [UInt32], lanes: Int) throws -> ComputeKernel {
             try ComputeKernel(device: device, name: gpu ? name + "_gpu" : name, spirv: code, bindings: Self.matmulBindings(epilogue),
-                              pushConstantBytes: MemoryLayout<MatmulParameters>.size, specialization: gpu ? [UInt32(lanesPerRow), UInt32(columnsPerGroup)] : [],
+                              pushConstantBytes: MemoryLayout<MatmulParameters>.size, specialization: gpu ? [UInt32(lanes), UInt32(columnsPerGroup)] : [],
                               workgroupSize: gpu ? 64 : nil, texelBindings: texels)
         }
         let suffix = epilogue == .store ? "" : "_\(epilogue)"
-        let kernels = (tiled: try build("matmul_" + name + suffix, gpu ? gpuTiled : cpuTiled),
-                       single: try build("matmul_" + name + "_rows8" + suffix, gpu ? gpuSingle : cpuSingle))
+        let kernels = (tiled: try build("matmul_" + name + suffix, gpu ? gpuTiled : cpuTiled, lanes: lanesPerRow),
+                       single: try build("matmul_" + name + "_rows8" + suffix, gpu ? gpuSingle : cpuSingle, lanes: singleLanesPerRow))
         matmulKernels[i] = kernels
         return kernels
     }

@@ -34,7 +34,7 @@ final class KernelTests: XCTestCase {
         // Both kernel families on this device (lavapipe).
         let families = try KernelFamily.allCases.map { try Kernels(device: device, headDimension: 64, family: $0) }
         for type in [GGMLType.q4_1, .q4_0, .q8_0, .f32, .f16, .bf16, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K] {
-            for (n, k, b) in [(1, 256, 1), (5, 256, 3), (37, 512, 6), (130, 256, 9), (70, 256, 37)] {
+            for (n, k, b) in [(1, 256, 1), (5, 256, 3), (37, 512, 6), (130, 768, 9), (70, 256, 37)] {
                 var w = GGUFWriter()
                 w.tensors = [.init(name: "w", dimensions: [k, n], type: type,
                                    data: TestModelBuilder.randomData(type, count: n * k, scale: 0.5, rng: &rng))]

@@ -4,8 +4,8 @@
 // The including shader defines: struct Block; Block loadBlock(uint row, uint block);
 // vec4 part(Block w, const int k) (the 4 weights that meet x part k, elements 4k..4k+3);
 // float finish(Block w, float s, float xSum) (the block's scale applied to its partial sum s).
-// Every output is reduced in one order whatever the frame or the batch: each lane's blocks in turn (each
-// block as in the CPU family), then the lanes' sums in a fixed pairwise tree.
+// Every output is reduced in one order whatever the frame, the lane count or the batch: a balanced pairwise
+// tree over the row's blocks (each block as in the CPU family), zero-padded to a power of two.
 
 layout(local_size_x = 64) in;
 layout(constant_id = 0) const uint LANES_PER_ROW = 8;  // a power of two, at most 64
@@ -23,37 +23,53 @@ void main() {
     // No other return: every lane must reach the barriers. Lanes past the last row compute it again
     // and store nothing.
     uint r0 = min(row, p.N - 1);
-    uint blocks = p.K / 32;
+    uint blocks = p.K / 32, leaves = 1;
+    while (leaves < blocks) leaves *= 2;
+    // Lanes past the leaves hold nothing; each other lane a contiguous subtree of `range` leaves.
+    uint lanes = min(LANES_PER_ROW, leaves), range = leaves / lanes, firstLeaf = part0 * range;
     for (uint c = firstColumn; c < endColumn; c += 4) {
         // Columns past the batch repeat the last one; their results are not stored.
         uint c0 = min(c + 0, p.B - 1), c1 = min(c + 1, p.B - 1), c2 = min(c + 2, p.B - 1), c3 = min(c + 3, p.B - 1);
-        precise float a0_0 = 0.0, a0_1 = 0.0, a0_2 = 0.0, a0_3 = 0.0;
-        for (uint b = part0; b < blocks; b += LANES_PER_ROW) {
-            LOAD_X(x0_, c0, b)
-            LOAD_X(x1_, c1, b)
-            LOAD_X(x2_, c2, b)
-            LOAD_X(x3_, c3, b)
-            {
-                Block w = loadBlock(r0, b);
-                precise float t0_0, t0_1, t0_2, t0_3, t0_4, t0_5, t0_6, t0_7, t1_0, t1_1, t1_2, t1_3, t1_4, t1_5, t1_6, t1_7, t2_0, t2_1, t2_2, t2_3, t2_4, t2_5, t2_6, t2_7, t3_0, t3_1, t3_2, t3_3, t3_4, t3_5, t3_6, t3_7;
-                { vec4 u = part(w, 0); t0_0 = (u.x * x0_0.x + u.y * x0_0.y) + (u.z * x0_0.z + u.w * x0_0.w); t1_0 = (u.x * x1_0.x + u.y * x1_0.y) + (u.z * x1_0.z + u.w * x1_0.w); t2_0 = (u.x * x2_0.x + u.y * x2_0.y) + (u.z * x2_0.z + u.w * x2_0.w); t3_0 = (u.x * x3_0.x + u.y * x3_0.y) + (u.z * x3_0.z + u.w * x3_0.w); }
-                { vec4 u = part(w, 1); t0_1 = (u.x * x0_1.x + u.y * x0_1.y) + (u.z * x0_1.z + u.w * x0_1.w); t1_1 = (u.x * x1_1.x + u.y * x1_1.y) + (u.z * x1_1.z + u.w * x1_1.w); t2_1 = (u.x * x2_1.x + u.y * x2_1.y) + (u.z * x2_1.z + u.w * x2_1.w); t3_1 = (u.x * x3_1.x + u.y * x3_1.y) + (u.z * x3_1.z + u.w * x3_1.w); }
-                { vec4 u = part(w, 2); t0_2 = (u.x * x0_2.x + u.y * x0_2.y) + (u.z * x0_2.z + u.w * x0_2.w); t1_2 = (u.x * x1_2.x + u.y * x1_2.y) + (u.z * x1_2.z + u.w * x1_2.w); t2_2 = (u.x * x2_2.x + u.y * x2_2.y) + (u.z * x2_2.z + u.w * x2_2.w); t3_2 = (u.x * x3_2.x + u.y * x3_2.y) + (u.z * x3_2.z + u.w * x3_2.w); }
-                { vec4 u = part(w, 3); t0_3 = (u.x * x0_3.x + u.y * x0_3.y) + (u.z * x0_3.z + u.w * x0_3.w); t1_3 = (u.x * x1_3.x + u.y * x1_3.y) + (u.z * x1_3.z + u.w * x1_3.w); t2_3 = (u.x * x2_3.x + u.y * x2_3.y) + (u.z * x2_3.z + u.w * x2_3.w); t3_3 = (u.x * x3_3.x + u.y * x3_3.y) + (u.z * x3_3.z + u.w * x3_3.w); }
-                { vec4 u = part(w, 4); t0_4 = (u.x * x0_4.x + u.y * x0_4.y) + (u.z * x0_4.z + u.w * x0_4.w); t1_4 = (u.x * x1_4.x + u.y * x1_4.y) + (u.z * x1_4.z + u.w * x1_4.w); t2_4 = (u.x * x2_4.x + u.y * x2_4.y) + (u.z * x2_4.z + u.w * x2_4.w); t3_4 = (u.x * x3_4.x + u.y * x3_4.y) + (u.z * x3_4.z + u.w * x3_4.w); }
-                { vec4 u = part(w, 5); t0_5 = (u.x * x0_5.x + u.y * x0_5.y) + (u.z * x0_5.z + u.w * x0_5.w); t1_5 = (u.x * x1_5.x + u.y * x1_5.y) + (u.z * x1_5.z + u.w * x1_5.w); t2_5 = (u.x * x2_5.x + u.y * x2_5.y) + (u.z * x2_5.z + u.w * x2_5.w); t3_5 = (u.x * x3_5.x + u.y * x3_5.y) + (u.z * x3_5.z + u.w * x3_5.w); }
-                { vec4 u = part(w, 6); t0_6 = (u.x * x0_6.x + u.y * x0_6.y) + (u.z * x0_6.z + u.w * x0_6.w); t1_6 = (u.x * x1_6.x + u.y * x1_6.y) + (u.z * x1_6.z + u.w * x1_6.w); t2_6 = (u.x * x2_6.x + u.y * x2_6.y) + (u.z * x2_6.z + u.w * x2_6.w); t3_6 = (u.x * x3_6.x + u.y * x3_6.y) + (u.z * x3_6.z + u.w * x3_6.w); }
-                { vec4 u = part(w, 7); t0_7 = (u.x * x0_7.x + u.y * x0_7.y) + (u.z * x0_7.z + u.w * x0_7.w); t1_7 = (u.x * x1_7.x + u.y * x1_7.y) + (u.z * x1_7.z + u.w * x1_7.w); t2_7 = (u.x * x2_7.x + u.y * x2_7.y) + (u.z * x2_7.z + u.w * x2_7.w); t3_7 = (u.x * x3_7.x + u.y * x3_7.y) + (u.z * x3_7.z + u.w * x3_7.w); }
-                a0_0 += finish(w, ((t0_0 + t0_1) + (t0_2 + t0_3)) + ((t0_4 + t0_5) + (t0_6 + t0_7)), x0_Sum); a0_1 += finish(w, ((t1_0 + t1_1) + (t1_2 + t1_3)) + ((t1_4 + t1_5) + (t1_6 + t1_7)), x1_Sum); a0_2 += finish(w, ((t2_0 + t2_1) + (t2_2 + t2_3)) + ((t2_4 + t2_5) + (t2_6 + t2_7)), x2_Sum); a0_3 += finish(w, ((t3_0 + t3_1) + (t3_2 + t3_3)) + ((t3_4 + t3_5) + (t3_6 + t3_7)), x3_Sum);
+        precise float stack0[12], stack1[12], stack2[12], stack3[12];  // up to 2,048 leaves per lane
+        stack0[0] = 0.0; stack1[0] = 0.0; stack2[0] = 0.0; stack3[0] = 0.0;
+        for (uint i = 0; part0 < lanes && i < range; ++i) {
+            uint b = firstLeaf + i;
+            precise float v0 = 0.0, v1 = 0.0, v2 = 0.0, v3 = 0.0;
+            if (b < blocks) {
+                LOAD_X(x0_, c0, b)
+                LOAD_X(x1_, c1, b)
+                LOAD_X(x2_, c2, b)
+                LOAD_X(x3_, c3, b)
+                {
+                    Block w = loadBlock(r0, b);
+                    precise float t0_0, t0_1, t0_2, t0_3, t0_4, t0_5, t0_6, t0_7, t1_0, t1_1, t1_2, t1_3, t1_4, t1_5, t1_6, t1_7, t2_0, t2_1, t2_2, t2_3, t2_4, t2_5, t2_6, t2_7, t3_0, t3_1, t3_2, t3_3, t3_4, t3_5, t3_6, t3_7;
+                    { vec4 u = part(w, 0); t0_0 = (u.x * x0_0.x + u.y * x0_0.y) + (u.z * x0_0.z + u.w * x0_0.w); t1_0 = (u.x * x1_0.x + u.y * x1_0.y) + (u.z * x1_0.z + u.w * x1_0.w); t2_0 = (u.x * x2_0.x + u.y * x2_0.y) + (u.z * x2_0.z + u.w * x2_0.w); t3_0 = (u.x * x3_0.x + u.y * x3_0.y) + (u.z * x3_0.z + u.w * x3_0.w); }
+                    { vec4 u = part(w, 1); t0_1 = (u.x * x0_1.x + u.y * x0_1.y) + (u.z * x0_1.z + u.w * x0_1.w); t1_1 = (u.x * x1_1.x + u.y * x1_1.y) + (u.z * x1_1.z + u.w * x1_1.w); t2_1 = (u.x * x2_1.x + u.y * x2_1.y) + (u.z * x2_1.z + u.w * x2_1.w); t3_1 = (u.x * x3_1.x + u.y * x3_1.y) + (u.z * x3_1.z + u.w * x3_1.w); }
+                    { vec4 u = part(w, 2); t0_2 = (u.x * x0_2.x + u.y * x0_2.y) + (u.z * x0_2.z + u.w * x0_2.w); t1_2 = (u.x * x1_2.x + u.y * x1_2.y) + (u.z * x1_2.z + u.w * x1_2.w); t2_2 = (u.x * x2_2.x + u.y * x2_2.y) + (u.z * x2_2.z + u.w * x2_2.w); t3_2 = (u.x * x3_2.x + u.y * x3_2.y) + (u.z * x3_2.z + u.w * x3_2.w); }
+                    { vec4 u = part(w, 3); t0_3 = (u.x * x0_3.x + u.y * x0_3.y) + (u.z * x0_3.z + u.w * x0_3.w); t1_3 = (u.x * x1_3.x + u.y * x1_3.y) + (u.z * x1_3.z + u.w * x1_3.w); t2_3 = (u.x * x2_3.x + u.y * x2_3.y) + (u.z * x2_3.z + u.w * x2_3.w); t3_3 = (u.x * x3_3.x + u.y * x3_3.y) + (u.z * x3_3.z + u.w * x3_3.w); }
+                    { vec4 u = part(w, 4); t0_4 = (u.x * x0_4.x + u.y * x0_4.y) + (u.z * x0_4.z + u.w * x0_4.w); t1_4 = (u.x * x1_4.x + u.y * x1_4.y) + (u.z * x1_4.z + u.w * x1_4.w); t2_4 = (u.x * x2_4.x + u.y * x2_4.y) + (u.z * x2_4.z + u.w * x2_4.w); t3_4 = (u.x * x3_4.x + u.y * x3_4.y) + (u.z * x3_4.z + u.w * x3_4.w); }
+                    { vec4 u = part(w, 5); t0_5 = (u.x * x0_5.x + u.y * x0_5.y) + (u.z * x0_5.z + u.w * x0_5.w); t1_5 = (u.x * x1_5.x + u.y * x1_5.y) + (u.z * x1_5.z + u.w * x1_5.w); t2_5 = (u.x * x2_5.x + u.y * x2_5.y) + (u.z * x2_5.z + u.w * x2_5.w); t3_5 = (u.x * x3_5.x + u.y * x3_5.y) + (u.z * x3_5.z + u.w * x3_5.w); }
+                    { vec4 u = part(w, 6); t0_6 = (u.x * x0_6.x + u.y * x0_6.y) + (u.z * x0_6.z + u.w * x0_6.w); t1_6 = (u.x * x1_6.x + u.y * x1_6.y) + (u.z * x1_6.z + u.w * x1_6.w); t2_6 = (u.x * x2_6.x + u.y * x2_6.y) + (u.z * x2_6.z + u.w * x2_6.w); t3_6 = (u.x * x3_6.x + u.y * x3_6.y) + (u.z * x3_6.z + u.w * x3_6.w); }
+                    { vec4 u = part(w, 7); t0_7 = (u.x * x0_7.x + u.y * x0_7.y) + (u.z * x0_7.z + u.w * x0_7.w); t1_7 = (u.x * x1_7.x + u.y * x1_7.y) + (u.z * x1_7.z + u.w * x1_7.w); t2_7 = (u.x * x2_7.x + u.y * x2_7.y) + (u.z * x2_7.z + u.w * x2_7.w); t3_7 = (u.x * x3_7.x + u.y * x3_7.y) + (u.z * x3_7.z + u.w * x3_7.w); }
+                    v0 = finish(w, ((t0_0 + t0_1) + (t0_2 + t0_3)) + ((t0_4 + t0_5) + (t0_6 + t0_7)), x0_Sum); v1 = finish(w, ((t1_0 + t1_1) + (t1_2 + t1_3)) + ((t1_4 + t1_5) + (t1_6 + t1_7)), x1_Sum); v2 = finish(w, ((t2_0 + t2_1) + (t2_2 + t2_3)) + ((t2_4 + t2_5) + (t2_6 + t2_7)), x2_Sum); v3 = finish(w, ((t3_0 + t3_1) + (t3_2 + t3_3)) + ((t3_4 + t3_5) + (t3_6 + t3_7)), x3_Sum);
+                }
             }
+            // Leaf i joins its left siblings: one addition per trailing 1 bit of i.
+            uint level = 0;
+            for (uint n = i; (n & 1u) != 0u; n >>= 1) {
+                v0 = stack0[level] + v0; v1 = stack1[level] + v1; v2 = stack2[level] + v2; v3 = stack3[level] + v3;
+                ++level;
+            }
+            stack0[level] = v0; stack1[level] = v1; stack2[level] = v2; stack3[level] = v3;
         }
-        partialSums[0 + lane] = a0_0;
-        partialSums[64 + lane] = a0_1;
-        partialSums[128 + lane] = a0_2;
-        partialSums[192 + lane] = a0_3;
+        uint top = findMSB(range);  // the level of the lane's whole subtree
+        partialSums[0 + lane] = part0 < lanes ? stack0[top] : 0.0;
+        partialSums[64 + lane] = part0 < lanes ? stack1[top] : 0.0;
+        partialSums[128 + lane] = part0 < lanes ? stack2[top] : 0.0;
+        partialSums[192 + lane] = part0 < lanes ? stack3[top] : 0.0;
         barrier();
-        // The row's lanes' sums, pairwise: (0 + 1) + (2 + 3), ... in place, a level at a time.
-        for (uint w = 1; w < LANES_PER_ROW; w *= 2) {
+        // The lanes' subtrees, pairwise: (0 + 1) + (2 + 3), ... in place, a level at a time.
+        for (uint w = 1; w < lanes; w *= 2) {
             if (part0 % (2 * w) == 0) {
                 partialSums[0 + lane] += partialSums[0 + lane + w * rowsPerGroup];
                 partialSums[64 + lane] += partialSums[64 + lane + w * rowsPerGroup];

@@ -4,8 +4,8 @@
 // The including shader defines: struct Block; Block loadBlock(uint row, uint block);
 // vec4 part(Block w, const int k) (the 4 weights that meet x part k, elements 4k..4k+3);
 // float finish(Block w, float s, float xSum) (the block's scale applied to its partial sum s).
-// Every output is reduced in one order whatever the frame or the batch: each lane's blocks in turn (each
-// block as in the CPU family), then the lanes' sums in a fixed pairwise tree.
+// Every output is reduced in one order whatever the frame, the lane count or the batch: a balanced pairwise
+// tree over the row's blocks (each block as in the CPU family), zero-padded to a power of two.
 
 layout(local_size_x = 64) in;
 layout(constant_id = 0) const uint LANES_PER_ROW = 8;  // a power of two, at most 64
@@ -23,30 +23,46 @@ void main() {
     // No other return: every lane must reach the barriers. Lanes past the last row compute it again
     // and store nothing.
     uint r0 = min(row, p.N - 1);
-    uint blocks = p.K / 32;
+    uint blocks = p.K / 32, leaves = 1;
+    while (leaves < blocks) leaves *= 2;
+    // Lanes past the leaves hold nothing; each other lane a contiguous subtree of `range` leaves.
+    uint lanes = min(LANES_PER_ROW, leaves), range = leaves / lanes, firstLeaf = part0 * range;
     for (uint c = firstColumn; c < endColumn; c += 1) {
         uint c0 = c;
-        precise float a0_0 = 0.0;
-        for (uint b = part0; b < blocks; b += LANES_PER_ROW) {
-            LOAD_X(x0_, c0, b)
-            {
-                Block w = loadBlock(r0, b);
-                precise float t0_0, t0_1, t0_2, t0_3, t0_4, t0_5, t0_6, t0_7;
-                { vec4 u = part(w, 0); t0_0 = (u.x * x0_0.x + u.y * x0_0.y) + (u.z * x0_0.z + u.w * x0_0.w); }
-                { vec4 u = part(w, 1); t0_1 = (u.x * x0_1.x + u.y * x0_1.y) + (u.z * x0_1.z + u.w * x0_1.w); }
-                { vec4 u = part(w, 2); t0_2 = (u.x * x0_2.x + u.y * x0_2.y) + (u.z * x0_2.z + u.w * x0_2.w); }
-                { vec4 u = part(w, 3); t0_3 = (u.x * x0_3.x + u.y * x0_3.y) + (u.z * x0_3.z + u.w * x0_3.w); }
-                { vec4 u = part(w, 4); t0_4 = (u.x * x0_4.x + u.y * x0_4.y) + (u.z * x0_4.z + u.w * x0_4.w); }
-                { vec4 u = part(w, 5); t0_5 = (u.x * x0_5.x + u.y * x0_5.y) + (u.z * x0_5.z + u.w * x0_5.w); }
-                { vec4 u = part(w, 6); t0_6 = (u.x * x0_6.x + u.y * x0_6.y) + (u.z * x0_6.z + u.w * x0_6.w); }
-                { vec4 u = part(w, 7); t0_7 = (u.x * x0_7.x + u.y * x0_7.y) + (u.z * x0_7.z + u.w * x0_7.w); }
-                a0_0 += finish(w, ((t0_0 + t0_1) + (t0_2 + t0_3)) + ((t0_4 + t0_5) + (t0_6 + t0_7)), x0_Sum);
+        precise float stack0[12];  // up to 2,048 leaves per lane
+        stack0[0] = 0.0;
+        for (uint i = 0; part0 < lanes && i < range; ++i) {
+            uint b = firstLeaf + i;
+            precise float v0 = 0.0;
+            if (b < blocks) {
+                LOAD_X(x0_, c0, b)
+                {
+                    Block w = loadBlock(r0, b);
+                    precise float t0_0, t0_1, t0_2, t0_3, t0_4, t0_5, t0_6, t0_7;
+                    { vec4 u = part(w, 0); t0_0 = (u.x * x0_0.x + u.y * x0_0.y) + (u.z * x0_0.z + u.w * x0_0.w); }
+                    { vec4 u = part(w, 1); t0_1 = (u.x * x0_1.x + u.y * x0_1.y) + (u.z * x0_1.z + u.w * x0_1.w); }
+                    { vec4 u = part(w, 2); t0_2 = (u.x * x0_2.x + u.y * x0_2.y) + (u.z * x0_2.z + u.w * x0_2.w); }
+                    { vec4 u = part(w, 3); t0_3 = (u.x * x0_3.x + u.y * x0_3.y) + (u.z * x0_3.z + u.w * x0_3.w); }
+                    { vec4 u = part(w, 4); t0_4 = (u.x * x0_4.x + u.y * x0_4.y) + (u.z * x0_4.z + u.w * x0_4.w); }
+                    { vec4 u = part(w, 5); t0_5 = (u.x * x0_5.x + u.y * x0_5.y) + (u.z * x0_5.z + u.w * x0_5.w); }
+                    { vec4 u = part(w, 6); t0_6 = (u.x * x0_6.x + u.y * x0_6.y) + (u.z * x0_6.z + u.w * x0_6.w); }
+                    { vec4 u = part(w, 7); t0_7 = (u.x * x0_7.x + u.y * x0_7.y) + (u.z * x0_7.z + u.w * x0_7.w); }
+                    v0 = finish(w, ((t0_0 + t0_1) + (t0_2 + t0_3)) + ((t0_4 + t0_5) + (t0_6 + t0_7)), x0_Sum);
+                }
             }
+            // Leaf i joins its left siblings: one addition per trailing 1 bit of i.
+            uint level = 0;
+            for (uint n = i; (n & 1u) != 0u; n >>= 1) {
+                v0 = stack0[level] + v0;
+                ++level;
+            }
+            stack0[level] = v0;
         }
-        partialSums[0 + lane] = a0_0;
+        uint top = findMSB(range);  // the level of the lane's whole subtree
+        partialSums[0 + lane] = part0 < lanes ? stack0[top] : 0.0;
         barrier();
-        // The row's lanes' sums, pairwise: (0 + 1) + (2 + 3), ... in place, a level at a time.
-        for (uint w = 1; w < LANES_PER_ROW; w *= 2) {
+        // The lanes' subtrees, pairwise: (0 + 1) + (2 + 3), ... in place, a level at a time.
+        for (uint w = 1; w < lanes; w *= 2) {
             if (part0 % (2 * w) == 0) {
                 partialSums[0 + lane] += partialSums[0 + lane + w * rowsPerGroup];
             }

@@ -197,7 +197,7 @@ public final class CommandStream: @unchecked Sendable {
     private var recording = false
     /// KILN_VULKAN_PROFILE=1: every dispatch is submitted alone and timed on the host (slow, and each time
     /// includes a submission's round trip: a fair measure on lavapipe, not on a GPU).
-    let profiling = ProcessInfo.processInfo.environment["KILN_VULKAN_PROFILE"] == "1"
+    let profiling = KernelProfileMode.current == .submitAlone
     /// KILN_VULKAN_PROFILE=gpu: the step's own command buffer writes a timestamp after every dispatch, and each
     /// kernel is charged the time from the previous timestamp to its own (its barrier wait included), so
     /// steps run as they always do. Needs a queue that writes timestamps (else nothing is recorded).
@@ -225,7 +225,7 @@ public final class CommandStream: @unchecked Sendable {
         try check(vkCreateFence(device.device, &fenceInfo, nil, &fence), "vkCreateFence")
         self.fence = fence!
         var pool: VkQueryPool?
-        if ProcessInfo.processInfo.environment["KILN_VULKAN_PROFILE"] == "gpu", device.timestampPeriod != nil {
+        if KernelProfileMode.current == .timestamps, device.timestampPeriod != nil {
             var poolInfo = VkQueryPoolCreateInfo()
             poolInfo.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO
             poolInfo.queryType = VK_QUERY_TYPE_TIMESTAMP

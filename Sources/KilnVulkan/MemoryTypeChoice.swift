@@ -12,25 +12,25 @@ import CVulkan
 ///   there Kiln takes the plain device-local type and stages uploads. On an H100 (Firecracker VM, driver
 ///   580) decoding from the host-visible type ran 5× slower at batch 1 than from staged device-local
 ///   memory in the same session (BENCHMARKS.md, 2026-11-26 GPU section).
-public struct MemoryTypeChoice: Equatable, Sendable {
+struct MemoryTypeChoice: Equatable, Sendable {
     /// One entry of VkPhysicalDeviceMemoryProperties.memoryTypes, with its heap's size.
-    public struct MemoryType: Sendable {
-        public let flags: UInt32
-        public let heapSize: UInt64
-        public init(flags: UInt32, heapSize: UInt64) { self.flags = flags; self.heapSize = heapSize }
+    struct MemoryType: Sendable {
+        let flags: UInt32
+        let heapSize: UInt64
+        init(flags: UInt32, heapSize: UInt64) { self.flags = flags; self.heapSize = heapSize }
     }
 
-    public let deviceType: Int
-    public let hostType: Int
+    let deviceType: Int
+    let hostType: Int
     /// Whether device buffers are mapped and written in place (else `Upload` stages them).
-    public let unified: Bool
+    let unified: Bool
 
-    public static let hostBits = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT.rawValue | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT.rawValue
-    public static let localBit = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT.rawValue
-    public static let cachedBit = VK_MEMORY_PROPERTY_HOST_CACHED_BIT.rawValue
+    static let hostBits = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT.rawValue | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT.rawValue
+    static let localBit = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT.rawValue
+    static let cachedBit = VK_MEMORY_PROPERTY_HOST_CACHED_BIT.rawValue
 
     /// nil when the device has no host-visible coherent memory (Kiln cannot feed it).
-    public static func choose(_ types: [MemoryType], kind: VulkanDevice.Kind, forceStaging: Bool = false) -> MemoryTypeChoice? {
+    static func choose(_ types: [MemoryType], kind: VulkanDevice.Kind, forceStaging: Bool = false) -> MemoryTypeChoice? {
         let hostTypes = types.indices.filter { types[$0].flags & hostBits == hostBits }
         guard let host = hostTypes.first(where: { types[$0].flags & cachedBit != 0 }) ?? hostTypes.first else { return nil }
         let localTypes = types.indices.filter { types[$0].flags & localBit != 0 }

@@ -46,7 +46,7 @@ final class SequenceDecoder {
     }
 }
 
-/// The decoder whose kernel profile is printed at exit (KILN_VULKAN_PROFILE=1).
+/// The decoder whose kernel profile is printed at exit (KILN_VULKAN_PROFILE=1 or gpu).
 nonisolated(unsafe) var atexit_decoder: VulkanDecoder?
 
 /// The decoder backend: Vulkan when chosen or found (lavapipe included), else the CPU reference decoder.
@@ -64,7 +64,7 @@ func makeBackend(file: GGUFFile, choice: BackendChoice, deviceIndex: Int?, block
                                     maxTokens: maxTokens, maxSequences: maxSequences, maxLogitRows: maxLogitRows, kvCache: kvCache)
     let memory = decoder.device.unifiedMemory ? "unified memory" : "device-local memory (staged uploads)"
     FileHandle.standardError.write(Data("kiln: Vulkan on \(decoder.device.info.name): \(decoder.kernelFamily) kernel family, \(decoder.kvCache) KV pool, \(memory)\n".utf8))
-    if ["1", "gpu"].contains(ProcessInfo.processInfo.environment["KILN_VULKAN_PROFILE"]) {
+    if KernelProfileMode.current.isOn {
         atexit_decoder = decoder
         atexit { if let d = atexit_decoder { FileHandle.standardError.write(Data((d.profileReport() + "\n").utf8)) } }
     }

@@ -202,7 +202,7 @@ struct BenchDecode: ParsableCommand {
             print(String(format: "BENCH vulkan_decode_b%d_topk_candidates_tok_s %.2f tok/s", b, Double(b * steps) / viaCandidates))
             print(String(format: "BENCH vulkan_decode_b%d_topk_full_logits_tok_s %.2f tok/s", b, Double(b * steps) / viaLogits))
         }
-        if ["1", "gpu"].contains(ProcessInfo.processInfo.environment["KILN_VULKAN_PROFILE"]) { print(decoder.profileReport()) }
+        if KernelProfileMode.current.isOn { print(decoder.profileReport()) }
     }
 
     /// Times two variants alternately, `rounds` times each, and prints each one's median time and the ratio

@@ -19,13 +19,18 @@ public final class ComputeKernel: @unchecked Sendable {
     /// local_size_x of the shader: given, or the device's lane width (`VulkanDevice.Info.laneWidth`), passed to
     /// the shader as specialization constant 15 (the CPU-shaped kernels' `local_size_x_id`).
     let workgroupSize: Int
+    /// Lanes that work on one item of a dispatch (`CommandStream.dispatch(items:)`): 1 where each lane works
+    /// alone; where lanes cooperate (the GPU kernel family), the lanes that share an item (a 64-lane workgroup
+    /// per row, per (token, head)...). The kernel says it, so no call site can pair it with another count.
+    let lanesPerItem: Int
     private var pools: [VkDescriptorPool] = []
     private var poolRoom = 0
     static let setsPerPool = 256
 
     init(device: VulkanDevice, name: String, spirv: [UInt32], bindings: Int, pushConstantBytes: Int,
-         specialization: [UInt32] = [], workgroupSize: Int? = nil, texelBindings: [Int: VkFormat] = [:]) throws {
+         specialization: [UInt32] = [], workgroupSize: Int? = nil, lanesPerItem: Int = 1, texelBindings: [Int: VkFormat] = [:]) throws {
         self.device = device
+        self.lanesPerItem = lanesPerItem
         let workgroupSize = workgroupSize ?? device.info.laneWidth
         self.workgroupSize = workgroupSize
         self.texelBindings = texelBindings
@@ -225,7 +230,7 @@ public final class CommandStream: @unchecked Sendable {
         try check(vkCreateFence(device.device, &fenceInfo, nil, &fence), "vkCreateFence")
         self.fence = fence!
         var pool: VkQueryPool?
-        if KernelProfileMode.current == .timestamps, device.timestampPeriod != nil {
+        if KernelProfileMode.current == .timestamps, device.info.timestampPeriod != nil {
             var poolInfo = VkQueryPoolCreateInfo()
             poolInfo.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO
             poolInfo.queryType = VK_QUERY_TYPE_TIMESTAMP
@@ -258,8 +263,9 @@ public final class CommandStream: @unchecked Sendable {
         }
     }
 
-    /// Records `kernel` over `invocations` lanes (workgroups of `kernel.workgroupSize`) with the given push constants.
-    func dispatch<P>(_ kernel: ComputeKernel, _ set: VkDescriptorSet, _ constants: P, invocations: Int) {
+    /// Records `kernel` over `items` items of `kernel.lanesPerItem` lanes each (in workgroups of
+    /// `kernel.workgroupSize`) with the given push constants.
+    func dispatch<P>(_ kernel: ComputeKernel, _ set: VkDescriptorSet, _ constants: P, items: Int) {
         precondition(recording)
         precondition(MemoryLayout<P>.size == kernel.pushConstantBytes, "\(kernel.name): push constants are \(kernel.pushConstantBytes) bytes")
         vkCmdBindPipeline(commandBuffer, VK_PIPELINE_BIND_POINT_COMPUTE, kernel.pipeline)
@@ -272,6 +278,7 @@ public final class CommandStream: @unchecked Sendable {
         // Past the device's maxComputeWorkGroupCount[0] (65,535 on lavapipe and most GPUs: a 512-token
         // SwiGLU wants 98,304 groups) the grid folds onto y; every shader indexes by x + y · (groups in x ·
         // workgroup size) and bounds-checks, so the surplus invocations of the last row do nothing.
+        let invocations = items * kernel.lanesPerItem
         let groups = max(1, (invocations + kernel.workgroupSize - 1) / kernel.workgroupSize)
         let limit = max(1, device.info.maxComputeWorkGroupCount)
         let rows = (groups + limit - 1) / limit
@@ -388,7 +395,7 @@ public final class CommandStream: @unchecked Sendable {
             try check(vkWaitForFences(device.device, 1, &fences, VkBool32(VK_TRUE), UInt64.max), "vkWaitForFences")
             try check(vkResetFences(device.device, 1, &fences), "vkResetFences")
         }
-        if let timestamps, let period = device.timestampPeriod, !timestampNames.isEmpty {
+        if let timestamps, let period = device.info.timestampPeriod, !timestampNames.isEmpty {
             var ticks = [UInt64](repeating: 0, count: timestampNames.count + 1)
             let read = ticks.withUnsafeMutableBytes { bytes in
                 vkGetQueryPoolResults(device.device, timestamps, 0, UInt32(bytes.count / 8), bytes.count, bytes.baseAddress, 8,

@@ -55,32 +55,18 @@ final class Kernels {
     /// `KILN_VULKAN_GPU_COLUMNS_PER_GROUP`, 8 by default: on an H100, batch 32 decoded ~20% faster than with 16).
     /// It does not change any result.
     let columnsPerGroup: Int
-    /// Lanes (invocations) a matrix kernel needs for `rows` outputs of `columns` columns: 8 rows per lane in
-    /// the CPU family (matmul_main.glsl, matmul_rows8.glsl); in the GPU family `lanesPerRow` lanes per row, in
-    /// whole 64-lane workgroups, times the column groups of the tiled frame (matmul_gpu_main.glsl;
-    /// matmul_gpu_single.glsl has one).
-    func matmulInvocations(rows: Int, columns: Int) -> Int {
+    /// The items a matrix kernel's dispatch has for `rows` outputs of `columns` columns: in the CPU family a
+    /// lane per 8 rows (matmul_main.glsl, matmul_rows8.glsl); in the GPU family a 64-lane workgroup per group of
+    /// 64 / `lanesPerRow` rows and, in the tiled frame (matmul_gpu_main.glsl), per `columnsPerGroup` columns.
+    func matmulItems(rows: Int, columns: Int) -> Int {
         guard family == .gpu else { return (rows + 7) / 8 }
         let rowsPerGroup = 64 / (columns == 1 ? singleLanesPerRow : lanesPerRow)
         let columnGroups = columns == 1 ? 1 : (columns + columnsPerGroup - 1) / columnsPerGroup
-        return (rows + rowsPerGroup - 1) / rowsPerGroup * columnGroups * 64
+        return (rows + rowsPerGroup - 1) / rowsPerGroup * columnGroups
     }
-    /// Lanes per (token, KV head) or (chunk, token, KV head) in attention modes 0 and 1: the GPU family's
-    /// workgroup, the CPU family's single lane.
-    var attentionLanes: Int { family == .gpu ? 64 : 1 }
-    /// Lanes per (token, query head) in attention mode 2: the GPU family merges element by element.
-    let attentionMergeLanes: Int
-    /// Lanes per (row, chunk) in phase 0 of argmax: the GPU family's workgroup.
-    var argmaxLanes: Int { family == .gpu ? 64 : 1 }
-    /// Lanes per (row, chunk) and per row in the two phases of top-k: the GPU family's workgroup.
-    var topCandidateLanes: Int { family == .gpu ? 64 : 1 }
     /// The largest vocabulary the GPU family's top-k sorts in shared memory (a chunk of 4,096 logits at most);
     /// past it the decoder samples on the host.
     static let gpuTopCandidatesVocabularyLimit = topCandidateChunks * 4096
-    /// Lanes per row in RMSNorm: the GPU family's workgroup.
-    var rmsNormLanes: Int { family == .gpu ? 64 : 1 }
-    /// Lanes per (token, head) in RoPE + KV store: the GPU family's lane per vec4 of the head.
-    let ropeLanes: Int
 
     /// What a matrix kernel does with its results: stores (or adds) each row, or, in the CPU family, applies
     /// SwiGLU to the (gate, up) pairs of a `DeviceMatrix.RowOrder.gateUpInterleaved` matrix and stores half as
@@ -161,8 +147,6 @@ final class Kernels {
             throw VulkanError("kernels", message: "KILN_VULKAN_GPU_COLUMNS_PER_GROUP=\(columnsPerGroup) is not a positive multiple of 4")
         }
         self.columnsPerGroup = columnsPerGroup
-        attentionMergeLanes = gpu ? headDimension : 1
-        ropeLanes = gpu ? headDimension / 4 : 1
         if gpu, attentionChunkKeys > 256 || headDimension > 256 || headDimension % 8 != 0 {
             throw VulkanError("kernels", message: "the GPU family's attention takes chunks of at most 256 keys and heads of at most 256 elements (a multiple of 8)")
         }
@@ -174,37 +158,45 @@ final class Kernels {
         embed = try ComputeKernel(device: device, name: "embed", spirv: EmbeddedShaders.embed, bindings: 7, pushConstantBytes: MemoryLayout<EmbedParameters>.size)
         let half = kvCache == .f16
         let ropeCode = gpu ? (half ? EmbeddedShaders.ropeStoreGpuF16 : EmbeddedShaders.ropeStoreGpu) : (half ? EmbeddedShaders.ropeStoreF16 : EmbeddedShaders.ropeStore)
+        // Items: (token, head) pairs; the GPU family's lane per vec4 of the head.
         ropeStore = try ComputeKernel(device: device, name: (half ? "rope_store_f16" : "rope_store") + (gpu ? "_gpu" : ""), spirv: ropeCode,
-                                      bindings: 8, pushConstantBytes: MemoryLayout<RopeParameters>.size, texelBindings: [0: floats, 4: floats])
+                                      bindings: 8, pushConstantBytes: MemoryLayout<RopeParameters>.size, lanesPerItem: gpu ? headDimension / 4 : 1,
+                                      texelBindings: [0: floats, 4: floats])
         // A float16 pool is read as uint texels (8 halves each), a float32 one as float texels.
         let pool = half ? words : floats
+        // Items: (token, KV head) in mode 0, (chunk, token, KV head) in mode 1, (token, query head) in mode 2;
+        // the GPU family's 64-lane workgroup each.
         attention = gpu
             ? try ComputeKernel(device: device, name: half ? "attention_gpu_f16" : "attention_gpu", spirv: half ? EmbeddedShaders.attentionGpuF16 : EmbeddedShaders.attentionGpu,
                                 bindings: 8, pushConstantBytes: MemoryLayout<AttentionParameters>.size,
                                 specialization: [UInt32(headDimension), UInt32(queryHeadsPerKVHead), UInt32(attentionChunkKeys), UInt32(tree)], workgroupSize: 64,
-                                texelBindings: [0: floats, 4: pool, 5: pool])
+                                lanesPerItem: 64, texelBindings: [0: floats, 4: pool, 5: pool])
             : try ComputeKernel(device: device, name: half ? "attention_f16" : "attention", spirv: half ? EmbeddedShaders.attentionF16 : EmbeddedShaders.attention,
                                 bindings: 8, pushConstantBytes: MemoryLayout<AttentionParameters>.size,
                                 specialization: [UInt32(headDimension), UInt32(queryHeadsPerKVHead)], texelBindings: [0: floats, 4: pool, 5: pool])
         swiglu = try ComputeKernel(device: device, name: "swiglu", spirv: EmbeddedShaders.swiglu, bindings: 2, pushConstantBytes: MemoryLayout<SwigluParameters>.size,
                                    texelBindings: [0: floats])
         gatherRows = try ComputeKernel(device: device, name: "gather_rows", spirv: EmbeddedShaders.gatherRows, bindings: 3, pushConstantBytes: MemoryLayout<GatherParameters>.size)
+        // Items: rows; (row, chunk) pairs and then rows in the two phases of argmax and top-k. The GPU family
+        // gives each a 64-lane workgroup.
         rmsNorm = try ComputeKernel(device: device, name: gpu ? "rmsnorm_gpu" : "rmsnorm", spirv: gpu ? EmbeddedShaders.rmsnormGpu : EmbeddedShaders.rmsnorm, bindings: 3,
-                                    pushConstantBytes: MemoryLayout<NormParameters>.size, workgroupSize: gpu ? 64 : nil, texelBindings: [0: floats, 1: floats])
+                                    pushConstantBytes: MemoryLayout<NormParameters>.size, workgroupSize: gpu ? 64 : nil, lanesPerItem: gpu ? 64 : 1,
+                                    texelBindings: [0: floats, 1: floats])
         argmax = try ComputeKernel(device: device, name: gpu ? "argmax_gpu" : "argmax", spirv: gpu ? EmbeddedShaders.argmaxGpu : EmbeddedShaders.argmax, bindings: 3,
-                                   pushConstantBytes: MemoryLayout<RowReductionParameters>.size, workgroupSize: gpu ? 64 : nil)
+                                   pushConstantBytes: MemoryLayout<RowReductionParameters>.size, workgroupSize: gpu ? 64 : nil, lanesPerItem: gpu ? 64 : 1)
         topCandidates = gpu
             ? try ComputeKernel(device: device, name: "top_candidates_gpu", spirv: EmbeddedShaders.topCandidatesGpu, bindings: 3,
-                                pushConstantBytes: MemoryLayout<RowReductionParameters>.size, specialization: [UInt32(Self.topCandidateCount), 4096], workgroupSize: 64)
+                                pushConstantBytes: MemoryLayout<RowReductionParameters>.size, specialization: [UInt32(Self.topCandidateCount), 4096], workgroupSize: 64,
+                                lanesPerItem: 64)
             : try ComputeKernel(device: device, name: "top_candidates", spirv: EmbeddedShaders.topCandidates, bindings: 3,
                                 pushConstantBytes: MemoryLayout<RowReductionParameters>.size, specialization: [UInt32(Self.topCandidateCount)])
     }
 
     /// The matrix kernel for `columns` columns of x and the invocations it needs for `rows` outputs: the
     /// single-column frame for one column, the frame of 4-column tiles otherwise. Both reduce in the same order.
-    func matmul(for format: DeviceMatrix.Format, columns: Int, rows: Int, epilogue: MatmulEpilogue = .store) throws -> (ComputeKernel, invocations: Int) {
+    func matmul(for format: DeviceMatrix.Format, columns: Int, rows: Int, epilogue: MatmulEpilogue = .store) throws -> (ComputeKernel, items: Int) {
         let kernels = try matmulPair(format, epilogue)
-        return (columns == 1 ? kernels.single : kernels.tiled, matmulInvocations(rows: rows, columns: columns))
+        return (columns == 1 ? kernels.single : kernels.tiled, matmulItems(rows: rows, columns: columns))
     }
 
     /// The tiled matrix kernel of `format` (its descriptor set layout is both frames').
@@ -236,7 +228,7 @@ final class Kernels {
         func build(_ name: String, _ code: [UInt32], lanes: Int) throws -> ComputeKernel {
             try ComputeKernel(device: device, name: gpu ? name + "_gpu" : name, spirv: code, bindings: Self.matmulBindings(epilogue),
                               pushConstantBytes: MemoryLayout<MatmulParameters>.size, specialization: gpu ? [UInt32(lanes), UInt32(columnsPerGroup)] : [],
-                              workgroupSize: gpu ? 64 : nil, texelBindings: texels)
+                              workgroupSize: gpu ? 64 : nil, lanesPerItem: gpu ? 64 : 1, texelBindings: texels)
         }
         let suffix = epilogue == .store ? "" : "_\(epilogue)"
         let kernels = (tiled: try build("matmul_" + name + suffix, gpu ? gpuTiled : cpuTiled, lanes: lanesPerRow),

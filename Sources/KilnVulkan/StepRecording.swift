@@ -17,7 +17,7 @@ extension VulkanDecoder {
         if foldsNorm { flags.formUnion(role == .reads ? [.normIn] : role == .writes ? [.normOut] : []) }
         if epilogue == .qkv && kvCache == .f16 { flags.insert(.kvFloat16) }
         for (slice, set) in zip(m.slices, sets) {
-            let (kernel, invocations) = try kernels.matmul(for: m.format, columns: columns, rows: slice.rows, epilogue: epilogue)
+            let (kernel, items) = try kernels.matmul(for: m.format, columns: columns, rows: slice.rows, epilogue: epilogue)
             let yStride = epilogue == .swiglu ? m.rows / 2 : m.rows
             var parameters = Kernels.MatmulParameters(K: UInt32(m.columns), N: UInt32(slice.rows), B: UInt32(columns), xStride: UInt32(m.columns),
                                                       yStride: UInt32(yStride), flags: flags.rawValue, rowOffset: UInt32(slice.rowStart), epsilon: c.rmsEpsilon)
@@ -26,7 +26,7 @@ extension VulkanDecoder {
                 parameters.kvWidth = UInt32(c.kvHeadCount * c.headDimension); parameters.ropeDim = UInt32(c.ropeDimension)
                 parameters.blockSize = UInt32(blockSize); parameters.maxBlocks = UInt32(maxBlocksPerSequence)
             }
-            stream.dispatch(kernel, set.set, parameters, invocations: invocations)
+            stream.dispatch(kernel, set.set, parameters, items: items)
         }
     }
 
@@ -126,12 +126,12 @@ extension VulkanDecoder {
         for (slice, set) in zip(embedding.slices, embedSets) {
             stream.dispatch(kernels.embed, set.set, Kernels.EmbedParameters(K: d, B: B, format: embedding.format.rawValue,
                                                                             rowStart: UInt32(slice.rowStart), rowCount: UInt32(slice.rows), flags: foldsNorm ? 1 : 0),
-                            invocations: n * c.embeddingWidth / 32)
+                            items: n * c.embeddingWidth / 32)
         }
         stream.barrier()
         for layer in layers {
             if let set = layer.attentionNormSet {
-                stream.dispatch(kernels.rmsNorm, set.set, Kernels.NormParameters(B: B, width4: d / 4, epsilon: eps), invocations: n * kernels.rmsNormLanes)
+                stream.dispatch(kernels.rmsNorm, set.set, Kernels.NormParameters(B: B, width4: d / 4, epsilon: eps), items: n)
                 stream.barrier()
             }
             try matmul(stream, layer.qkv, layer.qkvSets, columns: n, accumulate: false, epilogue: fusesRope ? .qkv : .store, role: .reads)
@@ -143,7 +143,7 @@ extension VulkanDecoder {
                                                        ropeDim: UInt32(c.ropeDimension), neox: c.architecture == "qwen2" ? 1 : 0,
                                                        blockSize: UInt32(blockSize), maxBlocks: UInt32(maxBlocksPerSequence),
                                                        headStart: UInt32(shard.headStart), shardHeads: UInt32(shard.heads), ropeQueries: index == 0 ? 1 : 0),
-                                invocations: n * (queries + shard.heads) * kernels.ropeLanes)
+                                items: n * (queries + shard.heads))
             }
             if !fusesRope { stream.barrier() }
             // Attention: over all key chunks per (token, KV head), or (few tokens, long contexts) chunks side by
@@ -152,10 +152,8 @@ extension VulkanDecoder {
                 for (shard, set) in zip(kvShards, layer.attentionSets) {
                     var parameters = attention
                     parameters.headStart = UInt32(shard.headStart); parameters.shardHeads = UInt32(shard.heads); parameters.mode = mode
-                    let invocations = mode == 0 ? n * shard.heads * kernels.attentionLanes
-                        : mode == 1 ? stepChunks * n * shard.heads * kernels.attentionLanes
-                        : n * shard.heads * (c.headCount / c.kvHeadCount) * kernels.attentionMergeLanes
-                    stream.dispatch(kernels.attention, set.set, parameters, invocations: invocations)
+                    let items = mode == 0 ? n * shard.heads : mode == 1 ? stepChunks * n * shard.heads : n * shard.heads * (c.headCount / c.kvHeadCount)
+                    stream.dispatch(kernels.attention, set.set, parameters, items: items)
                 }
                 if mode == 1 { stream.barrier() }
             }
@@ -163,26 +161,26 @@ extension VulkanDecoder {
             try matmul(stream, layer.output, layer.outputSets, columns: n, accumulate: true, role: .writes)
             stream.barrier()
             if let set = layer.ffnNormSet {
-                stream.dispatch(kernels.rmsNorm, set.set, Kernels.NormParameters(B: B, width4: d / 4, epsilon: eps), invocations: n * kernels.rmsNormLanes)
+                stream.dispatch(kernels.rmsNorm, set.set, Kernels.NormParameters(B: B, width4: d / 4, epsilon: eps), items: n)
                 stream.barrier()
             }
             try matmul(stream, layer.gateUp, layer.gateUpSets, columns: n, accumulate: false, epilogue: layer.swigluSet == nil ? .swiglu : .store, role: .reads)
             stream.barrier()
             if let swigluSet = layer.swigluSet {
-                stream.dispatch(kernels.swiglu, swigluSet.set, Kernels.SwigluParameters(B: B, width: f), invocations: n * Int(f) / 4)
+                stream.dispatch(kernels.swiglu, swigluSet.set, Kernels.SwigluParameters(B: B, width: f), items: n * Int(f) / 4)
                 stream.barrier()
             }
             try matmul(stream, layer.down, layer.downSets, columns: n, accumulate: true, role: .writes)
             stream.barrier()
         }
         if rows > 0 {
-            stream.dispatch(kernels.gatherRows, gatherSet.set, Kernels.GatherParameters(rows: UInt32(rows), width4: d / 4), invocations: rows * Int(d) / 4)
+            stream.dispatch(kernels.gatherRows, gatherSet.set, Kernels.GatherParameters(rows: UInt32(rows), width4: d / 4), items: rows * Int(d) / 4)
             if let set = gatherSumSquaresSet {
-                stream.dispatch(kernels.gatherRows, set.set, Kernels.GatherParameters(rows: UInt32(rows), width4: d / 32), invocations: rows * Int(d) / 32)
+                stream.dispatch(kernels.gatherRows, set.set, Kernels.GatherParameters(rows: UInt32(rows), width4: d / 32), items: rows * Int(d) / 32)
             }
             stream.barrier()
             if let set = outputNormSet {
-                stream.dispatch(kernels.rmsNorm, set.set, Kernels.NormParameters(B: UInt32(rows), width4: d / 4, epsilon: eps), invocations: rows * kernels.rmsNormLanes)
+                stream.dispatch(kernels.rmsNorm, set.set, Kernels.NormParameters(B: UInt32(rows), width4: d / 4, epsilon: eps), items: rows)
                 stream.barrier()
             }
             let v = UInt32(c.vocabularySize)
@@ -190,20 +188,19 @@ extension VulkanDecoder {
             let reductions = Kernels.RowReductionParameters(rows: UInt32(rows), vocabulary: v, chunks: UInt32(Kernels.topCandidateChunks), phase: 0)
             var second = reductions
             second.phase = 1
-            let chunkInvocations = rows * Kernels.topCandidateChunks
             if output == .greedy(onDevice: true) {
                 stream.barrier()
-                stream.dispatch(kernels.argmax, argmaxSet.set, reductions, invocations: chunkInvocations * kernels.argmaxLanes)
+                stream.dispatch(kernels.argmax, argmaxSet.set, reductions, items: rows * Kernels.topCandidateChunks)
                 stream.barrier()
-                stream.dispatch(kernels.argmax, argmaxSet.set, second, invocations: rows)
+                stream.dispatch(kernels.argmax, argmaxSet.set, second, items: rows)
                 stream.barrier()
                 stream.copy(from: chosen, at: 0, to: slot.picks, at: 0, bytes: rows * 4)
             }
             if samplesOnDevice, case .candidates = output {
                 stream.barrier()
-                stream.dispatch(kernels.topCandidates, topCandidatesSet.set, reductions, invocations: chunkInvocations * kernels.topCandidateLanes)
+                stream.dispatch(kernels.topCandidates, topCandidatesSet.set, reductions, items: rows * Kernels.topCandidateChunks)
                 stream.barrier()
-                stream.dispatch(kernels.topCandidates, topCandidatesSet.set, second, invocations: rows * kernels.topCandidateLanes)
+                stream.dispatch(kernels.topCandidates, topCandidatesSet.set, second, items: rows)
             }
             // The host reads the logits themselves: from where the kernels wrote them when that memory is
             // host-visible, else from a copy in host memory.

@@ -17,6 +17,10 @@ public final class VulkanDevice: @unchecked Sendable {
         public let maxComputeWorkGroupCount: Int
         /// Lanes per subgroup: on lavapipe the SIMD width, 8 with 256-bit vectors, 16 with 512-bit ones.
         public let subgroupSize: Int
+        /// The first queue family that computes (the one Kiln uses); nil where there is none.
+        public let computeQueueFamily: Int?
+        /// Nanoseconds per tick of that queue's timestamps; nil where it writes none.
+        public let timestampPeriod: Double?
         /// The workgroup width of the kernels whose lanes work alone (element-wise kernels, and the CPU-shaped
         /// family): one SIMD vector of lanes on a CPU device (a narrower workgroup leaves lanes of every
         /// instruction idle), 64 on a GPU (two 32-lane warps; 8 left three quarters of every warp idle).
@@ -29,7 +33,7 @@ public final class VulkanDevice: @unchecked Sendable {
 
     let instance: VkInstance
     /// The validation layer's messenger, when `KILN_VULKAN_VALIDATION=1`.
-    private var messenger: VkDebugUtilsMessengerEXT?
+    private let messenger: VkDebugUtilsMessengerEXT?
     let physicalDevice: VkPhysicalDevice
     let device: VkDevice
     let queue: VkQueue
@@ -44,8 +48,6 @@ public final class VulkanDevice: @unchecked Sendable {
     /// KILN_VULKAN_STAGING=1 stages anyway (tests).
     public let unifiedMemory: Bool
     public let info: Info
-    /// Nanoseconds per tick of the compute queue's timestamps; nil where that queue writes none.
-    let timestampPeriod: Double?
     /// Set by the first VK_ERROR_DEVICE_LOST: a lost device stays lost, so every later submission (from any
     /// command stream) fails at once with the same error (the engine fails those requests with
     /// UNAVAILABLE; the process lives on). Touched only by the thread that submits.
@@ -69,49 +71,75 @@ public final class VulkanDevice: @unchecked Sendable {
 
     /// Opens device `index`, or the best one: discrete GPU, integrated GPU, then CPU (lavapipe).
     public init(index: Int? = nil) throws {
-        instance = try Self.makeInstance()
-        if VulkanValidation.requested {
-            do {
-                messenger = try VulkanValidation.installMessenger(instance)
-            } catch {
-                vkDestroyInstance(instance, nil)
-                throw error
+        let instance = try Self.makeInstance()
+        // What is made so far, undone in reverse if a later step throws (nothing leaks from a failed open).
+        var undo: [() -> Void] = [{ vkDestroyInstance(instance, nil) }]
+        do {
+            let messenger = VulkanValidation.requested ? try VulkanValidation.installMessenger(instance) : nil
+            undo.append { VulkanValidation.removeMessenger(messenger, from: instance) }
+            let devices = try Self.physicalDevices(instance)
+            guard !devices.isEmpty else {
+                throw VulkanError("vkEnumeratePhysicalDevices", message: "no Vulkan device (install mesa-vulkan-drivers for lavapipe)")
             }
-        }
-        let devices = try Self.physicalDevices(instance)
-        guard !devices.isEmpty else {
-            vkDestroyInstance(instance, nil)
-            throw VulkanError("vkEnumeratePhysicalDevices", message: "no Vulkan device (install mesa-vulkan-drivers for lavapipe)")
-        }
-        let infos = devices.enumerated().map { Self.describe($1, index: $0) }
-        let rank: (Kind) -> Int = { [.discreteGPU: 0, .integratedGPU: 1, .cpu: 2][$0] ?? 3 }
-        let chosen: Int
-        if let index {
-            guard index >= 0 && index < devices.count else {
-                vkDestroyInstance(instance, nil)
-                throw VulkanError("device selection", message: "no Vulkan device #\(index) (there are \(devices.count))")
+            let infos = devices.enumerated().map { Self.describe($1, index: $0) }
+            let rank: (Kind) -> Int = { [.discreteGPU: 0, .integratedGPU: 1, .cpu: 2][$0] ?? 3 }
+            let chosen: Int
+            if let index {
+                guard index >= 0 && index < devices.count else {
+                    throw VulkanError("device selection", message: "no Vulkan device #\(index) (there are \(devices.count))")
+                }
+                chosen = index
+            } else {
+                chosen = infos.indices.min { rank(infos[$0].kind) < rank(infos[$1].kind) } ?? 0
             }
-            chosen = index
-        } else {
-            chosen = infos.indices.min { rank(infos[$0].kind) < rank(infos[$1].kind) } ?? 0
-        }
-        let physicalDevice = devices[chosen]
-        self.physicalDevice = physicalDevice
-        info = infos[chosen]
+            let physicalDevice = devices[chosen], info = infos[chosen]
+            guard let queueFamily = info.computeQueueFamily else {
+                throw VulkanError("queue selection", message: "\(info.name) has no compute queue")
+            }
+            let device = try Self.makeDevice(physicalDevice, queueFamily: UInt32(queueFamily))
+            undo.append { vkDestroyDevice(device, nil) }
+            var queue: VkQueue?
+            vkGetDeviceQueue(device, UInt32(queueFamily), 0, &queue)
+            guard let queue else { throw VulkanError("vkGetDeviceQueue", message: "\(info.name) returned no queue") }
 
-        var familyCount: UInt32 = 0
-        vkGetPhysicalDeviceQueueFamilyProperties(physicalDevice, &familyCount, nil)
-        var families = [VkQueueFamilyProperties](repeating: VkQueueFamilyProperties(), count: Int(familyCount))
-        vkGetPhysicalDeviceQueueFamilyProperties(physicalDevice, &familyCount, &families)
-        guard let family = families.firstIndex(where: { $0.queueFlags & VK_QUEUE_COMPUTE_BIT.rawValue != 0 }) else {
-            vkDestroyInstance(instance, nil)
-            throw VulkanError("queue selection", message: "\(info.name) has no compute queue")
-        }
-        queueFamily = UInt32(family)
-        var limits = VkPhysicalDeviceProperties()
-        vkGetPhysicalDeviceProperties(physicalDevice, &limits)
-        timestampPeriod = families[family].timestampValidBits > 0 && limits.limits.timestampPeriod > 0 ? Double(limits.limits.timestampPeriod) : nil
+            var poolInfo = VkCommandPoolCreateInfo()
+            poolInfo.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO
+            poolInfo.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT.rawValue
+            poolInfo.queueFamilyIndex = UInt32(queueFamily)
+            var pool: VkCommandPool?
+            try check(vkCreateCommandPool(device, &poolInfo, nil, &pool), "vkCreateCommandPool")
+            guard let pool else { throw VulkanError("vkCreateCommandPool", message: "no pool returned") }
+            undo.append { vkDestroyCommandPool(device, pool, nil) }
 
+            var memory = VkPhysicalDeviceMemoryProperties()
+            vkGetPhysicalDeviceMemoryProperties(physicalDevice, &memory)
+            let types = withUnsafeBytes(of: memory.memoryTypes) { Array($0.bindMemory(to: VkMemoryType.self).prefix(Int(memory.memoryTypeCount))) }
+            let heaps = withUnsafeBytes(of: memory.memoryHeaps) { Array($0.bindMemory(to: VkMemoryHeap.self).prefix(Int(memory.memoryHeapCount))) }
+            let choice = MemoryTypeChoice.choose(types.map { MemoryTypeChoice.MemoryType(flags: $0.propertyFlags, heapSize: heaps[Int($0.heapIndex)].size) },
+                                                 kind: info.kind, forceStaging: ProcessInfo.processInfo.environment["KILN_VULKAN_STAGING"] == "1")
+            guard let choice else {
+                throw VulkanError("memory selection", message: "\(info.name) has no host-visible coherent memory")
+            }
+            // Nothing throws past this point: deinit owns everything from here on.
+            self.instance = instance
+            self.messenger = messenger
+            self.physicalDevice = physicalDevice
+            self.info = info
+            self.queueFamily = UInt32(queueFamily)
+            self.device = device
+            self.queue = queue
+            commandPool = pool
+            hostMemoryType = UInt32(choice.hostType)
+            deviceMemoryType = UInt32(choice.deviceType)
+            unifiedMemory = choice.unified
+        } catch {
+            for step in undo.reversed() { step() }
+            throw error
+        }
+    }
+
+    /// A logical device with one queue of `queueFamily`.
+    private static func makeDevice(_ physicalDevice: VkPhysicalDevice, queueFamily: UInt32) throws -> VkDevice {
         var priority: Float = 1
         var queueInfo = VkDeviceQueueCreateInfo()
         queueInfo.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO
@@ -128,35 +156,8 @@ public final class VulkanDevice: @unchecked Sendable {
                 return vkCreateDevice(physicalDevice, &createInfo, nil, &device)
             }
         }
-        guard created == VK_SUCCESS, let device else {
-            vkDestroyInstance(instance, nil)
-            throw VulkanError("vkCreateDevice", created)
-        }
-        self.device = device
-        var queue: VkQueue?
-        vkGetDeviceQueue(device, queueFamily, 0, &queue)
-        self.queue = queue!
-
-        var poolInfo = VkCommandPoolCreateInfo()
-        poolInfo.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO
-        poolInfo.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT.rawValue
-        poolInfo.queueFamilyIndex = queueFamily
-        var pool: VkCommandPool?
-        try check(vkCreateCommandPool(device, &poolInfo, nil, &pool), "vkCreateCommandPool")
-        commandPool = pool!
-
-        var memory = VkPhysicalDeviceMemoryProperties()
-        vkGetPhysicalDeviceMemoryProperties(physicalDevice, &memory)
-        let types = withUnsafeBytes(of: memory.memoryTypes) { Array($0.bindMemory(to: VkMemoryType.self).prefix(Int(memory.memoryTypeCount))) }
-        let heaps = withUnsafeBytes(of: memory.memoryHeaps) { Array($0.bindMemory(to: VkMemoryHeap.self).prefix(Int(memory.memoryHeapCount))) }
-        let choice = MemoryTypeChoice.choose(types.map { MemoryTypeChoice.MemoryType(flags: $0.propertyFlags, heapSize: heaps[Int($0.heapIndex)].size) },
-                                             kind: info.kind, forceStaging: ProcessInfo.processInfo.environment["KILN_VULKAN_STAGING"] == "1")
-        guard let choice else {
-            throw VulkanError("memory selection", message: "\(info.name) has no host-visible coherent memory")
-        }
-        hostMemoryType = UInt32(choice.hostType)
-        deviceMemoryType = UInt32(choice.deviceType)
-        unifiedMemory = choice.unified
+        guard created == VK_SUCCESS, let device else { throw VulkanError("vkCreateDevice", created) }
+        return device
     }
 
     deinit {
@@ -211,6 +212,12 @@ public final class VulkanDevice: @unchecked Sendable {
                 vkGetPhysicalDeviceProperties2(device, &properties2)
             }
         }
+        var familyCount: UInt32 = 0
+        vkGetPhysicalDeviceQueueFamilyProperties(device, &familyCount, nil)
+        var families = [VkQueueFamilyProperties](repeating: VkQueueFamilyProperties(), count: Int(familyCount))
+        vkGetPhysicalDeviceQueueFamilyProperties(device, &familyCount, &families)
+        let compute = families.firstIndex { $0.queueFlags & VK_QUEUE_COMPUTE_BIT.rawValue != 0 }
+        let ticks = compute.map { families[$0].timestampValidBits > 0 } ?? false
         let name = withUnsafeBytes(of: properties.deviceName) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
         let kind: Kind = switch properties.deviceType {
         case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: .discreteGPU
@@ -222,6 +229,7 @@ public final class VulkanDevice: @unchecked Sendable {
                     maxStorageBufferRange: Int(properties.limits.maxStorageBufferRange),
                     maxMemoryAllocationSize: Int(maintenance3.maxMemoryAllocationSize),
                     maxComputeWorkGroupCount: Int(properties.limits.maxComputeWorkGroupCount.0),
-                    subgroupSize: Int(subgroup.subgroupSize))
+                    subgroupSize: Int(subgroup.subgroupSize), computeQueueFamily: compute,
+                    timestampPeriod: ticks && properties.limits.timestampPeriod > 0 ? Double(properties.limits.timestampPeriod) : nil)
     }
 }

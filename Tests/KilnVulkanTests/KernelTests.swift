@@ -24,6 +24,13 @@ final class KernelTests: XCTestCase {
         let d = try device()
         print("Vulkan device: \(d.info)")
         XCTAssertGreaterThan(d.info.maxStorageBufferRange, 1 << 20)
+        XCTAssertNotNil(d.info.computeQueueFamily)
+        // A device that does not exist is a clear error, and opening one after it still works (the failed
+        // open undid what it had made).
+        XCTAssertThrowsError(try VulkanDevice(index: devices.count)) { error in
+            XCTAssertTrue("\(error)".contains("no Vulkan device #\(devices.count)"), "\(error)")
+        }
+        XCTAssertEqual(try VulkanDevice(index: d.info.index).info.name, d.info.name)
     }
 
     func testMatmulEveryFormatAndShape() throws {
@@ -63,17 +70,17 @@ final class KernelTests: XCTestCase {
                 // Every family's two frames (tiles of several columns, and one column at a time) on every case;
                 // a family's two must agree bit for bit, since the decoder picks one by batch size.
                 for kernels in families {
-                let variants = [(try kernels.matmul(for: matrix.format), kernels.matmulInvocations(rows: n, columns: b)),
+                let variants = [(try kernels.matmul(for: matrix.format), kernels.matmulItems(rows: n, columns: b)),
                                 try kernels.matmul(for: matrix.format, columns: 1, rows: n)]
                 var firstResult: [Float]?
-                for (kernel, invocations) in variants {
+                for (kernel, items) in variants {
                 for accumulate in [false, true] {
                     let y = yBuffer.floats(b * n)
                     for i in 0..<y.count { y[i] = accumulate ? residual[i] : .nan }
                     try stream.begin()
                     stream.dispatch(kernel, set,
                                     Kernels.MatmulParameters(K: UInt32(k), N: UInt32(n), B: UInt32(b), xStride: UInt32(k), yStride: UInt32(n), flags: accumulate ? 1 : 0),
-                                    invocations: invocations)
+                                    items: items)
                     try stream.submitAndWait()
                     let relative = Self.relativeError(y, weights: weights, xs: xs, residual: accumulate ? residual : nil,
                                                       rows: n, width: k, columns: b, label: "\(type) \(n)×\(k) B=\(b)")
@@ -116,12 +123,12 @@ final class KernelTests: XCTestCase {
             let kernels = try Kernels(device: device, headDimension: 64, family: family)
             let set = try kernels.matmul(for: matrix.format).bind(Kernels.matmulBuffers(quants: matrix.slices[0].quants, scales: matrix.slices[0].scales, x: xBuffer, y: yBuffer))
             for columns in [b, 1] {
-                let (kernel, invocations) = try kernels.matmul(for: matrix.format, columns: columns, rows: n)
+                let (kernel, items) = try kernels.matmul(for: matrix.format, columns: columns, rows: n)
                 let y = yBuffer.floats(b * n)
                 for i in 0..<y.count { y[i] = .nan }
                 try stream.begin()
                 stream.dispatch(kernel, set, Kernels.MatmulParameters(K: UInt32(k), N: UInt32(n), B: UInt32(columns), xStride: UInt32(k), yStride: UInt32(n), flags: 0),
-                                invocations: invocations)
+                                items: items)
                 try stream.submitAndWait()
                 let relative = Self.relativeError(y, weights: weights, xs: xs, residual: nil, rows: n, width: k, columns: columns, label: kernel.name)
                 XCTAssertLessThanOrEqual(relative, 1e-4, "\(kernel.name), \(columns) columns")
@@ -155,7 +162,7 @@ final class KernelTests: XCTestCase {
         let bits = output.contents.assumingMemoryBound(to: UInt32.self)
         for i in 0..<inputs.count { bits[i] = 0xDEAD_BEEF }
         try stream.begin()
-        stream.dispatch(kernel, try kernel.bind([input, output]), UInt32(inputs.count), invocations: inputs.count)
+        stream.dispatch(kernel, try kernel.bind([input, output]), UInt32(inputs.count), items: inputs.count)
         try stream.submitAndWait()
         var mismatches: [String] = []
         for (i, x) in inputs.enumerated() {
@@ -198,10 +205,10 @@ final class KernelTests: XCTestCase {
             let set = try kernels.topCandidates.bind([input, partial, result])
             try stream.begin()
             stream.dispatch(kernels.topCandidates, set, Kernels.RowReductionParameters(rows: UInt32(rows), vocabulary: UInt32(vocabulary), chunks: UInt32(chunks), phase: 0),
-                            invocations: rows * chunks * kernels.topCandidateLanes)
+                            items: rows * chunks)
             stream.barrier()
             stream.dispatch(kernels.topCandidates, set, Kernels.RowReductionParameters(rows: UInt32(rows), vocabulary: UInt32(vocabulary), chunks: UInt32(chunks), phase: 1),
-                            invocations: rows * kernels.topCandidateLanes)
+                            items: rows)
             try stream.submitAndWait()
             for r in 0..<rows {
                 let expected = TopCandidates(logits: Array(logits[r * vocabulary..<(r + 1) * vocabulary]), count: k)

@@ -48,8 +48,10 @@ void main() {
             partial[2 * group + 1] = bestIndices[0];
         }
     } else {
-        uint g = group * 64 + lane;
-        if (g >= p.rows) return;
+        // Phase 1: a workgroup per row (so that every dispatch of this kernel counts items of 64 lanes), whose
+        // first lane walks the row's few chunk results.
+        uint g = group;
+        if (g >= p.rows || lane != 0u) return;
         // Chunks in index order, and only a strictly larger value replaces the best: the first maximum wins.
         for (uint c = 0; c < p.chunks; ++c) {
             uint at = 2 * (g * p.chunks + c);

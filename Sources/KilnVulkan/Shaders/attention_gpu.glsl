@@ -3,7 +3,7 @@
 //   0  one workgroup per (token, KV head) computes and merges its key chunks in turn;
 //   1  one workgroup per (chunk, token, KV head) writes its chunk's softmax to `partials` (a token with a
 //      single chunk writes its output right away, exactly as mode 0 would);
-//   2  one lane per (token, query head, element) merges mode 1's chunks in order, as mode 0 merges them.
+//   2  a workgroup per (token, query head), a lane per element, merges mode 1's chunks in order, as mode 0 does.
 // Within a chunk the 64 lanes cooperate: lane j scores keys j, j + 64, ... for the GROUP query heads that share
 // the KV head; the chunk's maximum (exact in any order) and then each key's weight follow, their total in a
 // pairwise tree through shared memory; the weighted sum of values splits the keys into interleaved subsets (a
@@ -37,22 +37,23 @@ void main() {
     uint lane = gl_LocalInvocationID.x;
     uint group = gl_WorkGroupID.x + gl_WorkGroupID.y * gl_NumWorkGroups.x;
     if (p.mode == 2u) {
-        // Merge: one lane per (token, query head of the shard, element).
-        uint id = group * LANES + lane;
+        // Merge: a workgroup per (token, query head of the shard), a lane per element (d = lane, lane + 64, ...).
         uint shardQueryHeads = p.shardHeads * GROUP;
-        if (id >= p.B * shardQueryHeads * HEAD_DIM) return;
-        uint d = id % HEAD_DIM, t = id / (HEAD_DIM * shardQueryHeads), head = p.headStart * GROUP + (id / HEAD_DIM) % shardQueryHeads;
+        if (group >= p.B * shardQueryHeads) return;
+        uint t = group / shardQueryHeads, head = p.headStart * GROUP + group % shardQueryHeads;
         uint chunks = positions[t] / p.chunkKeys + 1;
         if (chunks == 1u) return;   // mode 1 wrote it
-        precise float M = -1.0 / 0.0, L = 0.0, ACC = 0.0;
-        for (uint c = 0; c < chunks; ++c) {
-            uint r = recordOf(t, head, c);
-            precise float a, b;
-            MERGE_WEIGHTS(M, partials[r], a, b)
-            L = L * a + partials[r + 1] * b;
-            ACC = ACC * a + partials[r + 4 + d] * b;
+        for (uint d = lane; d < HEAD_DIM; d += LANES) {
+            precise float M = -1.0 / 0.0, L = 0.0, ACC = 0.0;
+            for (uint c = 0; c < chunks; ++c) {
+                uint r = recordOf(t, head, c);
+                precise float a, b;
+                MERGE_WEIGHTS(M, partials[r], a, b)
+                L = L * a + partials[r + 1] * b;
+                ACC = ACC * a + partials[r + 4 + d] * b;
+            }
+            outputs[(t * p.heads + head) * HEAD_DIM + d] = ACC / L;
         }
-        outputs[(t * p.heads + head) * HEAD_DIM + d] = ACC / L;
         return;
     }
     // Modes 0 and 1: the whole workgroup returns together or not at all (it meets barriers below).

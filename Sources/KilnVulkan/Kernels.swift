@@ -111,7 +111,7 @@ final class Kernels {
     struct AttentionParameters {
         var B, heads, kvHeads, blockSize, maxBlocks, qkvWidth: UInt32; var scale: Float; var headStart, shardHeads: UInt32
         var chunkKeys, maxChunks: UInt32
-        /// 0: one invocation per (token, KV head) over all its key chunks; 1: one per (chunk, token, KV head),
+        /// 0: one item per (token, KV head) over all its key chunks; 1: one per (chunk, token, KV head),
         /// writing each chunk's softmax; 2: one per (token, query head), merging mode 1's chunks.
         var mode: UInt32
     }
@@ -192,7 +192,7 @@ final class Kernels {
                                 pushConstantBytes: MemoryLayout<RowReductionParameters>.size, specialization: [UInt32(Self.topCandidateCount)])
     }
 
-    /// The matrix kernel for `columns` columns of x and the invocations it needs for `rows` outputs: the
+    /// The matrix kernel for `columns` columns of x and the items its dispatch has for `rows` outputs: the
     /// single-column frame for one column, the frame of 4-column tiles otherwise. Both reduce in the same order.
     func matmul(for format: DeviceMatrix.Format, columns: Int, rows: Int, epilogue: MatmulEpilogue = .store) throws -> (ComputeKernel, items: Int) {
         let kernels = try matmulPair(format, epilogue)

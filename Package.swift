@@ -38,7 +38,7 @@ let package = Package(
         ),
         .target(
             name: "KilnRPC",
-            dependencies: ["KilnHTTP2", "CZlib"]
+            dependencies: ["KilnHTTP2", "CZlib", .product(name: "Logging", package: "swift-log")]
         ),
         // The schema generator's parser and emitter (kiln-protoc); depends on nothing of Kiln's.
         .target(name: "KilnProtoc"),
@@ -67,7 +67,7 @@ let package = Package(
         .executableTarget(
             name: "kiln",
             dependencies: [
-                "KilnHTTP2", "KilnRPC", "KilnAPI", "KilnServer", "KilnModel", "KilnVulkan",
+                "KilnHTTP2", "KilnRPC", "KilnAPI", "KilnServer", "KilnModel", "KilnVulkan", "KilnEngine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -100,7 +100,7 @@ let package = Package(
         .testTarget(
             name: "KilnServerTests",
             dependencies: ["KilnServer", "KilnAPI", "KilnRPC", "KilnHTTP2", "KilnModel", "KilnTestSupport"],
-            exclude: ["inference_client.py", "engine_acceptance.py", "kiln_grpc.py", "reflection_client.py", "interop_client.py", "interop_server.py"]
+            exclude: ["inference_client.py", "engine_acceptance.py", "shutdown_client.py", "kiln_grpc.py", "reflection_client.py", "interop_client.py", "interop_server.py"]
         ),
         .testTarget(
             name: "KilnRPCTests",

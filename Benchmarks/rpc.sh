@@ -36,7 +36,7 @@ start() {  # name port command...
   "$@" >/dev/null 2>&1 &
   pid_of[$name]=$!; pids+=($!); port_of[$name]=$p
 }
-p=$(port); start kiln "$p" "$KILN_BIN" serve --no-model --threads 1 --no-tls --h2c-port "$p"
+p=$(port); start kiln "$p" "$KILN_BIN" serve --no-model --demo-routes --threads 1 --no-tls --h2c-port "$p"
 # kiln_async: the same Kiln process, through EchoAsync (a task per call, the path of every async handler);
 # kiln's Echo is an inline unary method answered on the event loop.
 pid_of[kiln_async]=${pid_of[kiln]}; port_of[kiln_async]=${port_of[kiln]}

@@ -15,7 +15,7 @@ printf 'kiln\n' > "$work/index.html"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 k_h2c=$(port); k_tls=$(port); n_h2c=$(port); n_tls=$(port)
 
-"$KILN_BIN" serve --no-model --threads "$THREADS" --h2c-port "$k_h2c" --tls-port "$k_tls" >/dev/null 2>&1 &
+"$KILN_BIN" serve --no-model --demo-routes --threads "$THREADS" --h2c-port "$k_h2c" --tls-port "$k_tls" >/dev/null 2>&1 &
 kiln_pid=$!
 # nghttpd: one process per listener (it serves either TLS or cleartext); both single-threaded.
 /usr/sbin/nghttpd -a 127.0.0.1 -d "$work" --no-tls "$n_h2c" >/dev/null 2>&1 &

@@ -1,29 +1,40 @@
+/// The hash of a prefix of full blocks, which the next block's key chains from: 128 bits of SipHash keyed
+/// with this process's random seed (Swift's `Hasher`), so nobody outside the process can craft two prefixes
+/// that hash alike — as they could under the unkeyed 64-bit FNV-1a this replaced, and so make one
+/// request's prompt take another's KV blocks.
+public struct ChainHash: Hashable, Sendable {
+    let low: UInt64, high: UInt64
+}
+
 /// Identity of a full block's contents for prefix caching: the hash of everything before it (a chain
 /// over the parent block's hash) plus its own token ids, kept exactly, so two blocks match only when
 /// their parent hashes and their tokens are equal.
 public struct BlockKey: Hashable, Sendable {
-    public let parent: UInt64
+    public let parent: ChainHash
     public let tokens: [Int32]
 
-    /// The hash the next block chains from (FNV-1a over the parent hash and the tokens; fixed seed, so the
-    /// same prefix hashes the same in every process).
-    public var chainHash: UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        func mix(_ v: UInt64) {
-            for i in 0..<8 { h = (h ^ ((v >> (8 * UInt64(i))) & 0xFF)) &* 0x0000_0100_0000_01B3 }
+    /// The hash the next block chains from: two keyed SipHash outputs over the parent hash and the tokens,
+    /// each with its own domain byte.
+    public var chainHash: ChainHash {
+        func half(_ domain: UInt8) -> UInt64 {
+            var hasher = Hasher()
+            hasher.combine(domain)
+            hasher.combine(parent.low)
+            hasher.combine(parent.high)
+            hasher.combine(tokens.count)
+            for t in tokens { hasher.combine(t) }
+            return UInt64(UInt(bitPattern: hasher.finalize()))
         }
-        mix(parent)
-        for t in tokens { mix(UInt64(UInt32(bitPattern: t))) }
-        return h
+        return ChainHash(low: half(1), high: half(2))
     }
 
-    public init(parent: UInt64, tokens: [Int32]) {
+    public init(parent: ChainHash, tokens: [Int32]) {
         self.parent = parent
         self.tokens = tokens
     }
 
     /// The hash a sequence's first block chains from.
-    public static let root: UInt64 = 0
+    public static let root = ChainHash(low: 0, high: 0)
 }
 
 /// The pool of KV blocks: reference counts, the free queue in eviction order, and the prefix cache

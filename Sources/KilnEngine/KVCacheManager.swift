@@ -20,7 +20,7 @@ public final class KVCacheManager {
         var computed = 0
         /// Full blocks already offered to the prefix cache, and the chain hash after the last of them.
         var cachedBlocks = 0
-        var chain: UInt64 = BlockKey.root
+        var chain: ChainHash = BlockKey.root
     }
 
     public let blockSize: Int

@@ -42,11 +42,14 @@ public struct SamplingParameters: Sendable, Equatable {
     /// Checks every field's range; the error names the field.
     public func validate() throws {
         func fail(_ field: String, _ why: String) -> SamplingError { SamplingError(field: field, reason: why) }
-        guard temperature.isFinite, temperature >= 0, temperature <= 2 else { throw fail("temperature", "must be in 0...2") }
+        // Below 0.001 the scaled logits overflow to infinity and sampling loses its meaning: use 0 (greedy).
+        guard temperature.isFinite, temperature == 0 || (temperature >= 0.001 && temperature <= 2) else {
+            throw fail("temperature", "must be 0 or in 0.001...2")
+        }
         guard topK >= 0 else { throw fail("top_k", "must not be negative") }
         guard topP.isFinite, topP > 0, topP <= 1 else { throw fail("top_p", "must be in (0, 1]") }
         guard minP.isFinite, minP >= 0, minP <= 1 else { throw fail("min_p", "must be in [0, 1]") }
-        guard repetitionPenalty.isFinite, repetitionPenalty > 0, repetitionPenalty <= 10 else { throw fail("repetition_penalty", "must be in (0, 10]") }
+        guard repetitionPenalty.isFinite, repetitionPenalty >= 0.01, repetitionPenalty <= 10 else { throw fail("repetition_penalty", "must be in 0.01...10") }
         guard frequencyPenalty.isFinite, abs(frequencyPenalty) <= 2 else { throw fail("frequency_penalty", "must be in -2...2") }
         guard presencePenalty.isFinite, abs(presencePenalty) <= 2 else { throw fail("presence_penalty", "must be in -2...2") }
         guard penaltyWindow >= 0 else { throw fail("penalty_window", "must not be negative") }

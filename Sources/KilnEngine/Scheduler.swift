@@ -132,20 +132,20 @@ public final class Scheduler {
     }
 
     /// Ends a request now: it gets no more events, and its blocks are free before the next step (or, when
-    /// the pipelined path has a step in flight that writes them, as soon as that step is done).
-    public func cancel(_ id: Int) -> Bool {
+    /// the pipelined path has a step in flight that writes them, as soon as that step is done). `reason`
+    /// says why, for the counters: `.stop` when the caller found a stop string (a completion), anything else
+    /// a cancellation.
+    public func cancel(_ id: Int, reason: FinishReason = .cancelled) -> Bool {
         if let i = running.firstIndex(where: { $0.request.id == id }) {
             if inFlight?.computed[id] != nil { freeAfterStep.insert(id) } else { cache.free(id) }
             running.remove(at: i)
-            cancelled += 1
-            return true
-        }
-        if let i = waiting.firstIndex(where: { $0.request.id == id }) {
+        } else if let i = waiting.firstIndex(where: { $0.request.id == id }) {
             waiting.remove(at: i)
-            cancelled += 1
-            return true
+        } else {
+            return false
         }
-        return false
+        if reason == .stop || reason == .length { completed += 1 } else { cancelled += 1 }
+        return true
     }
 
     /// Runs one iteration and returns its events.

@@ -20,6 +20,8 @@ protocol ByteChannel: AnyObject {
     func write(_ bytes: UnsafeRawBufferPointer) -> IOResult
     /// The negotiated ALPN protocol, if any.
     var alpn: String? { get }
+    /// The subject of the certificate the peer presented and the handshake verified (mTLS), if any.
+    var peerSubject: String? { get }
     /// Whether bytes may wait inside the channel (not the socket), so that epoll would not report them.
     var hasBufferedInput: Bool { get }
     func close()
@@ -32,6 +34,7 @@ final class PlainChannel: ByteChannel {
 
     func handshake() -> IOResult { .done(0) }
     var alpn: String? { nil }
+    var peerSubject: String? { nil }
     var hasBufferedInput: Bool { false }
 
     func read(into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
@@ -137,6 +140,16 @@ final class TLSChannel: ByteChannel {
         SSL_get0_alpn_selected(ssl, &data, &len)
         guard let data, len > 0 else { return nil }
         return String(decoding: UnsafeBufferPointer(start: data, count: Int(len)), as: UTF8.self)
+    }
+
+    var peerSubject: String? {
+        // Only a certificate the handshake verified names anyone (without --client-ca none is asked for).
+        guard SSL_get_verify_result(ssl) == X509_V_OK, let certificate = SSL_get1_peer_certificate(ssl) else { return nil }
+        defer { X509_free(certificate) }
+        guard let name = X509_get_subject_name(certificate) else { return nil }
+        var buffer = [CChar](repeating: 0, count: 1024)
+        guard X509_NAME_oneline(name, &buffer, Int32(buffer.count)) != nil else { return nil }
+        return String(cString: buffer)
     }
 
     func close() {

@@ -13,6 +13,9 @@ public struct HTTP2Request: Sendable {
     public let body: HTTP2InboundBody
     /// The peer's address, as text.
     public let remoteAddress: String
+    /// The subject of the client certificate the TLS handshake verified (mTLS), e.g. `/CN=client`; nil
+    /// on h2c and on TLS without client certificates.
+    public var peerIdentity: String? = nil
 
     /// The path without its query string.
     public var pathWithoutQuery: Substring { stripQuery(path) }

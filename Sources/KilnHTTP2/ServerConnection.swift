@@ -45,6 +45,8 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
     private let router: HTTP2Router
     private let remoteAddress: String
     private var streams: [Int32: Stream] = [:]
+    /// The verified client certificate's subject, read once the handshake is done (first request).
+    private lazy var peerIdentity: String? = channel.peerSubject
 
     init(loop: EventLoop, fd: Int32, channel: ByteChannel, remoteAddress: String, config: HTTP2ServerConfiguration, router: HTTP2Router) {
         self.config = config
@@ -273,7 +275,8 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
                 loop.execute { connection.submitResponse(streamID: id, status: status, headers: headers, endStream: endStream) }
             }
             let request = HTTP2Request(method: stream.method, path: stream.path, authority: stream.authority,
-                                       scheme: stream.scheme, headers: rawHeaders.materialize(), body: body, remoteAddress: remoteAddress)
+                                       scheme: stream.scheme, headers: rawHeaders.materialize(), body: body, remoteAddress: remoteAddress,
+                                       peerIdentity: peerIdentity)
             // The handler runs on this connection's loop: its writes and reads reach the connection without
             // crossing threads. Work that blocks belongs on other executors (the engine's), not here.
             stream.task = Task(executorPreference: loop) {

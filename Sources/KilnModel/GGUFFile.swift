@@ -76,7 +76,7 @@ public final class GGUFFile: Sendable {
         var alignment = 32
         if let value = metadata["general.alignment"] {
             guard let a = value.integer, a > 0, a & (a - 1) == 0, a <= 1 << 20 else {
-                throw GGUFError(.badAlignment(UInt64(value.integer ?? 0)), offset: 0)
+                throw GGUFError(.badAlignment(UInt64(truncatingIfNeeded: value.integer ?? 0)), offset: 0)
             }
             alignment = a
         }

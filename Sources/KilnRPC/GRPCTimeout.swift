@@ -20,8 +20,13 @@ public enum GRPCTimeout {
         default: return nil
         }
         let (product, overflow) = amount.multipliedReportingOverflow(by: scale)
-        return overflow ? UInt64.max : product
+        return overflow ? longest : min(product, longest)
     }
+
+    /// The longest timeout honoured (2^62 ns, about 146 years); longer ones are cut to it, so that a
+    /// deadline computed from one never wraps and the timer that enforces it never sees a negative delay
+    /// (99999999H, 11,000 years, used to end the call at once).
+    public static let longest: UInt64 = 1 << 62
 
     /// Formats nanoseconds with the finest unit whose amount fits in 8 digits (rounding up, so that a
     /// deadline is never shortened).
@@ -29,7 +34,7 @@ public enum GRPCTimeout {
         let units: [(UInt64, Character)] = [(1, "n"), (1_000, "u"), (1_000_000, "m"), (1_000_000_000, "S"),
                                             (60_000_000_000, "M"), (3_600_000_000_000, "H")]
         for (scale, unit) in units {
-            let amount = (nanoseconds + scale - 1) / scale
+            let amount = nanoseconds / scale + (nanoseconds % scale == 0 ? 0 : 1)
             if amount <= 99_999_999 { return "\(amount)\(unit)" }
         }
         return "99999999H"

@@ -1,4 +1,5 @@
 import KilnHTTP2
+import Logging
 
 /// A unary method answered synchronously on the event loop (no task): request payload and metadata in,
 /// response payload out, or an ``RPCError``. For methods cheap enough that a task would cost more than
@@ -11,6 +12,7 @@ public typealias RPCInlineUnaryHandler = @Sendable ([UInt8], HTTP2Headers) throw
 struct RPCInlineUnary: HTTP2InlineHandler {
     let handler: RPCInlineUnaryHandler
     let maxReceiveMessageSize: Int
+    let logger: Logger
 
     var maxRequestBodySize: Int { maxReceiveMessageSize + 5 }
 
@@ -41,7 +43,7 @@ struct RPCInlineUnary: HTTP2InlineHandler {
             return HTTP2InlineResponse(headers: ["content-type": "application/grpc", "grpc-accept-encoding": "gzip, identity"],
                                        body: GRPCMessageFramer.frame(reply), trailers: ["grpc-status": "0"])
         } catch {
-            return Self.failure(RPCError(wrapping: error))
+            return Self.failure(RPCServer.status(for: error, path: request.path, logger: logger))
         }
     }
 

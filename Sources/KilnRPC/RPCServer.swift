@@ -1,4 +1,5 @@
 import KilnHTTP2
+import Logging
 
 /// A server method on raw messages: reads request payloads, writes response payloads. Generated service
 /// code adapts typed methods to this.
@@ -12,6 +13,8 @@ public struct RPCServer: HTTP2Handler {
     private var inlineMethods: [String: RPCInlineUnaryHandler] = [:]
     /// Largest request message accepted (RESOURCE_EXHAUSTED above it).
     public var maxReceiveMessageSize = 4 * 1024 * 1024
+    /// Where a call that failed for a reason the peer must not read (an unexpected error) is logged.
+    public var logger = Logger(label: "kiln.rpc")
 
     public init() {}
 
@@ -41,7 +44,7 @@ public struct RPCServer: HTTP2Handler {
     /// Mounts this server on every path of `router` that looks like a gRPC method.
     public func install(into router: inout HTTP2Router) {
         for path in methods.keys { router.add(path, .handler(self)) }
-        for (path, body) in inlineMethods { router.add(path, .inline(RPCInlineUnary(handler: body, maxReceiveMessageSize: maxReceiveMessageSize))) }
+        for (path, body) in inlineMethods { router.add(path, .inline(RPCInlineUnary(handler: body, maxReceiveMessageSize: maxReceiveMessageSize, logger: logger))) }
         // Unknown methods of a known service get a gRPC UNIMPLEMENTED; unknown services fall through to
         // the router's 404, which gRPC clients also read as UNIMPLEMENTED.
         let services = Set(paths.compactMap { p in p.lastIndex(of: "/").map { String(p[...$0]) } })
@@ -72,7 +75,7 @@ public struct RPCServer: HTTP2Handler {
         guard let handler else { return }
         let encoding = head.encoding, timeout = head.timeout
         let context = RPCServerContext(path: request.path, metadata: request.headers, timeoutNanoseconds: timeout,
-                                       remoteAddress: request.remoteAddress, responses: writer)
+                                       remoteAddress: request.remoteAddress, peerIdentity: request.peerIdentity, responses: writer)
         let messages = RPCRequestMessages(body: request.body, maxMessageSize: maxReceiveMessageSize, gzip: encoding == "gzip")
         do {
             try await Self.run(timeout: timeout) {
@@ -80,8 +83,21 @@ public struct RPCServer: HTTP2Handler {
             }
             writer.finish(nil)
         } catch {
-            writer.finish(RPCError(wrapping: error))
+            writer.finish(Self.status(for: error, path: request.path, logger: logger))
         }
+    }
+
+    /// The status a failed call ends with. An `RPCError` was written for the peer; an error of unknown
+    /// cause is logged and the peer gets a fixed message, never the error's own text.
+    static func status(for error: any Error, path: String, logger: Logger) -> RPCError {
+        if let e = error as? RPCError {
+            if let cause = e.cause { logger.info("\(path): \(e.code): \(e.message) (cause: \(cause))") }
+            return e
+        }
+        let wrapped = RPCError(wrapping: error)
+        guard wrapped.code == .unknown else { return wrapped }
+        logger.error("\(path) failed: \(String(reflecting: error))")
+        return RPCError(.unknown, "internal error", cause: error)
     }
 
     /// Runs `body`, cancelling it with DEADLINE_EXCEEDED when `timeout` passes first.

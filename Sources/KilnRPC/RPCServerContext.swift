@@ -10,6 +10,8 @@ public struct RPCServerContext: Sendable {
     public let timeoutNanoseconds: UInt64?
     /// The peer's address.
     public let remoteAddress: String
+    /// The subject of the client certificate the TLS handshake verified (mTLS); nil without one.
+    public var peerIdentity: String? = nil
     /// The call's response side, for metadata (messages go through the method's writer or return value).
     let responses: RPCResponseWriter
 

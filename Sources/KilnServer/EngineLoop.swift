@@ -2,20 +2,29 @@ import Foundation
 import KilnEngine
 import KilnModel
 
+/// Why the engine loop ended a request's stream with an error of its own.
+public enum EngineLoopError: Error, Sendable, Equatable {
+    /// The loop was stopped (the server is shutting down) before the request finished.
+    case stopped
+}
+
 /// Runs the scheduler on a thread of its own: requests arrive from RPC handlers, each step's events go
 /// back to them through per-request streams. A client that goes away cancels its request, whose blocks
 /// are free before the next step.
 public final class EngineLoop: @unchecked Sendable {
-    // Everything below is guarded by `condition`, except `scheduler`, which only the loop thread touches.
+    // Everything below is guarded by `condition`, except `scheduler` and `streams`, which only the loop
+    // thread touches.
     private let condition = NSCondition()
     private var submissions: [(GenerationRequest, AsyncThrowingStream<StepEvent, Error>.Continuation)] = []
-    private var cancellations: [Int] = []
-    private var streams: [Int: AsyncThrowingStream<StepEvent, Error>.Continuation] = [:]
+    private var endings: [(id: Int, reason: FinishReason)] = []
     private var nextID = 1
     private var stopped = false
     private var snapshot: EngineStats
     private var refused = 0
+    private var streams: [Int: AsyncThrowingStream<StepEvent, Error>.Continuation] = [:]
     private let scheduler: Scheduler
+    /// Signalled once the loop thread has ended every stream and returned.
+    private let finished = DispatchSemaphore(value: 0)
 
     /// Called on the engine thread when a step fails (the backend's error: device lost, out of memory),
     /// after the requests in flight were failed with it.
@@ -31,7 +40,7 @@ public final class EngineLoop: @unchecked Sendable {
     }
 
     /// Starts a generation; the stream yields its events and ends after the last one (or throws a
-    /// refusal: a full queue, a bad request).
+    /// refusal: a full queue, a bad request; or `EngineLoopError.stopped` when the loop stops first).
     public func generate(_ make: (Int) -> GenerationRequest) -> AsyncThrowingStream<StepEvent, Error> {
         condition.lock()
         let id = nextID
@@ -40,9 +49,14 @@ public final class EngineLoop: @unchecked Sendable {
         let request = make(id)
         return AsyncThrowingStream { continuation in
             continuation.onTermination = { [weak self] reason in
-                if case .cancelled = reason { self?.cancel(id) }
+                if case .cancelled = reason { self?.end(id, reason: .cancelled) }
             }
             condition.lock()
+            if stopped {
+                condition.unlock()
+                continuation.finish(throwing: EngineLoopError.stopped)
+                return
+            }
             submissions.append((request, continuation))
             condition.signal()
             condition.unlock()
@@ -56,29 +70,47 @@ public final class EngineLoop: @unchecked Sendable {
         return (snapshot, refused)
     }
 
-    private func cancel(_ id: Int) {
+    /// Ends request `id` before its next step: `.stop` when the caller matched a stop string (counted as
+    /// completed), `.cancelled` when its client went away. Its blocks are free before the next step.
+    public func end(_ id: Int, reason: FinishReason) {
         condition.lock()
-        cancellations.append(id)
+        endings.append((id, reason))
         condition.signal()
         condition.unlock()
     }
 
+    /// Stops the loop: every request still queued or running ends with `EngineLoopError.stopped` (the
+    /// service answers UNAVAILABLE), and later requests are refused the same way. Returns once the loop
+    /// thread has done so.
     public func stop() {
         condition.lock()
+        let already = stopped
         stopped = true
         condition.signal()
         condition.unlock()
+        if !already { finished.wait() }
     }
 
     private func run() {
         while true {
             condition.lock()
-            while submissions.isEmpty && cancellations.isEmpty && !scheduler.hasWork && !stopped { condition.wait() }
-            if stopped { condition.unlock(); return }
-            let incoming = submissions, cancelled = cancellations
+            while submissions.isEmpty && endings.isEmpty && !scheduler.hasWork && !stopped { condition.wait() }
+            let incoming = submissions, ended = endings, stopping = stopped
             submissions.removeAll()
-            cancellations.removeAll()
+            endings.removeAll()
             condition.unlock()
+
+            if stopping {
+                for (_, continuation) in incoming { continuation.finish(throwing: EngineLoopError.stopped) }
+                for (id, stream) in streams {
+                    _ = scheduler.cancel(id, reason: .cancelled)
+                    stream.finish(throwing: EngineLoopError.stopped)
+                }
+                streams.removeAll()
+                publishStats(refusals: 0)
+                finished.signal()
+                return
+            }
 
             var refusals = 0
             for (request, continuation) in incoming {
@@ -90,14 +122,8 @@ public final class EngineLoop: @unchecked Sendable {
                     continuation.finish(throwing: error)
                 }
             }
-            for id in cancelled where scheduler.cancel(id) { streams.removeValue(forKey: id)?.finish() }
-            defer {
-                let stats = scheduler.stats
-                condition.lock()
-                snapshot = stats
-                refused += refusals
-                condition.unlock()
-            }
+            for (id, reason) in ended where scheduler.cancel(id, reason: reason) { streams.removeValue(forKey: id)?.finish() }
+            defer { publishStats(refusals: refusals) }
             guard scheduler.hasWork else { continue }
             do {
                 for event in try scheduler.step() {
@@ -106,10 +132,18 @@ public final class EngineLoop: @unchecked Sendable {
                 }
             } catch {
                 // A backend failure (device lost, out of memory) fails the requests in flight, not the process.
-                for (id, stream) in streams { _ = scheduler.cancel(id); stream.finish(throwing: error) }
+                for (id, stream) in streams { _ = scheduler.cancel(id, reason: .error); stream.finish(throwing: error) }
                 streams.removeAll()
                 onFailure(error)
             }
         }
+    }
+
+    private func publishStats(refusals: Int) {
+        let stats = scheduler.stats
+        condition.lock()
+        snapshot = stats
+        refused += refusals
+        condition.unlock()
     }
 }

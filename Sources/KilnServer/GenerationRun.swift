@@ -3,6 +3,8 @@ import KilnAPI
 import KilnEngine
 import KilnModel
 import KilnRPC
+import Logging
+import Synchronization
 
 /// One generation as the service runs it: prompt tokens and how to sample, stop and report.
 struct GenerationPlan {
@@ -16,6 +18,23 @@ struct GenerationPlan {
     /// Set when the answer is fixed by the request and the result cache is on (it may come from, and go to,
     /// the cache).
     var cacheKey: ResultCache.Key?
+    /// When the call's deadline passes (`DispatchTime` nanoseconds), if it has one: a call cut after it was
+    /// cut by its deadline, not by its client.
+    var deadline: UInt64? = nil
+}
+
+/// A response message could not be written: the call's stream is gone.
+private struct ClientGone: Error {
+    let cause: any Error
+}
+
+/// How generations that reached the engine ended, by real cause, for GetStats.
+final class GenerationCounters: Sendable {
+    enum End { case completed, cancelled, deadlineExceeded, failed, interrupted }
+    private let counts = Mutex<[End: Int]>([:])
+
+    func record(_ end: End) { counts.withLock { $0[end, default: 0] += 1 } }
+    func count(_ end: End) -> Int { counts.withLock { $0[end] ?? 0 } }
 }
 
 /// What a generation produced, for sessions.
@@ -37,6 +56,13 @@ struct GenerationRun {
     let engine: EngineLoop
     let results: ResultCache
 
+    let counters: GenerationCounters
+    let logger: Logger
+
+    /// Runs `plan`, streaming its messages. Only a generation that finished (a stop token, a stop string,
+    /// max_tokens) returns; one cut short throws — cancelled by its client or its deadline
+    /// (`CancellationError`), ended by a shutdown or a decoder failure (UNAVAILABLE) — and is neither stored
+    /// in the result cache nor returned for a session to commit.
     func run(_ plan: GenerationPlan, responses: RPCTypedWriter<Kiln_V1_GenerateResponse>) async throws -> GenerationOutcome {
         let start = DispatchTime.now().uptimeNanoseconds
         if let key = plan.cacheKey, let answer = results.answer(for: key) {
@@ -49,14 +75,16 @@ struct GenerationRun {
         var detokenizer = StreamingDetokenizer(tokenizer: tokenizer)
         var stopper = StopSequenceMatcher(plan.stops)
         var sent: [Kiln_V1_GenerateResponse] = []
-        var outcome = GenerationOutcome(finish: .length, tokens: [], text: "", seenText: "")
+        var outcome = GenerationOutcome(finish: .unspecified, tokens: [], text: "", seenText: "")
         var seenBytes: [UInt8] = []
         var firstTokenMs = 0.0, cached = 0
         func send(_ message: Kiln_V1_GenerateResponse) async throws {
-            try await responses.write(message)
+            do { try await responses.write(message) } catch { throw ClientGone(cause: error) }
             outcome.text += message.text
             if plan.cacheKey != nil { sent.append(message) }
         }
+        // Set once the generation has really finished; a stream that ends without it was cut short.
+        var finish: Kiln_V1_FinishReason?
         do {
             for try await event in events {
                 cached += event.cachedPromptTokens
@@ -76,26 +104,46 @@ struct GenerationRun {
                         l.text = String(decoding: tokenizer.piece(t.id, renderSpecial: true), as: UTF8.self)
                         return l
                     }
-                    if stopper.matched != nil { outcome.finish = .stop }
                     // The stop token itself carries no text; it is sent only when its logprob was asked for.
                     if !isStopToken || message.logprob != nil { try await send(message) }
-                    if stopper.matched != nil { break }  // ends the stream: the engine loop cancels the request
+                    if stopper.matched != nil {
+                        // A stop string finishes the generation here: the engine ends it as completed.
+                        engine.end(event.requestID, reason: .stop)
+                        finish = .stop
+                        break
+                    }
                 }
-                if let f = event.finish { outcome.finish = f == .stop ? .stop : .length }
+                if let f = event.finish { finish = f == .stop ? .stop : .length }
             }
-        } catch is CancellationError {
-            outcome.finish = .cancelled
         } catch let error as SchedulerError {
             switch error {
             case .queueFull: throw RPCError(.resourceExhausted, "server busy: \(error)")
             case .invalid(let why): throw RPCError(.invalidArgument, why)
             }
-        } catch let error as RPCError {
-            throw error
+        } catch EngineLoopError.stopped {
+            counters.record(.interrupted)
+            throw RPCError(.unavailable, "the server is shutting down; retry on another replica")
+        } catch is CancellationError {
+            // Cut short: handled below, as is a stream that ended without a finish.
+        } catch is ClientGone {
+            // The response could not be written: the client reset the stream or the deadline ended it.
         } catch {
-            // The decoder failed (device lost, out of memory): this replica cannot serve the request.
-            throw RPCError(.unavailable, "the decoder failed: \(error)")
+            // The decoder failed (device lost, out of memory): this replica cannot serve the request. The
+            // decoder's errors are its own, written to be read (VK_ERROR_DEVICE_LOST names the loss).
+            counters.record(.failed)
+            logger.error("generation failed in the decoder: \(error)")
+            throw RPCError(.unavailable, "the decoder failed: \(error)", cause: error)
         }
+        guard let finish else {
+            // Cancelled by the client (its stream reset) or by the deadline: nothing here is whole.
+            // A client's own timer fires a little before the server's (the timeout left when it sent the
+            // call), and it resets the stream: a cut within 50 ms of the deadline is the deadline's.
+            let deadlinePassed = plan.deadline.map { DispatchTime.now().uptimeNanoseconds &+ 50_000_000 >= $0 } ?? false
+            counters.record(deadlinePassed ? .deadlineExceeded : .cancelled)
+            throw deadlinePassed ? RPCError(.deadlineExceeded, "deadline exceeded") : CancellationError()
+        }
+        outcome.finish = finish
+        counters.record(.completed)
         outcome.seenText = String(decoding: seenBytes, as: UTF8.self)
         var last = Kiln_V1_GenerateResponse()
         last.text = stopper.matched == nil ? stopper.feed(detokenizer.finish()) + stopper.finish() : ""
@@ -107,7 +155,7 @@ struct GenerationRun {
         usage.timeToFirstTokenMs = firstTokenMs
         last.usage = usage
         try await send(last)
-        if let key = plan.cacheKey, outcome.finish == .stop || outcome.finish == .length {
+        if let key = plan.cacheKey {
             results.store(ResultCache.Answer(messages: sent, tokens: outcome.tokens, seenText: outcome.seenText), for: key)
         }
         return outcome

@@ -3,6 +3,7 @@ import KilnAPI
 import KilnEngine
 import KilnModel
 import KilnRPC
+import Logging
 
 /// `kiln.v1.Inference` on one model: Generate and Chat stream one message per token from the engine loop
 /// (answers to deterministic requests replayed from the result cache; chat sessions kept server-side);
@@ -17,6 +18,11 @@ public struct InferenceService: Kiln_V1_InferenceService {
     let options: InferenceOptions
     let results: ResultCache
     let sessions: SessionStore
+    let counters = GenerationCounters()
+    /// The most bytes of text that can still fit the context (the context times the longest token's bytes):
+    /// longer text is refused before it is tokenized, which would take the connection's loop for long.
+    let longestText: Int
+    let logger = Logger(label: "kiln.inference")
 
     public init(modelName: String, file: GGUFFile, engine: EngineLoop, options: InferenceOptions = InferenceOptions()) throws {
         self.modelName = modelName
@@ -37,12 +43,16 @@ public struct InferenceService: Kiln_V1_InferenceService {
         self.engine = engine
         self.options = options
         contextLength = config.contextLength
+        let longestToken = (0..<tokenizer.vocabulary.count).reduce(1) { [tokenizer] in max($0, tokenizer.piece($1, renderSpecial: true).count) }
+        longestText = config.contextLength * longestToken
         results = ResultCache(bytes: options.resultCacheBytes, timeToLive: options.resultCacheTimeToLive)
         sessions = SessionStore(maxSessions: options.maxSessions, memoryBudget: options.sessionMemoryBytes,
                                 idleTimeToLive: options.sessionIdleTimeToLive)
     }
 
-    private var runner: GenerationRun { GenerationRun(tokenizer: tokenizer, engine: engine, results: results) }
+    private var runner: GenerationRun {
+        GenerationRun(tokenizer: tokenizer, engine: engine, results: results, counters: counters, logger: logger)
+    }
 
     private func checkModel(_ name: String, field: String = "model") throws {
         guard name.isEmpty || name == modelName else {
@@ -53,8 +63,10 @@ public struct InferenceService: Kiln_V1_InferenceService {
     public func generate(request: Kiln_V1_GenerateRequest, responses: RPCTypedWriter<Kiln_V1_GenerateResponse>, context: RPCServerContext) async throws {
         try checkModel(request.model)
         guard !request.prompt.isEmpty else { throw RPCError(.invalidArgument, "prompt is empty") }
+        try checkLength(request.prompt.utf8.count, field: "prompt")
         let ids = tokenizer.encode(request.prompt, addSpecial: true, parseSpecial: request.parseSpecialTokens)
-        let plan = try self.plan(prompt: ids, sampling: request.sampling, priority: request.priority)
+        var plan = try self.plan(prompt: ids, sampling: request.sampling, priority: request.priority)
+        plan.deadline = Self.deadline(of: context)
         _ = try await runner.run(plan, responses: responses)
     }
 
@@ -62,20 +74,26 @@ public struct InferenceService: Kiln_V1_InferenceService {
         try checkModel(request.model)
         guard !request.messages.isEmpty else { throw RPCError(.invalidArgument, "messages is empty") }
         guard let template else { throw RPCError(.failedPrecondition, "the model has no chat template") }
+        try checkLength(request.messages.reduce(0) { $0 + $1.content.utf8.count + $1.role.utf8.count }, field: "messages")
         let new = request.messages.map { ChatMessage(role: $0.role, content: $0.content) }
         if let bad = new.first(where: { $0.role.isEmpty }) { throw RPCError(.invalidArgument, "messages.role is empty (content \(bad.content.prefix(40).debugDescription))") }
         guard !request.sessionId.isEmpty else {
             let text = template.render(new, addGenerationPrompt: true)
-            let plan = try self.plan(prompt: tokenizer.encode(text, addSpecial: true, parseSpecial: true),
+            var plan = try self.plan(prompt: tokenizer.encode(text, addSpecial: true, parseSpecial: true),
                                      sampling: request.sampling, priority: request.priority)
+            plan.deadline = Self.deadline(of: context)
             _ = try await runner.run(plan, responses: responses)
             return
         }
 
-        let id = request.sessionId
+        // "new" asks the server for an id nobody can guess, sent back in the initial metadata.
+        let id = request.sessionId == "new" ? SessionStore.newID() : request.sessionId
         guard id.utf8.count <= 256 else { throw RPCError(.invalidArgument, "session_id is longer than 256 bytes") }
+        if request.sessionId == "new" { context.addInitialMetadata("x-session-id", id) }
         var session: SessionStore.Session
-        do { session = try sessions.begin(id) } catch {
+        do { session = try sessions.begin(id, owner: context.peerIdentity) } catch SessionStore.Failure.notFound {
+            throw RPCError(.notFound, "session_id \"\(id)\" is not found")
+        } catch {
             throw RPCError(.aborted, "session_id \"\(id)\" is already running a turn; send the next one after it ends")
         }
         var committed = false
@@ -95,15 +113,31 @@ public struct InferenceService: Kiln_V1_InferenceService {
             prompt = tokenizer.encode(rendered, addSpecial: true, parseSpecial: true)
             promptText = rendered
         }
-        let plan = try self.plan(prompt: prompt, sampling: request.sampling, priority: request.priority,
+        var plan = try self.plan(prompt: prompt, sampling: request.sampling, priority: request.priority,
                                  field: "session_id \"\(id)\": the history")
+        plan.deadline = Self.deadline(of: context)
+        // Only a turn that finished returns here: one cut short throws, and the session stays as it was.
         let outcome = try await runner.run(plan, responses: responses)
-        guard outcome.finish == .stop || outcome.finish == .length else { return }
         session.messages = messages + [ChatMessage(role: "assistant", content: outcome.text)]
         session.text = promptText + outcome.seenText
         session.tokens = prompt + outcome.tokens
         sessions.commit(id, session)
         committed = true
+    }
+
+    /// Refuses text that cannot fit the context whatever it tokenizes to.
+    private func checkLength(_ bytes: Int, field: String) throws {
+        guard bytes <= longestText else {
+            throw RPCError(.invalidArgument, "\(field) is \(bytes) bytes; more than \(longestText) cannot fit the context (\(contextLength) tokens)")
+        }
+    }
+
+    /// Token ids one Detokenize call turns into text at most.
+    static let mostTokenIDs = 1 << 18
+
+    /// When the call's deadline passes, in `DispatchTime` nanoseconds.
+    static func deadline(of context: RPCServerContext) -> UInt64? {
+        context.timeoutNanoseconds.map { DispatchTime.now().uptimeNanoseconds &+ $0 }
     }
 
     /// Checks a request's sampling fields and limits, naming the field of a bad one.
@@ -145,12 +179,15 @@ public struct InferenceService: Kiln_V1_InferenceService {
     public func endSession(request: Kiln_V1_EndSessionRequest, context: RPCServerContext) async throws -> Kiln_V1_EndSessionResponse {
         guard !request.sessionId.isEmpty else { throw RPCError(.invalidArgument, "session_id is empty") }
         var response = Kiln_V1_EndSessionResponse()
-        response.existed = sessions.end(request.sessionId)
+        do { response.existed = try sessions.end(request.sessionId, owner: context.peerIdentity) } catch {
+            throw RPCError(.notFound, "session_id \"\(request.sessionId)\" is not found")
+        }
         return response
     }
 
     public func tokenize(request: Kiln_V1_TokenizeRequest, context: RPCServerContext) async throws -> Kiln_V1_TokenizeResponse {
         try checkModel(request.model)
+        try checkLength(request.text.utf8.count, field: "text")
         var response = Kiln_V1_TokenizeResponse()
         response.tokenIds = tokenizer.encode(request.text, addSpecial: request.addSpecialTokens, parseSpecial: request.parseSpecialTokens).map { UInt32($0) }
         return response
@@ -158,6 +195,9 @@ public struct InferenceService: Kiln_V1_InferenceService {
 
     public func detokenize(request: Kiln_V1_DetokenizeRequest, context: RPCServerContext) async throws -> Kiln_V1_DetokenizeResponse {
         try checkModel(request.model)
+        guard request.tokenIds.count <= Self.mostTokenIDs else {
+            throw RPCError(.invalidArgument, "token_ids has \(request.tokenIds.count) ids (at most \(Self.mostTokenIDs))")
+        }
         if let bad = request.tokenIds.first(where: { Int($0) >= tokenizer.vocabulary.count }) {
             throw RPCError(.invalidArgument, "token_ids: \(bad) is outside the vocabulary (\(tokenizer.vocabulary.count))")
         }
@@ -189,8 +229,11 @@ public struct InferenceService: Kiln_V1_InferenceService {
         s.blockSize = UInt32(e.blockSize)
         s.runningRequests = UInt32(e.running)
         s.waitingRequests = UInt32(e.waiting)
-        s.completedRequests = UInt64(e.completed)
-        s.cancelledRequests = UInt64(e.cancelled)
+        s.completedRequests = UInt64(counters.count(.completed))
+        s.cancelledRequests = UInt64(counters.count(.cancelled))
+        s.deadlineExceededRequests = UInt64(counters.count(.deadlineExceeded))
+        s.failedRequests = UInt64(counters.count(.failed))
+        s.interruptedRequests = UInt64(counters.count(.interrupted))
         s.refusedRequests = UInt64(refused)
         s.preemptions = UInt64(e.preemptions)
         s.promptTokens = UInt64(e.promptTokens)

@@ -8,11 +8,15 @@ import Synchronization
 public final class InteropService: Kiln_Interop_V1_InteropService {
     private let cancelled = Atomic<UInt64>(0)
 
+    /// The largest payload a response carries (Expand's payload_bytes, Collect's total): 4 MiB.
+    static let largestPayload: UInt32 = 4 << 20
+
     public init() {}
 
     public func unary(request: Kiln_Interop_V1_EchoRequest, context: RPCServerContext) async throws -> Kiln_Interop_V1_EchoResponse {
         try await counting {
-            for key in request.echoMetadata {
+            // Echoed metadata is bounded: at most 64 distinct keys, each value as the client sent it.
+            for key in Set(request.echoMetadata).prefix(64) {
                 for value in context.metadata.values(key) {
                     context.addInitialMetadata(key, value)
                     context.addTrailingMetadata(key, value)
@@ -29,6 +33,9 @@ public final class InteropService: Kiln_Interop_V1_InteropService {
     public func expand(request: Kiln_Interop_V1_ExpandRequest, responses: RPCTypedWriter<Kiln_Interop_V1_EchoResponse>,
                        context: RPCServerContext) async throws {
         try await counting {
+            guard request.payloadBytes <= Self.largestPayload else {
+                throw RPCError(.invalidArgument, "payload_bytes must be at most \(Self.largestPayload)")
+            }
             let payload = [UInt8](repeating: 0, count: Int(request.payloadBytes))
             for i in 0..<request.count {
                 var response = Kiln_Interop_V1_EchoResponse()
@@ -45,6 +52,9 @@ public final class InteropService: Kiln_Interop_V1_InteropService {
             var response = Kiln_Interop_V1_EchoResponse()
             for try await request in requests {
                 try Self.failIfAsked(request)
+                guard response.payload.count + request.payload.count <= Int(Self.largestPayload) else {
+                    throw RPCError(.resourceExhausted, "the collected payload would pass \(Self.largestPayload) bytes")
+                }
                 response.payload += request.payload
             }
             return response
@@ -60,7 +70,7 @@ public final class InteropService: Kiln_Interop_V1_InteropService {
                 var response = Kiln_Interop_V1_EchoResponse()
                 response.payload = request.payload
                 response.index = index
-                index += 1
+                index &+= 1
                 try await responses.write(response)
             }
         }

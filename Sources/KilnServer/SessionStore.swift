@@ -6,10 +6,13 @@ import KilnModel
 /// then serves instead of recomputing them.
 ///
 /// Bounded three ways: sessions idle longer than the time-to-live expire, and past the session cap or the
-/// memory budget the least recently used session goes. A session runs one turn at a time.
+/// memory budget the least recently used session goes. A session runs one turn at a time, and belongs to
+/// whoever created it: to anyone else it does not exist.
 final class SessionStore: @unchecked Sendable {
     /// One conversation as the model saw it.
     struct Session: Sendable {
+        /// Who created it (the verified client certificate's subject; nil for clients without one).
+        var owner: String?
         /// The messages so far, the assistant's replies as generated.
         var messages: [ChatMessage] = []
         /// Everything the model has seen, as text: the rendered prompts and the completions with special
@@ -22,7 +25,12 @@ final class SessionStore: @unchecked Sendable {
         var cost: Int { tokens.count * 8 + text.utf8.count + messages.reduce(0) { $0 + $1.content.utf8.count + $1.role.utf8.count + 32 } + 128 }
     }
 
-    enum Failure: Error, Equatable { case busy }
+    enum Failure: Error, Equatable {
+        /// Another turn of the session is running.
+        case busy
+        /// The session belongs to someone else.
+        case notFound
+    }
 
     private let lock = NSLock()
     private var sessions: LRUCache<String, Session>
@@ -38,13 +46,15 @@ final class SessionStore: @unchecked Sendable {
         return sessions.count
     }
 
-    /// Starts a turn of session `id`: its state (empty for a new or expired session). Throws `busy` while
-    /// another turn of it runs.
-    func begin(_ id: String) throws -> Session {
+    /// Starts a turn of session `id` for `owner`: its state (empty, owned by `owner`, for a new or expired
+    /// session). Throws `notFound` when someone else owns it, `busy` while another turn of it runs.
+    func begin(_ id: String, owner: String?) throws -> Session {
         lock.lock(); defer { lock.unlock() }
+        let existing = sessions.value(for: id, now: Self.now())
+        if let existing, existing.owner != owner { throw Failure.notFound }
         guard !busy.contains(id) else { throw Failure.busy }
         busy.insert(id)
-        return sessions.value(for: id, now: Self.now()) ?? Session()
+        return existing ?? Session(owner: owner)
     }
 
     /// Ends a turn that completed: the session now holds `session`, its idle clock restarted.
@@ -60,10 +70,21 @@ final class SessionStore: @unchecked Sendable {
         busy.remove(id)
     }
 
-    /// Forgets session `id`; whether it existed.
-    func end(_ id: String) -> Bool {
+    /// Forgets session `id` of `owner`: whether it existed; `notFound` when someone else owns it (it stays).
+    func end(_ id: String, owner: String?) throws -> Bool {
         lock.lock(); defer { lock.unlock() }
+        guard let existing = sessions.value(for: id, now: Self.now()) else { return false }
+        guard existing.owner == owner else { throw Failure.notFound }
         return sessions.remove(id) != nil
+    }
+
+    /// A new session id nobody can guess: 128 random bits as 32 hex digits.
+    static func newID() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<2).map { _ in
+            let hex = String(generator.next() as UInt64, radix: 16)
+            return String(repeating: "0", count: 16 - hex.count) + hex
+        }.joined()
     }
 
     private static func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }

@@ -127,14 +127,18 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
     /// split small models; by default matrices are split only past maxStorageBufferRange). `samplesOnDevice`:
     /// see the property (nil: the environment's choice, else by memory type). `attentionSplitBelow`: see the
     /// property (nil: by kernel family; the tests force either path).
+    /// Why the Vulkan kernels cannot run a model of this shape, or nil when they can.
+    public static func unsupported(_ c: ModelConfig) -> String? {
+        if c.attentionBias { return "QKV biases (\(c.architecture)) are not in the Vulkan kernels yet" }
+        return nil
+    }
+
     public init(device: VulkanDevice, file: GGUFFile, blockCount: Int = 512, blockSize: Int = 16,
                 maxTokens: Int = 512, maxSequences: Int = 64, maxLogitRows: Int = 64, kvCache: KVCacheType = .f16,
                 kernelFamily: KernelFamily? = nil, maxBufferBytes: Int? = nil, samplesOnDevice: Bool? = nil, fusesSwiGLU: Bool? = nil,
                 foldsNorm: Bool? = nil, fusesRope: Bool? = nil, attentionChunkKeys: Int = 64, attentionSplitBelow: Int? = nil) throws {
         let c = try ModelConfig(gguf: file)
-        guard !c.attentionBias else {
-            throw VulkanError("model", message: "QKV biases (\(c.architecture)) are not in the Vulkan kernels yet; use --backend cpu")
-        }
+        if let why = Self.unsupported(c) { throw VulkanError("model", message: "\(why); use --backend cpu") }
         guard c.embeddingWidth % 32 == 0, c.feedForwardWidth % 32 == 0, c.headDimension % 4 == 0 else {
             throw VulkanError("model", message: "widths must be multiples of 32")
         }

@@ -50,9 +50,14 @@ final class SequenceDecoder {
 nonisolated(unsafe) var atexit_decoder: VulkanDecoder?
 
 /// The decoder backend: Vulkan when chosen or found (lavapipe included), else the CPU reference decoder.
+/// `auto` also takes the CPU for a model the Vulkan kernels cannot run (qwen2's QKV biases), and says so.
 func makeBackend(file: GGUFFile, choice: BackendChoice, deviceIndex: Int?, blocks: Int,
                  maxTokens: Int = 256, maxSequences: Int = 64, maxLogitRows: Int = 64, kvCache: KVCacheType = .f16) throws -> DecoderBackend {
     var choice = choice
+    if choice == .auto, let why = VulkanDecoder.unsupported(try ModelConfig(gguf: file)) {
+        FileHandle.standardError.write(Data("kiln: \(why); using the CPU reference decoder\n".utf8))
+        choice = .cpu
+    }
     if choice == .auto {
         choice = ((try? VulkanDevice.available()) ?? []).isEmpty ? .cpu : .vulkan
         if choice == .cpu {

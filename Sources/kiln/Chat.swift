@@ -12,7 +12,7 @@ struct Chat: AsyncParsableCommand {
 
     @Option(help: "The server (h2c://HOST:PORT or https://HOST:PORT).") var server = "h2c://127.0.0.1:8080"
     @Option(help: "CA that the server's certificate must chain to (https).") var ca = "Certs/ca.pem"
-    @Option(help: "Keep the conversation on the server under this id (\"new\": a fresh random id).") var session: String?
+    @Option(help: "Keep the conversation on the server under this id (\"new\": the server issues a random one).") var session: String?
     @Option(help: "A system message to start with.") var system: String?
     @Option(name: .customLong("max-tokens"), help: "Most tokens per reply.") var maxTokens: UInt32 = 512
     @Option(help: "Sampling temperature (0: greedy).") var temperature: Float = 0.7
@@ -22,8 +22,9 @@ struct Chat: AsyncParsableCommand {
     func run() async throws {
         let (client, group) = try RemoteServer(server).connect(caPath: ca)
         defer { client.channel.close(); group.shutdown() }
-        let sessionID = session == "new" ? UUID().uuidString.lowercased() : session
-        if let sessionID { note("session \(sessionID)") }
+        // "new" until the server names the session (x-session-id in the first reply's metadata).
+        var sessionID = session
+        if let sessionID, sessionID != "new" { note("session \(sessionID)") }
         var history: [Kiln_V1_ChatMessage] = []
         if let system { history.append(message("system", system)) }
         while true {
@@ -43,7 +44,15 @@ struct Chat: AsyncParsableCommand {
             if let sessionID { request.sessionId = sessionID }
             var reply = ""
             do {
-                for try await m in try await client.chat(request) {
+                let call = try client.channel.makeTypedCall(path: "/kiln.v1.Inference/Chat", request: Kiln_V1_ChatRequest.self,
+                                                            response: Kiln_V1_GenerateResponse.self)
+                try await call.send(request)
+                call.finish()
+                if sessionID == "new", let issued = try await call.raw.initialMetadata()["x-session-id"] {
+                    sessionID = issued
+                    note("session \(issued)")
+                }
+                for try await m in call.responses {
                     reply += m.text
                     FileHandle.standardOutput.write(Data(m.text.utf8))
                     if let u = m.usage, verbose {
@@ -57,7 +66,7 @@ struct Chat: AsyncParsableCommand {
                 note("error: \(error.code) \(error.message)")
             }
         }
-        if let sessionID {
+        if let sessionID, sessionID != "new" {
             var end = Kiln_V1_EndSessionRequest()
             end.sessionId = sessionID
             _ = try? await client.endSession(end)

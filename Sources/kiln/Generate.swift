@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KilnAPI
+import KilnEngine
 import KilnModel
 
 /// `kiln generate`: streams a completion of a prompt to stdout — decoded here (Vulkan or the CPU reference
@@ -51,11 +52,17 @@ struct Generate: AsyncParsableCommand {
             throw ValidationError("prompt (\(promptIds.count) tokens) + --max-tokens exceeds the context (\(config.contextLength))")
         }
         let decoder = try SequenceDecoder(file: file, backend: backend, deviceIndex: vulkanDevice)
-        var sampler = SimpleSampler(temperature: temperature, seed: seed)
+        // The engine's sampler, as the server samples: the same --seed gives the same text here and with --server.
+        var parameters = SamplingParameters()
+        parameters.temperature = temperature
+        parameters.seed = seed
+        let sampler = Sampler(parameters)
+        var context = promptIds
         var detokenizer = StreamingDetokenizer(tokenizer: tokenizer)
         var logits = try decoder.forward(promptIds)[0]
-        for _ in 0..<maxTokens {
-            let next = sampler.sample(logits)
+        for index in 0..<maxTokens {
+            let next = sampler.sample(logits, context: context, index: index).id
+            context.append(next)
             if tokenizer.isEndOfGeneration(next) { break }
             FileHandle.standardOutput.write(Data(detokenizer.append(next).utf8))
             logits = try decoder.forward([next])[0]

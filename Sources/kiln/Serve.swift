@@ -31,7 +31,8 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("keepalive-timeout"), help: "Seconds a PING may go unanswered.") var keepaliveTimeout = 20.0
     @Option(name: .customLong("drain-seconds"), help: "Seconds in-flight streams get on SIGTERM.") var drainSeconds = 30.0
     @Option(help: "GGUF model to serve through kiln.v1.Inference (\"default\": the SmolLM2 model `make model` fetches).") var model = "default"
-    @Flag(name: .customLong("no-model"), help: "Serve no model: transport, health and the demo routes only.") var noModel = false
+    @Flag(name: .customLong("no-model"), help: "Serve no model: transport and health (and the demo routes, with --demo-routes) only.") var noModel = false
+    @Flag(name: .customLong("demo-routes"), help: "Also mount the transport's demo routes (/, /echo, /stream, /bytes, /sleep, pkg.Service) for benchmarks and tests; never in production.") var demoRoutes = false
     @Flag(help: "Also serve kiln.interop.v1.Interop (the RPC interop-test service).") var interop = false
     @Option(help: "Decoder: vulkan, cpu, or auto (Vulkan when a device exists).") var backend: BackendChoice = .auto
     @Option(name: .customLong("vulkan-device"), help: "Vulkan device index (default: the best one).") var vulkanDevice: Int?
@@ -72,7 +73,9 @@ struct Serve: AsyncParsableCommand {
         config.handshakeTimeout = handshakeTimeout
         config.keepaliveInterval = keepalive
         config.keepaliveTimeout = keepaliveTimeout
-        config.drainDeadline = drainSeconds
+        // Streams still open when --drain-seconds pass end with UNAVAILABLE (the engine stops first); the
+        // connections get a second more to carry those statuses out before they are closed.
+        config.drainDeadline = drainSeconds + 1
 
         TerminationSignals.install()
         let group = try EventLoopGroup(threads: threads ?? EventLoopGroup.coreCount)
@@ -112,7 +115,7 @@ struct Serve: AsyncParsableCommand {
             announce("serving \(path) on \(type(of: decoderBackend)): \(blocks) KV blocks of 16 tokens (\((blocks * blockBytes) >> 20) MiB)\(noPrefixCache ? ", prefix cache off" : "")")
         }
         let interopService = interop ? InteropService() : nil
-        let router = DemoRoutes.router(health: health) { rpc in
+        let router = ServiceRoutes.router(health: health, demoRoutes: demoRoutes) { rpc in
             inference?.register(on: &rpc)
             interopService?.register(on: &rpc)
         }
@@ -123,7 +126,17 @@ struct Serve: AsyncParsableCommand {
 
         await waitForTermination()
         announce("shutting down: draining \(server.connectionCount) connection(s)")
-        await server.shutdown()
+        let drainSeconds = drainSeconds
+        await withTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { await server.shutdown() }
+            tasks.addTask { [engine] in
+                // Generations still running at the drain deadline end now, each with UNAVAILABLE.
+                guard (try? await Task.sleep(for: .seconds(drainSeconds))) != nil else { return }
+                engine?.stop()
+            }
+            await tasks.next()
+            tasks.cancelAll()
+        }
         engine?.stop()
         group.shutdown()
         announce("stopped")

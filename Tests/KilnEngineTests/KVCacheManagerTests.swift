@@ -21,6 +21,40 @@ final class KVCacheManagerTests: XCTestCase {
         XCTAssertEqual(m.cachedPromptTokens, 12)
     }
 
+    /// Two first blocks whose chain hashes collided under the unkeyed 64-bit FNV-1a chain this cache used
+    /// to key blocks by (found by Brent's cycle search over the last two tokens). A request whose own first
+    /// block is cached (`attackerFirst`) could then take a victim's second block, computed after another
+    /// prefix, as its own. With the keyed 128-bit chain the blocks stay apart.
+    func testCraftedChainHashCollisionsDoNotShareBlocks() {
+        let victimFirst = Array(0..<14) + [1_951_276_684, 309_768_633]
+        let attackerFirst = Array(0..<14) + [653_870_307, 2_666_288_089]
+        XCTAssertEqual(Self.oldChainHash(victimFirst), Self.oldChainHash(attackerFirst), "the crafted blocks collide under the old hash")
+        XCTAssertNotEqual(BlockKey(parent: BlockKey.root, tokens: victimFirst.map { Int32(truncatingIfNeeded: $0) }).chainHash,
+                          BlockKey(parent: BlockKey.root, tokens: attackerFirst.map { Int32(truncatingIfNeeded: $0) }).chainHash)
+        let secret = Array(500..<516)
+        let m = KVCacheManager(blockCount: 16, blockSize: 16)
+        XCTAssertEqual(m.admit(1, tokens: victimFirst + secret + [1]), 0)
+        m.markComputed(1, upTo: 33)
+        XCTAssertEqual(m.admit(2, tokens: attackerFirst + Array(900..<916) + [1]), 0)
+        m.markComputed(2, upTo: 33)
+        // The attacker's first block is its own; the second must not be the victim's.
+        XCTAssertEqual(m.admit(3, tokens: attackerFirst + secret + [1]), 16)
+        XCTAssertEqual(m.blockTable(3)[0], m.blockTable(2)[0])
+        XCTAssertNotEqual(m.blockTable(3)[1], m.blockTable(1)[1])
+        XCTAssertNil(m.checkInvariants())
+    }
+
+    /// The chain hash blocks were keyed by before: FNV-1a, fixed seed, over the root parent and the tokens.
+    private static func oldChainHash(_ tokens: [Int]) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        func mix(_ v: UInt64) {
+            for i in 0..<8 { h = (h ^ ((v >> (8 * UInt64(i))) & 0xFF)) &* 0x0000_0100_0000_01B3 }
+        }
+        mix(0)
+        for t in tokens { mix(UInt64(UInt32(truncatingIfNeeded: t))) }
+        return h
+    }
+
     func testFreedBlocksStayCachedUntilEvictedLeastRecentlyFreedFirst() {
         let m = KVCacheManager(blockCount: 4, blockSize: 2)
         XCTAssertEqual(m.admit(1, tokens: [1, 2, 3, 4, 5]), 0)   // 3 blocks

@@ -63,12 +63,14 @@ final class KilnProcess {
     let tlsPort: Int
     private let output = Pipe()
 
-    init(extraArguments: [String] = []) throws {
+    /// `withDemoRoutes`: pass `--demo-routes` (the routes most transport tests use).
+    init(extraArguments: [String] = [], withDemoRoutes: Bool = true) throws {
         h2cPort = freePort()
         tlsPort = freePort()
         process.executableURL = URL(fileURLWithPath: kilnBinary)
         process.currentDirectoryURL = repositoryRoot
-        process.arguments = ["serve", "--no-model", "--h2c-port", String(h2cPort), "--tls-port", String(tlsPort), "--threads", "2"] + extraArguments
+        process.arguments = ["serve", "--no-model", "--h2c-port", String(h2cPort), "--tls-port", String(tlsPort), "--threads", "2"]
+            + (withDemoRoutes ? ["--demo-routes"] : []) + extraArguments
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
         try process.run()

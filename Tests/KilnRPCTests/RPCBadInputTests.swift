@@ -80,4 +80,37 @@ final class RPCBadInputTests: XCTestCase {
         await server.shutdown()
         group.shutdown()
     }
+
+    /// A grpc-timeout far past what any clock holds (99999999H) is cut to the longest honoured, not read as
+    /// already passed; an error of unknown cause reaches the peer as a fixed message, its text only the log.
+    func testHugeTimeoutsAndUnknownErrors() async throws {
+        struct Secret: Error, CustomStringConvertible { var description: String { "secret path /etc/kiln/key" } }
+        var rpc = GRPCInteropTests.echoService()
+        rpc.registerUnary(service: "kiln.test.Echo", method: "Leak") { _, _ in throw Secret() }
+        rpc.registerInlineUnary(service: "kiln.test.Echo", method: "InlineLeak") { _, _ in throw Secret() }
+        let group = try EventLoopGroup(threads: 1)
+        let server = try rpc.startHTTP2Server(group: group)
+        let http = try HTTP2Client(host: "127.0.0.1", port: server.h2cAddress!.port, group: group)
+        func call(_ path: String, timeout: String? = nil) async throws -> (String?, String?) {
+            var headers: HTTP2Headers = ["content-type": "application/grpc", "te": "trailers"]
+            if let timeout { headers.add("grpc-timeout", timeout) }
+            let r = try await http.request(method: "POST", path: path, headers: headers, body: GRPCMessageFramer.frame(Array("ok".utf8)))
+            let fields = r.trailers.isEmpty ? r.headers : r.trailers
+            return (fields["grpc-status"], fields["grpc-message"].map(StatusMessageCoding.decode))
+        }
+        for timeout in ["99999999H", "99999999M", "18446744S", "99999999n", "1H"] {
+            let r = try await call("/kiln.test.Echo/Unary", timeout: timeout)
+            XCTAssertEqual(r.0, "0", "grpc-timeout \(timeout): \(r)")
+        }
+        XCTAssertEqual(GRPCTimeout.parse("99999999H"), GRPCTimeout.longest)
+        XCTAssertEqual(GRPCTimeout.format(nanoseconds: UInt64.max), "5124096H", "rounded up without overflowing")
+        for path in ["/kiln.test.Echo/Leak", "/kiln.test.Echo/InlineLeak"] {
+            let r = try await call(path)
+            XCTAssertEqual(r.0, String(RPCStatusCode.unknown.rawValue), path)
+            XCTAssertEqual(r.1, "internal error", path)
+        }
+        http.close()
+        await server.shutdown()
+        group.shutdown()
+    }
 }

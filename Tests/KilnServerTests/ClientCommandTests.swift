@@ -18,6 +18,14 @@ final class ClientCommandTests: XCTestCase {
         XCTAssertGreaterThan(local.stdout.count, 20)
         XCTAssertEqual(h2c.stdout, local.stdout)
         XCTAssertEqual(tls.stdout, local.stdout)
+        // Sampled with a seed: one sampler, so the same text here and on the server.
+        let seeded = args + ["--temperature", "0.9", "--seed", "7"]
+        let localSeeded = try runTool(kilnReleaseBinary, seeded, timeout: 300)
+        XCTAssertEqual(localSeeded.status, 0, localSeeded.stderr)
+        let remoteSeeded = try runTool(kilnReleaseBinary, seeded + ["--server", "h2c://127.0.0.1:\(server.h2cPort)"], timeout: 300)
+        XCTAssertEqual(remoteSeeded.status, 0, remoteSeeded.stderr + server.log())
+        XCTAssertNotEqual(localSeeded.stdout, local.stdout, "temperature 0.9 should not give the greedy text")
+        XCTAssertEqual(remoteSeeded.stdout, localSeeded.stdout)
     }
 
     /// `kiln chat --session`: two turns typed on stdin; the second is answered in context and reuses the
@@ -36,7 +44,26 @@ final class ClientCommandTests: XCTestCase {
         let cached = usage.last.flatMap { line in line.split(separator: ",").first(where: { $0.contains("cached") }) }
             .flatMap { Int($0.trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "") } ?? 0
         XCTAssertGreaterThanOrEqual(cached, 32, r.stderr)
-        XCTAssertTrue(r.stderr.contains("session "), r.stderr)
+        // The server issued the id ("new"): 128 random bits as 32 hex digits, sent back in x-session-id.
+        let issued = r.stderr.split(separator: "\n").first { $0.hasPrefix("session ") }.map { String($0.dropFirst(8)) } ?? ""
+        XCTAssertEqual(issued.count, 32, r.stderr)
+        XCTAssertTrue(issued.allSatisfy(\.isHexDigit), r.stderr)
+    }
+
+    /// `kiln generate` on a qwen2 model (QKV biases, which the Vulkan kernels lack) with the default backend
+    /// falls back to the CPU decoder, says so, and prints what `--backend cpu` prints.
+    func testGenerateOnQwen2WithTheDefaultBackend() throws {
+        let model = try temporaryDirectory().appendingPathComponent("qwen2.gguf").path
+        let made = try runTool(kilnReleaseBinary, ["make-test-model", "--architecture", "qwen2", model])
+        XCTAssertEqual(made.status, 0, made.stderr)
+        let args = ["generate", "--model", model, "--prompt", "a b c", "--max-tokens", "8", "--temperature", "0"]
+        let auto = try runTool(kilnReleaseBinary, args, timeout: 120)
+        XCTAssertEqual(auto.status, 0, auto.stderr)
+        XCTAssertTrue(auto.stderr.contains("QKV biases (qwen2) are not in the Vulkan kernels yet; using the CPU reference decoder"), auto.stderr)
+        let cpu = try runTool(kilnReleaseBinary, args + ["--backend", "cpu"], timeout: 120)
+        XCTAssertEqual(cpu.status, 0, cpu.stderr)
+        XCTAssertEqual(auto.stdout, cpu.stdout)
+        XCTAssertFalse(auto.stdout.isEmpty)
     }
 }
 

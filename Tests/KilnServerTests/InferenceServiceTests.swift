@@ -65,4 +65,46 @@ final class InferenceServiceTests: XCTestCase {
         try KilnServeProcess.runScript("engine_acceptance.py", [schemas, "cancel", "\(server.h2cPort)"], servers: [server])
         try KilnServeProcess.runScript("engine_acceptance.py", [schemas, "result-cache", "\(server.h2cPort)"], servers: [server])
     }
+
+    /// With the result cache on: a call cut by its deadline is not stored (the same call without one is
+    /// computed whole), a chat turn cut by its deadline leaves the session as it was, and GetStats counts a
+    /// deadline as a deadline and a stop string as a completion (a small random-weight model).
+    func testGenerationsCutShortAreNeitherCachedNorCommitted() throws {
+        let model = try temporaryDirectory().appendingPathComponent("small.gguf").path
+        let made = try runTool(kilnReleaseBinary, ["make-test-model", "--layers", "4", "--dim", "256", "--ffn-dim", "512",
+                                                   "--heads", "8", "--kv-heads", "4", "--context", "2048", model])
+        XCTAssertEqual(made.status, 0, made.stderr)
+        let server = try KilnServeProcess(model: model, ["--kv-blocks", "512"])
+        try KilnServeProcess.runScript("engine_acceptance.py", [schemas, "cut-short", "\(server.h2cPort)"], servers: [server])
+    }
+}
+
+/// SIGTERM with 16 streaming Generate calls in flight (the real model): within `--drain-seconds` they all
+/// complete; past it each ends with UNAVAILABLE; either way the process exits 0. A second signal exits at once.
+final class ShutdownDrainTests: XCTestCase {
+    private var schemas: String { repositoryRoot.appendingPathComponent("Schemas").path }
+
+    private func stop(_ mode: String, drainSeconds: Int, expectStatus: Int32, within seconds: Double) throws {
+        let server = try KilnServeProcess(["--kv-blocks", "1024", "--drain-seconds", "\(drainSeconds)"])
+        try KilnServeProcess.runScript("shutdown_client.py", [schemas, "\(server.h2cPort)", "\(server.process.processIdentifier)", mode],
+                                       timeout: 300, servers: [server])
+        let deadline = Date().addingTimeInterval(seconds)
+        while server.process.isRunning && Date() < deadline { usleep(20_000) }
+        XCTAssertFalse(server.process.isRunning, "\(mode): still running \(seconds) s after the streams ended\n\(server.log())")
+        if !server.process.isRunning {
+            XCTAssertEqual(server.process.terminationStatus, expectStatus, "\(mode)\n\(server.log())")
+        }
+    }
+
+    func testStreamsInFlightCompleteWithinTheDrain() throws {
+        try stop("drain", drainSeconds: 120, expectStatus: 0, within: 10)
+    }
+
+    func testStreamsPastTheDrainDeadlineEndUnavailable() throws {
+        try stop("deadline", drainSeconds: 2, expectStatus: 0, within: 10)
+    }
+
+    func testASecondSignalExitsAtOnce() throws {
+        try stop("twice", drainSeconds: 120, expectStatus: 1, within: 2)
+    }
 }

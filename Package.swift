@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "kiln", targets: ["kiln"]),
         .executable(name: "kiln-protoc", targets: ["kiln-protoc"]),
+        .executable(name: "kiln-fuzz", targets: ["kiln-fuzz"]),
         .library(name: "KilnHTTP2", targets: ["KilnHTTP2"]),
         .library(name: "KilnModel", targets: ["KilnModel"]),
     ],
@@ -67,12 +68,20 @@ let package = Package(
         .executableTarget(
             name: "kiln",
             dependencies: [
-                "KilnHTTP2", "KilnRPC", "KilnAPI", "KilnServer", "KilnModel", "KilnVulkan", "KilnEngine",
+                "CLinux", "KilnHTTP2", "KilnRPC", "KilnAPI", "KilnServer", "KilnModel", "KilnVulkan", "KilnEngine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
+        // The fuzz targets (protobuf, framer, GGUF, tokenizer, a whole server on raw and structured HTTP/2), as
+        // functions of an input's bytes: `make fuzz` links them into libFuzzer through kiln-fuzz, and
+        // FuzzCorpusTests replays every committed corpus entry through them.
+        .target(
+            name: "KilnFuzzTargets",
+            dependencies: ["KilnHTTP2", "KilnRPC", "KilnAPI", "KilnModel", "KilnEngine", "KilnServer"]
+        ),
+        .executableTarget(name: "kiln-fuzz", dependencies: ["KilnFuzzTargets"]),
         // Helpers shared by the test targets (running real programs, finding the repository).
         .target(name: "KilnTestSupport", path: "Tests/KilnTestSupport"),
         .testTarget(
@@ -101,6 +110,10 @@ let package = Package(
             name: "KilnServerTests",
             dependencies: ["KilnServer", "KilnAPI", "KilnRPC", "KilnHTTP2", "KilnModel", "KilnTestSupport"],
             exclude: ["inference_client.py", "engine_acceptance.py", "shutdown_client.py", "kiln_grpc.py", "reflection_client.py", "interop_client.py", "interop_server.py"]
+        ),
+        .testTarget(
+            name: "KilnFuzzTargetsTests",
+            dependencies: ["KilnFuzzTargets", "KilnModel", "KilnTestSupport"]
         ),
         .testTarget(
             name: "KilnRPCTests",

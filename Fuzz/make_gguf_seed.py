@@ -1,5 +1,5 @@
 """Writes the GGUF reader fuzzer's seed (a ~1 KB file with every metadata value type, a nested array and three
-tensor types) with llama.cpp's own `gguf` writer, so no binary seed is committed.
+tensor types) with llama.cpp's own `gguf` writer: how Fuzz/corpus/gguf/seed was made.
 
   make_gguf_seed.py OUT.gguf
 """

@@ -28,9 +28,10 @@ public final class EventLoop: @unchecked Sendable {
     private let wakeFD: Int32
     private let queue = Mutex<PendingWork>(PendingWork())
     private var thread: pthread_t?
-    /// The loop thread's pthread id, set when it starts; compared with `pthread_self()` (no syscall, unlike
-    /// gettid: this check runs on every task enqueue).
-    private var loopThread: pthread_t = 0
+    /// The loop thread's pthread id, published by the loop thread when it starts (atomically: any thread
+    /// reads it); compared with `pthread_self()` (no syscall, unlike gettid: this check runs on every task
+    /// enqueue).
+    private let loopThread = Atomic<UInt>(0)
     private let started = Mutex<Bool>(false)
 
     // Loop-confined state.
@@ -89,7 +90,10 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     /// Whether the caller runs on this loop's thread.
-    public var inEventLoop: Bool { loopThread != 0 && pthread_equal(pthread_self(), loopThread) != 0 }
+    public var inEventLoop: Bool {
+        let id = loopThread.load(ordering: .acquiring)
+        return id != 0 && pthread_equal(pthread_self(), id) != 0
+    }
 
     /// Runs `work` on the loop's thread, soon. Safe from any thread.
     public func execute(_ work: @escaping @Sendable () -> Void) {
@@ -163,7 +167,7 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     private func run() {
-        loopThread = pthread_self()
+        loopThread.store(pthread_self(), ordering: .releasing)
         let maxEvents = 128
         let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: maxEvents)
         defer { events.deallocate() }

@@ -22,12 +22,16 @@ public final class HTTP2Server: Sendable {
     private let addresses = Mutex<(h2c: SocketAddress?, tls: SocketAddress?)>((nil, nil))
 
     /// Makes a server; nothing listens until ``start()``.
+    /// Request body bytes every connection holds together (`maxBufferedRequestBytesTotal`).
+    public let requestBudget: RequestBufferBudget
+
     public init(configuration: HTTP2ServerConfiguration, router: HTTP2Router, group: EventLoopGroup,
                 logger: Logger = Logger(label: "kiln.http2")) throws {
         self.configuration = configuration
         self.router = router
         self.group = group
         self.logger = logger
+        requestBudget = RequestBufferBudget(limit: configuration.maxBufferedRequestBytesTotal)
         self.tlsContext = try configuration.tls.map { try TLSContext.server($0) }
     }
 
@@ -86,7 +90,7 @@ public final class HTTP2Server: Sendable {
             channel = PlainChannel(fd: fd)
         }
         let connection = ServerConnection(loop: loop, fd: fd, channel: channel, remoteAddress: remote,
-                                          config: configuration, router: router)
+                                          config: configuration, router: router, requestBudget: requestBudget)
         connection.onClose = { [self] c in removed(c as! ServerConnection) }
         state.withLock { $0.connections[ObjectIdentifier(connection)] = connection }
         do {

@@ -17,6 +17,12 @@ public struct HTTP2ServerConfiguration: Sendable {
     public var initialWindowSize: UInt32 = 256 * 1024
     /// Connection-level receive window.
     public var connectionWindowSize: Int32 = 4 * 1024 * 1024
+    /// Request body bytes one connection may hold at once (received, not yet taken by their handlers: the
+    /// whole body of an inline request, a gRPC message still being assembled); a stream whose bytes would
+    /// pass it is reset with ENHANCE_YOUR_CALM (`RequestBufferBudget`).
+    public var maxBufferedRequestBytes: Int = 16 * 1024 * 1024
+    /// The same bound over every connection of the server together.
+    public var maxBufferedRequestBytesTotal: Int = 512 * 1024 * 1024
     /// Bytes a response may have queued before its writer waits.
     public var responseBufferSize: Int = 256 * 1024
     /// Open connections at most; more are closed on accept.

@@ -17,6 +17,8 @@ public final class HTTP2InboundBody: AsyncSequence, Sendable {
         var waiter: CheckedContinuation<[UInt8]?, Error>?
         var consumedSinceReport = 0
         var reportScheduled = false
+        /// The reader releases bytes itself (`releaseBytes`) instead of as it takes them.
+        var holdsBytes = false
     }
 
     private let state = Mutex(State())
@@ -24,23 +26,28 @@ public final class HTTP2InboundBody: AsyncSequence, Sendable {
     /// through ``takeConsumedBytes()`` on its loop.
     private let reportConsumed: @Sendable () -> Void
 
-    init(reportConsumed: @escaping @Sendable () -> Void) {
+    /// What the body's bytes hold against the connection's request buffer budget (server side).
+    private let charge: BodyCharge?
+
+    init(charge: BodyCharge? = nil, reportConsumed: @escaping @Sendable () -> Void) {
+        self.charge = charge
         self.reportConsumed = reportConsumed
     }
 
     // MARK: Loop side
 
     func append(_ chunk: [UInt8]) {
-        let waiter = state.withLock { s -> CheckedContinuation<[UInt8]?, Error>? in
+        let (waiter, release) = state.withLock { s -> (CheckedContinuation<[UInt8]?, Error>?, Bool) in
             if let w = s.waiter {
                 s.waiter = nil
                 s.consumedSinceReport += chunk.count
-                return w
+                return (w, !s.holdsBytes)
             }
             s.chunks.append(chunk)
-            return nil
+            return (nil, false)
         }
         if let waiter {
+            if release { charge?.release(chunk.count) }
             scheduleReportIfNeeded()
             waiter.resume(returning: chunk)
         }
@@ -84,6 +91,25 @@ public final class HTTP2InboundBody: AsyncSequence, Sendable {
 
     // MARK: Reader side
 
+    /// From now on the bytes the reader takes stay charged to the connection's request buffer budget until
+    /// it calls ``releaseBytes(_:)``: for a reader that keeps them past the take (the gRPC deframer, until a
+    /// whole message is handed on).
+    public func holdBytesUntilReleased() {
+        state.withLock { $0.holdsBytes = true }
+    }
+
+    /// Releases `count` taken bytes that a reader holding them (``holdBytesUntilReleased()``) has handed on.
+    public func releaseBytes(_ count: Int) {
+        charge?.release(count)
+    }
+
+    /// Takes the first buffered chunk, counting it as consumed (and released, unless the reader holds bytes).
+    private func popChunk(_ s: inout State) -> (chunk: [UInt8], release: Bool)? {
+        guard let c = s.chunks.popFirst() else { return nil }
+        s.consumedSinceReport += c.count
+        return (c, !s.holdsBytes)
+    }
+
     /// Whether the body has ended without error.
     public var finishedCleanly: Bool { state.withLock { $0.finished && $0.error == nil } }
 
@@ -93,9 +119,9 @@ public final class HTTP2InboundBody: AsyncSequence, Sendable {
     /// The next chunk, or nil at the end. Throws if the stream was reset or the connection lost.
     public func next() async throws -> [UInt8]? {
         let immediate: Result<[UInt8]?, Error>? = state.withLock { s in
-            if let c = s.chunks.popFirst() {
-                s.consumedSinceReport += c.count
-                return .success(c)
+            if let popped = popChunk(&s) {
+                if popped.release { charge?.release(popped.chunk.count) }
+                return .success(popped.chunk)
             }
             if s.finished {
                 if let e = s.error { return .failure(e) }
@@ -110,9 +136,9 @@ public final class HTTP2InboundBody: AsyncSequence, Sendable {
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (c: CheckedContinuation<[UInt8]?, Error>) in
                 let ready: Result<[UInt8]?, Error>? = state.withLock { s in
-                    if let c = s.chunks.popFirst() {
-                        s.consumedSinceReport += c.count
-                        return .success(c)
+                    if let popped = popChunk(&s) {
+                        if popped.release { charge?.release(popped.chunk.count) }
+                        return .success(popped.chunk)
                     }
                     if s.finished { return s.error.map { .failure($0) } ?? .success(nil) }
                     if Task.isCancelled { return .failure(CancellationError()) }

@@ -16,6 +16,8 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
         var headersTooLarge = false
         var dispatched = false
         var body: HTTP2InboundBody?
+        /// The request body bytes this stream holds against the connection's budget.
+        let charge: BodyCharge
         var outbound: OutboundBody?
         var responseSubmitted = false
         var task: Task<Void, Never>?
@@ -35,10 +37,16 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
         /// An inline route: the request body gathered so far, and the response's trailers once answered.
         var inline: (any HTTP2InlineHandler)?
         var inlineHeaders = RawHeaderBlock()
-        var inlineBody: [UInt8] = []
+        /// The body's DATA chunks as they came (joined once, at the end: an array grown by appends would
+        /// hold up to twice what the budget charged).
+        var inlineChunks: [[UInt8]] = []
+        var inlineBodyCount = 0
         var inlineBodyTooLarge = false
         var trailers: HTTP2Headers?
-        init(id: Int32) { self.id = id }
+        init(id: Int32, charge: BodyCharge) {
+            self.id = id
+            self.charge = charge
+        }
     }
 
     private let config: HTTP2ServerConfiguration
@@ -48,7 +56,12 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
     /// The verified client certificate's subject, read once the handshake is done (first request).
     private lazy var peerIdentity: String? = channel.peerSubject
 
-    init(loop: EventLoop, fd: Int32, channel: ByteChannel, remoteAddress: String, config: HTTP2ServerConfiguration, router: HTTP2Router) {
+    /// Request body bytes this connection holds (`maxBufferedRequestBytes`, within the server's total).
+    private let requestBudget: RequestBufferBudget
+
+    init(loop: EventLoop, fd: Int32, channel: ByteChannel, remoteAddress: String, config: HTTP2ServerConfiguration, router: HTTP2Router,
+         requestBudget serverBudget: RequestBufferBudget) {
+        requestBudget = RequestBufferBudget(limit: config.maxBufferedRequestBytes, parent: serverBudget)
         self.config = config
         self.router = router
         self.remoteAddress = remoteAddress
@@ -80,7 +93,7 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
     override func onBeginHeaders(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 {
         let hd = frame.pointee.hd
         guard hd.type == UInt8(NGHTTP2_HEADERS.rawValue), frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST else { return 0 }
-        let stream = Stream(id: hd.stream_id)
+        let stream = Stream(id: hd.stream_id, charge: BodyCharge(budget: requestBudget))
         streams[hd.stream_id] = stream
         // nghttp2 keeps a pointer too, so that per-header callbacks skip the dictionary; `streams` retains it.
         if let session { _ = nghttp2_session_set_stream_user_data(session, hd.stream_id, Unmanaged.passUnretained(stream).toOpaque()) }
@@ -181,27 +194,51 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
             return 0
         }
         if let handler = stream.inline {
-            // Buffered here and answered at END_STREAM; the window reopens at once, since nothing else reads.
-            if stream.inlineBody.count + data.count <= handler.maxRequestBodySize {
-                stream.inlineBody.append(contentsOf: data)
+            // Buffered here and answered at END_STREAM; the window reopens at once, since nothing else
+            // reads: the connection's budget bounds what its inline streams hold together.
+            if stream.inlineBodyCount + data.count <= handler.maxRequestBodySize {
+                guard stream.charge.charge(data.count) else { return refuse(stream) }
+                stream.inlineChunks.append(Array(data))
+                stream.inlineBodyCount += data.count
             } else {
                 stream.inlineBodyTooLarge = true
             }
             discard(stream)
             return 0
         }
-        guard let body = stream.body, !stream.handlerDone else {
+        guard let body = stream.body, !stream.handlerDone, !stream.charge.isClosed else {
             // Nobody will read this body (a fixed route, or a handler that has returned): discard it and
             // reopen the window, so that a client still uploading is not stalled.
             discard(stream)
             return 0
         }
+        guard stream.charge.charge(data.count) else { return refuse(stream) }
         body.append(Array(data))
+        return 0
+    }
+
+    /// Resets a stream whose body bytes would pass the connection's (or the server's) buffer budget, and
+    /// drops what it held. ENHANCE_YOUR_CALM: gRPC clients read RESOURCE_EXHAUSTED and may retry.
+    private func refuse(_ stream: Stream) -> Int32 {
+        stream.bodyTooLarge = true   // later DATA of this stream is discarded
+        stream.inline = nil
+        stream.inlineChunks = []
+        // A handler's reader may still hold taken bytes: its charge goes when it returns.
+        if stream.task == nil { stream.charge.close() }
+        stream.body?.finish(error: .streamReset(NGHTTP2_ENHANCE_YOUR_CALM.rawValue))
+        stream.task?.cancel()
+        if let session {
+            _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, NGHTTP2_ENHANCE_YOUR_CALM.rawValue)
+        }
+        consumeUnread(stream)
+        FreedMemory.giveBack()
         return 0
     }
 
     override func onStreamClose(streamID: Int32, errorCode: UInt32) -> Int32 {
         guard let stream = streams.removeValue(forKey: streamID) else { return 0 }
+        // A handler still running closes its stream's charge when it returns.
+        if stream.task == nil { stream.charge.close() }
         lifecycle.streamClosed(now: MonotonicClock.nanos())
         consumeUnread(stream)
         let error: HTTP2Error = errorCode == NGHTTP2_NO_ERROR.rawValue ? .connectionClosed : .streamReset(errorCode)
@@ -262,7 +299,7 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
             // These closures hold the connection until the stream is gone; the cycle through `streams` is
             // broken when the stream closes or the connection does.
             let connection = self
-            let body = HTTP2InboundBody {
+            let body = HTTP2InboundBody(charge: stream.charge) {
                 loop.execute { connection.reportConsumed(streamID: id) }
             }
             if endStream { body.finish() }
@@ -279,8 +316,14 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
                                        peerIdentity: peerIdentity)
             // The handler runs on this connection's loop: its writes and reads reach the connection without
             // crossing threads. Work that blocks belongs on other executors (the engine's), not here.
+            let charge = stream.charge
             stream.task = Task(executorPreference: loop) {
-                defer { loop.execute { connection.handlerReturned(streamID: id) } }
+                defer {
+                    // What the handler took from the body is freed now that it has returned: only then
+                    // does the body's charge go (a stream reset earlier still held it until here).
+                    charge.close()
+                    loop.execute { connection.handlerReturned(streamID: id) }
+                }
                 do {
                     try await handler.handle(request, writer)
                     writer.finish()
@@ -317,6 +360,15 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
         requestFlush()
     }
 
+    /// `chunks` as one array of exactly `count` bytes.
+    private static func joined(_ chunks: [[UInt8]], count: Int) -> [UInt8] {
+        if chunks.count == 1 { return chunks[0] }
+        var body: [UInt8] = []
+        body.reserveCapacity(count)
+        for chunk in chunks { body += chunk }
+        return body
+    }
+
     /// Calls the stream's inline handler (once its request has ended) and submits the whole response; the
     /// trailers, if any, follow the body from the data callback.
     private func respondInline(_ stream: Stream) {
@@ -324,9 +376,10 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
         stream.inline = nil
         stream.responseSubmitted = true
         let request = HTTP2InlineRequest(method: stream.method, path: stream.path, headers: stream.inlineHeaders.materialize(),
-                                         body: stream.inlineBody, bodyTooLarge: stream.inlineBodyTooLarge, remoteAddress: remoteAddress)
+                                         body: Self.joined(stream.inlineChunks, count: stream.inlineBodyCount), bodyTooLarge: stream.inlineBodyTooLarge, remoteAddress: remoteAddress)
         stream.inlineHeaders.removeAll()
-        stream.inlineBody = []
+        stream.inlineChunks = []
+        stream.charge.close()
         let response = handler.respond(to: request)
         let pseudo = [(":status", String(response.status))]
         if response.body.isEmpty && response.trailers.isEmpty {

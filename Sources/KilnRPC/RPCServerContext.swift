@@ -36,10 +36,22 @@ public struct RPCRequestMessages: AsyncSequence, Sendable {
         let gzip: Bool
         let maxMessageSize: Int
         var ended = false
+        /// The bytes of the message handed on last, still charged to the connection's request buffer budget.
+        var handedOn = 0
+        /// Keep every message charged until the call ends (a unary call holds its one message throughout).
+        var chargesUntilTheEnd = false
 
         public mutating func next() async throws -> [UInt8]? {
+            // A message's bytes stay charged to the connection's buffer budget while it is assembled and
+            // while the handler works on it: until it asks for the next one (or the call ends).
+            body.holdBytesUntilReleased()
+            if !chargesUntilTheEnd && handedOn > 0 {
+                body.releaseBytes(handedOn)
+                handedOn = 0
+            }
             while true {
                 if let message = try deframer.next() {
+                    handedOn = 5 + message.payload.count
                     if message.compressed {
                         // A compressed flag needs a declared encoding; identity has none to undo.
                         guard gzip else { throw RPCError(.internal, "compressed message without a message encoding") }
@@ -65,6 +77,7 @@ public struct RPCRequestMessages: AsyncSequence, Sendable {
     /// The one message of a unary or server-streaming call: exactly one must come.
     public func single() async throws -> [UInt8] {
         var it = makeAsyncIterator()
+        it.chargesUntilTheEnd = true
         guard let first = try await it.next() else { throw RPCError(.internal, "request has no message") }
         if try await it.next() != nil { throw RPCError(.internal, "request has more than one message") }
         return first

@@ -44,16 +44,18 @@ final class ResultCache: @unchecked Sendable {
         let seenText: String
     }
 
+    // `entries`, `hits` and `misses` are read and written only under `lock`.
     private let lock = NSLock()
     private var entries: LRUCache<Key, Answer>
-    private(set) var hits = 0, misses = 0
+    private var hits = 0, misses = 0
+    /// Whether the cache keeps anything (a budget above 0); fixed at init, so read without the lock.
+    let isEnabled: Bool
 
     /// `bytes` 0 disables the cache.
     init(bytes: Int, timeToLive: Double) {
         entries = LRUCache(budget: bytes, timeToLive: timeToLive)
+        isEnabled = bytes > 0
     }
-
-    var isEnabled: Bool { entries.budget > 0 }
 
     var counts: (hits: Int, misses: Int) {
         lock.lock(); defer { lock.unlock() }

@@ -356,14 +356,6 @@ public final class CommandStream: @unchecked Sendable {
     func submit() throws {
         recording = false
         if let lost = device.lost { throw lost }
-        if let n = device.submissionsBeforeFault {
-            guard n > 0 else {
-                let lost = VulkanError("vkQueueSubmit", VK_ERROR_DEVICE_LOST)
-                device.lost = lost
-                throw lost
-            }
-            device.submissionsBeforeFault = n - 1
-        }
         try recordingDeviceLoss {
             var memory = VkMemoryBarrier()
             memory.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER
@@ -372,15 +364,7 @@ public final class CommandStream: @unchecked Sendable {
             vkCmdPipelineBarrier(commandBuffer, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT.rawValue | VK_PIPELINE_STAGE_TRANSFER_BIT.rawValue, VK_PIPELINE_STAGE_HOST_BIT.rawValue,
                                  0, 1, &memory, 0, nil, 0, nil)
             try check(vkEndCommandBuffer(commandBuffer), "vkEndCommandBuffer")
-            let buffers: [VkCommandBuffer?] = [commandBuffer]
-            var submit = VkSubmitInfo()
-            submit.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO
-            submit.commandBufferCount = 1
-            let submitted = buffers.withUnsafeBufferPointer { pointer -> VkResult in
-                submit.pCommandBuffers = pointer.baseAddress
-                return vkQueueSubmit(device.queue, 1, &submit, self.fence)
-            }
-            try check(submitted, "vkQueueSubmit")
+            try device.submit(commandBuffer, fence: fence)
         }
         submitted = true
     }
@@ -415,7 +399,7 @@ public final class CommandStream: @unchecked Sendable {
         do {
             try body()
         } catch let error as VulkanError where error.isDeviceLost {
-            device.lost = error
+            device.markLost(error)
             throw error
         }
     }

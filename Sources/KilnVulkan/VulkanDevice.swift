@@ -1,5 +1,6 @@
 import CVulkan
 import Foundation
+import Synchronization
 
 /// A Vulkan device chosen for compute: the instance, one physical device (a discrete GPU first, then an
 /// integrated one, then a CPU implementation such as lavapipe), one compute queue and a command pool.
@@ -36,7 +37,8 @@ public final class VulkanDevice: @unchecked Sendable {
     private let messenger: VkDebugUtilsMessengerEXT?
     let physicalDevice: VkPhysicalDevice
     let device: VkDevice
-    let queue: VkQueue
+    /// The one compute queue; reached only through `submit(_:fence:)`, which serializes it.
+    private let queue: VkQueue
     let queueFamily: UInt32
     let commandPool: VkCommandPool
     /// Memory for what only the device touches once loaded (weights, KV pool, activations): device-local.
@@ -48,14 +50,54 @@ public final class VulkanDevice: @unchecked Sendable {
     /// KILN_VULKAN_STAGING=1 stages anyway (tests).
     public let unifiedMemory: Bool
     public let info: Info
-    /// Set by the first VK_ERROR_DEVICE_LOST: a lost device stays lost, so every later submission (from any
-    /// command stream) fails at once with the same error (the engine fails those requests with
-    /// UNAVAILABLE; the process lives on). Touched only by the thread that submits.
-    var lost: VulkanError?
-    /// KILN_VULKAN_FAULT_DEVICE_LOST_AFTER=N: the submission after the N-th reports VK_ERROR_DEVICE_LOST, as a
-    /// driver would after a GPU reset. For testing the failure path end to end; no real device can be made
-    /// to lose itself on demand.
-    var submissionsBeforeFault = ProcessInfo.processInfo.environment["KILN_VULKAN_FAULT_DEVICE_LOST_AFTER"].flatMap { Int($0) }
+    /// What submissions share, under one lock: vkQueueSubmit needs its queue externally synchronized, and
+    /// any command stream on any thread may submit.
+    private struct QueueState {
+        /// Set by the first VK_ERROR_DEVICE_LOST: a lost device stays lost, so every later submission (from
+        /// any command stream) fails at once with the same error (the engine fails those requests with
+        /// UNAVAILABLE; the process lives on).
+        var lost: VulkanError?
+        /// KILN_VULKAN_FAULT_DEVICE_LOST_AFTER=N: the submission after the N-th reports VK_ERROR_DEVICE_LOST,
+        /// as a driver would after a GPU reset. For testing the failure path end to end; no real device can
+        /// be made to lose itself on demand.
+        var submissionsBeforeFault = ProcessInfo.processInfo.environment["KILN_VULKAN_FAULT_DEVICE_LOST_AFTER"].flatMap { Int($0) }
+    }
+    private let queueState = Mutex(QueueState())
+
+    /// The device's loss, once it is lost.
+    var lost: VulkanError? { queueState.withLock { $0.lost } }
+
+    /// Records a loss seen outside a submission (a fence wait); the first one stays.
+    func markLost(_ error: VulkanError) {
+        queueState.withLock { if $0.lost == nil { $0.lost = error } }
+    }
+
+    /// Submits one command buffer to the queue, signalling `fence`; fails at once on a lost device.
+    func submit(_ commandBuffer: VkCommandBuffer, fence: VkFence?) throws {
+        try queueState.withLock { state in
+            if let lost = state.lost { throw lost }
+            if let n = state.submissionsBeforeFault {
+                guard n > 0 else {
+                    let lost = VulkanError("vkQueueSubmit", VK_ERROR_DEVICE_LOST)
+                    state.lost = lost
+                    throw lost
+                }
+                state.submissionsBeforeFault = n - 1
+            }
+            let buffers: [VkCommandBuffer?] = [commandBuffer]
+            var submit = VkSubmitInfo()
+            submit.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO
+            submit.commandBufferCount = 1
+            let result = buffers.withUnsafeBufferPointer { pointer -> VkResult in
+                submit.pCommandBuffers = pointer.baseAddress
+                return vkQueueSubmit(queue, 1, &submit, fence)
+            }
+            do { try check(result, "vkQueueSubmit") } catch let error as VulkanError where error.isDeviceLost {
+                state.lost = error
+                throw error
+            }
+        }
+    }
 
     /// Sets the driver's environment (`LavapipeVectorWidth`) now. Opening a device does it too, but a process
     /// that starts threads first (the server's event loops) calls this before them: `setenv` is not safe while

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CLinux
 import Glibc
 import KilnHTTP2
 import KilnServer
@@ -25,6 +26,8 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("max-streams"), help: "SETTINGS_MAX_CONCURRENT_STREAMS.") var maxStreams: UInt32 = 256
     @Option(name: .customLong("max-connections"), help: "Open connections at most.") var maxConnections = 10_000
     @Option(name: .customLong("max-body-bytes"), help: "Largest request body.") var maxBodyBytes = 64 * 1024 * 1024
+    @Option(name: .customLong("max-buffered-request-mb"), help: "Request body bytes one connection may hold unread, in MiB (past it a stream is reset).") var maxBufferedRequestMB = 16
+    @Option(name: .customLong("max-buffered-request-mb-total"), help: "The same over all connections together, in MiB.") var maxBufferedRequestMBTotal = 512
     @Option(name: .customLong("idle-timeout"), help: "Seconds before an idle connection is closed.") var idleTimeout = 300.0
     @Option(name: .customLong("handshake-timeout"), help: "Seconds for TLS handshake and preface.") var handshakeTimeout = 10.0
     @Option(name: .customLong("keepalive"), help: "Seconds of silence before a PING (0: off).") var keepalive = 60.0
@@ -53,10 +56,19 @@ struct Serve: AsyncParsableCommand {
         guard kvCacheMB > 0, kvBlocks.map({ $0 > 0 }) ?? true else { throw ValidationError("the KV cache needs at least one block") }
         guard maxBatch > 0, stepTokens >= maxBatch else { throw ValidationError("--step-tokens must be at least --max-batch (every sequence gets a token per step)") }
         guard resultCacheMB >= 0, sessionMemoryMB >= 0, maxSessions >= 0 else { throw ValidationError("cache sizes must not be negative") }
+        // A request message (4 MiB at most) must fit a connection's buffer, or no large call could ever complete.
+        guard maxBufferedRequestMB >= 5, maxBufferedRequestMBTotal >= maxBufferedRequestMB, maxBufferedRequestMBTotal <= 1 << 20 else {
+            throw ValidationError("--max-buffered-request-mb must be at least 5 and at most --max-buffered-request-mb-total (at most 1 TiB)")
+        }
     }
 
     func run() async throws {
         VulkanDevice.prepareDriverEnvironment()  // before any thread of ours exists (setenv)
+        // Memory follows what the server holds: blocks of 1 MiB and more (request messages, uploads) are
+        // mapped on their own and go back to the system when freed, instead of the threshold rising with
+        // each large free until they come from arenas that keep them; and two arenas, not eight per core,
+        // so that memory freed on one thread is found by the next allocation (RequestBufferTests).
+        kiln_tune_allocator(1 << 20, 2)
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
         let logger = Logger(label: "kiln")
         var config = HTTP2ServerConfiguration()
@@ -69,6 +81,8 @@ struct Serve: AsyncParsableCommand {
         config.maxConcurrentStreams = maxStreams
         config.maxConnections = maxConnections
         config.maxRequestBodySize = maxBodyBytes
+        config.maxBufferedRequestBytes = maxBufferedRequestMB << 20
+        config.maxBufferedRequestBytesTotal = maxBufferedRequestMBTotal << 20
         config.idleTimeout = idleTimeout
         config.handshakeTimeout = handshakeTimeout
         config.keepaliveInterval = keepalive

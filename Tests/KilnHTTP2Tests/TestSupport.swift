@@ -80,9 +80,18 @@ final class KilnProcess {
     var pid: Int32 { process.processIdentifier }
 
     /// Resident memory in bytes, from /proc.
-    var residentBytes: Int {
+    var residentBytes: Int { Self.residentBytes(of: pid) }
+
+    /// Resident memory of process `pid` in bytes, from /proc (0 once it is gone).
+    static func residentBytes(of pid: Int32) -> Int { statusField("VmRSS:", of: pid) }
+
+    /// Resident anonymous memory of process `pid` (its heap and stacks, not the code and files it maps),
+    /// in bytes: what buffering grows.
+    static func anonymousBytes(of pid: Int32) -> Int { statusField("RssAnon:", of: pid) }
+
+    private static func statusField(_ name: String, of pid: Int32) -> Int {
         guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
-        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        for line in status.split(separator: "\n") where line.hasPrefix(name) {
             let kb = line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int($0) } ?? 0
             return kb * 1024
         }

@@ -21,7 +21,7 @@ func ggufPeer(_ arguments: [String]) throws -> ProcessResult {
     return result
 }
 
-/// One entry of ../shared/reference/llamacpp_reference.json.
+/// One entry of Tests/Reference/llamacpp_reference.json.
 struct ReferenceEntry: Decodable {
     struct Candidate: Decodable { let id: Int; let logprob: Double }
     struct Position: Decodable { let id: Int; let top5: [Candidate] }
@@ -34,6 +34,6 @@ struct ReferenceEntry: Decodable {
 }
 
 func referenceEntries() throws -> [ReferenceEntry] {
-    let data = try Data(contentsOf: sharedReference.appendingPathComponent("llamacpp_reference.json"))
+    let data = try Data(contentsOf: referenceData.appendingPathComponent("llamacpp_reference.json"))
     return try JSONDecoder().decode([ReferenceEntry].self, from: data)
 }

@@ -4,7 +4,7 @@ import KilnTestSupport
 import XCTest
 
 /// The CPU reference decoder against llama.cpp on the default model, compared as
-/// ../shared/reference/README.md prescribes: teacher-forced log-probabilities, argmax where llama.cpp's choice
+/// Tests/Reference/README.md prescribes: teacher-forced log-probabilities, argmax where llama.cpp's choice
 /// is clear, and free-running greedy output up to llama.cpp's first near-tie. Runs the release `kiln` binary
 /// (`kiln logprobs`, `kiln generate`): the decoder in a debug build is tens of times slower.
 final class ReferenceDecoderTests: XCTestCase {

@@ -6,7 +6,7 @@ import XCTest
 final class TokenizerTests: XCTestCase {
     /// llama.cpp's own tokenizer suites (vocabulary-only GGUFs, inputs, expected ids): every case must match.
     func testLlamaCppVocabularySuites() throws {
-        let directory = sharedReference.appendingPathComponent("tokenizer")
+        let directory = vocabularySuites
         let suites = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".gguf") }.sorted()
         XCTAssertEqual(suites, ["ggml-vocab-gpt-2.gguf", "ggml-vocab-llama-bpe.gguf", "ggml-vocab-llama-spm.gguf", "ggml-vocab-qwen2.gguf"])
         for suite in suites {
@@ -67,7 +67,7 @@ final class TokenizerTests: XCTestCase {
     /// decode(encode(s)) == s for 1,000 random Unicode strings, on a byte-level BPE and a SentencePiece vocabulary.
     func testRoundTripOfRandomUnicode() throws {
         let smollm = try Tokenizer(gguf: defaultModelFile())
-        let spm = try Tokenizer(gguf: GGUFFile(path: sharedReference.appendingPathComponent("tokenizer/ggml-vocab-llama-spm.gguf").path))
+        let spm = try Tokenizer(gguf: GGUFFile(path: vocabularySuites.appendingPathComponent("ggml-vocab-llama-spm.gguf").path))
         // SmolLM's vocabulary lacks 21 of the 256 byte tokens (0x04, 0xF1, 0xF2 …): llama.cpp drops such bytes,
         // so text using them cannot round-trip there either. Its strings avoid them; SentencePiece takes anything.
         let byteTokens = Set(smollm.vocabulary.tokens.map { String(decoding: $0, as: UTF8.self) })
@@ -118,7 +118,7 @@ final class TokenizerTests: XCTestCase {
         XCTAssertGreaterThan(heldBack, 0, "some CJK/emoji tokens carry partial characters and must be held back")
 
         // SentencePiece: the prefix space is not emitted; byte tokens reassemble characters.
-        let spm = try Tokenizer(gguf: GGUFFile(path: sharedReference.appendingPathComponent("tokenizer/ggml-vocab-llama-spm.gguf").path))
+        let spm = try Tokenizer(gguf: GGUFFile(path: vocabularySuites.appendingPathComponent("ggml-vocab-llama-spm.gguf").path))
         var s2 = StreamingDetokenizer(tokenizer: spm)
         let text2 = "Hello 🦙 world"
         XCTAssertEqual(spm.encode(text2).map { s2.append($0) }.joined() + s2.finish(), text2)
@@ -132,7 +132,7 @@ final class TokenizerTests: XCTestCase {
         let noSpecial = try runTool(kilnBinary, ["tokenize", "--no-special", "--text", "<|im_start|>"])
         XCTAssertFalse(noSpecial.stdout.split(separator: " ").contains("1"))
         // A vocabulary-only GGUF is a valid model here; SentencePiece adds BOS because its add_bos_token says so.
-        let spm = try runTool(kilnBinary, ["tokenize", "--model", sharedReference.appendingPathComponent("tokenizer/ggml-vocab-llama-spm.gguf").path, "--text", "Hello"])
+        let spm = try runTool(kilnBinary, ["tokenize", "--model", vocabularySuites.appendingPathComponent("ggml-vocab-llama-spm.gguf").path, "--text", "Hello"])
         XCTAssertEqual(spm.stdout, "1 15043\n")
     }
 }

@@ -45,9 +45,13 @@ final class ClientCommandTests: XCTestCase {
             .flatMap { Int($0.trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "") } ?? 0
         XCTAssertGreaterThanOrEqual(cached, 32, r.stderr)
         // The server issued the id ("new"): 128 random bits as 32 hex digits, sent back in x-session-id.
-        let issued = r.stderr.split(separator: "\n").first { $0.hasPrefix("session ") }.map { String($0.dropFirst(8)) } ?? ""
+        // (The first turn's prompt "> " stands before the note on the same line.)
+        var issued = ""
+        for line in r.stderr.split(separator: "\n") {
+            if let found = line.range(of: "session ") { issued = String(line[found.upperBound...]); break }
+        }
         XCTAssertEqual(issued.count, 32, r.stderr)
-        XCTAssertTrue(issued.allSatisfy(\.isHexDigit), r.stderr)
+        XCTAssertTrue(issued.allSatisfy { $0.isHexDigit }, r.stderr)
     }
 
     /// `kiln generate` on a qwen2 model (QKV biases, which the Vulkan kernels lack) with the default backend

@@ -37,6 +37,8 @@ final class KilnServeProcess {
     }
 
     deinit {
+        // A process that never started has pid 0, and kill(0, …) would kill this test's own process group.
+        guard process.processIdentifier > 0 else { return }
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
     }

@@ -78,8 +78,15 @@ public var kilnReleaseBinary: String {
     return repositoryRoot.appendingPathComponent(".build/release/kiln").path
 }
 
-/// `../shared/reference/`: facts measured outside Kiln (llama.cpp's outputs, tokenizer suites).
-public let sharedReference: URL = repositoryRoot.deletingLastPathComponent().appendingPathComponent("shared/reference")
+/// `Tests/Reference/`: facts measured outside Kiln (llama.cpp's outputs on the default model), committed.
+public let referenceData: URL = repositoryRoot.appendingPathComponent("Tests/Reference")
+
+/// llama.cpp's tokenizer test suites (`ggml-vocab-NAME.gguf` with `.inp` and `.out`), which `make vocab` (run
+/// by `make test`) takes from the llama-cpp-python sdist: KILN_VOCAB_DIR, else ~/.cache/kiln/vocab.
+public var vocabularySuites: URL {
+    if let dir = ProcessInfo.processInfo.environment["KILN_VOCAB_DIR"] { return URL(fileURLWithPath: dir) }
+    return FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/kiln/vocab")
+}
 
 /// A fresh temporary directory, removed by the caller when done.
 public func temporaryDirectory() throws -> URL {

@@ -17,7 +17,7 @@ final class ModelAgreementTests: XCTestCase {
     }
 
     func testVulkanAgreesWithCPUAndLlamaCpp() throws {
-        let data = try Data(contentsOf: sharedReference.appendingPathComponent("llamacpp_reference.json"))
+        let data = try Data(contentsOf: referenceData.appendingPathComponent("llamacpp_reference.json"))
         let entries = try JSONDecoder().decode([Entry].self, from: data)
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }

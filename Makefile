@@ -81,12 +81,13 @@ generate: deps
 	  --swift_out Tests/KilnProtocTests/Generated kiln/test/v1/everything.proto
 	python3 Tools/matmul_frames.py
 
-## Builds everything and runs every test.
+## Builds everything and runs every test; a test running past KILN_TEST_TIME_LIMIT seconds (600) stops the run
+## and is named (Tools/test_watchdog.py).
 test: deps pydeps model vocab
 	$(SWIFT) build --build-tests
 	$(SWIFT) build -c release --product kiln
 	KILN_BIN=$$($(SWIFT) build --show-bin-path)/kiln KILN_RELEASE_BIN=$$($(SWIFT) build -c release --show-bin-path)/kiln \
-	  $(SWIFT) test --skip-build --disable-swift-testing
+	  python3 Tools/test_watchdog.py $(SWIFT) test --skip-build --disable-swift-testing
 
 ## Runs the server: TLS on 127.0.0.1:8443 (development certificates) and h2c on 127.0.0.1:8080.
 SERVE_ARGS ?= --model $(MODELS_DIR)/$(MODEL_FILE)

@@ -83,14 +83,14 @@ let package = Package(
         ),
         .executableTarget(name: "kiln-fuzz", dependencies: ["KilnFuzzTargets"]),
         // Helpers shared by the test targets (running real programs, finding the repository).
-        .target(name: "KilnTestSupport", path: "Tests/KilnTestSupport"),
+        .target(name: "KilnTestSupport", dependencies: ["KilnModel"], path: "Tests/KilnTestSupport"),
         .testTarget(
             name: "KilnHTTP2Tests",
             dependencies: ["KilnHTTP2", "KilnServer", "KilnTestSupport"]
         ),
         .testTarget(
             name: "KilnProtocTests",
-            dependencies: ["KilnProtoc", "KilnAPI", "KilnRPC", "KilnHTTP2"],
+            dependencies: ["KilnProtoc", "KilnAPI", "KilnRPC", "KilnHTTP2", "KilnTestSupport"],
             exclude: ["protobuf_peer.py", "health_server.py", "descriptor_check.py", "Fixtures"]
         ),
         .testTarget(
@@ -104,7 +104,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KilnEngineTests",
-            dependencies: ["KilnEngine", "KilnModel"]
+            dependencies: ["KilnEngine", "KilnModel", "KilnTestSupport"]
         ),
         .testTarget(
             name: "KilnServerTests",
@@ -116,8 +116,12 @@ let package = Package(
             dependencies: ["KilnFuzzTargets", "KilnModel", "KilnTestSupport"]
         ),
         .testTarget(
+            name: "KilnToolsTests",
+            dependencies: ["KilnTestSupport"]
+        ),
+        .testTarget(
             name: "KilnRPCTests",
-            dependencies: ["KilnRPC", "KilnHTTP2", "KilnServer"],
+            dependencies: ["KilnRPC", "KilnHTTP2", "KilnServer", "KilnTestSupport"],
             exclude: ["grpcio_client.py", "grpcio_server.py"]
         ),
     ]

@@ -69,10 +69,15 @@ public struct Sampler: Sendable {
     /// prefix grows (64, 512, 4096, … tokens) until the kept set ends inside it, or — with no filter cutting
     /// inside it — until the draw lands inside it. Sorting all 49k candidates per token would cost
     /// milliseconds; a peaked distribution needs a few dozen.
-    func sampleFiltered(_ scores: [Float], draw: Float) -> Int {
+    ///
+    /// The arithmetic does not depend on how long the prefix is: the final normalizer is fixed by the
+    /// parameters (over the kept prefix in score order when top-k or top-p cut the order; else over every
+    /// token above the min-p threshold, in id order), so the pick is the one a full sort gives, bit for bit.
+    /// `firstPrefix` (tests): the prefix to start from instead of 64 (the vocabulary: a full sort).
+    func sampleFiltered(_ scores: [Float], draw: Float, firstPrefix: Int? = nil) -> Int {
         let p = parameters
         let n = scores.count
-        var k = min(n, max(64, p.topK))
+        var k = min(n, firstPrefix ?? max(64, p.topK))
         while true {
             let order = Self.sortedPrefix(scores, count: k)
             let best = scores[order[0]]
@@ -102,9 +107,12 @@ public struct Sampler: Sendable {
                 complete = true
             }
             let candidates = order.prefix(kept).map { scores[$0] / p.temperature }
-            // Past the prefix the kept set is every token above the threshold: normalize over all of them.
-            let total = complete ? nil : Self.expSum(scores.map { $0 / p.temperature }, maximum: candidates[0],
-                                                     above: threshold / p.temperature)
+            // Without top-k or top-p the kept set is every token above the min-p threshold: normalize over
+            // all of them in id order, whether or not the prefix reaches past them (a sum in another order
+            // could round differently and move the pick).
+            let cutByFilters = p.topK > 0 || p.topP < 1
+            let total = cutByFilters ? nil : Self.expSum(scores.map { $0 / p.temperature }, maximum: candidates[0],
+                                                         above: threshold / p.temperature)
             var u = Double(draw)
             for (i, w) in Self.softmax(candidates, total: total).enumerated() {
                 u -= w

@@ -21,6 +21,8 @@ public final class EngineLoop: @unchecked Sendable {
     private var stopped = false
     private var snapshot: EngineStats
     private var refused = 0
+    /// `streams.count` after the latest step (published under `condition`).
+    private var openStreams = 0
     private var streams: [Int: AsyncThrowingStream<StepEvent, Error>.Continuation] = [:]
     private let scheduler: Scheduler
     /// Signalled once the loop thread has ended every stream and returned.
@@ -63,11 +65,12 @@ public final class EngineLoop: @unchecked Sendable {
         }
     }
 
-    /// The scheduler's counters after its latest step, and requests refused for a full queue.
-    public var stats: (engine: EngineStats, refused: Int) {
+    /// The scheduler's counters after its latest step, requests refused for a full queue, and the requests
+    /// the loop holds a stream for (every one running or queued: 0 when idle, or a stream leaked).
+    public var stats: (engine: EngineStats, refused: Int, streams: Int) {
         condition.lock()
         defer { condition.unlock() }
-        return (snapshot, refused)
+        return (snapshot, refused, openStreams)
     }
 
     /// Ends request `id` before its next step: `.stop` when the caller matched a stop string (counted as
@@ -141,9 +144,11 @@ public final class EngineLoop: @unchecked Sendable {
 
     private func publishStats(refusals: Int) {
         let stats = scheduler.stats
+        let open = streams.count
         condition.lock()
         snapshot = stats
         refused += refusals
+        openStreams = open
         condition.unlock()
     }
 }

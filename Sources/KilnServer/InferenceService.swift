@@ -220,7 +220,7 @@ public struct InferenceService: Kiln_V1_InferenceService {
     }
 
     public func getStats(request: Kiln_V1_GetStatsRequest, context: RPCServerContext) async throws -> Kiln_V1_ServerStats {
-        let (e, refused) = engine.stats
+        let (e, refused, streams) = engine.stats
         let cache = results.counts
         var s = Kiln_V1_ServerStats()
         s.kvBlocksTotal = UInt32(e.blocksTotal)
@@ -234,6 +234,7 @@ public struct InferenceService: Kiln_V1_InferenceService {
         s.deadlineExceededRequests = UInt64(counters.count(.deadlineExceeded))
         s.failedRequests = UInt64(counters.count(.failed))
         s.interruptedRequests = UInt64(counters.count(.interrupted))
+        s.engineStreams = UInt32(streams)
         s.refusedRequests = UInt64(refused)
         s.preemptions = UInt64(e.preemptions)
         s.promptTokens = UInt64(e.promptTokens)

@@ -1,5 +1,6 @@
 @testable import KilnEngine
 import KilnModel
+import KilnTestSupport
 import XCTest
 
 final class KVCacheManagerTests: XCTestCase {
@@ -103,7 +104,7 @@ final class KVCacheManagerTests: XCTestCase {
     /// 100,000 random operations (admit with overlapping prompts, append, compute, fork, free) with the
     /// invariants checked throughout; at the end every block is free again and nothing leaked.
     func testRandomizedOperationsKeepInvariants() {
-        var rng = SplitMix64(seed: 42)
+        var rng = TestRandom(fixed: 42)
         let m = KVCacheManager(blockCount: 64, blockSize: 4)
         var live: [Int] = []
         var nextID = 0

@@ -1,5 +1,6 @@
 import KilnEngine
 import KilnModel
+import KilnTestSupport
 import XCTest
 
 /// The scheduler on a small random-weight model with the CPU reference backend: batching, preemption and
@@ -18,7 +19,7 @@ final class SchedulerTests: XCTestCase {
     }
 
     private func requests(count: Int, promptLength: Int, maxTokens: Int, sampled: Bool = false) -> [GenerationRequest] {
-        var rng = SplitMix64(seed: 11)
+        var rng = TestRandom(fixed: 11)
         return (0..<count).map { i in
             var p = SamplingParameters.greedy
             if sampled { p = SamplingParameters(); p.temperature = 0.8; p.topK = 40; p.seed = UInt64(i) }

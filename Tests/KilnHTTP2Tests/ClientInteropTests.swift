@@ -11,7 +11,7 @@ final class ClientInteropTests: XCTestCase {
     override func setUp() async throws {
         docroot = FileManager.default.temporaryDirectory.appendingPathComponent("kiln-nghttpd-\(getpid())")
         try FileManager.default.createDirectory(at: docroot, withIntermediateDirectories: true)
-        var rng = SystemRandomNumberGenerator()
+        var rng = TestRandom()
         payload = (0..<(1 << 20) + 123).map { _ in UInt8.random(in: 0...255, using: &rng) }
         try Data(payload).write(to: docroot.appendingPathComponent("blob.bin"))
         try Data("small\n".utf8).write(to: docroot.appendingPathComponent("small.txt"))

@@ -80,7 +80,8 @@ final class LimitsTests: XCTestCase {
         let b = try RawConnection(port: server.h2cPort)
         a.send(Frames.preface + Frames.emptySettings)
         b.send(Frames.preface + Frames.emptySettings)
-        try await Task.sleep(for: .milliseconds(100))
+        let by = Date().addingTimeInterval(5)
+        while server.server.connectionCount < 2 && Date() < by { try await Task.sleep(for: .milliseconds(10)) }
         XCTAssertEqual(server.server.connectionCount, 2)
         let c = try RawConnection(port: server.h2cPort)
         c.send(Frames.preface + Frames.emptySettings)

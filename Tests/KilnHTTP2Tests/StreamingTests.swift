@@ -137,9 +137,16 @@ final class StreamingTests: XCTestCase {
             }
             call.finish()
         }
-        try await Task.sleep(for: .milliseconds(800))
+        // Wait until the writer stalls: no progress for 200 ms (at most 10 s).
+        var before = written.load(ordering: .relaxed)
+        let by = Date().addingTimeInterval(10)
+        while Date() < by {
+            try await Task.sleep(for: .milliseconds(200))
+            let now = written.load(ordering: .relaxed)
+            if now == before && now > 0 { break }
+            before = now
+        }
         XCTAssertTrue(started.withLock { $0 })
-        let before = written.load(ordering: .relaxed)
         // Server stream window (256 KiB) + client send buffer (256 KiB) + one chunk: far below 8 MiB.
         XCTAssertLessThan(before, 1 << 20, "the client was held back while the handler did not read (\(before) bytes)")
         release.withLock { $0?.resume(); $0 = nil }

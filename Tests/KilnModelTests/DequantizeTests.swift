@@ -9,7 +9,7 @@ final class DequantizeTests: XCTestCase {
     func testEveryTypeMatchesPythonGGUF() throws {
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
-        var rng = SystemRandomNumberGenerator()
+        var rng = TestRandom()
         for type in GGMLType.allCases {
             let blocks = 64
             let count = blocks * type.blockSize

@@ -3,7 +3,8 @@ import KilnModel
 import KilnTestSupport
 import XCTest
 
-/// The CPU reference decoder against llama.cpp on the default model, compared as
+/// The CPU reference decoder (`--backend cpu`; the Vulkan decoder has its own comparison in
+/// ModelAgreementTests) against llama.cpp on the default model, compared as
 /// Tests/Reference/README.md prescribes: teacher-forced log-probabilities, argmax where llama.cpp's choice
 /// is clear, and free-running greedy output up to llama.cpp's first near-tie. Runs the release `kiln` binary
 /// (`kiln logprobs`, `kiln generate`): the decoder in a debug build is tens of times slower.
@@ -16,7 +17,7 @@ final class ReferenceDecoderTests: XCTestCase {
         var argmaxChecked = 0, argmaxAgreed = 0
         for entry in entries {
             let ids = entry.prompt_tokens + entry.greedy_tokens
-            let r = try runTool(kilnReleaseBinary, ["logprobs", "--model", DefaultModel.path, "--top", "5",
+            let r = try runTool(kilnReleaseBinary, ["logprobs", "--model", DefaultModel.path, "--backend", "cpu", "--top", "5",
                                                     "--tokens", ids.map(String.init).joined(separator: " ")], timeout: 300)
             XCTAssertEqual(r.status, 0, r.stderr)
             let lines = r.stdout.split(separator: "\n")
@@ -68,7 +69,7 @@ final class ReferenceDecoderTests: XCTestCase {
             comparedTokens += firstTie
             let promptFile = dir.appendingPathComponent("\(entry.name).txt")
             try Data(entry.prompt_text.utf8).write(to: promptFile)
-            let r = try runTool(kilnReleaseBinary, ["generate", "--model", DefaultModel.path, "--prompt-file", promptFile.path,
+            let r = try runTool(kilnReleaseBinary, ["generate", "--model", DefaultModel.path, "--backend", "cpu", "--prompt-file", promptFile.path,
                                                     "--max-tokens", "\(max(firstTie, 1))", "--temperature", "0"], timeout: 300)
             XCTAssertEqual(r.status, 0, r.stderr)
             let ours = Array(r.stdout.utf8)

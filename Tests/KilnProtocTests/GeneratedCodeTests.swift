@@ -1,6 +1,7 @@
 import Foundation
 import KilnAPI
 import KilnRPC
+import KilnTestSupport
 import XCTest
 @testable import KilnProtoc
 
@@ -149,7 +150,7 @@ final class GeneratedCodeTests: XCTestCase {
     }
 
     func testRandomRoundTrips() throws {
-        var rng = SystemRandomNumberGenerator()
+        var rng = TestRandom()
         func text() -> String { String((0..<Int.random(in: 0...12, using: &rng)).map { _ in "aé✓\n0".randomElement(using: &rng)! }) }
         for _ in 0..<500 {
             var s = Kiln_V1_SamplingParameters()

@@ -1,3 +1,4 @@
+import KilnTestSupport
 import XCTest
 @testable import KilnRPC
 
@@ -130,7 +131,7 @@ final class ProtobufCodecTests: XCTestCase {
     }
 
     func testRandomBytesNeverCrash() {
-        var rng = SystemRandomNumberGenerator()
+        var rng = TestRandom()
         for _ in 0..<20_000 {
             let bytes = (0..<Int.random(in: 0...64, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
             var r = ProtobufReader(bytes)

@@ -1,6 +1,7 @@
 import Foundation
 import KilnHTTP2
 import Synchronization
+import KilnTestSupport
 import XCTest
 @testable import KilnRPC
 
@@ -223,7 +224,7 @@ final class CircuitBreakerStateTests: XCTestCase {
 
     func testBackoffGrowsAndIsCapped() {
         let p = RetryPolicy()
-        var rng = SystemRandomNumberGenerator()
+        var rng = TestRandom()
         for _ in 0..<1000 {
             let first = p.backoff(beforeAttempt: 2, using: &rng)
             XCTAssertTrue((0.08...0.12).contains(first))

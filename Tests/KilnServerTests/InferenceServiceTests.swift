@@ -54,15 +54,17 @@ final class InferenceServiceTests: XCTestCase {
         try KilnServeProcess.runScript("engine_acceptance.py", [schemas, "device-lost", "\(server.h2cPort)"], servers: [server])
     }
 
-    /// 1,000 streams reset by the client at random points (a small random-weight model): afterwards the
-    /// pool's free blocks equal its starting count. Then the result cache on the same server.
+    /// 1,000 streams reset by the client at random points (a small random-weight model): each reaches the
+    /// engine, and afterwards the pool's free blocks, the engine's streams, the sessions, the process's
+    /// descriptors and its memory are back where they started. Then the result cache on the same server.
     func testCancelledStreamsLeakNothingAndResultCache() throws {
         let dir = try temporaryDirectory()
         let model = dir.appendingPathComponent("tiny.gguf").path
         let made = try runTool(kilnReleaseBinary, ["make-test-model", "--layers", "2", "--dim", "64", model])
         XCTAssertEqual(made.status, 0, made.stderr)
         let server = try KilnServeProcess(model: model, ["--kv-blocks", "256"], environment: ["KILN_ENGINE_PIPELINE": "1"])
-        try KilnServeProcess.runScript("engine_acceptance.py", [schemas, "cancel", "\(server.h2cPort)"], servers: [server])
+        try KilnServeProcess.runScript("engine_acceptance.py", [schemas, "cancel", "\(server.h2cPort)", "\(server.process.processIdentifier)"],
+                                       servers: [server])
         try KilnServeProcess.runScript("engine_acceptance.py", [schemas, "result-cache", "\(server.h2cPort)"], servers: [server])
     }
 

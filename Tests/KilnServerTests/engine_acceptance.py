@@ -3,7 +3,7 @@
   engine_acceptance.py SCHEMAS concurrent PORT          32 concurrent greedy streams equal each alone
   engine_acceptance.py SCHEMAS session PORT NOCACHE     a 10-turn session reuses its history (NOCACHE: --no-prefix-cache)
   engine_acceptance.py SCHEMAS pressure PORT PRESSED    16 x (200 prompt + 100 new) on 64 blocks equal unpressured
-  engine_acceptance.py SCHEMAS cancel PORT              1,000 streams reset at random points leak no block
+  engine_acceptance.py SCHEMAS cancel PORT PID          1,000 streams reset at random points leak nothing (PID: the server's)
   engine_acceptance.py SCHEMAS result-cache PORT        deterministic requests replayed from the result cache
   engine_acceptance.py SCHEMAS cut-short PORT           generations cut by a deadline are neither cached nor committed,
                                                         and GetStats counts each end under its real cause
@@ -17,7 +17,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kiln_grpc import Checks, Kiln, load  # noqa: E402
+from kiln_grpc import Checks, Kiln, load, seeded_random  # noqa: E402
 
 schemas, scenario, ports = sys.argv[1], sys.argv[2], sys.argv[3:]
 pb, rpc = load(schemas)
@@ -105,10 +105,29 @@ def pressure(pressed):
     check("no block leaked", s.kv_blocks_free == 64, str(s).replace("\n", " "))
 
 
-def cancel():
-    start_stats = kiln.wait_idle()
-    rng = random.Random(7)
-    plans = [(rng.randrange(1, 60), rng.randrange(1, 64), rng.randrange(0, 24)) for _ in range(1000)]
+def process_state(pid):
+    """(open descriptors, anonymous resident KiB) of the server process."""
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    with open(f"/proc/{pid}/status") as f:
+        anon = next(int(line.split()[1]) for line in f if line.startswith("RssAnon:"))
+    return fds, anon
+
+
+def settled_state(pid, seconds=5):
+    """The process state once its descriptor count stops falling (connections closing)."""
+    deadline = time.time() + seconds
+    fds, anon = process_state(pid)
+    while time.time() < deadline:
+        time.sleep(0.1)
+        now = process_state(pid)
+        if now[0] >= fds:
+            return now
+        fds, anon = now
+    return fds, anon
+
+
+def cancel(pid):
+    rng = seeded_random(7)
     words = "the a of cat dog sun moon red blue one two three".split()
 
     def one(plan):
@@ -128,18 +147,35 @@ def cancel():
             return "finished"
         except Exception as e:  # a cancelled call raises on its next read
             return "cancelled" if "CANCELLED" in str(e) else f"error {e}"
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        outcomes = list(pool.map(one, plans))
+
+    def run(count):
+        plans = [(rng.randrange(1, 60), rng.randrange(1, 64), rng.randrange(0, 24)) for _ in range(count)]
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            return list(pool.map(one, plans))
+
+    run(100)  # warm-up: the allocator's pools, first-use caches, connections
+    start_stats = kiln.wait_idle()
+    start_fds, start_anon = settled_state(pid)
+    outcomes = run(1000)
     errors = [o for o in outcomes if o.startswith("error")]
     check("no call failed", not errors, str(errors[:3]))
     counts = {k: outcomes.count(k) for k in ("early", "cancelled", "finished")}
     print(f"outcomes: {counts}", flush=True)
     s = kiln.wait_idle()
+    fds, anon = settled_state(pid)
     check("1,000 streams: most reset mid-stream", counts["cancelled"] + counts["early"] >= 500, str(counts))
     check("free blocks back to the start", s.kv_blocks_free == start_stats.kv_blocks_free == s.kv_blocks_total,
           f"{s.kv_blocks_free} free of {s.kv_blocks_total}, {start_stats.kv_blocks_free} at the start")
-    check("the engine saw the cancellations", s.cancelled_requests - start_stats.cancelled_requests >= counts["cancelled"] // 2,
+    ended = (s.cancelled_requests - start_stats.cancelled_requests) + (s.completed_requests - start_stats.completed_requests)
+    # Every call that got a message reached the engine and ended there exactly once, cancelled (or completed,
+    # when the engine finished before the reset arrived); a call cancelled before any message may not have.
+    check("every mid-stream cancel reached the engine", counts["cancelled"] + counts["finished"] <= ended <= 1000
+          and s.completed_requests - start_stats.completed_requests >= counts["finished"], f"{ended} ended; {counts}")
+    check("no engine stream left", s.engine_streams == 0 and s.running_requests == 0 and s.waiting_requests == 0,
           str(s).replace("\n", " "))
+    check("sessions as before", s.sessions == start_stats.sessions, f"{start_stats.sessions} -> {s.sessions}")
+    check("descriptors back to the start", fds <= start_fds, f"{start_fds} -> {fds}")
+    check("memory back near the start", anon - start_anon < 16 * 1024, f"anonymous RSS {start_anon} KiB -> {anon} KiB")
     check("serves afterwards", len(kiln.generate("the cat", max_tokens=3)[0]) == 3)
 
 
@@ -257,7 +293,7 @@ elif scenario == "session":
 elif scenario == "pressure":
     pressure(servers[1])
 elif scenario == "cancel":
-    cancel()
+    cancel(int(ports[1]))
 elif scenario == "cut-short":
     cut_short()
 elif scenario == "result-cache":

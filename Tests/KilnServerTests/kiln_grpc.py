@@ -26,6 +26,15 @@ def load_module(schemas, proto):
     return importlib.import_module(module + "_pb2"), importlib.import_module(module + "_pb2_grpc")
 
 
+def seeded_random(fixed):
+    """A random.Random whose seed is printed: KILN_TEST_SEED replays a run, else `fixed`."""
+    import os
+    import random
+    seed = int(os.environ.get("KILN_TEST_SEED", fixed))
+    print(f"random seed {seed} (replay with KILN_TEST_SEED={seed})", flush=True)
+    return random.Random(seed)
+
+
 class Checks:
     def __init__(self):
         self.failures = 0

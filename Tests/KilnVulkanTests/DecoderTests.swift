@@ -303,7 +303,7 @@ final class DecoderTests: XCTestCase {
         for chunkKeys in [64, 16] {
         let decoder = try VulkanDecoder(device: device, file: file, blockCount: 64, maxTokens: 128, maxSequences: 8, maxLogitRows: 16,
                                         kernelFamily: family, attentionChunkKeys: chunkKeys)
-        var rng = SystemRandomNumberGenerator()
+        var rng = TestRandom()
         let prompts = (0..<8).map { i in (0..<(5 + 3 * i)).map { _ in Int.random(in: 3..<259, using: &rng) } }
         // Each prompt alone, on blocks 0, 1, ...
         let alone = try prompts.map { try decoder.logits(.sequence($0, startingAt: 0, blockTable: [0, 1, 2])) [0] }
@@ -345,7 +345,7 @@ final class DecoderTests: XCTestCase {
         let device = try VulkanDevice()
         let file = try testModel(type: .q8_0)
         let cpu = ReferenceDecoder(weights: try ReferenceWeights(gguf: file))
-        var rng = SplitMix64(seed: 9)
+        var rng = TestRandom(fixed: 9)
         let prompt = (0..<45).map { _ in Int.random(in: 3..<259, using: &rng) }
         let expected = try cpu.forward(prompt, logitCount: prompt.count)
         for family in KernelFamily.allCases {

@@ -37,7 +37,7 @@ final class KernelTests: XCTestCase {
         let device = try device()
         let arena = MemoryArena(device: device, chunkSize: 64 << 20)
         let stream = try CommandStream(device: device)
-        var rng = SystemRandomNumberGenerator()
+        var rng = TestRandom()
         // Both kernel families on this device (lavapipe).
         let families = try KernelFamily.allCases.map { try Kernels(device: device, headDimension: 64, family: $0) }
         for type in [GGMLType.q4_1, .q4_0, .q8_0, .f32, .f16, .bf16, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K] {
@@ -102,7 +102,7 @@ final class KernelTests: XCTestCase {
         let device = try device()
         let arena = MemoryArena(device: device, chunkSize: 16 << 20)
         let stream = try CommandStream(device: device)
-        var rng = SystemRandomNumberGenerator()
+        var rng = TestRandom()
         let k = 512, b = 5
         let parts: [(GGMLType, Int)] = [(.q4_K, 40), (.q6_K, 24), (.q8_0, 9), (.q5_0, 8)]
         var w = GGUFWriter()
@@ -145,7 +145,7 @@ final class KernelTests: XCTestCase {
         let arena = MemoryArena(device: device, chunkSize: 16 << 20)
         let stream = try CommandStream(device: device)
         let kernel = try ComputeKernel(device: device, name: "half_rounding_check", spirv: EmbeddedShaders.halfRoundingCheck, bindings: 2, pushConstantBytes: 4)
-        var rng = SystemRandomNumberGenerator()
+        var rng = TestRandom()
         var inputs: [Float] = [0, -0.0, .infinity, -.infinity, .nan, 65504, 65519.996, 65520, 65536, 1e5, -1e5, 1e-30, -1e-30,
                                Float(bitPattern: 1), 0x1p-25, -0x1p-25, 0x1.0002p-25, 0x1p-24, 0x1.8p-24, 0x1.4p-23, 1.0 + 0x1p-11, 1.0 + 0x3p-11]
         for _ in 0..<4000 {
@@ -183,7 +183,7 @@ final class KernelTests: XCTestCase {
         let stream = try CommandStream(device: device)
         for family in KernelFamily.allCases {
         let kernels = try Kernels(device: device, headDimension: 64, family: family)
-        var rng = SystemRandomNumberGenerator()
+        var rng = TestRandom()
         let k = Kernels.topCandidateCount, chunks = Kernels.topCandidateChunks, record = 2 * k + 2
         for vocabulary in [49152, 1000, 37] {
             let rows = 5

@@ -1,6 +1,7 @@
 import KilnEngine
 import KilnModel
 import KilnVulkan
+import KilnTestSupport
 import XCTest
 
 /// The scheduler driving the Vulkan decoder (lavapipe): concurrent and preempted requests produce exactly
@@ -19,7 +20,7 @@ final class SchedulerOnVulkanTests: XCTestCase {
             while s.hasWork { for e in try s.step() { if let t = e.token { out[e.requestID, default: []].append(t.id) } } }
             return (out, s)
         }
-        var rng = SplitMix64(seed: 3)
+        var rng = TestRandom(fixed: 3)
         let requests = (0..<8).map { i in
             GenerationRequest(id: i, prompt: (0..<(30 + i)).map { _ in Int.random(in: 3..<270, using: &rng) }, maxTokens: 20)
         }
@@ -70,7 +71,7 @@ final class SchedulerOnVulkanTests: XCTestCase {
         var builder = TestModelBuilder()
         builder.width = 128; builder.feedForwardWidth = 256; builder.type = .q8_0
         let file = try GGUFFile(file: MappedFile(copying: builder.build().serialized()))
-        var rng = SplitMix64(seed: 5)
+        var rng = TestRandom(fixed: 5)
         let tokens = (0..<40).map { _ in Int.random(in: 3..<270, using: &rng) }
         let batch = DecodeBatch(tokens: tokens, positions: Array(0..<20) + Array(0..<20), sequences: Array(repeating: 0, count: 20) + Array(repeating: 1, count: 20),
                                 blockTables: [[0, 1], [2, 3]], logitRows: [5, 19, 39])

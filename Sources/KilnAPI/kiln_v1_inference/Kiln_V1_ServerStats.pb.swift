@@ -40,6 +40,8 @@ public struct Kiln_V1_ServerStats: ProtobufMessage {
     public var deadlineExceededRequests: UInt64 = 0
     public var failedRequests: UInt64 = 0
     public var interruptedRequests: UInt64 = 0
+    /// Generations the engine loop holds a stream for (running or queued): 0 once idle.
+    public var engineStreams: UInt32 = 0
     /// Fields this version of the schema does not know, kept as they came.
     public var unknownFields: [UInt8] = []
 
@@ -65,6 +67,7 @@ public struct Kiln_V1_ServerStats: ProtobufMessage {
         if self.deadlineExceededRequests != 0 { w.write(field: 17, uint64: self.deadlineExceededRequests) }
         if self.failedRequests != 0 { w.write(field: 18, uint64: self.failedRequests) }
         if self.interruptedRequests != 0 { w.write(field: 19, uint64: self.interruptedRequests) }
+        if self.engineStreams != 0 { w.write(field: 20, uint32: self.engineStreams) }
         w.appendRaw(unknownFields)
     }
 
@@ -112,6 +115,8 @@ public struct Kiln_V1_ServerStats: ProtobufMessage {
                 self.failedRequests = try r.readVarint()
             case 19 where wire == .varint:
                 self.interruptedRequests = try r.readVarint()
+            case 20 where wire == .varint:
+                self.engineStreams = UInt32(truncatingIfNeeded: try r.readVarint())
             default:
                 unknownFields += try r.skipField(tagStart: start, field, wire)
             }

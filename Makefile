@@ -114,8 +114,8 @@ bench-decode: build-release model
 bench-serve: build-release model
 	KILN_BIN=$$($(SWIFT) build -c release --show-bin-path)/kiln bash Benchmarks/serve.sh
 
-## libFuzzer on the protobuf decoder, the gRPC message framer, the GGUF reader and the tokenizer
-## (FUZZ_SECONDS each, default 60).
+## libFuzzer on the protobuf decoder, the gRPC message framer, the GGUF reader, the tokenizer and a whole
+## server on raw and structured HTTP/2 (FUZZ_SECONDS each, default 60; FUZZ_TARGETS to pick).
 fuzz: deps pydeps model vocab
 	bash Fuzz/run.sh
 

@@ -21,4 +21,5 @@ static inline long kiln_SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER(void) { return SSL_M
 static inline long kiln_SSL_MODE_RELEASE_BUFFERS(void) { return SSL_MODE_RELEASE_BUFFERS; }
 static inline uint64_t kiln_SSL_OP_NO_RENEGOTIATION(void) { return SSL_OP_NO_RENEGOTIATION; }
 static inline uint64_t kiln_SSL_OP_NO_COMPRESSION(void) { return SSL_OP_NO_COMPRESSION; }
+static inline unsigned long kiln_XN_FLAG_RFC2253(void) { return XN_FLAG_RFC2253; }
 #endif

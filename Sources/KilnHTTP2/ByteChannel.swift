@@ -146,10 +146,15 @@ final class TLSChannel: ByteChannel {
         // Only a certificate the handshake verified names anyone (without --client-ca none is asked for).
         guard SSL_get_verify_result(ssl) == X509_V_OK, let certificate = SSL_get1_peer_certificate(ssl) else { return nil }
         defer { X509_free(certificate) }
-        guard let name = X509_get_subject_name(certificate) else { return nil }
-        var buffer = [CChar](repeating: 0, count: 1024)
-        guard X509_NAME_oneline(name, &buffer, Int32(buffer.count)) != nil else { return nil }
-        return String(cString: buffer)
+        guard let name = X509_get_subject_name(certificate), let bio = BIO_new(BIO_s_mem()) else { return nil }
+        defer { BIO_free(bio) }
+        // RFC 2253, special characters escaped, never truncated: two different names never print alike
+        // (X509_NAME_oneline truncates and leaves "/" in a value ambiguous).
+        guard X509_NAME_print_ex(bio, name, 0, kiln_XN_FLAG_RFC2253()) >= 0 else { return nil }
+        var bytes = [UInt8](repeating: 0, count: 4096)
+        let n = BIO_read(bio, &bytes, Int32(bytes.count))
+        guard n > 0, n < Int32(bytes.count) else { return nil }
+        return String(decoding: bytes[..<Int(n)], as: UTF8.self)
     }
 
     func close() {

@@ -60,7 +60,7 @@ public struct ModelConfig: Sendable, Equatable {
             throw GGUFError(.invalidValue(key: "\(arch).attention.head_count",
                                           reason: "width \(width), \(heads) heads, \(kvHeads) KV heads do not divide"), offset: 0)
         }
-        let headDim = try file.optionalInteger("\(arch).attention.key_length") ?? width / heads
+        let headDim = try positive("\(arch).attention.key_length", file.optionalInteger("\(arch).attention.key_length") ?? width / heads)
         let ropeDim = try file.optionalInteger("\(arch).rope.dimension_count") ?? headDim
         guard ropeDim > 0, ropeDim <= headDim, ropeDim % 2 == 0 else {
             throw GGUFError(.invalidValue(key: "\(arch).rope.dimension_count", reason: "\(ropeDim) for head dimension \(headDim)"), offset: 0)
@@ -75,12 +75,20 @@ public struct ModelConfig: Sendable, Equatable {
         } else {
             throw GGUFError(.missingKey("\(arch).vocab_size"), offset: 0)
         }
+        // A base or epsilon that is not a finite positive number would make every logit NaN.
+        func finitePositive(_ key: String, _ fallback: Double) throws -> Float {
+            let value = try file.optionalDouble(key) ?? fallback
+            guard value.isFinite, value > 0, Float(value).isFinite, Float(value) > 0 else {
+                throw GGUFError(.invalidValue(key: key, reason: "\(value) is not a finite positive number"), offset: 0)
+            }
+            return Float(value)
+        }
         self.init(
             architecture: arch, layerCount: layers, embeddingWidth: width, feedForwardWidth: ffn,
             headCount: heads, kvHeadCount: kvHeads, headDimension: headDim,
-            ropeBase: Float(try file.optionalDouble("\(arch).rope.freq_base") ?? 10000),
+            ropeBase: try finitePositive("\(arch).rope.freq_base", 10000),
             ropeDimension: ropeDim,
-            rmsEpsilon: Float(try file.optionalDouble("\(arch).attention.layer_norm_rms_epsilon") ?? 1e-5),
+            rmsEpsilon: try finitePositive("\(arch).attention.layer_norm_rms_epsilon", 1e-5),
             contextLength: try positive("\(arch).context_length", file.optionalInteger("\(arch).context_length") ?? 2048),
             vocabularySize: try positive("\(arch).vocab_size", vocab),
             tiedOutput: file.tensor("output.weight") == nil,

@@ -30,15 +30,7 @@ struct RPCInlineUnary: HTTP2InlineHandler {
             guard !request.bodyTooLarge else {
                 throw RPCError(.resourceExhausted, "message exceeds the limit of \(maxReceiveMessageSize) bytes")
             }
-            var deframer = GRPCMessageDeframer(maxMessageSize: maxReceiveMessageSize)
-            deframer.append(request.body)
-            guard let message = try deframer.next() else { throw RPCError(.internal, "request has no message") }
-            guard !deframer.hasPartialMessage else { throw RPCError(.internal, "request has more than one message") }
-            var payload = message.payload
-            if message.compressed {
-                guard encoding == "gzip" else { throw RPCError(.internal, "compressed message without grpc-encoding") }
-                payload = try GzipCodec.decompress(payload, limit: maxReceiveMessageSize)
-            }
+            let payload = try RequestMessageRules.onlyMessage(in: request.body, gzip: encoding == "gzip", limit: maxReceiveMessageSize)
             let reply = try handler(payload, request.headers)
             return HTTP2InlineResponse(headers: ["content-type": "application/grpc", "grpc-accept-encoding": "gzip, identity"],
                                        body: GRPCMessageFramer.frame(reply), trailers: ["grpc-status": "0"])

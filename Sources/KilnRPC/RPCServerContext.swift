@@ -52,17 +52,12 @@ public struct RPCRequestMessages: AsyncSequence, Sendable {
             while true {
                 if let message = try deframer.next() {
                     handedOn = 5 + message.payload.count
-                    if message.compressed {
-                        // A compressed flag needs a declared encoding; identity has none to undo.
-                        guard gzip else { throw RPCError(.internal, "compressed message without a message encoding") }
-                        return try GzipCodec.decompress(message.payload, limit: maxMessageSize)
-                    }
-                    return message.payload
+                    return try RequestMessageRules.payload(of: message, gzip: gzip, limit: maxMessageSize)
                 }
                 if ended { return nil }
                 guard let chunk = try await body.next() else {
                     ended = true
-                    if deframer.hasPartialMessage { throw RPCError(.internal, "request ended inside a message") }
+                    if deframer.hasPartialMessage { throw RequestMessageRules.truncated }
                     return nil
                 }
                 deframer.append(chunk)
@@ -78,8 +73,8 @@ public struct RPCRequestMessages: AsyncSequence, Sendable {
     public func single() async throws -> [UInt8] {
         var it = makeAsyncIterator()
         it.chargesUntilTheEnd = true
-        guard let first = try await it.next() else { throw RPCError(.internal, "request has no message") }
-        if try await it.next() != nil { throw RPCError(.internal, "request has more than one message") }
+        guard let first = try await it.next() else { throw RequestMessageRules.noMessage }
+        if try await it.next() != nil { throw RequestMessageRules.moreThanOne }
         return first
     }
 }

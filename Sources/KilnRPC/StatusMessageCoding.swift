@@ -1,11 +1,26 @@
 /// `grpc-message` percent-encoding (gRPC PROTOCOL-HTTP2.md): bytes outside printable ASCII
 /// (0x20–0x7E) and `%` itself are written `%XX`; decoding is lenient and keeps malformed escapes as they are.
 public enum StatusMessageCoding {
+    /// `message` cut to at most `maxBytes` bytes on a character boundary.
+    static func capped(_ message: String) -> String {
+        guard message.utf8.count > maxBytes else { return message }
+        var kept = ""
+        for c in message {
+            guard kept.utf8.count + c.utf8.count <= maxBytes - 3 else { break }
+            kept.append(c)
+        }
+        return kept + "…"
+    }
+
+    /// The longest message sent, in UTF-8 bytes: a message that quotes what a peer sent (a 1 MiB stop string,
+    /// a model name) must not make a header larger than any peer takes. Longer ones are cut and end in "…".
+    public static let maxBytes = 1024
+
     public static func encode(_ message: String) -> String {
         var out = ""
-        out.reserveCapacity(message.utf8.count)
+        out.reserveCapacity(min(message.utf8.count, maxBytes) * 3)
         let hex = Array("0123456789ABCDEF".utf8)
-        for b in message.utf8 {
+        for b in capped(message).utf8 {
             if b >= 0x20 && b <= 0x7E && b != UInt8(ascii: "%") {
                 out.unicodeScalars.append(Unicode.Scalar(b))
             } else {

@@ -56,7 +56,7 @@ public struct InferenceService: Kiln_V1_InferenceService {
 
     private func checkModel(_ name: String, field: String = "model") throws {
         guard name.isEmpty || name == modelName else {
-            throw RPCError(.invalidArgument, "\(field): model \"\(name)\" is not served here (this server runs \"\(modelName)\")")
+            throw RPCError(.invalidArgument, "\(field): model \(name.prefix(64).debugDescription) is not served here (this server runs \"\(modelName)\")")
         }
     }
 
@@ -158,7 +158,7 @@ public struct InferenceService: Kiln_V1_InferenceService {
         }
         guard s.stop.count <= 16 else { throw RPCError(.invalidArgument, "sampling.stop has \(s.stop.count) strings (at most 16)") }
         if let bad = s.stop.first(where: { $0.isEmpty || $0.utf8.count > 256 }) {
-            throw RPCError(.invalidArgument, "sampling.stop: \(bad.debugDescription) must be 1 to 256 bytes")
+            throw RPCError(.invalidArgument, "sampling.stop: \(bad.prefix(32).debugDescription)\(bad.utf8.count > 32 ? " (\(bad.utf8.count) bytes)" : "") must be 1 to 256 bytes")
         }
         let maxTokens = Int(s.maxTokens ?? UInt32(options.defaultMaxTokens))
         guard maxTokens > 0, maxTokens < contextLength else {
@@ -180,7 +180,7 @@ public struct InferenceService: Kiln_V1_InferenceService {
         guard !request.sessionId.isEmpty else { throw RPCError(.invalidArgument, "session_id is empty") }
         var response = Kiln_V1_EndSessionResponse()
         do { response.existed = try sessions.end(request.sessionId, owner: context.peerIdentity) } catch {
-            throw RPCError(.notFound, "session_id \"\(request.sessionId)\" is not found")
+            throw RPCError(.notFound, "session_id \(request.sessionId.prefix(64).debugDescription) is not found")
         }
         return response
     }

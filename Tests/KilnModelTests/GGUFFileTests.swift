@@ -183,6 +183,34 @@ final class GGUFFileTests: XCTestCase {
         expectProblem(w.serialized()) { $0 == .duplicateTensor("t") }
     }
 
+    /// Boundary values in the fields a model's shape comes from are refused by name, never trapped on: a
+    /// negative alignment, head widths past any real model, rope bases and norm epsilons that are not finite
+    /// positive numbers.
+    func testBoundaryValuesInModelFieldsAreRefused() throws {
+        var w = GGUFWriter()
+        w.metadata = [("general.alignment", .int32(-1))]
+        expectProblem(w.serialized()) { $0 == .badAlignment(UInt64(truncatingIfNeeded: -1)) }
+        w.metadata = [("general.alignment", .int64(Int64.min))]
+        expectProblem(w.serialized()) { if case .badAlignment = $0 { return true }; return false }
+        let model = TestModelBuilder().build()
+        let cases: [(String, GGUFValue)] = [
+            ("llama.attention.key_length", .uint64(1 << 62)), ("llama.attention.key_length", .int32(-1)),
+            ("llama.attention.key_length", .uint32(0)), ("llama.block_count", .uint64(UInt64.max)),
+            ("llama.context_length", .int64(-1)), ("llama.rope.freq_base", .float32(.nan)),
+            ("llama.rope.freq_base", .float32(-.infinity)), ("llama.rope.freq_base", .float64(-1)),
+            ("llama.attention.layer_norm_rms_epsilon", .float32(.infinity)), ("llama.attention.layer_norm_rms_epsilon", .float64(0)),
+            ("llama.attention.layer_norm_rms_epsilon", .float64(1e300)),
+        ]
+        for (key, value) in cases {
+            var bad = model
+            bad.metadata = bad.metadata.filter { $0.key != key } + [(key, value)]
+            let file = try open(bad.serialized())
+            XCTAssertThrowsError(try ModelConfig(gguf: file), "\(key) = \(value)") { error in
+                XCTAssertTrue("\(error)".contains(key), "\(key) = \(value): \(error)")
+            }
+        }
+    }
+
     /// Random corruption of the header never crashes the reader (the fuzz target goes further).
     func testRandomCorruptionNeverCrashes() throws {
         let base = smallFile()

@@ -22,8 +22,20 @@ final class RPCBadInputTests: XCTestCase {
         let first = try await goodReplies.next()
         XCTAssertEqual(first, Array("echo:before".utf8))
 
-        // Each case against the task path (Unary) and the event-loop path (InlineUnary).
+        // Each case against the task path (Unary) and the event-loop path (InlineUnary); the same request
+        // must get the same status and message on both (one validation).
+        var answers: [String: [String]] = [:]
         for method in ["/kiln.test.Echo/Unary", "/kiln.test.Echo/InlineUnary"] {
+        for (name, body, encoding) in [("empty body", [UInt8](), nil), ("two messages", [0, 0, 0, 0, 1, 7, 0, 0, 0, 0, 1, 8], nil),
+                                       ("one message and a partial one", [0, 0, 0, 0, 1, 7, 0, 0], nil),
+                                       ("compressed without an encoding", [1, 0, 0, 0, 1, 0], nil),
+                                       ("corrupt gzip", [1, 0, 0, 0, 3, 1, 2, 3], "gzip"), ("truncated", [0, 0, 0, 0, 9, 1], nil)] as [(String, [UInt8], String?)] {
+            var headers = grpcHeaders
+            if let encoding { headers.add("grpc-encoding", encoding) }
+            let r = try await http.request(method: "POST", path: method, headers: headers, body: body)
+            let fields = r.trailers.isEmpty ? r.headers : r.trailers
+            answers[name, default: []].append("\(fields["grpc-status"] ?? "-") \(fields["grpc-message"].map(StatusMessageCoding.decode) ?? "")")
+        }
         func status(path: String = method, headers: HTTP2Headers = grpcHeaders, body: [UInt8]) async throws -> (Int, String?, String?) {
             let r = try await http.request(method: "POST", path: path, headers: headers, body: body)
             let fields = r.trailers.isEmpty ? r.headers : r.trailers
@@ -70,6 +82,11 @@ final class RPCBadInputTests: XCTestCase {
         XCTAssertEqual(health.1, String(RPCStatusCode.internal.rawValue), "invalid protobuf (bad UTF-8 string): \(health)")
         }
 
+        for (name, both) in answers {
+            XCTAssertEqual(both.count, 2, name)
+            XCTAssertEqual(both.first, both.last, "\(name): the task path and the inline path answer alike")
+            XCTAssertNotEqual(both.first?.hasPrefix("0 "), true, "\(name) is refused")
+        }
         try await good.send(Array("after".utf8))
         let second = try await goodReplies.next()
         XCTAssertEqual(second, Array("echo:after".utf8), "the good call was unaffected")

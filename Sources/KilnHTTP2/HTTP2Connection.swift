@@ -59,6 +59,20 @@ class HTTP2Connection: EventLoopSource, EventLoopFlushable, @unchecked Sendable 
     func onFrameReceived(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 { 0 }
     func onDataChunk(streamID: Int32, _ data: UnsafeBufferPointer<UInt8>) -> Int32 { 0 }
     func onFrameSent(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 { 0 }
+
+    /// A frame nghttp2 could not send (a header block past its 64 KiB limit, say). A stream whose HEADERS
+    /// (its response, or its trailers) did not go is reset, so that the peer is not left waiting for an end
+    /// that will never come.
+    func onFrameNotSent(_ session: OpaquePointer, _ frame: UnsafePointer<nghttp2_frame>, error: Int32) -> Int32 {
+        let hd = frame.pointee.hd
+        guard hd.type == UInt8(NGHTTP2_HEADERS.rawValue), hd.stream_id != 0 else { return 0 }
+        if debugTransport {
+            let line = "kiln.http2: stream \(hd.stream_id): HEADERS not sent (\(String(cString: nghttp2_strerror(error)))); resetting it\n"
+            _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
+        }
+        _ = nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), hd.stream_id, NGHTTP2_INTERNAL_ERROR.rawValue)
+        return 0
+    }
     func onStreamClose(streamID: Int32, errorCode: UInt32) -> Int32 { 0 }
 
     // MARK: Start
@@ -383,6 +397,10 @@ enum SessionCallbacks {
         nghttp2_session_callbacks_set_on_frame_send_callback(callbacks) { _, frame, ud in
             guard let frame, let ud else { return 0 }
             return Unmanaged<HTTP2Connection>.fromOpaque(ud).takeUnretainedValue().onFrameSent(frame)
+        }
+        nghttp2_session_callbacks_set_on_frame_not_send_callback(callbacks) { session, frame, error, ud in
+            guard let session, let frame, let ud else { return 0 }
+            return Unmanaged<HTTP2Connection>.fromOpaque(ud).takeUnretainedValue().onFrameNotSent(session, frame, error: error)
         }
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, streamID, data, len, ud in
             guard let ud else { return 0 }

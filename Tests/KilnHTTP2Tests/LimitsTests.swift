@@ -74,6 +74,42 @@ final class LimitsTests: XCTestCase {
         group.shutdown()
     }
 
+    /// Trailers (or a response head) too large for nghttp2 to send reset the stream: the client gets an
+    /// error at once instead of waiting for an end that never comes; the connection serves on.
+    func testUnsendableTrailersResetTheStream() async throws {
+        var router = HTTP2Router()
+        router.add("/huge-trailers", .handler(HTTP2ClosureHandler { _, response in
+            try await response.write(Array("body".utf8))
+            response.finish(trailers: ["x-huge": String(repeating: "t", count: 100 * 1024)])
+        }))
+        router.add("/ok", .fixed(HTTP2FixedResponse(body: Array("ok".utf8))))
+        let server = try TestServer(router: router, tls: false)
+        let group = try EventLoopGroup(threads: 1)
+        let client = try HTTP2Client(host: "127.0.0.1", port: server.h2cPort, group: group)
+        let outcome = try await withThrowingTaskGroup(of: String.self) { tasks in
+            tasks.addTask {
+                do {
+                    _ = try await client.request(path: "/huge-trailers")
+                    return "completed"
+                } catch {
+                    return "failed: \(error)"
+                }
+            }
+            tasks.addTask {
+                try await Task.sleep(for: .seconds(10))
+                return "hung"
+            }
+            defer { tasks.cancelAll() }
+            return try await tasks.next() ?? "none"
+        }
+        XCTAssertTrue(outcome.hasPrefix("failed"), outcome)
+        let after = try await client.request(path: "/ok")
+        XCTAssertEqual(after.body, Array("ok".utf8), "the connection serves on")
+        client.close()
+        await server.stop()
+        group.shutdown()
+    }
+
     func testConnectionCapClosesExtraConnections() async throws {
         let server = try TestServer(tls: false) { $0.maxConnections = 2 }
         let a = try RawConnection(port: server.h2cPort)

@@ -53,6 +53,23 @@ final class SchedulerTests: XCTestCase {
         return try drain(s)[r.id]?.tokens ?? []
     }
 
+    /// Waiting interactive requests are admitted before batch ones, whatever their order of arrival.
+    func testInteractiveRequestsAreAdmittedBeforeBatchOnes() throws {
+        let backend = ReferenceBackend(weights: Self.weights, blockCount: 64, blockSize: 16)
+        let s = Scheduler(backend: backend, cache: KVCacheManager(blockCount: 64, blockSize: 16), tokenBudget: 64, maxWaiting: 10,
+                          maxRunning: 1, pipelined: false)
+        try s.submit(GenerationRequest(id: 1, prompt: [5, 6, 7], maxTokens: 3, priority: .batch))
+        try s.submit(GenerationRequest(id: 2, prompt: [8, 9, 10], maxTokens: 3, priority: .interactive))
+        try s.submit(GenerationRequest(id: 3, prompt: [11, 12], maxTokens: 3, priority: .batch))
+        var order: [Int] = []
+        var steps = 0
+        while s.hasWork && steps < 100 {
+            for e in try s.step() where e.token != nil { order.append(e.requestID) }
+            steps += 1
+        }
+        XCTAssertEqual(order, [2, 2, 2, 1, 1, 1, 3, 3, 3])
+    }
+
     func testConcurrentRequestsEqualAlone() throws {
         for sampled in [false, true] {
             let rs = requests(count: 8, promptLength: 20, maxTokens: 24, sampled: sampled)

@@ -129,6 +129,9 @@ final class TokenizerTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.stderr)
         let tokenizer = try Tokenizer(gguf: defaultModelFile())
         XCTAssertEqual(r.stdout, tokenizer.encode("<|im_start|>user\nHello world<|im_end|>").map(String.init).joined(separator: " ") + "\n")
+        // The README's example, ids as printed there.
+        let example = try runTool(kilnBinary, ["tokenize", "--text", "<|im_start|>user\nHi<|im_end|>"])
+        XCTAssertEqual(example.stdout, "1 4093 198 26843 2\n", example.stderr)
         let noSpecial = try runTool(kilnBinary, ["tokenize", "--no-special", "--text", "<|im_start|>"])
         XCTAssertFalse(noSpecial.stdout.split(separator: " ").contains("1"))
         // A vocabulary-only GGUF is a valid model here; SentencePiece adds BOS because its add_bos_token says so.

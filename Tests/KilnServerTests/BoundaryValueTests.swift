@@ -22,6 +22,12 @@ final class BoundaryValueTests: XCTestCase {
         XCTAssertTrue(server.process.isRunning)
     }
 
+    /// Past `--max-waiting` queued requests, new ones get RESOURCE_EXHAUSTED, counted by GetStats.
+    func testRequestsPastTheQueueAreRefused() throws {
+        let server = try KilnServeProcess(model: try tinyModel(), ["--kv-blocks", "64", "--max-waiting", "1", "--max-batch", "1", "--step-tokens", "1"])
+        try KilnServeProcess.runScript("engine_acceptance.py", [schemas, "load-shed", "\(server.h2cPort)"], timeout: 180, servers: [server])
+    }
+
     func testASessionAnswersOnlyItsCreator() throws {
         // A second client, its certificate signed by the same development CA under another name.
         let dir = try temporaryDirectory()

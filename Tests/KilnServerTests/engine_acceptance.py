@@ -7,6 +7,7 @@
   engine_acceptance.py SCHEMAS result-cache PORT        deterministic requests replayed from the result cache
   engine_acceptance.py SCHEMAS cut-short PORT           generations cut by a deadline are neither cached nor committed,
                                                         and GetStats counts each end under its real cause
+  engine_acceptance.py SCHEMAS load-shed PORT           past --max-waiting, RESOURCE_EXHAUSTED (on --max-waiting 1 --max-batch 1)
   engine_acceptance.py SCHEMAS device-lost PORT         a server whose device is lost mid-stream (fault injected)
                                                         fails generations with UNAVAILABLE and serves the rest
 """
@@ -253,6 +254,31 @@ def cut_short():
     check("no block leaked", after.kv_blocks_free == after.kv_blocks_total, str(after).replace("\n", " "))
 
 
+def load_shed():
+    """On `kiln serve --max-waiting 1 --max-batch 1`: past one running and one queued request, the rest are
+    refused with RESOURCE_EXHAUSTED at once, and GetStats counts them."""
+    import grpc
+    before = kiln.stats()
+
+    def one(i):
+        try:
+            list(kiln.stub.Generate(pb.GenerateRequest(prompt=f"the cat {i}", sampling=pb.SamplingParameters(
+                max_tokens=60, temperature=0, ignore_eos=True))))
+            return "ok"
+        except grpc.RpcError as e:
+            return f"{e.code().name}: {e.details()}"
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(one, range(8)))
+    refused = [o for o in outcomes if o.startswith("RESOURCE_EXHAUSTED")]
+    print("outcomes:", outcomes, flush=True)
+    check("past --max-waiting, requests are refused with RESOURCE_EXHAUSTED", len(refused) >= 1 and all("server busy" in o for o in refused)
+          and all(o == "ok" or o in refused for o in outcomes), str(outcomes))
+    check("at least one request was served", "ok" in outcomes, str(outcomes))
+    after = kiln.wait_idle()
+    check("GetStats counts the refusals", after.refused_requests - before.refused_requests == len(refused),
+          f"{after.refused_requests - before.refused_requests} counted, {len(refused)} refused")
+
+
 def device_lost():
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -298,6 +324,8 @@ elif scenario == "cut-short":
     cut_short()
 elif scenario == "result-cache":
     result_cache()
+elif scenario == "load-shed":
+    load_shed()
 elif scenario == "device-lost":
     device_lost()
 else:

@@ -42,6 +42,12 @@ final class SchedulerOnVulkanTests: XCTestCase {
         // The decoder's logit rows bound how many sequences run in one step.
         let narrow = try VulkanDecoder(device: device, file: file, blockCount: 16, maxTokens: 64, maxSequences: 16, maxLogitRows: 3)
         XCTAssertEqual(Scheduler(backend: narrow, cache: KVCacheManager(blockCount: 16, blockSize: 16), maxRunning: 16).maxRunning, 3)
+        // By default steps are pipelined only where the device is not the host's CPU: off on lavapipe
+        // (unless KILN_ENGINE_PIPELINE says otherwise).
+        if ProcessInfo.processInfo.environment["KILN_ENGINE_PIPELINE"] == nil {
+            let byDefault = Scheduler(backend: narrow, cache: KVCacheManager(blockCount: 16, blockSize: 16)).pipelinesSteps
+            XCTAssertEqual(byDefault, device.info.kind != .cpu, "pipelined by default on \(device.info.kind.rawValue)")
+        }
 
         // Asking for the chosen token's logprob moves sampling to the host (full logits read back); the
         // tokens must not change.

@@ -85,8 +85,10 @@ check("logprobs", first.HasField("logprob") and len(first.top_logprobs) == 5 and
 _, _, last = kiln.generate("Say hi.", max_tokens=40, ignore_eos=True)
 check("ignore_eos generates max_tokens", last.usage.completion_tokens == 40 and last.finish_reason == pb.FINISH_REASON_LENGTH, str(last.usage))
 
-# Cancelling mid-stream leaves the server serving; a deadline ends the call with DEADLINE_EXCEEDED.
-call = stub.Generate(pb.GenerateRequest(prompt="Tell me a long story.", sampling=pb.SamplingParameters(max_tokens=200)))
+# Cancelling mid-stream leaves the server serving; a deadline ends the call with DEADLINE_EXCEEDED. (The
+# cancelled call cannot finish first: greedy, 200 tokens, end of sequence ignored.)
+call = stub.Generate(pb.GenerateRequest(prompt="Tell me a long story.", sampling=pb.SamplingParameters(
+    max_tokens=200, temperature=0, ignore_eos=True)))
 for i, _ in enumerate(call):
     if i == 2:
         call.cancel()
@@ -138,5 +140,6 @@ check("end a missing session", not stub.EndSession(pb.EndSessionRequest(session_
 # Afterwards nothing runs and every block is free again.
 s = kiln.wait_idle()
 check("all blocks free when idle", s.kv_blocks_free == s.kv_blocks_total and s.running_requests == 0
-      and s.completed_requests > 0 and s.cancelled_requests >= 1, str(s).replace("\n", " "))
+      and s.completed_requests > 0 and s.cancelled_requests == 1 and s.deadline_exceeded_requests == 1,
+      str(s).replace("\n", " "))
 check.exit()

@@ -70,6 +70,38 @@ final class SchedulerTests: XCTestCase {
         XCTAssertEqual(order, [2, 2, 2, 1, 1, 1, 3, 3, 3])
     }
 
+    /// When blocks run out, the request admitted last is the one preempted; the older one runs on unbroken.
+    func testThePreemptedRequestIsTheNewest() throws {
+        // 4 blocks of 16: two 20-token prompts take 2 blocks each, and both need a third at 32 tokens.
+        let s = scheduler(blocks: 4, pipelined: false)
+        try s.submit(GenerationRequest(id: 1, prompt: Array(3..<23), maxTokens: 30))
+        try s.submit(GenerationRequest(id: 2, prompt: Array(30..<50), maxTokens: 30))
+        var stepsAfterPreemption: [[Int]] = []
+        var steps = 0
+        while s.hasWork && steps < 500 {
+            let before = s.preemptions
+            let ids = try s.step().filter { $0.token != nil }.map(\.requestID)
+            if before > 0 && stepsAfterPreemption.count < 3 { stepsAfterPreemption.append(ids) }
+            steps += 1
+        }
+        XCTAssertGreaterThan(s.preemptions, 0, "the pool should have run out")
+        XCTAssertEqual(stepsAfterPreemption, [[1], [1], [1]], "the older request decodes alone after the newer one is preempted")
+    }
+
+    /// Prompts are prefilled in chunks of at most the step's token budget (`--step-tokens`).
+    func testPrefillChunksStayWithinTheStepBudget() throws {
+        for (budget, expectedSteps) in [(16, 4), (64, 1)] {
+            let s = scheduler(blocks: 16, budget: budget, pipelined: false)
+            try s.submit(GenerationRequest(id: 1, prompt: Array(3..<53), maxTokens: 2))  // 50 tokens
+            var steps = 0
+            while s.hasWork && steps < 100 {
+                steps += 1
+                if try s.step().contains(where: { $0.token != nil }) { break }
+            }
+            XCTAssertEqual(steps, expectedSteps, "a 50-token prompt under a \(budget)-token budget")
+        }
+    }
+
     func testConcurrentRequestsEqualAlone() throws {
         for sampled in [false, true] {
             let rs = requests(count: 8, promptLength: 20, maxTokens: 24, sampled: sampled)

@@ -52,6 +52,14 @@ final class DemoRouteTests: XCTestCase {
         XCTAssertEqual(try curl(base + "/stream?chunks=2").body, "chunk 00000000\nchunk 00000001")
         XCTAssertEqual(try curl(base + "/bytes?n=0").code, "200")
         XCTAssertEqual(try curl(base + "/sleep?ms=0").body, "slept")
+        // The README's raw gRPC example, through grpcio: pkg.Service/Echo hands the message back.
+        let script = """
+        import grpc, sys
+        ch = grpc.insecure_channel("127.0.0.1:%d" % int(sys.argv[1]))
+        print(ch.unary_unary("/pkg.Service/Echo")(b"hello", timeout=20))
+        """
+        let echo = try runTool("/usr/bin/env", ["python3", "-c", script, String(server.h2cPort)], timeout: 60)
+        XCTAssertEqual(echo.stdout.trimmingCharacters(in: .newlines), "b'hello'", echo.stderr)
         XCTAssertTrue(server.process.isRunning)
     }
 }

@@ -48,6 +48,10 @@ final class SchedulerOnVulkanTests: XCTestCase {
             let byDefault = Scheduler(backend: narrow, cache: KVCacheManager(blockCount: 16, blockSize: 16)).pipelinesSteps
             XCTAssertEqual(byDefault, device.info.kind != .cpu, "pipelined by default on \(device.info.kind.rawValue)")
         }
+        // The kernel family follows the device type unless KILN_VULKAN_KERNELS names one.
+        if ProcessInfo.processInfo.environment["KILN_VULKAN_KERNELS"] == nil {
+            XCTAssertEqual(KernelFamily.choose(for: device), device.info.kind == .cpu ? .cpu : .gpu)
+        }
 
         // Asking for the chosen token's logprob moves sampling to the host (full logits read back); the
         // tokens must not change.

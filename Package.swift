@@ -24,6 +24,7 @@ let package = Package(
         .systemLibrary(name: "CLinux"),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CVulkan", pkgConfig: "vulkan", providers: [.apt(["libvulkan-dev"])]),
+        .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
 
         .target(
             name: "KilnHTTP2",
@@ -61,6 +62,9 @@ let package = Package(
         .plugin(name: "ShaderCompiler", capability: .buildTool(), dependencies: ["kiln-shader-embed"]),
         // The serving engine: KV block bookkeeping (prefix caching), scheduler, sampler, sessions.
         .target(name: "KilnEngine", dependencies: ["KilnModel", .product(name: "HeapModule", package: "swift-collections")]),
+        // The router's decisions, pure (no sockets, time passed in): hash ring, bounded loads, balancing
+        // policies, health and outlier-ejection state machines.
+        .target(name: "KilnRouter", dependencies: ["CXXHash"]),
         .target(
             name: "KilnServer",
             dependencies: ["KilnHTTP2", "KilnRPC", "KilnAPI", "KilnModel", "KilnEngine", .product(name: "Logging", package: "swift-log")]
@@ -118,6 +122,10 @@ let package = Package(
         .testTarget(
             name: "KilnToolsTests",
             dependencies: ["KilnTestSupport"]
+        ),
+        .testTarget(
+            name: "KilnRouterTests",
+            dependencies: ["KilnRouter", "KilnTestSupport"]
         ),
         .testTarget(
             name: "KilnRPCTests",

@@ -6,7 +6,7 @@ BUILD_DIR  ?= .build
 # Debian packages the build, the tests and the server need.
 APT_PACKAGES := pkg-config libnghttp2-dev libssl-dev zlib1g-dev libxxhash-dev libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers glslc \
                 nghttp2-client nghttp2-server curl openssl python3 python3-pip procps
-PY_PACKAGES  := grpcio grpcio-health-checking grpcio-reflection grpcio-tools gguf numpy
+PY_PACKAGES  := grpcio grpcio-health-checking grpcio-reflection grpcio-tools gguf numpy kubernetes-validate
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps pydeps model vocab generate build build-release test serve bench-transport bench-rpc bench-model bench-decode bench-serve fuzz clean certs
@@ -31,7 +31,7 @@ deps:
 
 ## Python packages the interop tests drive (grpcio as a gRPC client nobody here wrote).
 pydeps:
-	@python3 -c 'import grpc, grpc_health, grpc_reflection, grpc_tools, gguf, numpy' 2>/dev/null || python3 -m pip install -q $(PY_PACKAGES) 2>/dev/null \
+	@python3 -c 'import grpc, grpc_health, grpc_reflection, grpc_tools, gguf, numpy, kubernetes_validate' 2>/dev/null || python3 -m pip install -q $(PY_PACKAGES) 2>/dev/null \
 	  || python3 -m pip install -q --break-system-packages $(PY_PACKAGES)
 
 ## Fetches the default model into $(MODELS_DIR) when it is missing, and checks its SHA-256 either way.

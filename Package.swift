@@ -67,12 +67,12 @@ let package = Package(
         .target(name: "KilnRouter", dependencies: ["CXXHash"]),
         .target(
             name: "KilnServer",
-            dependencies: ["KilnHTTP2", "KilnRPC", "KilnAPI", "KilnModel", "KilnEngine", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["KilnHTTP2", "KilnRPC", "KilnAPI", "KilnModel", "KilnEngine", "KilnRouter", .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "kiln",
             dependencies: [
-                "CLinux", "KilnHTTP2", "KilnRPC", "KilnAPI", "KilnServer", "KilnModel", "KilnVulkan", "KilnEngine",
+                "CLinux", "KilnHTTP2", "KilnRPC", "KilnAPI", "KilnServer", "KilnModel", "KilnVulkan", "KilnEngine", "KilnRouter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),

@@ -2,17 +2,17 @@ import KilnHTTP2
 
 /// The checks every gRPC call's request head passes before its method runs, shared by the task path
 /// (``RPCServer``) and the inline path (``RPCInlineUnary``) so that both answer bad input the same way.
-struct GRPCRequestHead {
+public struct GRPCRequestHead {
     /// `grpc-encoding` of the request messages: identity or gzip.
     let encoding: String
     /// `grpc-timeout`, in nanoseconds, when the client set one.
     let timeout: UInt64?
 
     /// The body a non-gRPC content type gets, with HTTP 415.
-    static let wrongContentType = Array("gRPC requires content-type application/grpc\n".utf8)
+    public static let wrongContentType = Array("gRPC requires content-type application/grpc\n".utf8)
 
     /// `application/grpc`, `application/grpc+proto`, `application/grpc;…`.
-    static func isGRPC(contentType: String?) -> Bool {
+    public static func isGRPC(contentType: String?) -> Bool {
         guard let contentType else { return false }
         return contentType == "application/grpc" || contentType.hasPrefix("application/grpc+") || contentType.hasPrefix("application/grpc;")
     }

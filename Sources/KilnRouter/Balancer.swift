@@ -81,7 +81,7 @@ public struct Balancer: Sendable {
         let eligible = { (m: Int) in allowed[m] }
         let loads = inFlight
         let weights = members.map { Double(max(1, $0.weight)) }
-        let averages = latency.map { $0.seconds ?? 0 }
+        let averages = latency.map { $0.value(now: now) }
         let decision: Pick?
         if let keyHash {
             decision = hashing.pick(keyHash: keyHash, inFlight: loads, eligible: eligible)

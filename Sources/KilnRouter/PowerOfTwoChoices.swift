@@ -50,6 +50,15 @@ public struct LatencyEWMA: Sendable, Equatable {
         self.decaySeconds = decaySeconds.isFinite && decaySeconds > 0 ? decaySeconds : 10
     }
 
+    /// The average as seen at `now`: it fades towards zero while no sample arrives, so a backend that lost
+    /// every comparison once (and so got no calls to measure) is tried again within a few time constants,
+    /// instead of being judged forever by its last slow answer (as Finagle's peak EWMA decays).
+    public func value(now: UInt64) -> Double {
+        guard let seconds else { return 0 }
+        let idle = Double(now &- min(now, lastNanos)) / 1e9
+        return seconds * exp(-idle / decaySeconds)
+    }
+
     /// Folds in one response time observed at `now` (monotonic nanoseconds).
     public mutating func record(_ sample: Double, now: UInt64) {
         guard sample.isFinite, sample >= 0 else { return }

@@ -49,10 +49,24 @@ final class PolicyTests: XCTestCase {
             b.finish(member: pick.member, result: .succeeded, seconds: pick.member == 1 ? 0.5 : 0.005, now: now)
             now += 1_000_000
         }
-        // Member 1 wins only when P2C draws the other two... never: it loses every comparison it is in.
+        // Member 1 loses every comparison it is in (its average is 100 times the others').
         XCTAssertEqual(counts[1], 0, "counts \(counts)")
         XCTAssertGreaterThan(counts[0], 100)
         XCTAssertGreaterThan(counts[2], 100)
+        // Left alone for a minute (six time constants), its old average has faded below the others' fresh
+        // ones, and it is tried again.
+        now += 60_000_000_000
+        for others in [Set([1, 2]), Set([0, 1])] {   // a fresh 5 ms answer from member 0, then from member 2
+            let pick = b.pick(keyHash: nil, keyless: .leastRequest, excluding: others, now: now)!
+            b.finish(member: pick.member, result: .succeeded, seconds: 0.005, now: now)
+        }
+        var retried = false
+        for _ in 0..<20 where !retried {
+            let pick = b.pick(keyHash: nil, keyless: .leastResponseTime, now: now)!
+            retried = pick.member == 1
+            b.finish(member: pick.member, result: .succeeded, seconds: 0.005, now: now)
+        }
+        XCTAssertTrue(retried, "a faded average should win a comparison again")
     }
 
     func testLatencyAverageDecaysWithTime() {
@@ -63,5 +77,7 @@ final class PolicyTests: XCTestCase {
         XCTAssertEqual(ewma.seconds!, exp(-1.0), accuracy: 1e-12)
         ewma.record(.nan, now: 20_000_000_000)    // ignored
         XCTAssertEqual(ewma.seconds!, exp(-1.0), accuracy: 1e-12)
+        // Read later without new samples, it fades: one more time constant, one more factor of e.
+        XCTAssertEqual(ewma.value(now: 20_000_000_000), exp(-2.0), accuracy: 1e-12)
     }
 }

@@ -12,16 +12,30 @@ final class KilnServeProcess {
     let logURL: URL
 
     /// Starts `kiln serve` on the default model (or `model`) with `arguments` added, and waits for its listener.
-    init(model: String = DefaultModel.path, tls: Bool = false, _ arguments: [String] = [], environment: [String: String] = [:]) throws {
-        h2cPort = Self.freePort()
+    convenience init(model: String = DefaultModel.path, tls: Bool = false, _ arguments: [String] = [], environment: [String: String] = [:],
+                     port: Int? = nil) throws {
+        try self.init(tls: tls, environment: environment, port: port) { h2cPort, tlsPort in
+            ["serve", "--model", model, "--h2c-port", "\(h2cPort)"] + (tls ? ["--tls-port", "\(tlsPort)"] : ["--no-tls"]) + arguments
+        }
+    }
+
+    /// Starts `kiln route` (h2c only) in front of workers on `workerPorts`, with `arguments` added.
+    convenience init(routeTo workerPorts: [Int], _ arguments: [String] = []) throws {
+        try self.init(tls: false, environment: [:]) { h2cPort, _ in
+            ["route", "--no-tls", "--h2c-port", "\(h2cPort)"] + workerPorts.flatMap { ["--backend", "h2c://127.0.0.1:\($0)"] } + arguments
+        }
+    }
+
+    /// Starts the release `kiln` with the arguments `command` makes from the ports, and waits for its listener.
+    init(tls: Bool, environment: [String: String], port: Int? = nil, command: (_ h2cPort: Int, _ tlsPort: Int) -> [String]) throws {
+        h2cPort = port ?? Self.freePort()
         tlsPort = tls ? Self.freePort() : 0
         logURL = try temporaryDirectory().appendingPathComponent("serve.log")
         FileManager.default.createFile(atPath: logURL.path, contents: nil)
         process.executableURL = URL(fileURLWithPath: kilnReleaseBinary)
         process.currentDirectoryURL = repositoryRoot
         if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
-        process.arguments = ["serve", "--model", model, "--h2c-port", "\(h2cPort)"]
-            + (tls ? ["--tls-port", "\(tlsPort)"] : ["--no-tls"]) + arguments
+        process.arguments = command(h2cPort, tlsPort)
         let logHandle = try FileHandle(forWritingTo: logURL)
         process.standardOutput = logHandle
         process.standardError = logHandle

@@ -42,6 +42,8 @@ public struct Kiln_V1_ServerStats: ProtobufMessage {
     public var interruptedRequests: UInt64 = 0
     /// Generations the engine loop holds a stream for (running or queued): 0 once idle.
     public var engineStreams: UInt32 = 0
+    /// From `kiln route` only (its own GetStats; the engine fields above are then zero): each backend.
+    public var backends: [Kiln_V1_BackendStats] = []
     /// Fields this version of the schema does not know, kept as they came.
     public var unknownFields: [UInt8] = []
 
@@ -68,6 +70,7 @@ public struct Kiln_V1_ServerStats: ProtobufMessage {
         if self.failedRequests != 0 { w.write(field: 18, uint64: self.failedRequests) }
         if self.interruptedRequests != 0 { w.write(field: 19, uint64: self.interruptedRequests) }
         if self.engineStreams != 0 { w.write(field: 20, uint32: self.engineStreams) }
+        for v in self.backends { w.write(field: 21, message: { v.encode(to: &$0) }) }
         w.appendRaw(unknownFields)
     }
 
@@ -117,6 +120,8 @@ public struct Kiln_V1_ServerStats: ProtobufMessage {
                 self.interruptedRequests = try r.readVarint()
             case 20 where wire == .varint:
                 self.engineStreams = UInt32(truncatingIfNeeded: try r.readVarint())
+            case 21 where wire == .lengthDelimited:
+                self.backends.append(try { () throws -> Kiln_V1_BackendStats in var sub = try r.readMessage(); return try Kiln_V1_BackendStats(reader: &sub) }())
             default:
                 unknownFields += try r.skipField(tagStart: start, field, wire)
             }

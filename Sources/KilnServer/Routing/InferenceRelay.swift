@@ -1,0 +1,289 @@
+import KilnAPI
+import KilnHTTP2
+import KilnRPC
+import KilnRouter
+import Logging
+import Synchronization
+
+/// `kiln route`'s relay of `kiln.v1.Inference`: each call goes to the backend its session key (or, keyless,
+/// the response-time policy) picks and comes back message by message.
+///
+/// - The request (one message on every method of the service) is read whole, at most `maxMessageBytes`, so
+///   that it can be sent again. The response is never buffered: each chunk the worker sends is written to the
+///   client as it comes.
+/// - Session key: `ChatRequest.session_id` / `EndSessionRequest.session_id`, else metadata `x-session-id`.
+///   `session_id: "new"` is given its random id here, not by a worker, so that the id's ring owner holds the
+///   session; the id goes back in the initial metadata, as a worker would send it.
+/// - A call is retried, at most `maxAttempts` times in all, only while no response message has reached the
+///   client: on a refused or lost connection, UNAVAILABLE, or RESOURCE_EXHAUSTED with
+///   `grpc-retry-pushback-ms` (after the pushback). Each retry goes to the next backend of the key's probe
+///   order (`excluding` the ones tried) after an exponential backoff with jitter from 100 ms to 1 s.
+/// - `GetStats` is answered by the router itself: each backend's health, load, picks, spills and retries.
+/// - The client's deadline goes on as the time remaining (`grpc-timeout`); a client's cancel resets the
+///   worker's stream, which frees its KV blocks; the worker's status and trailers reach the client unchanged.
+public struct InferenceRelay: HTTP2Handler {
+    public static let servicePrefix = "/kiln.v1.Inference/"
+    let backends: BackendSet
+    let maxMessageBytes: Int
+    let maxAttempts: Int
+    let logger: Logger
+
+    public init(backends: BackendSet, maxMessageBytes: Int = 4 << 20, maxAttempts: Int = 3, logger: Logger) {
+        self.backends = backends
+        self.maxMessageBytes = maxMessageBytes
+        self.maxAttempts = max(1, maxAttempts)
+        self.logger = logger
+    }
+
+    /// Mounts the relay for every method of `kiln.v1.Inference`.
+    public func mount(on router: inout HTTP2Router) {
+        router.add(prefix: Self.servicePrefix, .handler(self))
+    }
+
+    public func handle(_ request: HTTP2Request, _ response: HTTP2ResponseWriter) async throws {
+        guard GRPCRequestHead.isGRPC(contentType: request.headers["content-type"]) else {
+            response.sendHead(status: 415, headers: ["content-type": "text/plain"])
+            try await response.write(GRPCRequestHead.wrongContentType)
+            response.finish()
+            return
+        }
+        if request.pathWithoutQuery == "/kiln.v1.Inference/GetStats" {
+            // The router's own stats (each backend), not one worker's.
+            for try await _ in request.body {}
+            var stats = Kiln_V1_ServerStats()
+            stats.backends = backends.stats()
+            response.sendHead(headers: ["content-type": "application/grpc"])
+            try await response.write(GRPCMessageFramer.frame(stats.serializedBytes()))
+            response.finish(trailers: ["grpc-status": "0"])
+            return
+        }
+        let started = BackendSet.now()
+        var deadline: UInt64?
+        if let text = request.headers["grpc-timeout"] {
+            guard let timeout = GRPCTimeout.parse(text) else {
+                return Self.fail(response, .internal, "malformed grpc-timeout \(text)")
+            }
+            deadline = started &+ min(timeout, GRPCTimeout.longest)
+        }
+        // The whole request, bounded.
+        var body: [UInt8] = []
+        for try await chunk in request.body {
+            guard body.count + chunk.count <= maxMessageBytes + 5 else {
+                return Self.fail(response, .resourceExhausted, "request message larger than \(maxMessageBytes) bytes")
+            }
+            body += chunk
+        }
+        var extraHeaders = HTTP2Headers()
+        let key: String?
+        switch extractKey(path: request.pathWithoutQuery, body: body, headers: request.headers) {
+        case .key(let k):
+            key = k
+        case .newSession(let id, let rewritten):
+            key = id
+            body = rewritten
+            extraHeaders.add("x-session-id", id)
+        case .bad(let message):
+            return Self.fail(response, .invalidArgument, message)
+        }
+        let keyHash = key.map { StableHash.hash($0) }
+
+        var tried = Set<Int>()
+        var backoff = 0.1
+        var lastFailure = "no backend is available"
+        for attempt in 1...maxAttempts {
+            var headers = forwardedHeaders(request.headers)
+            if let deadline {
+                let now = BackendSet.now()
+                guard now < deadline else { return Self.fail(response, .deadlineExceeded, "deadline exceeded before a backend answered") }
+                headers.add("grpc-timeout", GRPCTimeout.format(nanoseconds: deadline - now))
+            }
+            guard let pick = backends.pick(keyHash: keyHash, excluding: tried, isRetry: attempt > 1) else { break }
+            tried.insert(pick.member)
+            let callStarted = BackendSet.now()
+            let outcome = await relay(to: pick.member, path: request.path, headers: headers, body: body,
+                                      extraHeaders: extraHeaders, response: response)
+            let seconds = Double(BackendSet.now() - callStarted) / 1e9
+            switch outcome {
+            case .done(let result):
+                backends.finish(member: pick.member, result: result, seconds: seconds)
+                return
+            case .retry(let reason, let pushbackMs):
+                backends.finish(member: pick.member, result: pushbackMs == nil ? .failed : .succeeded, seconds: nil)
+                lastFailure = "\(backends.addresses[pick.member]): \(reason)"
+                logger.info("retrying \(request.pathWithoutQuery) after attempt \(attempt): \(lastFailure)")
+                guard attempt < maxAttempts, !Task.isCancelled else { break }
+                let wait = pushbackMs.map { Double($0) / 1000 } ?? backoff * Double.random(in: 0.5...1.0)
+                backoff = min(1.0, backoff * 2)
+                if let deadline, BackendSet.now() &+ UInt64(wait * 1e9) >= deadline { break }
+                guard (try? await Task.sleep(for: .seconds(wait))) != nil else { return }
+            }
+        }
+        Self.fail(response, .unavailable, lastFailure)
+    }
+
+    // MARK: Keys
+
+    enum KeyExtraction {
+        case key(String?)
+        case newSession(id: String, rewrittenBody: [UInt8])
+        case bad(String)
+    }
+
+    /// The call's session key, from the request message (Chat, EndSession) or the metadata.
+    func extractKey(path: Substring, body: [UInt8], headers: HTTP2Headers) -> KeyExtraction {
+        let metadataKey = headers["x-session-id"].flatMap { $0.isEmpty ? nil : $0 }
+        let isChat = path == "/kiln.v1.Inference/Chat"
+        guard isChat || path == "/kiln.v1.Inference/EndSession" else { return .key(metadataKey) }
+        var deframer = GRPCMessageDeframer(maxMessageSize: maxMessageBytes)
+        deframer.append(body)
+        guard let message = try? deframer.next() else { return .bad("the request must hold one gRPC message") }
+        // A compressed message is left to the worker to read; its key can only come from the metadata.
+        guard !message.compressed else { return .key(metadataKey) }
+        if isChat {
+            guard var chat = try? Kiln_V1_ChatRequest(serializedBytes: message.payload) else {
+                return .bad("the request is not a kiln.v1.ChatRequest")
+            }
+            if chat.sessionId == "new" {
+                chat.sessionId = SessionStore.newID()
+                return .newSession(id: chat.sessionId, rewrittenBody: GRPCMessageFramer.frame(chat.serializedBytes()))
+            }
+            return .key(chat.sessionId.isEmpty ? metadataKey : chat.sessionId)
+        }
+        guard let end = try? Kiln_V1_EndSessionRequest(serializedBytes: message.payload) else {
+            return .bad("the request is not a kiln.v1.EndSessionRequest")
+        }
+        return .key(end.sessionId.isEmpty ? metadataKey : end.sessionId)
+    }
+
+    /// The client's metadata as the worker should see it: everything but the deadline (sent as what remains)
+    /// and `te` (always `trailers`).
+    func forwardedHeaders(_ incoming: HTTP2Headers) -> HTTP2Headers {
+        var out = HTTP2Headers()
+        for field in incoming where field.name != "grpc-timeout" && field.name != "te" && field.name != "content-length" {
+            out.add(field.name, field.value)
+        }
+        out.add("te", "trailers")
+        return out
+    }
+
+    // MARK: One attempt
+
+    enum Outcome {
+        /// The call reached the client (in full, or as far as the client stayed).
+        case done(Balancer.CallResult)
+        /// Nothing reached the client; another backend may take the call (after `pushbackMs` if given).
+        case retry(String, pushbackMs: Int?)
+    }
+
+    /// Sends the call to one backend and relays the answer, unless the backend fails it before its first
+    /// message, when nothing is sent to the client and the caller may retry.
+    func relay(to m: Int, path: String, headers: HTTP2Headers, body: [UInt8], extraHeaders: HTTP2Headers,
+               response: HTTP2ResponseWriter) async -> Outcome {
+        let call: HTTP2ClientCall
+        do {
+            call = try backends.clients[m].makeCall(path: path, headers: headers)
+        } catch {
+            return .retry("connect: \(error)", pushbackMs: nil)
+        }
+        return await withTaskCancellationHandler {
+            await relay(call, body: body, extraHeaders: extraHeaders, response: response)
+        } onCancel: {
+            call.cancel()  // the client went away: so does the worker's call, and its KV blocks with it
+        }
+    }
+
+    private func relay(_ call: HTTP2ClientCall, body: [UInt8], extraHeaders: HTTP2Headers,
+                       response: HTTP2ResponseWriter) async -> Outcome {
+        let head: HTTP2ResponseHead
+        var iterator = call.body.makeAsyncIterator()
+        let first: [UInt8]?
+        do {
+            try await call.write(body)
+            call.finish()
+            head = try await call.response()
+            if head.endStream {
+                // Trailers-Only: the call failed (or ended) before any message.
+                if let retry = Self.retryable(head.headers) { return retry }
+                response.sendHead(status: head.status, headers: Self.merged(head.headers, extraHeaders), endStream: true)
+                return .done(Self.judge(head.headers))
+            }
+            guard head.status == 200 else {
+                if [502, 503, 504].contains(head.status) { return .retry("HTTP \(head.status)", pushbackMs: nil) }
+                response.sendHead(status: head.status, headers: head.headers)
+                response.finish()
+                return .done(.succeeded)
+            }
+            first = try await iterator.next()
+        } catch {
+            call.cancel()
+            if Task.isCancelled { return .done(.abandoned) }
+            return .retry("\(error)", pushbackMs: nil)
+        }
+        guard let first else {
+            // Headers, then trailers, no message: still nothing the client has seen.
+            let trailers = call.body.trailers
+            if let retry = Self.retryable(trailers) { return retry }
+            response.sendHead(status: 200, headers: Self.merged(head.headers, extraHeaders))
+            response.finish(trailers: trailers)
+            return .done(Self.judge(trailers))
+        }
+        // Committed: from here the call is the client's, whatever happens.
+        response.sendHead(status: 200, headers: Self.merged(head.headers, extraHeaders))
+        do {
+            try await response.write(first)
+        } catch {
+            call.cancel()
+            return .done(.abandoned)
+        }
+        while true {
+            let chunk: [UInt8]?
+            do {
+                chunk = try await iterator.next()
+            } catch {
+                if Task.isCancelled { return .done(.abandoned) }
+                response.finish(trailers: ["grpc-status": String(RPCStatusCode.unavailable.rawValue),
+                                           "grpc-message": StatusMessageCoding.encode("the backend went away mid-call")])
+                return .done(.failed)
+            }
+            guard let chunk else { break }
+            do {
+                try await response.write(chunk)
+            } catch {
+                call.cancel()
+                return .done(.abandoned)
+            }
+        }
+        let trailers = call.body.trailers
+        response.finish(trailers: trailers)
+        return .done(Self.judge(trailers))
+    }
+
+    /// Whether a status that ended a call before any message lets another backend try it.
+    static func retryable(_ fields: HTTP2Headers) -> Outcome? {
+        let code = RPCStatusCode(grpcStatus: fields["grpc-status"])
+        if code == .unavailable { return .retry("UNAVAILABLE: \(StatusMessageCoding.decode(fields["grpc-message"] ?? ""))", pushbackMs: nil) }
+        if code == .resourceExhausted, let text = fields["grpc-retry-pushback-ms"], let ms = Int(text), ms >= 0 {
+            return .retry("RESOURCE_EXHAUSTED, pushback \(ms) ms", pushbackMs: min(ms, 10_000))
+        }
+        return nil
+    }
+
+    /// What a finished call says of its backend's health: only UNAVAILABLE blames it.
+    static func judge(_ fields: HTTP2Headers) -> Balancer.CallResult {
+        RPCStatusCode(grpcStatus: fields["grpc-status"]) == .unavailable ? .failed : .succeeded
+    }
+
+    static func merged(_ a: HTTP2Headers, _ b: HTTP2Headers) -> HTTP2Headers {
+        var out = a
+        for field in b { out.add(field.name, field.value) }
+        return out
+    }
+
+    /// Ends a call from the router itself, Trailers-Only.
+    static func fail(_ response: HTTP2ResponseWriter, _ code: RPCStatusCode, _ message: String, extra: HTTP2Headers = HTTP2Headers()) {
+        var headers: HTTP2Headers = ["content-type": "application/grpc", "grpc-status": String(code.rawValue),
+                                     "grpc-message": StatusMessageCoding.encode(message)]
+        for field in extra { headers.add(field.name, field.value) }
+        response.sendHead(status: 200, headers: headers, endStream: true)
+    }
+}

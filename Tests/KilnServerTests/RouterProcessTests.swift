@@ -1,0 +1,30 @@
+import Foundation
+import KilnTestSupport
+import XCTest
+
+/// `kiln route` in front of three `kiln serve` workers on a tiny random-weight model, driven through grpcio
+/// (router_client.py): relaying, keys, sessions, deadlines, cancels, health and failover after `kill -9`.
+final class RouterProcessTests: XCTestCase {
+    private var schemas: String { repositoryRoot.appendingPathComponent("Schemas").path }
+
+    func testRouterRelaysKeepsSessionsAndSurvivesAWorkerKilled() throws {
+        let model = try temporaryDirectory().appendingPathComponent("tiny.gguf").path
+        let made = try runTool(kilnReleaseBinary, ["make-test-model", "--context", "8192", model])
+        XCTAssertEqual(made.status, 0, made.stderr)
+        let workers = try (0..<3).map { _ in try KilnServeProcess(model: model, ["--kv-blocks", "1024", "--backend", "cpu"]) }
+        let router = try KilnServeProcess(routeTo: workers.map(\.h2cPort), ["--health-interval", "0.5"])
+        let victim = workers[2]
+        let state = try temporaryDirectory().appendingPathComponent("owners.json").path
+        let ports = workers.map { "\($0.h2cPort)" }.joined(separator: ",")
+        try KilnServeProcess.runScript("router_client.py", [schemas, "\(router.h2cPort)", ports, "\(victim.process.processIdentifier)", state],
+                                       timeout: 300, servers: workers + [router])
+        XCTAssertTrue(router.process.isRunning, router.log())
+        XCTAssertTrue(router.log().contains("h2c://127.0.0.1:\(victim.h2cPort) is down"), router.log())
+        // The killed worker comes back on its port: the router takes it back, and its keys return to it.
+        victim.process.waitUntilExit()
+        let back = try KilnServeProcess(model: model, ["--kv-blocks", "1024", "--backend", "cpu"], port: victim.h2cPort)
+        try KilnServeProcess.runScript("router_client.py", [schemas, "\(router.h2cPort)", ports, "0", state, "restarted"],
+                                       timeout: 120, servers: [workers[0], workers[1], back, router])
+        XCTAssertTrue(router.log().contains("h2c://127.0.0.1:\(victim.h2cPort) is up"), router.log())
+    }
+}

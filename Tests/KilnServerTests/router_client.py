@@ -1,0 +1,181 @@
+"""grpcio through `kiln route` in front of three `kiln serve` workers on a tiny random-weight model.
+
+usage: router_client.py SCHEMAS ROUTER_PORT WORKER_PORT,WORKER_PORT,... VICTIM_PID STATE_FILE [restarted]
+
+Checks: calls relayed unchanged (tokens equal a worker's own answer); a chat session started with "new" gets
+its id from the router and its later turns land where its history is cached; metadata keys keep calls on one
+worker; a client deadline reaches the worker and both sides see DEADLINE_EXCEEDED; a client cancel frees the
+worker's KV blocks; the router's health and reflection; and after `kill -9` of one worker (VICTIM_PID), every
+call still succeeds on another one. With `restarted` (after the test has started the killed worker again on
+its port), the keys it owned come back to it, and every other key stays where it was.
+"""
+import json
+import os
+import signal
+import sys
+import time
+
+import grpc
+
+from kiln_grpc import Checks, Kiln, load
+
+schemas, router_port, worker_ports, victim_pid, state_file = sys.argv[1], int(sys.argv[2]), [int(p) for p in sys.argv[3].split(",")], int(sys.argv[4]), sys.argv[5]
+restarted = sys.argv[6:] == ["restarted"]
+pb, rpc = load(schemas)
+check = Checks()
+router = Kiln(pb, rpc, router_port)
+workers = [Kiln(pb, rpc, p) for p in worker_ports]
+KEYS = [f"user-{i}" for i in range(30)]
+
+
+def completed(w):
+    try:
+        return w.stats().completed_requests
+    except grpc.RpcError:
+        return None   # a worker that is down
+
+
+def placement(keys):
+    """Which worker (index) served one call for each key, found from the workers' completed counts (each
+    prompt new, so that no result cache answers it uncounted)."""
+    where = {}
+    nonce = time.time_ns()
+    for key in keys:
+        before = [completed(w) for w in workers]
+        list(router.stub.Generate(pb.GenerateRequest(prompt=f"placed {key} {nonce}", sampling=pb.SamplingParameters(max_tokens=2, temperature=0)),
+                                  metadata=[("x-session-id", key)], timeout=30))
+        after = [completed(w) for w in workers]
+        moved = [i for i, (a, b) in enumerate(zip(after, before)) if a is not None and b is not None and a > b]
+        where[key] = moved[0] if len(moved) == 1 else -1
+    return where
+
+
+if restarted:
+    owners = json.load(open(state_file))
+    deadline = time.time() + 10
+    while time.time() < deadline:   # the router takes the worker back on its Watch stream or next probe
+        if all(b.healthy for b in router.stats().backends):
+            break
+        time.sleep(0.05)
+    check("the restarted worker is healthy again", all(b.healthy for b in router.stats().backends))
+    again = placement(KEYS)
+    check("after the restart every key is where it was before the kill", again == owners, f"{again} vs {owners}")
+    check.exit()
+
+
+# Relayed unchanged: the same greedy tokens as a worker gives directly, streamed message by message.
+direct_tokens, direct_text, direct_last = workers[0].generate("The router relays", max_tokens=16, ignore_eos=True)
+tokens, text, last = router.generate("The router relays", max_tokens=16, ignore_eos=True)
+check("relayed tokens equal a worker's", tokens == direct_tokens and text == direct_text, f"{tokens} vs {direct_tokens}")
+check("relayed usage", last.usage.completion_tokens == 16 and last.finish_reason == direct_last.finish_reason, str(last.usage))
+
+# Metadata keys: 12 calls with one x-session-id all land on one worker.
+before = [completed(w) for w in workers]
+for i in range(12):
+    list(router.stub.Generate(pb.GenerateRequest(prompt=f"keyed call {i}", sampling=pb.SamplingParameters(max_tokens=2, temperature=0)),
+                              metadata=[("x-session-id", "sticky-user-42")]))
+after = [completed(w) for w in workers]
+deltas = [a - b for a, b in zip(after, before)]
+check("a metadata key keeps its calls on one worker", sorted(deltas) == [0, 0, 12], str(deltas))
+
+# Keyless calls spread over the workers.
+before = [completed(w) for w in workers]
+for i in range(30):
+    list(router.stub.Generate(pb.GenerateRequest(prompt=f"keyless {i}", sampling=pb.SamplingParameters(max_tokens=2, temperature=0))))
+deltas = [completed(w) - b for w, b in zip(workers, before)]
+check("keyless calls spread", sum(deltas) == 30 and sum(1 for d in deltas if d > 0) >= 2, str(deltas))
+
+# A session started with "new": the router issues the id; each later turn is served from its worker's cache.
+sampling = pb.SamplingParameters(max_tokens=8, temperature=0)
+replies = router.stub.Chat(pb.ChatRequest(messages=[pb.ChatMessage(role="user", content="Hello there, router")],
+                                          session_id="new", sampling=sampling))
+messages = list(replies)
+sid = dict(replies.initial_metadata()).get("x-session-id", "")
+check("\"new\" gets a 128-bit id from the router", len(sid) == 32 and all(c in "0123456789abcdef" for c in sid), repr(sid))
+# Each turn's prompt begins with everything the session's worker computed before: all of it but the last
+# partial 16-token block is cached there (a turn sent to another worker would find none of it).
+before_total = messages[-1].usage.prompt_tokens + messages[-1].usage.completion_tokens
+turns = []
+for turn in range(3):
+    msgs = list(router.stub.Chat(pb.ChatRequest(messages=[pb.ChatMessage(role="user", content=f"turn {turn} of the chat")],
+                                                session_id=sid, sampling=sampling)))
+    usage = msgs[-1].usage
+    turns.append((usage.cached_prompt_tokens, before_total))
+    before_total = usage.prompt_tokens + usage.completion_tokens
+check("later turns find their history cached on their worker", all(c >= total - 16 for c, total in turns), str(turns))
+end = router.stub.EndSession(pb.EndSessionRequest(session_id=sid))
+check("EndSession reaches the session's worker", end is not None)
+
+# Deadline: a 2 s deadline on a call that would run far longer; both sides end it with DEADLINE_EXCEEDED.
+before = [w.stats().deadline_exceeded_requests for w in workers]
+started = time.time()
+try:
+    list(router.stub.Generate(pb.GenerateRequest(prompt="a long answer", sampling=pb.SamplingParameters(max_tokens=8000, temperature=0, ignore_eos=True)),
+                              timeout=2))
+    code = grpc.StatusCode.OK
+except grpc.RpcError as e:
+    code = e.code()
+elapsed = time.time() - started
+check("the client sees DEADLINE_EXCEEDED at its deadline", code == grpc.StatusCode.DEADLINE_EXCEEDED and elapsed < 4, f"{code} after {elapsed:.2f} s")
+deadline = time.time() + 10
+while time.time() < deadline:
+    counted = sum(w.stats().deadline_exceeded_requests for w in workers) - sum(before)
+    if counted >= 1:
+        break
+    time.sleep(0.05)
+check("the worker ended the call at the deadline it was given", counted == 1, str(counted))
+
+# Cancel: the worker's KV blocks come back after a client cancels mid-stream through the router.
+baseline = [w.wait_idle() for w in workers]
+stream = router.stub.Generate(pb.GenerateRequest(prompt="cancel me soon", sampling=pb.SamplingParameters(max_tokens=8000, temperature=0, ignore_eos=True)))
+next(stream)
+next(stream)
+stream.cancel()
+ok = False
+deadline = time.time() + 20
+while time.time() < deadline and not ok:
+    now = [w.stats() for w in workers]
+    ok = all(n.running_requests == 0 and n.kv_blocks_free == b.kv_blocks_free for n, b in zip(now, baseline)) \
+        and sum(n.cancelled_requests for n in now) == sum(b.cancelled_requests for b in baseline) + 1
+    time.sleep(0.05)
+check("a cancel through the router frees the worker's KV blocks", ok,
+      str([(n.running_requests, n.kv_blocks_free, n.cancelled_requests) for n in [w.stats() for w in workers]]))
+
+# The router's own GetStats: every backend, with the picks, affinity hits and failovers so far.
+rs = router.stats()
+by_address = {b.address: b for b in rs.backends}
+check("GetStats on the router lists every backend", sorted(by_address) == sorted(f"h2c://127.0.0.1:{p}" for p in worker_ports), str(list(by_address)))
+check("GetStats counts picks and affinity", sum(b.keyed_picks for b in rs.backends) >= 17 and sum(b.keyless_picks for b in rs.backends) >= 31
+      and sum(b.affinity_hits for b in rs.backends) >= 17 and all(b.healthy and b.in_flight == 0 for b in rs.backends),
+      str(rs).replace("\n", " "))
+
+# The router's own health and reflection.
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+channel = grpc.insecure_channel(f"127.0.0.1:{router_port}")
+status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest()).status
+check("the router is SERVING", status == health_pb2.HealthCheckResponse.SERVING, str(status))
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+listing = list(reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+names = [s.name for s in listing[0].list_services_response.service]
+check("reflection lists kiln.v1.Inference", "kiln.v1.Inference" in names, str(names))
+
+# Failover: kill -9 one worker; keyed calls, some of them owned by it, all still succeed, and only its keys move.
+owners = placement(KEYS)
+json.dump(owners, open(state_file, "w"))
+victim_index = 2
+check("the victim owns some of the keys", 0 < sum(1 for w in owners.values() if w == victim_index) < len(KEYS), str(owners))
+os.kill(victim_pid, signal.SIGKILL)
+failures = []
+for key in KEYS:
+    try:
+        list(router.stub.Generate(pb.GenerateRequest(prompt=f"after the kill {key}", sampling=pb.SamplingParameters(max_tokens=2, temperature=0)),
+                                  metadata=[("x-session-id", key)], timeout=30))
+    except grpc.RpcError as e:
+        failures.append((key, e.code(), e.details()))
+check("every call succeeds after a worker is killed", not failures, str(failures[:3]))
+moved = placement(KEYS)
+check("only the killed worker's keys moved", all(moved[k] == owners[k] for k in KEYS if owners[k] != victim_index)
+      and all(moved[k] not in (victim_index, -1) for k in KEYS if owners[k] == victim_index), f"{moved} vs {owners}")
+victim = [b for b in router.stats().backends if b.address == f"h2c://127.0.0.1:{worker_ports[2]}"][0]
+check("GetStats shows the killed worker down", not victim.healthy, str(victim).replace("\n", " "))
+check.exit()

@@ -26,6 +26,8 @@ struct Route: AsyncParsableCommand {
     @Option(help: "Virtual nodes per unit of backend weight on the hash ring.") var vnodes = HashRing.defaultVirtualNodes
     @Option(name: .customLong("balance-factor"), help: "Bounded loads: no backend takes more than ceil(c*(A+1)/n) calls in flight.")
     var balanceFactor = BoundedLoadHashing.defaultBalanceFactor
+    @Option(name: .customLong("keyless-policy"), help: "How calls without a session key pick: round_robin, weighted_round_robin, least_request, least_response_time.")
+    var keylessPolicy: BalancingPolicy = .leastResponseTime
     @Option(name: .customLong("health-interval"), help: "Seconds between Check probes while a backend's Watch stream is not open.")
     var healthInterval = 5.0
     @Option(name: .customLong("health-timeout"), help: "Seconds a Check probe may take.") var healthTimeout = 1.0
@@ -68,7 +70,7 @@ struct Route: AsyncParsableCommand {
                                  balanceFactor: balanceFactor, health: health, logger: logger)
         let prober = HealthProber(backends: set, interval: healthInterval, timeout: healthTimeout)
         prober.start()
-        let relay = InferenceRelay(backends: set, logger: logger)
+        let relay = InferenceRelay(backends: set, keylessPolicy: keylessPolicy, logger: logger)
         let router = ServiceRoutes.router(health: health, relayed: ["kiln.v1.Inference"], routes: { relay.mount(on: &$0) })
         let server = try HTTP2Server(configuration: config, router: router, group: group, logger: logger)
         try server.start()
@@ -90,3 +92,5 @@ struct Route: AsyncParsableCommand {
         fflush(nil)
     }
 }
+
+extension BalancingPolicy: ExpressibleByArgument {}

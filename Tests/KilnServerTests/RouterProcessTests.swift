@@ -28,3 +28,16 @@ final class RouterProcessTests: XCTestCase {
         XCTAssertTrue(router.log().contains("h2c://127.0.0.1:\(victim.h2cPort) is up"), router.log())
     }
 }
+
+/// Session affinity on the real model: 30 sessions × 5 turns resending their history, through `kiln route`
+/// with x-session-id, against one worker serving them all (the ideal) and round robin (affinity_client.py).
+final class RouterAffinityTests: XCTestCase {
+    func testAffinityReachesTheSingleWorkerIdeal() throws {
+        let schemas = repositoryRoot.appendingPathComponent("Schemas").path
+        let workers = try (0..<3).map { _ in try KilnServeProcess(["--kv-blocks", "512", "--result-cache-mb", "0"]) }
+        let router = try KilnServeProcess(routeTo: workers.map(\.h2cPort))
+        let roundRobin = try KilnServeProcess(routeTo: workers.map(\.h2cPort), ["--keyless-policy", "round_robin"])
+        try KilnServeProcess.runScript("affinity_client.py", [schemas, "\(workers[0].h2cPort)", "\(router.h2cPort)", "\(roundRobin.h2cPort)"],
+                                       timeout: 900, servers: workers + [router, roundRobin])
+    }
+}

@@ -69,6 +69,21 @@ tokens, text, last = router.generate("The router relays", max_tokens=16, ignore_
 check("relayed tokens equal a worker's", tokens == direct_tokens and text == direct_text, f"{tokens} vs {direct_tokens}")
 check("relayed usage", last.usage.completion_tokens == 16 and last.finish_reason == direct_last.finish_reason, str(last.usage))
 
+# Streaming: tokens come through the router as the worker makes them, not in a burst at the end.
+def arrivals(kiln, prompt):
+    started = time.time()
+    times = [time.time() - started for _ in kiln.stub.Generate(pb.GenerateRequest(
+        prompt=prompt, sampling=pb.SamplingParameters(max_tokens=500, temperature=0, ignore_eos=True)))]
+    return times[0], times[-1] - times[0], times[-1]
+
+
+# (Different prompts: a deterministic answer the result cache holds would be replayed at once.)
+d_first, d_spread, d_total = arrivals(workers[0], "a steady stream, directly")
+r_first, r_spread, r_total = arrivals(router, "a steady stream, through the router")
+check("streamed messages arrive spread out through the router as directly",
+      r_spread >= 0.5 * d_spread and r_first < 0.5 * r_total,
+      f"direct: first {d_first * 1000:.0f} ms, spread {d_spread * 1000:.0f} ms; router: first {r_first * 1000:.0f} ms, spread {r_spread * 1000:.0f} ms")
+
 # Metadata keys: 12 calls with one x-session-id all land on one worker.
 before = [completed(w) for w in workers]
 for i in range(12):
@@ -148,6 +163,74 @@ check("GetStats on the router lists every backend", sorted(by_address) == sorted
 check("GetStats counts picks and affinity", sum(b.keyed_picks for b in rs.backends) >= 17 and sum(b.keyless_picks for b in rs.backends) >= 31
       and sum(b.affinity_hits for b in rs.backends) >= 17 and all(b.healthy and b.in_flight == 0 for b in rs.backends),
       str(rs).replace("\n", " "))
+
+# Bad input at the router, as the server already survives it, while a good client goes on being answered.
+import socket
+import struct
+import threading
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def frame(kind, flags, stream, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+
+def exchange(data, seconds=5):
+    """Sends raw bytes; returns what came back before the router closed the connection (None: it did not)."""
+    conn = socket.create_connection(("127.0.0.1", router_port), timeout=seconds)
+    received = b""
+    try:
+        conn.sendall(data)
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return received
+            received += chunk
+    except ConnectionResetError:
+        return received
+    except socket.timeout:
+        return None
+    finally:
+        conn.close()
+
+
+def goaway_codes(data):
+    codes, at = [], 0
+    while data is not None and at + 9 <= len(data):
+        length = int.from_bytes(data[at:at + 3], "big")
+        if data[at + 3] == 7 and length >= 8:
+            codes.append(int.from_bytes(data[at + 13:at + 17], "big"))
+        at += 9 + length
+    return codes
+
+
+good_failures = []
+stop_good = threading.Event()
+
+
+def good_client():
+    while not stop_good.is_set():
+        try:
+            router.generate("still here", max_tokens=2)
+        except grpc.RpcError as e:
+            good_failures.append(e.code())
+
+
+good = threading.Thread(target=good_client)
+good.start()
+check("garbage instead of the preface is closed at once", exchange(b"GARBAGE" * 100) is not None)
+oversized = exchange(PREFACE + frame(4, 0, 0) + struct.pack(">I", (1 << 24) - 1)[1:] + bytes([0, 0]) + struct.pack(">I", 1))
+check("an oversized frame gets GOAWAY FRAME_SIZE_ERROR", oversized is not None and 6 in goaway_codes(oversized), repr(oversized and oversized[:80]))
+# Rapid reset: HEADERS (POST / over h2c, static-table HPACK) then RST_STREAM(CANCEL), a thousand times.
+flood = PREFACE + frame(4, 0, 0) + b"".join(frame(1, 0x4 | 0x1, sid, bytes([0x83, 0x86, 0x84])) + frame(3, 0, sid, struct.pack(">I", 8))
+                                            for sid in range(1, 2001, 2))
+# Then our GOAWAY: a router that got through the flood closes the connection once its streams are done.
+reply = exchange(flood + frame(7, 0, 0, struct.pack(">II", 0, 0)), seconds=10)
+check("a rapid-reset flood does not hang the router", reply is not None, "no close within 10 s")
+stop_good.set()
+good.join(30)
+check("a good client on another connection is answered throughout", not good_failures, str(good_failures[:3]))
 
 # The router's own health and reflection.
 from grpc_health.v1 import health_pb2, health_pb2_grpc

@@ -41,8 +41,8 @@ public final class BackendSet: Sendable {
     }
 
     /// Picks a backend for a call and counts it in flight there; nil when none may take it.
-    func pick(keyHash: UInt64?, excluding tried: Set<Int>, isRetry: Bool) -> Balancer.Pick? {
-        balancer.withLock { $0.pick(keyHash: keyHash, excluding: tried, isRetry: isRetry, now: Self.now()) }
+    func pick(keyHash: UInt64?, keyless policy: BalancingPolicy, excluding tried: Set<Int>, isRetry: Bool) -> Balancer.Pick? {
+        balancer.withLock { $0.pick(keyHash: keyHash, keyless: policy, excluding: tried, isRetry: isRetry, now: Self.now()) }
     }
 
     /// Ends a call `pick` counted, feeding latency and passive health.

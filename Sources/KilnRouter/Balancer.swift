@@ -155,10 +155,13 @@ public struct Balancer: Sendable {
         }
     }
 
-    /// Applies an active health-check event to a backend; true when it changed the backend's state.
+    /// Applies an active health-check event to a backend; true when it changed the backend's state. A backend
+    /// that comes back up is also taken back from outlier ejection.
     @discardableResult
-    public mutating func applyHealth(_ event: BackendHealth.Event, to member: Int) -> Bool {
+    public mutating func applyHealth(_ event: BackendHealth.Event, to member: Int, now: UInt64 = 0) -> Bool {
         guard members.indices.contains(member) else { return false }
-        return health[member].apply(event)
+        let changed = health[member].apply(event)
+        if changed && health[member].isUp { outliers.uneject(member, now: now) }
+        return changed
     }
 }

@@ -58,9 +58,14 @@ public struct BoundedLoadHashing: Sendable {
             inFlight[m] < capacity(weight: members[m].weight, totalInFlight: totalInFlight, totalWeight: totalWeight)
         }
         if allowed[owner] && hasRoom(owner) { return Pick(member: owner, owner: owner, outcome: .owner) }
-        for m in probeOrder.successors(ofOwner: owner, keyHash: keyHash) where allowed[m] && hasRoom(m) {
-            return Pick(member: m, owner: owner, outcome: allowed[owner] ? .spilled : .ownerUnavailable)
+        // The first member of the probe order that may take the call is the best-scored of those that may:
+        // one pass, without sorting the order.
+        var best: (score: Double, member: Int)?
+        for m in members.indices where m != owner && allowed[m] && hasRoom(m) {
+            let score = probeOrder.score(member: m, keyHash: keyHash)
+            if best.map({ score > $0.score || (score == $0.score && m < $0.member) }) ?? true { best = (score, m) }
         }
-        return nil  // unreachable while the bound holds (its total exceeds the calls in flight); kept total
+        guard let best else { return nil }  // unreachable while the bound holds (its total exceeds the calls in flight)
+        return Pick(member: best.member, owner: owner, outcome: allowed[owner] ? .spilled : .ownerUnavailable)
     }
 }

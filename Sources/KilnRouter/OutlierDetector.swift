@@ -69,6 +69,20 @@ public struct OutlierDetector: Sendable, Equatable {
         states[backend] = .halfOpen
     }
 
+    /// Takes `backend` back at once: its active health checks saw it come back (a worker that restarted after
+    /// failing its calls should not sit out the rest of an ejection it earned by being dead; Envoy does the same
+    /// by default). Its ejection count stays, to lengthen its next ejection.
+    public mutating func uneject(_ backend: Int, now: UInt64) {
+        guard states.indices.contains(backend) else { return }
+        switch states[backend] {
+        case .active:
+            states[backend] = .active(consecutiveFailures: 0)
+        case .ejected, .halfOpen:
+            states[backend] = .active(consecutiveFailures: 0)
+            returnedAt[backend] = now
+        }
+    }
+
     /// A call to `backend` succeeded.
     public mutating func recordSuccess(_ backend: Int, now: UInt64) {
         guard states.indices.contains(backend) else { return }

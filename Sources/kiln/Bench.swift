@@ -9,7 +9,7 @@ import KilnVulkan
 
 /// `kiln bench …`: measurements the `make bench-*` scripts drive; each figure is printed as a `BENCH` line.
 struct Bench: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks (used by make bench-*).", subcommands: [BenchModel.self, BenchDecode.self, BenchEngine.self, BenchServe.self])
+    static let configuration = CommandConfiguration(abstract: "Benchmarks (used by make bench-*).", subcommands: [BenchModel.self, BenchDecode.self, BenchEngine.self, BenchServe.self, BenchRing.self])
 }
 
 /// Makes stdout line-buffered even into a pipe or file, so that a benchmark stopped by a time limit keeps the

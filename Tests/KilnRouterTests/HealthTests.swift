@@ -88,4 +88,18 @@ final class HealthTests: XCTestCase {
         b.finish(member: owner, result: .succeeded, seconds: 0.01, now: later)
         XCTAssertEqual(b.pick(keyHash: key, now: later)!.hashOutcome, .owner)
     }
+
+    /// A backend ejected for failing (it had died) is taken back as soon as its health checks see it return.
+    func testABackendThatComesBackUpIsUnejected() {
+        var b = Balancer(members: (0..<10).map { RingMember(name: "m\($0):1") })
+        for _ in 0..<5 {
+            let m = b.pick(keyHash: nil, keyless: .roundRobin, excluding: Set(1..<10), now: second)!.member
+            b.finish(member: m, result: .failed, seconds: nil, now: second)
+        }
+        XCTAssertFalse(b.isEligible(0, now: 2 * second), "ejected for 30 s")
+        b.applyHealth(.watched(serving: false), to: 0, now: 2 * second)
+        b.applyHealth(.watched(serving: true), to: 0, now: 3 * second)
+        XCTAssertTrue(b.isEligible(0, now: 3 * second), "back up: ejection lifted")
+        XCTAssertEqual(b.outliers.ejectionCounts[0], 1, "the count stays, to lengthen a next ejection")
+    }
 }

@@ -11,7 +11,7 @@ final class RouterProcessTests: XCTestCase {
         let model = try temporaryDirectory().appendingPathComponent("tiny.gguf").path
         let made = try runTool(kilnReleaseBinary, ["make-test-model", "--context", "8192", model])
         XCTAssertEqual(made.status, 0, made.stderr)
-        let workers = try (0..<3).map { _ in try KilnServeProcess(model: model, ["--kv-blocks", "1024", "--backend", "cpu"]) }
+        let workers = try (0..<3).map { _ in try KilnServeProcess(model: model, ["--kv-blocks", "1024", "--backend", "cpu", "--max-batch", "4"]) }
         let router = try KilnServeProcess(routeTo: workers.map(\.h2cPort), ["--health-interval", "0.5"])
         let victim = workers[2]
         let state = try temporaryDirectory().appendingPathComponent("owners.json").path
@@ -22,7 +22,7 @@ final class RouterProcessTests: XCTestCase {
         XCTAssertTrue(router.log().contains("h2c://127.0.0.1:\(victim.h2cPort) is down"), router.log())
         // The killed worker comes back on its port: the router takes it back, and its keys return to it.
         victim.process.waitUntilExit()
-        let back = try KilnServeProcess(model: model, ["--kv-blocks", "1024", "--backend", "cpu"], port: victim.h2cPort)
+        let back = try KilnServeProcess(model: model, ["--kv-blocks", "1024", "--backend", "cpu", "--max-batch", "4"], port: victim.h2cPort)
         try KilnServeProcess.runScript("router_client.py", [schemas, "\(router.h2cPort)", ports, "0", state, "restarted"],
                                        timeout: 120, servers: [workers[0], workers[1], back, router])
         XCTAssertTrue(router.log().contains("h2c://127.0.0.1:\(victim.h2cPort) is up"), router.log())

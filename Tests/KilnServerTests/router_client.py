@@ -247,7 +247,46 @@ owners = placement(KEYS)
 json.dump(owners, open(state_file, "w"))
 victim_index = 2
 check("the victim owns some of the keys", 0 < sum(1 for w in owners.values() if w == victim_index) < len(KEYS), str(owners))
+# 100 keyed streaming calls in flight (each worker decodes 4 at a time, so most wait unanswered), then the kill.
+results = {}
+
+
+def in_flight_call(i):
+    received = 0
+    try:
+        for _ in router.stub.Generate(pb.GenerateRequest(prompt=f"in flight {i}", sampling=pb.SamplingParameters(max_tokens=200, temperature=0, ignore_eos=True)),
+                                      metadata=[("x-session-id", f"flight-{i}")], timeout=120):
+            received += 1
+        results[i] = (received, None)
+    except grpc.RpcError as e:
+        results[i] = (received, e.code())
+
+
+threads = [threading.Thread(target=in_flight_call, args=(i,)) for i in range(100)]
+for t in threads:
+    t.start()
+victim = workers[victim_index]
+deadline = time.time() + 30
+while time.time() < deadline and victim.stats().waiting_requests < 10:
+    time.sleep(0.01)
+waiting_at_kill = victim.stats().waiting_requests
 os.kill(victim_pid, signal.SIGKILL)
+killed_at = time.time()
+down_after = None
+while time.time() < killed_at + 10:
+    if not [b for b in router.stats().backends if b.address == f"h2c://127.0.0.1:{worker_ports[victim_index]}"][0].healthy:
+        down_after = time.time() - killed_at
+        break
+    time.sleep(0.01)
+for t in threads:
+    t.join(150)
+unanswered_failed = [(i, r) for i, r in results.items() if r[1] is not None and r[0] == 0]
+mid_stream = [(i, r) for i, r in results.items() if r[1] is not None and r[0] > 0]
+check("the killed worker had calls waiting, unanswered", waiting_at_kill >= 10, str(waiting_at_kill))
+check("every call that had not received a message succeeds on another worker", len(results) == 100 and not unanswered_failed,
+      f"{len(results)} ended; failed before any message: {unanswered_failed[:3]}; cut mid-stream (allowed): {len(mid_stream)}")
+check("the dead worker is marked down within two health intervals", down_after is not None and down_after <= 1.0,
+      f"{down_after} s (interval 0.5 s)")
 failures = []
 for key in KEYS:
     try:

@@ -56,7 +56,7 @@ public final class BackendSet: Sendable {
 
     /// Applies an active health-check event to a backend, logging changes.
     func applyHealth(_ event: BackendHealth.Event, to member: Int) {
-        let changed = balancer.withLock { $0.applyHealth(event, to: member) }
+        let changed = balancer.withLock { $0.applyHealth(event, to: member, now: Self.now()) }
         if changed {
             let up = balancer.withLock { $0.health[member].isUp }
             logger.notice("backend \(addresses[member]) is \(up ? "up" : "down")")

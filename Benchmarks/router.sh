@@ -66,7 +66,9 @@ events { worker_connections 1024; }
 http {
   access_log off;
   client_body_temp_path $work/nginx;
-  upstream workers { hash \$http_x_session_id consistent; server 127.0.0.1:$w1; server 127.0.0.1:$w2; keepalive 16; }
+  # A client connection (and an upstream one) may carry any number of requests, as with the others.
+  keepalive_requests 10000000;
+  upstream workers { hash \$http_x_session_id consistent; server 127.0.0.1:$w1; server 127.0.0.1:$w2; keepalive 16; keepalive_requests 10000000; }
   server {
     listen 127.0.0.1:$p http2;
     location / { grpc_pass grpc://workers; }

@@ -9,10 +9,20 @@ public struct GRPCRequestHead {
     let timeout: UInt64?
 
     /// The body a non-gRPC content type gets, with HTTP 415.
-    public static let wrongContentType = Array("gRPC requires content-type application/grpc\n".utf8)
+    static let wrongContentType = Array("gRPC requires content-type application/grpc\n".utf8)
+
+    /// Answers a request whose content type is not gRPC's (HTTP 415) and returns true; false for a gRPC one.
+    /// Shared by every handler that serves gRPC over a stream (the RPC server, `kiln route`'s relay).
+    public static func refusesNonGRPC(_ request: HTTP2Request, _ response: HTTP2ResponseWriter) async throws -> Bool {
+        guard !isGRPC(contentType: request.headers["content-type"]) else { return false }
+        response.sendHead(status: 415, headers: ["content-type": "text/plain"])
+        try await response.write(wrongContentType)
+        response.finish()
+        return true
+    }
 
     /// `application/grpc`, `application/grpc+proto`, `application/grpc;…`.
-    public static func isGRPC(contentType: String?) -> Bool {
+    static func isGRPC(contentType: String?) -> Bool {
         guard let contentType else { return false }
         return contentType == "application/grpc" || contentType.hasPrefix("application/grpc+") || contentType.hasPrefix("application/grpc;")
     }

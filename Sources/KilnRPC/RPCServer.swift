@@ -52,12 +52,7 @@ public struct RPCServer: HTTP2Handler {
     }
 
     public func handle(_ request: HTTP2Request, _ response: HTTP2ResponseWriter) async throws {
-        guard GRPCRequestHead.isGRPC(contentType: request.headers["content-type"]) else {
-            response.sendHead(status: 415, headers: ["content-type": "text/plain"])
-            try await response.write(GRPCRequestHead.wrongContentType)
-            response.finish()
-            return
-        }
+        if try await GRPCRequestHead.refusesNonGRPC(request, response) { return }
         let writer = RPCResponseWriter(response: response)
         var handler: RPCMethodHandler?
         let head: GRPCRequestHead

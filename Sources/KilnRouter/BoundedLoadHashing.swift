@@ -37,7 +37,7 @@ public struct BoundedLoadHashing: Sendable {
     public func capacity(weight: Int, totalInFlight: Int, totalWeight: Int) -> Int {
         guard totalWeight > 0 else { return 0 }
         let share = balanceFactor * Double(totalInFlight + 1) * Double(max(1, weight)) / Double(totalWeight)
-        return Int(share.rounded(.up))
+        return Int(min(share.rounded(.up), Double(Int32.max)))  // a bound past any real load, never a trap
     }
 
     /// Picks a member for a key. `inFlight[m]` is member m's calls in flight; `eligible(m)` says whether m may

@@ -119,7 +119,8 @@ public struct OutlierDetector: Sendable, Equatable {
     }
 
     mutating func eject(_ backend: Int, now: UInt64) {
-        let base = UInt64(max(0, policy.baseEjectionSeconds) * 1e9)
+        // At most a year, so that no policy value can trap the conversion.
+        let base = UInt64(min(max(0, policy.baseEjectionSeconds.isFinite ? policy.baseEjectionSeconds : 0), 31_536_000) * 1e9)
         if base > 0, ejectionCounts[backend] > 0, returnedAt[backend] > 0, now > returnedAt[backend] {
             let healthyPeriods = Int(min(UInt64(Int.max), (now - returnedAt[backend]) / base))
             ejectionCounts[backend] = max(0, ejectionCounts[backend] - healthyPeriods)

@@ -45,12 +45,7 @@ public struct InferenceRelay: HTTP2Handler {
     }
 
     public func handle(_ request: HTTP2Request, _ response: HTTP2ResponseWriter) async throws {
-        guard GRPCRequestHead.isGRPC(contentType: request.headers["content-type"]) else {
-            response.sendHead(status: 415, headers: ["content-type": "text/plain"])
-            try await response.write(GRPCRequestHead.wrongContentType)
-            response.finish()
-            return
-        }
+        if try await GRPCRequestHead.refusesNonGRPC(request, response) { return }
         if request.pathWithoutQuery == "/kiln.v1.Inference/GetStats" {
             // The router's own stats (each backend), not one worker's.
             for try await _ in request.body {}

@@ -73,7 +73,7 @@ build-release: deps
 	$(SWIFT) build -c release
 
 ## Regenerates Sources/KilnAPI from Schemas/ with Kiln's own generator (a test fails when it is stale).
-SCHEMAS := kiln/v1/inference.proto kiln/interop/v1/interop.proto grpc/health/v1/health.proto grpc/reflection/v1/reflection.proto
+SCHEMAS := kiln/v1/inference.proto kiln/interop/v1/interop.proto grpc/health/v1/health.proto grpc/reflection/v1/reflection.proto xds/data/orca/v3/orca_load_report.proto
 generate: deps
 	$(SWIFT) build --product kiln-protoc
 	$$($(SWIFT) build --show-bin-path)/kiln-protoc --proto_path Schemas --swift_out Sources/KilnAPI $(SCHEMAS)

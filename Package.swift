@@ -64,7 +64,7 @@ let package = Package(
         .target(name: "KilnEngine", dependencies: ["KilnModel", .product(name: "HeapModule", package: "swift-collections")]),
         // The router's decisions, pure (no sockets, time passed in): hash ring, bounded loads, balancing
         // policies, health and outlier-ejection state machines.
-        .target(name: "KilnRouter", dependencies: ["CXXHash"]),
+        .target(name: "KilnRouter", dependencies: ["CXXHash", "KilnRPC"]),
         .target(
             name: "KilnServer",
             dependencies: ["KilnHTTP2", "KilnRPC", "KilnAPI", "KilnModel", "KilnEngine", "KilnRouter", .product(name: "Logging", package: "swift-log")]

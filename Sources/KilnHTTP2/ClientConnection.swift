@@ -20,13 +20,32 @@ final class ClientConnection: HTTP2Connection, @unchecked Sendable {
     private var pending: [HTTP2ClientCall] = []
     private var streams: [Int32: Stream] = [:]
     private let available = Atomic<Bool>(true)
+    private let ready = Atomic<Bool>(false)
+    /// Calls given to this connection and not yet ended, counted from any thread (`HTTP2Client` reserves one
+    /// before it submits a call, and this connection gives it back when the call ends).
+    private let reserved = Atomic<Int>(0)
+    /// The server's SETTINGS_MAX_CONCURRENT_STREAMS; until its SETTINGS arrive, what the client's other
+    /// connections learned, else 100 (RFC 9113 §6.5.2 asks servers for at least that).
+    private let peerMaxStreams: Atomic<Int>
     private let windowSize: UInt32
 
     /// False once the connection closed or the server sent GOAWAY: new calls need a new connection.
     var isAvailable: Bool { available.load(ordering: .relaxed) }
+    /// Whether the handshake ever completed (a connection that closes before it counts as a failed connect).
+    var becameReady: Bool { ready.load(ordering: .relaxed) }
+    /// Whether another call fits under the server's stream limit now.
+    var hasRoom: Bool { reserved.load(ordering: .relaxed) < peerMaxStreams.load(ordering: .relaxed) }
+    var reservedCalls: Int { reserved.load(ordering: .relaxed) }
+    var peerMaxConcurrentStreams: Int { peerMaxStreams.load(ordering: .relaxed) }
 
-    init(loop: EventLoop, fd: Int32, channel: ByteChannel, timeouts: ConnectionLifecycle.Timeouts, windowSize: UInt32) {
+    /// Counts a call that is about to be submitted here.
+    func reserve() { reserved.add(1, ordering: .relaxed) }
+    private func release(_ n: Int) { if n > 0 { reserved.subtract(n, ordering: .relaxed) } }
+
+    init(loop: EventLoop, fd: Int32, channel: ByteChannel, timeouts: ConnectionLifecycle.Timeouts, windowSize: UInt32,
+         expectedMaxStreams: Int = 100) {
         self.windowSize = windowSize
+        self.peerMaxStreams = Atomic(max(1, expectedMaxStreams))
         super.init(loop: loop, fd: fd, channel: channel, isServer: false, timeouts: timeouts, tickInterval: 100_000_000)
     }
 
@@ -56,6 +75,7 @@ final class ClientConnection: HTTP2Connection, @unchecked Sendable {
     override var connectionWindowSize: Int32 { Int32(min(UInt32(Int32.max), windowSize * 4)) }
 
     override func sessionReady() {
+        ready.store(true, ordering: .relaxed)
         let waiting = pending
         pending = []
         for call in waiting { submitNow(call) }
@@ -64,8 +84,10 @@ final class ClientConnection: HTTP2Connection, @unchecked Sendable {
     override func connectionDidClose() {
         available.store(false, ordering: .relaxed)
         for call in pending { call.fail(.connectionClosed) }
+        release(pending.count)
         pending = []
         for stream in streams.values { stream.call.fail(.connectionClosed) }
+        release(streams.count)
         streams.removeAll()
     }
 
@@ -73,6 +95,7 @@ final class ClientConnection: HTTP2Connection, @unchecked Sendable {
     func submit(_ call: HTTP2ClientCall) {
         if isClosed {
             call.fail(.connectionClosed)
+            release(1)
         } else if session == nil {
             pending.append(call)
         } else {
@@ -81,7 +104,10 @@ final class ClientConnection: HTTP2Connection, @unchecked Sendable {
     }
 
     private func submitNow(_ call: HTTP2ClientCall) {
-        guard let session else { return call.fail(.connectionClosed) }
+        guard let session else {
+            release(1)
+            return call.fail(.connectionClosed)
+        }
         let pseudo = [(":method", call.method), (":scheme", channel is TLSChannel ? "https" : "http"),
                       (":authority", call.authority), (":path", call.path)]
         let id: Int32
@@ -93,6 +119,7 @@ final class ClientConnection: HTTP2Connection, @unchecked Sendable {
         }
         guard id > 0 else {
             available.store(false, ordering: .relaxed)
+            release(1)
             call.fail(id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE.rawValue ? .goingAway : .nghttp2("submit_request", String(cString: nghttp2_strerror(id))))
             return
         }
@@ -158,6 +185,11 @@ final class ClientConnection: HTTP2Connection, @unchecked Sendable {
             if endStream, let stream = streams[hd.stream_id] { stream.call.body.finish() }
         case NGHTTP2_GOAWAY.rawValue:
             available.store(false, ordering: .relaxed)
+        case NGHTTP2_SETTINGS.rawValue:
+            if hd.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0, let session {
+                let limit = nghttp2_session_get_remote_settings(session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS)
+                peerMaxStreams.store(Int(min(limit, UInt32(Int32.max))), ordering: .relaxed)
+            }
         case NGHTTP2_PING.rawValue:
             if hd.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) != 0 { lifecycle.pingAcknowledged() }
         default:
@@ -178,6 +210,7 @@ final class ClientConnection: HTTP2Connection, @unchecked Sendable {
 
     override func onStreamClose(streamID: Int32, errorCode: UInt32) -> Int32 {
         guard let stream = streams.removeValue(forKey: streamID) else { return 0 }
+        release(1)
         let unread = stream.received - stream.consumedReported
         if unread > 0, let session { _ = nghttp2_session_consume_connection(session, unread) }
         if errorCode == NGHTTP2_NO_ERROR.rawValue && stream.headDelivered && stream.call.body.finishedCleanly {

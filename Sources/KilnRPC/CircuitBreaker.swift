@@ -30,6 +30,28 @@ public struct CircuitBreakerState: Sendable, Equatable {
         self.policy = CircuitBreakerPolicyValues(policy)
     }
 
+    /// Whether `admit(now:)` would let a call through now, without counting one.
+    public func wouldAdmit(now: UInt64) -> Bool {
+        switch phase {
+        case .closed: return true
+        case .open(let until): return now >= until
+        case .halfOpen(let admitted, _): return admitted < policy.halfOpenTrials
+        }
+    }
+
+    /// Closes the circuit at once (fresh evidence that the target is well, e.g. its health checks came back).
+    public mutating func reset() {
+        phase = .closed(consecutiveFailures: 0)
+    }
+
+    /// A call admitted while half-open ended without saying anything of the target (the client left): its
+    /// trial slot is given back, so that the next call may try.
+    public mutating func recordAbandoned() {
+        if case .halfOpen(let admitted, let succeeded) = phase {
+            phase = .halfOpen(admitted: max(succeeded, admitted - 1), succeeded: succeeded)
+        }
+    }
+
     /// Whether a call may go now; a half-open circuit counts the call as one of its trials.
     public mutating func admit(now: UInt64) -> Bool {
         switch phase {

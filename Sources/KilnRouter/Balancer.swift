@@ -1,10 +1,22 @@
+import KilnRPC
+
 /// The router's picture of its backends and its decisions over them: health (active checks and passive
 /// ejection), in-flight calls, response times, and a pick per call. Pure and single-owner: `kiln route` keeps
 /// one behind a lock and passes the time in; tests drive it on a simulated clock.
 ///
-/// A backend is eligible for a call when its health checks say up, outlier ejection lets it in, and the call
-/// has not tried it already. Calls with a session key go through `BoundedLoadHashing`; the others through the
-/// policy asked for.
+/// A backend is eligible for a call when its health checks say up, outlier ejection lets it in, its circuit
+/// breaker is not open, and the call has not tried it already. Calls with a session key go through
+/// `BoundedLoadHashing`; the others through the policy asked for.
+///
+/// Two guards act on failed calls, on purpose:
+/// - outlier ejection (5 in a row) is the gentle one: capped at 10% of the backends, so that a fault that is
+///   everyone's (a bad model push, the router's own network) does not empty the pool;
+/// - the circuit breaker (`CircuitBreakerState`, 10 in a row, open 10 s, one trial) is the fuse: uncapped, it
+///   stops sending to a backend that keeps failing after ejection's cap has kept it in, so that calls fail fast
+///   or go elsewhere instead of timing out against it.
+/// Active health coming back up clears both.
+///
+/// The member set can change (`reconfigured(members:)`): a backend keeps its state across the change by name.
 public struct Balancer: Sendable {
     public let members: [RingMember]
     public let hashing: BoundedLoadHashing
@@ -12,7 +24,13 @@ public struct Balancer: Sendable {
     public private(set) var latency: [LatencyEWMA]
     public private(set) var health: [BackendHealth]
     public private(set) var outliers: OutlierDetector
+    public private(set) var breakers: [CircuitBreakerState]
+    /// The load each worker last reported (ORCA trailers), if any.
+    public private(set) var reported: [WorkerLoad?]
     public private(set) var stats: [BackendStats]
+    let healthThresholds: BackendHealth.Thresholds
+    let breakerPolicy: CircuitBreakerPolicy
+    let indexByName: [String: Int]
     var roundRobin = RoundRobin()
     var weightedRoundRobin: SmoothWeightedRoundRobin
     var twoChoices: PowerOfTwoChoices
@@ -30,6 +48,8 @@ public struct Balancer: Sendable {
         /// Calls sent here as a retry of a call that failed on another backend.
         public var retries = 0
         public var failures = 0
+        /// Times this backend's circuit breaker opened.
+        public var breakerOpenings = 0
         public init() {}
     }
 
@@ -47,6 +67,7 @@ public struct Balancer: Sendable {
         balanceFactor: Double = BoundedLoadHashing.defaultBalanceFactor,
         healthThresholds: BackendHealth.Thresholds = BackendHealth.Thresholds(),
         outlierPolicy: OutlierPolicy = OutlierPolicy(),
+        breakerPolicy: CircuitBreakerPolicy = Balancer.defaultBreakerPolicy,
         seed: UInt64 = 0
     ) {
         self.members = members
@@ -55,14 +76,57 @@ public struct Balancer: Sendable {
         latency = [LatencyEWMA](repeating: LatencyEWMA(), count: members.count)
         health = [BackendHealth](repeating: BackendHealth(thresholds: healthThresholds), count: members.count)
         outliers = OutlierDetector(backendCount: members.count, policy: outlierPolicy)
+        breakers = [CircuitBreakerState](repeating: CircuitBreakerState(policy: breakerPolicy), count: members.count)
+        reported = [WorkerLoad?](repeating: nil, count: members.count)
         stats = [BackendStats](repeating: BackendStats(), count: members.count)
         weightedRoundRobin = SmoothWeightedRoundRobin(memberCount: members.count)
         twoChoices = PowerOfTwoChoices(seed: seed)
+        self.healthThresholds = healthThresholds
+        self.breakerPolicy = breakerPolicy
+        var names: [String: Int] = [:]
+        for (i, m) in members.enumerated() where names[m.name] == nil { names[m.name] = i }
+        indexByName = names
     }
 
-    /// Whether a backend may take a call now (health up, not ejected or offering its trial).
+    /// The router's breaker: 10 failed calls in a row open it for 10 s, then one trial call decides.
+    public static let defaultBreakerPolicy: CircuitBreakerPolicy = {
+        var p = CircuitBreakerPolicy()
+        p.failureThreshold = 10
+        p.openSeconds = 10
+        p.halfOpenTrials = 1
+        return p
+    }()
+
+    /// The index of the member with this name, if it is one.
+    public func index(of name: String) -> Int? { indexByName[name] }
+
+    /// The same router over a new member set: members that stay keep their in-flight counts, response times,
+    /// health, ejection, breaker, reported load and counters; new ones start fresh (up, unmeasured); the ring
+    /// is rebuilt, so only keys of members that left or arrived move.
+    public func reconfigured(members newMembers: [RingMember]) -> Balancer {
+        var next = Balancer(members: newMembers, virtualNodes: hashing.probeOrder.ring.virtualNodesPerWeight,
+                            balanceFactor: hashing.balanceFactor, healthThresholds: healthThresholds,
+                            outlierPolicy: outliers.policy, breakerPolicy: breakerPolicy)
+        next.twoChoices = twoChoices
+        next.roundRobin = roundRobin
+        for (i, member) in newMembers.enumerated() {
+            guard let j = indexByName[member.name] else { continue }
+            next.inFlight[i] = inFlight[j]
+            next.latency[i] = latency[j]
+            next.health[i] = health[j]
+            next.outliers.adopt(outliers, backend: j, as: i)
+            next.breakers[i] = breakers[j]
+            next.reported[i] = reported[j]
+            next.stats[i] = stats[j]
+        }
+        return next
+    }
+
+    /// Whether a backend may take a call now (health up, not ejected or offering its trial, breaker closed or
+    /// offering a trial).
     public func isEligible(_ member: Int, now: UInt64) -> Bool {
         members.indices.contains(member) && health[member].isUp && outliers.isAvailable(member, now: now)
+            && breakers[member].wouldAdmit(now: now)
     }
 
     /// Whether any backend may take a call now.
@@ -79,14 +143,16 @@ public struct Balancer: Sendable {
         // Plain arrays, so that the policies' closures do not hold `self` while the policies mutate.
         let allowed = members.indices.map { !tried.contains($0) && isEligible($0, now: now) }
         let eligible = { (m: Int) in allowed[m] }
-        let loads = inFlight
-        let weights = members.map { Double(max(1, $0.weight)) }
-        let averages = latency.map { $0.value(now: now) }
         let decision: Pick?
         if let keyHash {
-            decision = hashing.pick(keyHash: keyHash, inFlight: loads, eligible: eligible)
+            // The bound is over the router's own calls in flight, as in the paper: every replica of the router
+            // fed the same events picks the same way.
+            decision = hashing.pick(keyHash: keyHash, inFlight: inFlight, eligible: eligible)
                 .map { Pick(member: $0.member, policy: .consistentHash, hashOutcome: $0.outcome) }
         } else {
+            let loads = members.indices.map { effectiveLoad($0, now: now) }
+            let weights = members.map { Double(max(1, $0.weight)) }
+            let averages = latency.map { $0.value(now: now) }
             let chosen: Int?
             switch policy {
             case .roundRobin:
@@ -110,6 +176,7 @@ public struct Balancer: Sendable {
         let m = decision.member
         inFlight[m] += 1
         outliers.admit(m, now: now)
+        _ = breakers[m].admit(now: now)
         stats[m].picks[decision.policy, default: 0] += 1
         if isRetry { stats[m].retries += 1 }
         switch decision.hashOutcome {
@@ -144,15 +211,35 @@ public struct Balancer: Sendable {
         case .succeeded:
             if let seconds { latency[m].record(seconds, now: now) }
             outliers.recordSuccess(m, now: now)
+            breakers[m].recordSuccess()
             return false
         case .failed:
             stats[m].failures += 1
+            let wasOpen: Bool
+            if case .open = breakers[m].phase { wasOpen = true } else { wasOpen = false }
+            breakers[m].recordFailure(now: now)
+            if !wasOpen, case .open = breakers[m].phase { stats[m].breakerOpenings += 1 }
             return outliers.recordFailure(m, now: now)
         case .abandoned:
             // A trial that the client abandoned proves nothing; let the next call try again.
             if outliers.states[m] == .halfOpen { outliers.recordSuccess(m, now: now) }
+            breakers[m].recordAbandoned()
             return false
         }
+    }
+
+    /// How loaded a backend is for the keyless policies: the router's own calls in flight there, or, while its
+    /// last ORCA report is fresh (under `WorkerLoad.freshNanos` old), the worker's running plus waiting
+    /// requests if more (other routers' calls count too).
+    public func effectiveLoad(_ m: Int, now: UInt64) -> Int {
+        guard let report = reported[m], now &- report.receivedAt < WorkerLoad.freshNanos else { return inFlight[m] }
+        return max(inFlight[m], report.running + report.waiting)
+    }
+
+    /// Records the load a worker reported with a finished call.
+    public mutating func applyLoadReport(_ report: WorkerLoad, to m: Int) {
+        guard members.indices.contains(m) else { return }
+        reported[m] = report
     }
 
     /// Applies an active health-check event to a backend; true when it changed the backend's state. A backend
@@ -161,7 +248,28 @@ public struct Balancer: Sendable {
     public mutating func applyHealth(_ event: BackendHealth.Event, to member: Int, now: UInt64 = 0) -> Bool {
         guard members.indices.contains(member) else { return false }
         let changed = health[member].apply(event)
-        if changed && health[member].isUp { outliers.uneject(member, now: now) }
+        if changed && health[member].isUp {
+            outliers.uneject(member, now: now)
+            breakers[member].reset()
+        }
         return changed
+    }
+}
+
+/// A worker's load as it reports it in each response's trailers (`endpoint-load-metrics-bin`, an ORCA
+/// `OrcaLoadReport` with named metrics `running`, `waiting`, `kv_free_blocks`).
+public struct WorkerLoad: Sendable, Equatable {
+    /// Reports older than this are not used for picks (the worker may have emptied or filled since).
+    public static let freshNanos: UInt64 = 2_000_000_000
+    public var running: Int
+    public var waiting: Int
+    public var freeBlocks: Int
+    /// When the router received it, monotonic nanoseconds.
+    public var receivedAt: UInt64
+    public init(running: Int, waiting: Int, freeBlocks: Int, receivedAt: UInt64) {
+        self.running = running
+        self.waiting = waiting
+        self.freeBlocks = freeBlocks
+        self.receivedAt = receivedAt
     }
 }

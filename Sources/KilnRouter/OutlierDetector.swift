@@ -43,6 +43,16 @@ public struct OutlierDetector: Sendable, Equatable {
         returnedAt = [UInt64](repeating: 0, count: n)
     }
 
+    /// Takes over one backend's state from another detector (the same backend at another index, after the
+    /// backend set changed), so that a reconfiguration neither forgives nor repeats an ejection.
+    public mutating func adopt(_ old: OutlierDetector, backend oldIndex: Int, as newIndex: Int) {
+        guard old.states.indices.contains(oldIndex), states.indices.contains(newIndex) else { return }
+        states[newIndex] = old.states[oldIndex]
+        ejectionCounts[newIndex] = old.ejectionCounts[oldIndex]
+        totalEjections[newIndex] = old.totalEjections[oldIndex]
+        returnedAt[newIndex] = old.returnedAt[oldIndex]
+    }
+
     /// Backends out now: ejected (whether or not their time is up) or on trial.
     public var ejectedCount: Int {
         states.reduce(0) { count, state in

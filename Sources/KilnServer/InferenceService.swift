@@ -61,6 +61,7 @@ public struct InferenceService: Kiln_V1_InferenceService {
     }
 
     public func generate(request: Kiln_V1_GenerateRequest, responses: RPCTypedWriter<Kiln_V1_GenerateResponse>, context: RPCServerContext) async throws {
+        defer { reportLoad(context) }
         try checkModel(request.model)
         guard !request.prompt.isEmpty else { throw RPCError(.invalidArgument, "prompt is empty") }
         try checkLength(request.prompt.utf8.count, field: "prompt")
@@ -71,6 +72,7 @@ public struct InferenceService: Kiln_V1_InferenceService {
     }
 
     public func chat(request: Kiln_V1_ChatRequest, responses: RPCTypedWriter<Kiln_V1_GenerateResponse>, context: RPCServerContext) async throws {
+        defer { reportLoad(context) }
         try checkModel(request.model)
         guard !request.messages.isEmpty else { throw RPCError(.invalidArgument, "messages is empty") }
         guard let template else { throw RPCError(.failedPrecondition, "the model has no chat template") }
@@ -123,6 +125,12 @@ public struct InferenceService: Kiln_V1_InferenceService {
         session.tokens = prompt + outcome.tokens
         sessions.commit(id, session)
         committed = true
+    }
+
+    /// Puts the engine's load as the call ends in the trailers (ORCA, `LoadReport`), for routers in front.
+    private func reportLoad(_ context: RPCServerContext) {
+        let e = engine.stats.engine
+        context.addTrailingMetadata(LoadReport.header, LoadReport.encode(running: e.running, waiting: e.waiting, freeBlocks: e.blocksFree))
     }
 
     /// Refuses text that cannot fit the context whatever it tokenizes to.

@@ -20,6 +20,13 @@ struct Route: AsyncParsableCommand {
     @Option(help: "Event-loop threads (default: one per core).") var threads: Int?
     @Option(name: .customLong("backend"), help: "A worker: h2c://HOST:PORT or https://HOST:PORT, optionally ?weight=N (repeat for each).")
     var backends: [String] = []
+    @Option(name: .customLong("backends-file"), help: "A file of backends, one per line as --backend takes them (# comments); re-read when it changes and on SIGHUP.")
+    var backendsFile: String?
+    @Option(name: .customLong("backend-dns"), help: "NAME:PORT (or h2c://, https://NAME:PORT): every A/AAAA record of NAME is a backend, re-resolved every --dns-interval (repeatable).")
+    var backendDNS: [String] = []
+    @Option(name: .customLong("dns-interval"), help: "Seconds between resolutions of the --backend-dns names.") var dnsInterval = 10.0
+    @Option(name: .customLong("max-connections-per-backend"), help: "Connections to one backend; another opens when one is at the backend's MAX_CONCURRENT_STREAMS.")
+    var maxConnectionsPerBackend = 4
     @Option(name: .customLong("backend-ca"), help: "CA that signs the workers' certificates (https backends).") var backendCA: String?
     @Option(name: .customLong("backend-cert"), help: "Client certificate for mTLS to the workers.") var backendCert: String?
     @Option(name: .customLong("backend-key"), help: "Its private key.") var backendKey: String?
@@ -34,10 +41,17 @@ struct Route: AsyncParsableCommand {
     @Option(name: .customLong("drain-seconds"), help: "Seconds in-flight calls get on SIGTERM.") var drainSeconds = 30.0
 
     func validate() throws {
-        guard !backends.isEmpty else { throw ValidationError("give at least one --backend h2c://HOST:PORT") }
+        guard !backends.isEmpty || backendsFile != nil || !backendDNS.isEmpty else {
+            throw ValidationError("give at least one --backend h2c://HOST:PORT, a --backends-file or a --backend-dns NAME:PORT")
+        }
         for b in backends {
             if case .failure(let error) = BackendAddress.parse(b) { throw ValidationError(error.description) }
         }
+        for d in backendDNS {
+            if case .failure(let error) = BackendDiscovery.DNSName.parse(d) { throw ValidationError(error.description) }
+        }
+        guard dnsInterval.isFinite, dnsInterval >= 0.1, dnsInterval <= 86_400 else { throw ValidationError("--dns-interval must be from 0.1 to 86400 seconds") }
+        guard (1...64).contains(maxConnectionsPerBackend) else { throw ValidationError("--max-connections-per-backend must be from 1 to 64") }
         guard (1...10_000).contains(vnodes) else { throw ValidationError("--vnodes must be from 1 to 10000") }
         guard balanceFactor.isFinite, balanceFactor >= 1, balanceFactor <= 100 else {
             throw ValidationError("--balance-factor must be from 1 to 100")
@@ -62,14 +76,27 @@ struct Route: AsyncParsableCommand {
         config.drainDeadline = drainSeconds
 
         TerminationSignals.install()
+        HangupSignal.install()
         let group = try EventLoopGroup(threads: threads ?? EventLoopGroup.coreCount)
-        let addresses = try backends.map { try BackendAddress.parse($0).get() }
+        let fixed = try backends.map { try BackendAddress.parse($0).get() }
+        let dnsNames = try backendDNS.map { try BackendDiscovery.DNSName.parse($0).get() }
         let backendTLS = TLSClientConfiguration(caPath: backendCA, certificateChainPath: backendCert, privateKeyPath: backendKey)
         let health = HealthService()
-        let set = try BackendSet(addresses: addresses, group: group, tls: backendTLS, virtualNodes: vnodes,
-                                 balanceFactor: balanceFactor, health: health, logger: logger)
+        let set = try BackendSet(addresses: [], group: group, tls: backendTLS, virtualNodes: vnodes,
+                                 balanceFactor: balanceFactor, maxConnectionsPerBackend: maxConnectionsPerBackend,
+                                 health: health, logger: logger)
         let prober = HealthProber(backends: set, interval: healthInterval, timeout: healthTimeout)
+        let discovery = BackendDiscovery(fixed: fixed, file: backendsFile, dnsNames: dnsNames, backends: set, prober: prober,
+                                         dnsInterval: dnsInterval, reloadRequests: { HangupSignal.count }, logger: logger)
+        let addresses: [BackendAddress]
+        do {
+            addresses = try discovery.loadInitial()
+            try set.update(addresses: addresses)
+        } catch {
+            throw ValidationError("\(error)")
+        }
         prober.start()
+        discovery.start()
         let relay = InferenceRelay(backends: set, keylessPolicy: keylessPolicy, logger: logger)
         let router = ServiceRoutes.router(health: health, relayed: ["kiln.v1.Inference"], routes: { relay.mount(on: &$0) })
         let server = try HTTP2Server(configuration: config, router: router, group: group, logger: logger)
@@ -81,6 +108,7 @@ struct Route: AsyncParsableCommand {
         await TerminationSignals.wait()
         announce("shutting down: draining \(server.connectionCount) connection(s)")
         await server.shutdown()
+        discovery.stop()
         prober.stop()
         set.close()
         group.shutdown()

@@ -17,7 +17,7 @@ import time
 
 import grpc
 
-from kiln_grpc import Checks, Kiln, load
+from kiln_grpc import Checks, Kiln, load, load_module
 
 schemas, router_port, worker_ports, victim_pid, state_file = sys.argv[1], int(sys.argv[2]), [int(p) for p in sys.argv[3].split(",")], int(sys.argv[4]), sys.argv[5]
 restarted = sys.argv[6:] == ["restarted"]
@@ -163,6 +163,29 @@ check("GetStats on the router lists every backend", sorted(by_address) == sorted
 check("GetStats counts picks and affinity", sum(b.keyed_picks for b in rs.backends) >= 17 and sum(b.keyless_picks for b in rs.backends) >= 31
       and sum(b.affinity_hits for b in rs.backends) >= 17 and all(b.healthy and b.in_flight == 0 for b in rs.backends),
       str(rs).replace("\n", " "))
+
+# Load reports: a worker ends each Generate with its load in gRPC's ORCA format, and the router keeps the
+# latest per backend (GetStats), with the connections it holds to each.
+# grpcio keeps this header for its own load balancers and never shows it to the application, so the worker's
+# trailers are read with nghttp, and the report parsed by Python's protobuf from the upstream schema.
+orca, _ = load_module(schemas, "xds/data/orca/v3/orca_load_report.proto")
+import base64
+import subprocess
+import tempfile
+request = pb.GenerateRequest(prompt="orca report", sampling=pb.SamplingParameters(max_tokens=2, temperature=0)).SerializeToString()
+with tempfile.NamedTemporaryFile(suffix=".bin") as body:
+    body.write(b"\x00" + len(request).to_bytes(4, "big") + request)
+    body.flush()
+    shown = subprocess.run(["nghttp", "-v", "-H", "content-type: application/grpc", "-H", "te: trailers", "-d", body.name,
+                            f"http://127.0.0.1:{worker_ports[0]}/kiln.v1.Inference/Generate"], capture_output=True, timeout=30).stdout
+values = [line.split(b"endpoint-load-metrics-bin: ", 1)[1].strip() for line in shown.splitlines() if b"endpoint-load-metrics-bin: " in line]
+report = orca.OrcaLoadReport.FromString(base64.b64decode(values[0] + b"=" * (-len(values[0]) % 4))) if len(values) == 1 else None
+check("a worker's trailers carry an ORCA OrcaLoadReport (running, waiting, kv_free_blocks)",
+      report is not None and set(report.named_metrics) == {"running", "waiting", "kv_free_blocks"}
+      and report.named_metrics["kv_free_blocks"] > 0 and report.named_metrics["waiting"] == 0, str(report) + repr(values))
+check("the router holds each backend's last report and its connections",
+      all(b.connections >= 1 and 0 < b.report_age_seconds < 600 and b.reported_kv_free_blocks > 0 for b in rs.backends),
+      str([(b.connections, round(b.report_age_seconds, 2), b.reported_kv_free_blocks) for b in rs.backends]))
 
 # Bad input at the router, as the server already survives it, while a good client goes on being answered.
 import socket

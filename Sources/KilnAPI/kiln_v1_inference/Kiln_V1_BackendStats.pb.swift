@@ -7,7 +7,7 @@ import KilnRPC
 public struct Kiln_V1_BackendStats: ProtobufMessage {
     /// h2c://HOST:PORT or https://HOST:PORT (with ?weight=N when not 1).
     public var address: String = ""
-    /// Active health checks say up, and outlier ejection lets calls in.
+    /// Active health checks say up, outlier ejection lets calls in and its circuit breaker is not open.
     public var healthy: Bool = false
     public var ejected: Bool = false
     /// Calls the router has in flight on it now.
@@ -26,6 +26,17 @@ public struct Kiln_V1_BackendStats: ProtobufMessage {
     public var failures: UInt64 = 0
     /// Its decaying average response time, in seconds (0 before the first answer).
     public var latencySeconds: Double = 0
+    /// Its circuit breaker is open now; times it has opened.
+    public var breakerOpen: Bool = false
+    public var breakerOpenings: UInt64 = 0
+    /// Connections open to it (a further one opens when one is at the worker's MAX_CONCURRENT_STREAMS).
+    public var connections: UInt32 = 0
+    /// The load it last reported in a call's trailers (ORCA `endpoint-load-metrics-bin`), and how many seconds
+    /// ago; all 0 before its first report.
+    public var reportedRunning: UInt32 = 0
+    public var reportedWaiting: UInt32 = 0
+    public var reportedKvFreeBlocks: UInt32 = 0
+    public var reportAgeSeconds: Double = 0
     /// Fields this version of the schema does not know, kept as they came.
     public var unknownFields: [UInt8] = []
 
@@ -45,6 +56,13 @@ public struct Kiln_V1_BackendStats: ProtobufMessage {
         if self.retries != 0 { w.write(field: 11, uint64: self.retries) }
         if self.failures != 0 { w.write(field: 12, uint64: self.failures) }
         if self.latencySeconds.bitPattern != 0 { w.write(field: 13, double: self.latencySeconds) }
+        if self.breakerOpen { w.write(field: 14, bool: self.breakerOpen) }
+        if self.breakerOpenings != 0 { w.write(field: 15, uint64: self.breakerOpenings) }
+        if self.connections != 0 { w.write(field: 16, uint32: self.connections) }
+        if self.reportedRunning != 0 { w.write(field: 17, uint32: self.reportedRunning) }
+        if self.reportedWaiting != 0 { w.write(field: 18, uint32: self.reportedWaiting) }
+        if self.reportedKvFreeBlocks != 0 { w.write(field: 19, uint32: self.reportedKvFreeBlocks) }
+        if self.reportAgeSeconds.bitPattern != 0 { w.write(field: 20, double: self.reportAgeSeconds) }
         w.appendRaw(unknownFields)
     }
 
@@ -80,6 +98,20 @@ public struct Kiln_V1_BackendStats: ProtobufMessage {
                 self.failures = try r.readVarint()
             case 13 where wire == .fixed64:
                 self.latencySeconds = Double(bitPattern: try r.readFixed64())
+            case 14 where wire == .varint:
+                self.breakerOpen = (try r.readVarint()) != 0
+            case 15 where wire == .varint:
+                self.breakerOpenings = try r.readVarint()
+            case 16 where wire == .varint:
+                self.connections = UInt32(truncatingIfNeeded: try r.readVarint())
+            case 17 where wire == .varint:
+                self.reportedRunning = UInt32(truncatingIfNeeded: try r.readVarint())
+            case 18 where wire == .varint:
+                self.reportedWaiting = UInt32(truncatingIfNeeded: try r.readVarint())
+            case 19 where wire == .varint:
+                self.reportedKvFreeBlocks = UInt32(truncatingIfNeeded: try r.readVarint())
+            case 20 where wire == .fixed64:
+                self.reportAgeSeconds = Double(bitPattern: try r.readFixed64())
             default:
                 unknownFields += try r.skipField(tagStart: start, field, wire)
             }

@@ -5,12 +5,16 @@ public struct BackendAddress: Sendable, Hashable, CustomStringConvertible {
     public var port: Int
     public var tls: Bool
     public var weight: Int
+    /// The name a TLS backend's certificate is checked against when `host` is an address found through DNS
+    /// (`--backend-dns`); nil checks `host`.
+    public var serverName: String?
 
-    public init(host: String, port: Int, tls: Bool = false, weight: Int = 1) {
+    public init(host: String, port: Int, tls: Bool = false, weight: Int = 1, serverName: String? = nil) {
         self.host = host
         self.port = port
         self.tls = tls
         self.weight = weight
+        self.serverName = serverName
     }
 
     /// Parses one `--backend` value; nil with the reason when it is not one.
@@ -59,7 +63,7 @@ public struct BackendAddress: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// The ring's name for this backend: the same address is the same ring member in every router.
-    public var ringName: String { "\(host):\(port)" }
+    public var ringName: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 
     public var description: String { "\(tls ? "https" : "h2c")://\(ringName)\(weight == 1 ? "" : "?weight=\(weight)")" }
 }

@@ -9,11 +9,13 @@ import Synchronization
 /// restarted, or lacks Watch), a `Check` probe every `interval` with a `timeout`, judged with rise and fall
 /// thresholds. A Watch stream that breaks counts as one failed probe, so a worker killed outright is down
 /// after one more failed probe, within one interval.
+///
+/// The backend set may change: `sync()` starts checking backends that arrived and stops those that left.
 public final class HealthProber: Sendable {
     let backends: BackendSet
     let interval: Double
     let timeout: Double
-    private let tasks = Mutex<[Task<Void, Never>]>([])
+    private let tasks = Mutex<[ObjectIdentifier: Task<Void, Never>]>([:])
 
     public init(backends: BackendSet, interval: Double = 5, timeout: Double = 1) {
         self.backends = backends
@@ -22,24 +24,34 @@ public final class HealthProber: Sendable {
     }
 
     /// Starts one checking task per backend.
-    public func start() {
-        let started = backends.addresses.indices.map { m in
-            Task { [self] in await self.run(member: m) }
+    public func start() { sync() }
+
+    /// Checks exactly the backends the set holds now: starts tasks for new ones, stops those of departed ones.
+    public func sync() {
+        let current = backends.backends
+        tasks.withLock { running in
+            let wanted = Set(current.map { ObjectIdentifier($0) })
+            for (id, task) in running where !wanted.contains(id) {
+                task.cancel()
+                running[id] = nil
+            }
+            for b in current where running[ObjectIdentifier(b)] == nil {
+                running[ObjectIdentifier(b)] = Task { [self] in await self.run(backend: b) }
+            }
         }
-        tasks.withLock { $0 = started }
     }
 
     /// Stops every checking task.
     public func stop() {
-        tasks.withLock { list in
-            for t in list { t.cancel() }
-            list = []
+        tasks.withLock { running in
+            for t in running.values { t.cancel() }
+            running = [:]
         }
     }
 
-    private func run(member m: Int) async {
+    private func run(backend m: Backend) async {
         while !Task.isCancelled {
-            switch await watch(member: m) {
+            switch await watch(backend: m) {
             case .broken:
                 backends.applyHealth(.probed(serving: false), to: m)
             case .unsupported, .endedCleanly:
@@ -47,7 +59,7 @@ public final class HealthProber: Sendable {
             }
             // The stream is not open: probe until it can be opened again.
             guard !Task.isCancelled else { return }
-            backends.applyHealth(.probed(serving: await check(member: m)), to: m)
+            backends.applyHealth(.probed(serving: await check(backend: m)), to: m)
             guard (try? await Task.sleep(for: .seconds(interval))) != nil else { return }
         }
     }
@@ -58,10 +70,10 @@ public final class HealthProber: Sendable {
     private static let emptyRequest = GRPCMessageFramer.frame([])
 
     /// Holds a Watch stream open, applying each status it pushes; returns when it ends.
-    private func watch(member m: Int) async -> WatchEnd {
+    private func watch(backend m: Backend) async -> WatchEnd {
         let call: HTTP2ClientCall
         do {
-            call = try backends.clients[m].makeCall(path: "/grpc.health.v1.Health/Watch", headers: Self.grpcHeaders)
+            call = try m.client.makeCall(path: "/grpc.health.v1.Health/Watch", headers: Self.grpcHeaders)
         } catch {
             return .broken
         }
@@ -93,10 +105,10 @@ public final class HealthProber: Sendable {
     }
 
     /// One `Check`: true when the backend answers SERVING within the timeout.
-    private func check(member m: Int) async -> Bool {
+    private func check(backend m: Backend) async -> Bool {
         var headers = Self.grpcHeaders
         headers.add("grpc-timeout", GRPCTimeout.format(nanoseconds: UInt64(timeout * 1e9)))
-        guard let call = try? backends.clients[m].makeCall(path: "/grpc.health.v1.Health/Check", headers: headers) else { return false }
+        guard let call = try? m.client.makeCall(path: "/grpc.health.v1.Health/Check", headers: headers) else { return false }
         let timer = Task { [timeout] in
             if (try? await Task.sleep(for: .seconds(timeout))) != nil { call.cancel() }
         }

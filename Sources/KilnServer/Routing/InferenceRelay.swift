@@ -85,31 +85,68 @@ public struct InferenceRelay: HTTP2Handler {
             return Self.fail(response, .invalidArgument, message)
         }
         let keyHash = key.map { StableHash.hash($0) }
+        guard let deadline else {
+            return await route(path: request.path, headers: request.headers, body: body, keyHash: keyHash, deadline: nil, extraHeaders: extraHeaders, response: response)
+        }
+        // The worker enforces the deadline it is sent; the router enforces it too, a moment later, so that a
+        // worker that cannot answer (hung, partitioned) still costs the client no more than its deadline.
+        let path = request.path
+        let incoming = request.headers
+        let message = body
+        let added = extraHeaders
+        let expired = await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                await self.route(path: path, headers: incoming, body: message, keyHash: keyHash, deadline: deadline, extraHeaders: added, response: response)
+                return false
+            }
+            group.addTask {
+                let now = BackendSet.now()
+                let end = deadline &+ Self.deadlineGrace
+                if end > now { guard (try? await Task.sleep(nanoseconds: end - now)) != nil else { return false } }
+                return true
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        if expired && !response.isFinished {
+            let trailers: HTTP2Headers = ["grpc-status": String(RPCStatusCode.deadlineExceeded.rawValue),
+                                          "grpc-message": StatusMessageCoding.encode("deadline exceeded (the router cancelled the backend's call)")]
+            if response.headSent { response.finish(trailers: trailers) } else { Self.fail(response, .deadlineExceeded, "deadline exceeded (the router cancelled the backend's call)") }
+        }
+    }
 
-        var tried = Set<Int>()
+    /// How long after the client's deadline the router gives up on a backend that has not answered it.
+    static let deadlineGrace: UInt64 = 100_000_000
+
+    /// Sends the call to backends until one takes it or the attempts run out.
+    private func route(path: String, headers incoming: HTTP2Headers, body: [UInt8], keyHash: UInt64?, deadline: UInt64?, extraHeaders: HTTP2Headers,
+                       response: HTTP2ResponseWriter) async {
+        var tried = Set<String>()
         var backoff = 0.1
         var lastFailure = "no backend is available"
         for attempt in 1...maxAttempts {
-            var headers = forwardedHeaders(request.headers)
+            var headers = forwardedHeaders(incoming)
             if let deadline {
                 let now = BackendSet.now()
                 guard now < deadline else { return Self.fail(response, .deadlineExceeded, "deadline exceeded before a backend answered") }
                 headers.add("grpc-timeout", GRPCTimeout.format(nanoseconds: deadline - now))
             }
-            guard let pick = backends.pick(keyHash: keyHash, keyless: keylessPolicy, excluding: tried, isRetry: attempt > 1) else { break }
-            tried.insert(pick.member)
+            guard let (backend, _) = backends.pick(keyHash: keyHash, keyless: keylessPolicy, excluding: tried, isRetry: attempt > 1) else { break }
+            tried.insert(backend.name)
             let callStarted = BackendSet.now()
-            let outcome = await relay(to: pick.member, path: request.path, headers: headers, body: body,
+            let outcome = await relay(to: backend, path: path, headers: headers, body: body,
                                       extraHeaders: extraHeaders, response: response)
-            let seconds = Double(BackendSet.now() - callStarted) / 1e9
+            let ended = BackendSet.now()
+            let seconds = Double(ended - callStarted) / 1e9
             switch outcome {
-            case .done(let result):
-                backends.finish(member: pick.member, result: result, seconds: seconds)
+            case .done(let result, let trailers):
+                backends.finish(backend, result: result, seconds: seconds, load: Self.loadReport(in: trailers, at: ended))
                 return
             case .retry(let reason, let pushbackMs):
-                backends.finish(member: pick.member, result: pushbackMs == nil ? .failed : .succeeded, seconds: nil)
-                lastFailure = "\(backends.addresses[pick.member]): \(reason)"
-                logger.info("retrying \(request.pathWithoutQuery) after attempt \(attempt): \(lastFailure)")
+                backends.finish(backend, result: pushbackMs == nil ? .failed : .succeeded, seconds: nil)
+                lastFailure = "\(backend.address): \(reason)"
+                logger.info("retrying \(path) after attempt \(attempt): \(lastFailure)")
                 guard attempt < maxAttempts, !Task.isCancelled else { break }
                 let wait = pushbackMs.map { Double($0) / 1000 } ?? backoff * Double.random(in: 0.5...1.0)
                 backoff = min(1.0, backoff * 2)
@@ -117,6 +154,7 @@ public struct InferenceRelay: HTTP2Handler {
                 guard (try? await Task.sleep(for: .seconds(wait))) != nil else { return }
             }
         }
+        guard !Task.isCancelled else { return }
         Self.fail(response, .unavailable, lastFailure)
     }
 
@@ -168,19 +206,20 @@ public struct InferenceRelay: HTTP2Handler {
     // MARK: One attempt
 
     enum Outcome {
-        /// The call reached the client (in full, or as far as the client stayed).
-        case done(Balancer.CallResult)
+        /// The call reached the client (in full, or as far as the client stayed), with the worker's trailers
+        /// when it sent them.
+        case done(Balancer.CallResult, trailers: HTTP2Headers?)
         /// Nothing reached the client; another backend may take the call (after `pushbackMs` if given).
         case retry(String, pushbackMs: Int?)
     }
 
     /// Sends the call to one backend and relays the answer, unless the backend fails it before its first
     /// message, when nothing is sent to the client and the caller may retry.
-    func relay(to m: Int, path: String, headers: HTTP2Headers, body: [UInt8], extraHeaders: HTTP2Headers,
+    func relay(to backend: Backend, path: String, headers: HTTP2Headers, body: [UInt8], extraHeaders: HTTP2Headers,
                response: HTTP2ResponseWriter) async -> Outcome {
         let call: HTTP2ClientCall
         do {
-            call = try backends.clients[m].makeCall(path: path, headers: headers)
+            call = try backend.client.makeCall(path: path, headers: headers)
         } catch {
             return .retry("connect: \(error)", pushbackMs: nil)
         }
@@ -204,18 +243,18 @@ public struct InferenceRelay: HTTP2Handler {
                 // Trailers-Only: the call failed (or ended) before any message.
                 if let retry = Self.retryable(head.headers) { return retry }
                 response.sendHead(status: head.status, headers: Self.merged(head.headers, extraHeaders), endStream: true)
-                return .done(Self.judge(head.headers))
+                return .done(Self.judge(head.headers), trailers: head.headers)
             }
             guard head.status == 200 else {
                 if [502, 503, 504].contains(head.status) { return .retry("HTTP \(head.status)", pushbackMs: nil) }
                 response.sendHead(status: head.status, headers: head.headers)
                 response.finish()
-                return .done(.succeeded)
+                return .done(.succeeded, trailers: nil)
             }
             first = try await iterator.next()
         } catch {
             call.cancel()
-            if Task.isCancelled { return .done(.abandoned) }
+            if Task.isCancelled { return .done(.abandoned, trailers: nil) }
             return .retry("\(error)", pushbackMs: nil)
         }
         guard let first else {
@@ -224,7 +263,7 @@ public struct InferenceRelay: HTTP2Handler {
             if let retry = Self.retryable(trailers) { return retry }
             response.sendHead(status: 200, headers: Self.merged(head.headers, extraHeaders))
             response.finish(trailers: trailers)
-            return .done(Self.judge(trailers))
+            return .done(Self.judge(trailers), trailers: trailers)
         }
         // Committed: from here the call is the client's, whatever happens.
         response.sendHead(status: 200, headers: Self.merged(head.headers, extraHeaders))
@@ -232,29 +271,35 @@ public struct InferenceRelay: HTTP2Handler {
             try await response.write(first)
         } catch {
             call.cancel()
-            return .done(.abandoned)
+            return .done(.abandoned, trailers: nil)
         }
         while true {
             let chunk: [UInt8]?
             do {
                 chunk = try await iterator.next()
             } catch {
-                if Task.isCancelled { return .done(.abandoned) }
+                if Task.isCancelled { return .done(.abandoned, trailers: nil) }
                 response.finish(trailers: ["grpc-status": String(RPCStatusCode.unavailable.rawValue),
                                            "grpc-message": StatusMessageCoding.encode("the backend went away mid-call")])
-                return .done(.failed)
+                return .done(.failed, trailers: nil)
             }
             guard let chunk else { break }
             do {
                 try await response.write(chunk)
             } catch {
                 call.cancel()
-                return .done(.abandoned)
+                return .done(.abandoned, trailers: nil)
             }
         }
         let trailers = call.body.trailers
         response.finish(trailers: trailers)
-        return .done(Self.judge(trailers))
+        return .done(Self.judge(trailers), trailers: trailers)
+    }
+
+    /// The worker's load report among a call's trailers (`LoadReport`), if it sent one.
+    static func loadReport(in trailers: HTTP2Headers?, at now: UInt64) -> WorkerLoad? {
+        guard let value = trailers?[LoadReport.header], let r = LoadReport.decode(value) else { return nil }
+        return WorkerLoad(running: r.running, waiting: r.waiting, freeBlocks: r.freeBlocks, receivedAt: now)
     }
 
     /// Whether a status that ended a call before any message lets another backend try it.

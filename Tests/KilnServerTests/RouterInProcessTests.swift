@@ -1,0 +1,173 @@
+import Foundation
+import KilnAPI
+import KilnHTTP2
+import KilnRPC
+import KilnRouter
+import KilnTestSupport
+import Logging
+import Synchronization
+import XCTest
+@testable import KilnServer
+
+/// `kiln route`'s parts in one process: backend discovery (file, reload, DNS), load reports, and the
+/// deadline the relay passes on and enforces, in front of a stand-in worker that records what it receives.
+final class RouterInProcessTests: XCTestCase {
+    let logger = Logger(label: "router-test")
+
+    private func address(_ port: Int, weight: Int = 1) -> BackendAddress { BackendAddress(host: "127.0.0.1", port: port, weight: weight) }
+
+    func testBackendListsParseWithLineNumbersForMistakes() throws {
+        let list = try BackendDiscovery.parseList("""
+            # workers
+            h2c://10.0.0.1:8080
+              https://worker-2.example:8443?weight=3   # the big one
+
+            h2c://[fd00::7]:9000
+            """, source: "f")
+        XCTAssertEqual(list.map(\.description), ["h2c://10.0.0.1:8080", "https://worker-2.example:8443?weight=3", "h2c://[fd00::7]:9000"])
+        XCTAssertThrowsError(try BackendDiscovery.parseList("h2c://a:1\nhttp://b:2\n", source: "f")) { error in
+            XCTAssertTrue("\(error)".hasPrefix("f:2: "), "\(error)")
+        }
+        XCTAssertEqual(try BackendDiscovery.DNSName.parse("workers.kiln.svc:8080").get(),
+                       BackendDiscovery.DNSName(name: "workers.kiln.svc", port: 8080, tls: false, weight: 1))
+        XCTAssertNotNil(try? BackendDiscovery.DNSName.parse("https://w:8443?weight=2").get())
+        XCTAssertNil(try? BackendDiscovery.DNSName.parse("no-port").get())
+    }
+
+    func testABackendsFileIsFollowedOnChangeAndOnReloadAndABrokenOneIsIgnored() throws {
+        let group = try EventLoopGroup(threads: 1)
+        defer { group.shutdown() }
+        let file = try temporaryDirectory().appendingPathComponent("backends.txt")
+        try "h2c://127.0.0.1:1001\n# a comment\nh2c://127.0.0.1:1002?weight=2\n".write(to: file, atomically: true, encoding: .utf8)
+        let set = try BackendSet(addresses: [], group: group, tls: nil, health: HealthService(), logger: logger)
+        defer { set.close() }
+        let reloads = Atomic<Int>(0)
+        let discovery = BackendDiscovery(fixed: [address(1000)], file: file.path, dnsNames: [], backends: set, prober: nil,
+                                         reloadRequests: { reloads.load(ordering: .relaxed) }, logger: logger)
+        try set.update(addresses: try discovery.loadInitial())
+        XCTAssertEqual(set.addresses, [address(1000), address(1001), address(1002, weight: 2)])
+        let kept = set.backends[1]
+
+        // Replaced (as an editor or a ConfigMap does): taken at the next poll; backends that stay are the same objects.
+        try "h2c://127.0.0.1:1001\nh2c://127.0.0.1:1003\n".write(to: file, atomically: true, encoding: .utf8)
+        discovery.poll(now: BackendSet.now())
+        XCTAssertEqual(set.addresses, [address(1000), address(1001), address(1003)])
+        XCTAssertTrue(set.backends[1] === kept, "a backend that stays keeps its connections and state")
+
+        // Wrong (a typo, a scheme we do not speak): the last good list stays.
+        try "h2c://127.0.0.1:1004\nftp://nope\n".write(to: file, atomically: true, encoding: .utf8)
+        discovery.poll(now: BackendSet.now())
+        XCTAssertEqual(set.addresses, [address(1000), address(1001), address(1003)])
+
+        // Changed in place with its size and time put back: nothing tells the poll, only a reload (SIGHUP) does.
+        try "h2c://127.0.0.1:1005\n".write(to: file, atomically: true, encoding: .utf8)
+        discovery.poll(now: BackendSet.now())
+        XCTAssertEqual(set.addresses, [address(1000), address(1005)])
+        var st = stat()
+        XCTAssertEqual(stat(file.path, &st), 0)
+        let handle = try FileHandle(forWritingTo: file)  // same inode, same length
+        try handle.write(contentsOf: Data("h2c://127.0.0.1:1006\n".utf8))
+        try handle.close()
+        var times = [st.st_atim, st.st_mtim]
+        XCTAssertEqual(utimensat(AT_FDCWD, file.path, &times, 0), 0)
+        discovery.poll(now: BackendSet.now())
+        XCTAssertEqual(set.addresses, [address(1000), address(1005)], "a file whose stamp did not change is not re-read")
+        reloads.add(1, ordering: .relaxed)
+        discovery.poll(now: BackendSet.now())
+        XCTAssertEqual(set.addresses, [address(1000), address(1006)], "a reload reads the file whatever its stamp")
+    }
+
+    func testDNSNamesAreReResolvedOnTheirIntervalAndAFailedLookupKeepsTheLastAnswer() throws {
+        let group = try EventLoopGroup(threads: 1)
+        defer { group.shutdown() }
+        let answer = Mutex<Result<[String], BackendAddressError>>(.success(["10.0.0.2", "10.0.0.1"]))
+        let set = try BackendSet(addresses: [], group: group, tls: nil, health: HealthService(), logger: logger)
+        defer { set.close() }
+        let name = try BackendDiscovery.DNSName.parse("https://workers.kiln.svc:8443").get()
+        let discovery = BackendDiscovery(fixed: [], file: nil, dnsNames: [name], backends: set, prober: nil, dnsInterval: 10,
+                                         resolve: { _ in try answer.withLock { try $0.get() } }, logger: logger)
+        let start = BackendSet.now()
+        try set.update(addresses: try discovery.loadInitial())
+        XCTAssertEqual(set.addresses.map(\.ringName), ["10.0.0.2:8443", "10.0.0.1:8443"])
+        XCTAssertEqual(set.addresses.first?.serverName, "workers.kiln.svc", "TLS checks the name, not the address")
+        answer.withLock { $0 = .success(["10.0.0.1", "10.0.0.3"]) }
+        discovery.poll(now: start + 5_000_000_000)
+        XCTAssertEqual(set.addresses.count, 2)
+        XCTAssertEqual(set.addresses.first?.ringName, "10.0.0.2:8443", "not due yet")
+        discovery.poll(now: start + 11_000_000_000)
+        XCTAssertEqual(set.addresses.map(\.ringName), ["10.0.0.1:8443", "10.0.0.3:8443"])
+        answer.withLock { $0 = .failure(BackendAddressError("SERVFAIL")) }
+        discovery.poll(now: start + 22_000_000_000)
+        XCTAssertEqual(set.addresses.map(\.ringName), ["10.0.0.1:8443", "10.0.0.3:8443"], "a failed lookup changes nothing")
+        // The system resolver finds localhost.
+        XCTAssertTrue(try BackendDiscovery.systemResolve("localhost").contains("127.0.0.1"))
+    }
+
+    func testLoadReportsRoundTripAndMalformedOnesAreIgnored() {
+        let value = LoadReport.encode(running: 7, waiting: 3, freeBlocks: 120)
+        XCTAssertTrue(LoadReport.decode(value)! == (7, 3, 120))
+        XCTAssertTrue(LoadReport.decode(value.replacingOccurrences(of: "=", with: ""))! == (7, 3, 120), "unpadded base64, as some gRPC stacks send")
+        XCTAssertNil(LoadReport.decode("not base64 at all!"))
+        XCTAssertNil(LoadReport.decode(Data([0xff, 0xff, 0xff]).base64EncodedString()), "not a protobuf")
+        var partial = Xds_Data_Orca_V3_OrcaLoadReport()
+        partial.namedMetrics = ["running": 1, "waiting": -5, "kv_free_blocks": 3]
+        XCTAssertNil(LoadReport.decode(Data(partial.serializedBytes()).base64EncodedString()), "a negative count is refused")
+        partial.namedMetrics = ["running": 1]
+        XCTAssertNil(LoadReport.decode(Data(partial.serializedBytes()).base64EncodedString()), "all three or nothing")
+        XCTAssertNil(LoadReport.decode(String(repeating: "A", count: 8192)))
+    }
+
+    func testTheDeadlineGoesOnAsTimeRemainingAndTheRouterEnforcesItOnAWorkerThatIgnoresIt() async throws {
+        // A stand-in worker that records the grpc-timeout it gets and then never answers.
+        let seen = Mutex<(timeout: String?, cancelled: Bool)>((nil, false))
+        var workerRoutes = HTTP2Router()
+        workerRoutes.add(prefix: "/kiln.v1.Inference/", .handler(HTTP2ClosureHandler { request, _ in
+            seen.withLock { $0.timeout = request.headers["grpc-timeout"] }
+            for try await _ in request.body {}
+            do {
+                try await Task.sleep(for: .seconds(30))
+            } catch {
+                seen.withLock { $0.cancelled = true }
+                throw error
+            }
+        }))
+        let group = try EventLoopGroup(threads: 2)
+        defer { group.shutdown() }
+        var config = HTTP2ServerConfiguration()
+        config.host = "127.0.0.1"
+        config.h2cPort = 0
+        config.tlsPort = nil
+        let worker = try HTTP2Server(configuration: config, router: workerRoutes, group: group, logger: logger)
+        try worker.start()
+        let set = try BackendSet(addresses: [address(worker.h2cAddress!.port)], group: group, tls: nil, health: HealthService(), logger: logger)
+        let relay = InferenceRelay(backends: set, logger: logger)
+        let router = try HTTP2Server(configuration: config, router: ServiceRoutes.router(relayed: ["kiln.v1.Inference"], routes: { relay.mount(on: &$0) }),
+                                     group: group, logger: logger)
+        try router.start()
+
+        let client = try HTTP2Client(host: "127.0.0.1", port: router.h2cAddress!.port, group: group)
+        var request = Kiln_V1_TokenizeRequest()
+        request.text = "hello"
+        let started = Date()
+        let reply = try await client.request(method: "POST", path: "/kiln.v1.Inference/Tokenize",
+                                             headers: ["content-type": "application/grpc", "te": "trailers", "grpc-timeout": "2S"],
+                                             body: GRPCMessageFramer.frame(request.serializedBytes()))
+        let elapsed = Date().timeIntervalSince(started)
+        let status = reply.trailers["grpc-status"] ?? reply.headers["grpc-status"]
+        XCTAssertEqual(status, String(RPCStatusCode.deadlineExceeded.rawValue), "\(reply.headers) \(reply.trailers)")
+        XCTAssertGreaterThanOrEqual(elapsed, 2.0)
+        XCTAssertLessThan(elapsed, 5.0, "the router answers soon after the deadline")
+        let timeout = seen.withLock { $0.timeout }.flatMap { GRPCTimeout.parse($0) }
+        XCTAssertNotNil(timeout)
+        XCTAssertLessThanOrEqual(timeout ?? .max, 2_000_000_000, "the worker is given the time remaining, at most 2 s")
+        XCTAssertGreaterThan(timeout ?? 0, 1_500_000_000)
+        // The worker's call was cancelled (reset), not left running.
+        let until = Date().addingTimeInterval(5)
+        while !seen.withLock({ $0.cancelled }) && Date() < until { try await Task.sleep(for: .milliseconds(20)) }
+        XCTAssertTrue(seen.withLock { $0.cancelled }, "the router reset the worker's call")
+        client.close()
+        set.close()
+        await router.shutdown()
+        await worker.shutdown()
+    }
+}

@@ -5,7 +5,8 @@
 # $http_x_session_id consistent), alternating in one run, against calling a worker directly:
 #   - unary (kiln.v1.Inference/Tokenize): p50/p99 latency added at one call at a time (h2load -c1 -m1,
 #     per-request log), and the router's CPU µs per call under load (-c4 -m8);
-#   - streaming (Generate, 32 messages): p50 latency added per call and per streamed message.
+#   - streaming (Generate, 32 messages): p50 latency added per call and per streamed message, through a
+#     second set of routers whose only worker is the one called directly.
 # Then `kiln bench ring`: ring lookup ns/op (100 backends × 150 virtual nodes) and a bounded-load pick whose
 # owner is full. Prints BENCH lines.
 set -euo pipefail
@@ -30,11 +31,23 @@ wait_port "$w1"; wait_port "$w2"
 
 declare -A port_of pid_of
 port_of[direct]=$w1
-p=$(port); "$KILN_BIN" route --threads 1 --no-tls --h2c-port "$p" --backend "h2c://127.0.0.1:$w1" --backend "h2c://127.0.0.1:$w2" >/dev/null 2>&1 &
-pids+=($!); pid_of[kiln_route]=$!; port_of[kiln_route]=$p
 
-p=$(port)
-cat > "$work/haproxy.cfg" <<CFG
+# start_routers SUFFIX WORKER_PORT...: kiln route, HAProxy and nginx in front of those workers.
+start_routers() {
+  local suffix=$1; shift
+  local p backends="" servers="" upstream=""
+  for w in "$@"; do
+    backends+=" --backend h2c://127.0.0.1:$w"
+    servers+="  server w$w 127.0.0.1:$w proto h2"$'\n'
+    upstream+=" server 127.0.0.1:$w;"
+  done
+  p=$(port)
+  # shellcheck disable=SC2086
+  "$KILN_BIN" route --threads 1 --no-tls --h2c-port "$p" $backends >/dev/null 2>&1 &
+  pids+=($!); pid_of[kiln_route$suffix]=$!; port_of[kiln_route$suffix]=$p
+
+  p=$(port)
+  cat > "$work/haproxy$suffix.cfg" <<CFG
 global
   nbthread 1
 defaults
@@ -49,35 +62,41 @@ backend workers
   balance hdr(x-session-id)
   hash-type consistent
   hash-balance-factor 125
-  server w1 127.0.0.1:$w1 proto h2
-  server w2 127.0.0.1:$w2 proto h2
+$servers
 CFG
-haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 &
-pids+=($!); pid_of[haproxy]=$!; port_of[haproxy]=$p
+  haproxy -f "$work/haproxy$suffix.cfg" -db >/dev/null 2>&1 &
+  pids+=($!); pid_of[haproxy$suffix]=$!; port_of[haproxy$suffix]=$p
 
-p=$(port)
-mkdir -p "$work/nginx"
-cat > "$work/nginx.conf" <<CFG
+  p=$(port)
+  mkdir -p "$work/nginx$suffix"
+  cat > "$work/nginx$suffix.conf" <<CFG
 daemon off;
 worker_processes 1;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log;
+pid $work/nginx$suffix/nginx.pid;
+error_log $work/nginx$suffix/error.log;
 events { worker_connections 1024; }
 http {
   access_log off;
-  client_body_temp_path $work/nginx;
+  client_body_temp_path $work/nginx$suffix;
   # A client connection (and an upstream one) may carry any number of requests, as with the others.
   keepalive_requests 10000000;
-  upstream workers { hash \$http_x_session_id consistent; server 127.0.0.1:$w1; server 127.0.0.1:$w2; keepalive 16; keepalive_requests 10000000; }
+  upstream workers { hash \$http_x_session_id consistent;$upstream keepalive 16; keepalive_requests 10000000; }
   server {
     listen 127.0.0.1:$p http2;
     location / { grpc_pass grpc://workers; }
   }
 }
 CFG
-nginx -c "$work/nginx.conf" -p "$work/nginx" >/dev/null 2>&1 &
-pids+=($!); pid_of[nginx]=$!; port_of[nginx]=$p
-for name in kiln_route haproxy nginx; do wait_port "${port_of[$name]}"; done
+  nginx -c "$work/nginx$suffix.conf" -p "$work/nginx$suffix" >/dev/null 2>&1 &
+  pids+=($!); pid_of[nginx$suffix]=$!; port_of[nginx$suffix]=$p
+}
+start_routers "" "$w1" "$w2"
+# Streaming is timed through routers whose only worker is the one called directly: a 32-token Generate takes
+# ~13 ms of decoding, and with two workers a router may pick the other one, whose speed differs by more than
+# a router's whole cost.
+start_routers _stream "$w1"
+port_of[direct_stream]=$w1
+for name in kiln_route haproxy nginx kiln_route_stream haproxy_stream nginx_stream; do wait_port "${port_of[$name]}"; done
 sleep 1
 
 # gRPC-framed requests: Tokenize{text: "hello router"}; Generate{prompt: "hi", sampling{max_tokens: 32, ignore_eos}}.
@@ -124,7 +143,8 @@ for round in $(seq "$ROUNDS"); do
   for name in "${names[@]}"; do
     read -r p50 p99 < <(latency "${port_of[$name]}" /kiln.v1.Inference/Tokenize x "$work/unary.bin")
     add "unary_p50_$name" "$p50"; add "unary_p99_$name" "$p99"
-    read -r p50 p99 < <(latency "${port_of[$name]}" /kiln.v1.Inference/Generate x "$work/stream.bin")
+    stream_name=$([ "$name" = direct ] && echo direct_stream || echo "${name}_stream")
+    read -r p50 p99 < <(latency "${port_of[$stream_name]}" /kiln.v1.Inference/Generate x "$work/stream.bin")
     add "stream_p50_$name" "$p50"
     if [ "$name" != direct ]; then add "cpu_$name" "$(cpu_per_call "$name")"; fi
   done

@@ -170,4 +170,73 @@ final class RouterInProcessTests: XCTestCase {
         await router.shutdown()
         await worker.shutdown()
     }
+
+    func testWhenEveryBackendPushesBackTheClientGetsResourceExhaustedWithThePushback() async throws {
+        // Two stand-in workers, both full: RESOURCE_EXHAUSTED with grpc-retry-pushback-ms 40 and 25.
+        let group = try EventLoopGroup(threads: 2)
+        defer { group.shutdown() }
+        var config = HTTP2ServerConfiguration()
+        config.host = "127.0.0.1"
+        config.h2cPort = 0
+        config.tlsPort = nil
+        let calls = Mutex([0, 0])
+        var workers: [HTTP2Server] = []
+        for (i, pushback) in [40, 25].enumerated() {
+            var routes = HTTP2Router()
+            routes.add(prefix: "/kiln.v1.Inference/", .handler(HTTP2ClosureHandler { request, response in
+                for try await _ in request.body {}
+                calls.withLock { $0[i] += 1 }
+                response.sendHead(headers: ["content-type": "application/grpc", "grpc-status": "8", "grpc-message": "full",
+                                            "grpc-retry-pushback-ms": "\(pushback)"], endStream: true)
+            }))
+            let w = try HTTP2Server(configuration: config, router: routes, group: group, logger: logger)
+            try w.start()
+            workers.append(w)
+        }
+        let set = try BackendSet(addresses: workers.map { address($0.h2cAddress!.port) }, group: group, tls: nil,
+                                 health: HealthService(), logger: logger)
+        let relay = InferenceRelay(backends: set, logger: logger)
+        let router = try HTTP2Server(configuration: config, router: ServiceRoutes.router(relayed: ["kiln.v1.Inference"], routes: { relay.mount(on: &$0) }),
+                                     group: group, logger: logger)
+        try router.start()
+        let client = try HTTP2Client(host: "127.0.0.1", port: router.h2cAddress!.port, group: group)
+        let reply = try await client.request(method: "POST", path: "/kiln.v1.Inference/Tokenize",
+                                             headers: ["content-type": "application/grpc", "te": "trailers", "x-session-id": "s"],
+                                             body: GRPCMessageFramer.frame(Kiln_V1_TokenizeRequest().serializedBytes()))
+        XCTAssertEqual(reply.headers["grpc-status"], String(RPCStatusCode.resourceExhausted.rawValue), "\(reply.headers)")
+        XCTAssertEqual(reply.headers["grpc-retry-pushback-ms"], "25", "the shortest pushback of the backends tried")
+        XCTAssertEqual(calls.withLock { $0 }, [1, 1], "each backend was tried once")
+        // One backend pushing back and one down: UNAVAILABLE, since trying later elsewhere may not help.
+        await workers[1].shutdown()
+        let set2 = try BackendSet(addresses: [address(workers[0].h2cAddress!.port), address(freePortForTest())], group: group, tls: nil,
+                                  health: HealthService(), logger: logger)
+        let relay2 = InferenceRelay(backends: set2, logger: logger)
+        let router2 = try HTTP2Server(configuration: config, router: ServiceRoutes.router(relayed: ["kiln.v1.Inference"], routes: { relay2.mount(on: &$0) }),
+                                      group: group, logger: logger)
+        try router2.start()
+        let client2 = try HTTP2Client(host: "127.0.0.1", port: router2.h2cAddress!.port, group: group)
+        let mixed = try await client2.request(method: "POST", path: "/kiln.v1.Inference/Tokenize",
+                                              headers: ["content-type": "application/grpc", "te": "trailers", "x-session-id": "s"],
+                                              body: GRPCMessageFramer.frame(Kiln_V1_TokenizeRequest().serializedBytes()))
+        XCTAssertEqual(mixed.headers["grpc-status"], String(RPCStatusCode.unavailable.rawValue), "\(mixed.headers)")
+        for c in [client, client2] { c.close() }
+        set.close()
+        set2.close()
+        await router.shutdown()
+        await router2.shutdown()
+        await workers[0].shutdown()
+    }
+
+    /// A loopback port nothing listens on.
+    private func freePortForTest() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET)
+        a.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        return Int(UInt16(bigEndian: a.sin_port))
+    }
 }

@@ -63,7 +63,7 @@ public struct BackendAddress: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// The ring's name for this backend: the same address is the same ring member in every router.
-    public var ringName: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    public var ringName: String { host.utf8.contains(UInt8(ascii: ":")) ? "[\(host)]:\(port)" : "\(host):\(port)" }
 
     public var description: String { "\(tls ? "https" : "h2c")://\(ringName)\(weight == 1 ? "" : "?weight=\(weight)")" }
 }

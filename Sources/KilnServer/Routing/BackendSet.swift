@@ -8,15 +8,15 @@ import Synchronization
 /// One worker behind `kiln route`: its address and its connection pool.
 public final class Backend: Sendable {
     public let address: BackendAddress
+    /// The backend's name on the ring and in every decision.
+    public let name: String
     let client: HTTP2Client
 
     init(address: BackendAddress, client: HTTP2Client) {
         self.address = address
+        self.name = address.ringName
         self.client = client
     }
-
-    /// The backend's name on the ring and in every decision.
-    public var name: String { address.ringName }
 }
 
 /// The workers behind `kiln route`: one connection pool per worker (multiplexed, a further connection when
@@ -130,7 +130,7 @@ public final class BackendSet: Sendable {
     /// names of the backends this call already tried.
     func pick(keyHash: UInt64?, keyless policy: BalancingPolicy, excluding tried: Set<String>, isRetry: Bool) -> (Backend, Balancer.Pick)? {
         state.withLock { s in
-            let excluded = Set(tried.compactMap { s.balancer.index(of: $0) })
+            let excluded: Set<Int> = tried.isEmpty ? [] : Set(tried.compactMap { s.balancer.index(of: $0) })
             guard let p = s.balancer.pick(keyHash: keyHash, keyless: policy, excluding: excluded, isRetry: isRetry, now: Self.now()) else {
                 return nil
             }

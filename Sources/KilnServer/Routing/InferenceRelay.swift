@@ -17,7 +17,9 @@ import Synchronization
 /// - A call is retried, at most `maxAttempts` times in all, only while no response message has reached the
 ///   client: on a refused or lost connection, UNAVAILABLE, or RESOURCE_EXHAUSTED with
 ///   `grpc-retry-pushback-ms` (after the pushback). Each retry goes to the next backend of the key's probe
-///   order (`excluding` the ones tried) after an exponential backoff with jitter from 100 ms to 1 s.
+///   order (`excluding` the ones tried) after an exponential backoff with jitter from 100 ms to 1 s. When
+///   every attempt was pushed back, the client gets RESOURCE_EXHAUSTED with the shortest pushback; otherwise
+///   UNAVAILABLE.
 /// - `GetStats` is answered by the router itself: each backend's health, load, picks, spills and retries.
 /// - The client's deadline goes on as the time remaining (`grpc-timeout`); a client's cancel resets the
 ///   worker's stream, which frees its KV blocks; the worker's status and trailers reach the client unchanged.
@@ -125,6 +127,8 @@ public struct InferenceRelay: HTTP2Handler {
         var tried = Set<String>()
         var backoff = 0.1
         var lastFailure = "no backend is available"
+        var attempts = 0
+        var pushbacks: [Int] = []
         for attempt in 1...maxAttempts {
             var headers = forwardedHeaders(incoming)
             if let deadline {
@@ -134,6 +138,7 @@ public struct InferenceRelay: HTTP2Handler {
             }
             guard let (backend, _) = backends.pick(keyHash: keyHash, keyless: keylessPolicy, excluding: tried, isRetry: attempt > 1) else { break }
             tried.insert(backend.name)
+            attempts += 1
             let callStarted = BackendSet.now()
             let outcome = await relay(to: backend, path: path, headers: headers, body: body,
                                       extraHeaders: extraHeaders, response: response)
@@ -146,6 +151,7 @@ public struct InferenceRelay: HTTP2Handler {
             case .retry(let reason, let pushbackMs):
                 backends.finish(backend, result: pushbackMs == nil ? .failed : .succeeded, seconds: nil)
                 lastFailure = "\(backend.address): \(reason)"
+                if let pushbackMs { pushbacks.append(pushbackMs) }
                 logger.info("retrying \(path) after attempt \(attempt): \(lastFailure)")
                 guard attempt < maxAttempts, !Task.isCancelled else { break }
                 let wait = pushbackMs.map { Double($0) / 1000 } ?? backoff * Double.random(in: 0.5...1.0)
@@ -155,6 +161,10 @@ public struct InferenceRelay: HTTP2Handler {
             }
         }
         guard !Task.isCancelled else { return }
+        if attempts > 0, pushbacks.count == attempts, let wait = pushbacks.min() {
+            // Every backend tried is over its limit and said when to come back: so does the router.
+            return Self.fail(response, .resourceExhausted, lastFailure, extra: ["grpc-retry-pushback-ms": String(wait)])
+        }
         Self.fail(response, .unavailable, lastFailure)
     }
 

@@ -14,7 +14,7 @@ import XCTest
 final class RouterInProcessTests: XCTestCase {
     let logger = Logger(label: "router-test")
 
-    private func address(_ port: Int, weight: Int = 1) -> BackendAddress { BackendAddress(host: "127.0.0.1", port: port, weight: weight) }
+    func address(_ port: Int, weight: Int = 1) -> BackendAddress { BackendAddress(host: "127.0.0.1", port: port, weight: weight) }
 
     func testBackendListsParseWithLineNumbersForMistakes() throws {
         let list = try BackendDiscovery.parseList("""
@@ -117,6 +117,48 @@ final class RouterInProcessTests: XCTestCase {
         XCTAssertNil(LoadReport.decode(String(repeating: "A", count: 8192)))
     }
 
+    /// An in-process server on a loopback port with `routes`.
+    private func server(_ routes: HTTP2Router, group: EventLoopGroup) throws -> HTTP2Server {
+        var config = HTTP2ServerConfiguration()
+        config.host = "127.0.0.1"
+        config.h2cPort = 0
+        config.tlsPort = nil
+        let s = try HTTP2Server(configuration: config, router: routes, group: group, logger: logger)
+        try s.start()
+        return s
+    }
+
+    /// `kiln route`'s relay in front of `backendPorts`, and a client of it.
+    private final class StandInRouter {
+        let backends: BackendSet
+        let server: HTTP2Server
+        let client: HTTP2Client
+
+        init(backendPorts: [Int], group: EventLoopGroup, test: RouterInProcessTests) throws {
+            backends = try BackendSet(addresses: backendPorts.map { test.address($0) }, group: group, tls: nil,
+                                      health: HealthService(), logger: test.logger)
+            let relay = InferenceRelay(backends: backends, logger: test.logger)
+            server = try test.server(ServiceRoutes.router(relayed: ["kiln.v1.Inference"], routes: { relay.mount(on: &$0) }), group: group)
+            client = try HTTP2Client(host: "127.0.0.1", port: server.h2cAddress!.port, group: group)
+        }
+
+        /// A Tokenize call through the router, with `headers` added to gRPC's.
+        func tokenize(_ headers: HTTP2Headers) async throws -> HTTP2ClientResponse {
+            var all: HTTP2Headers = ["content-type": "application/grpc", "te": "trailers"]
+            for field in headers { all.add(field.name, field.value) }
+            var request = Kiln_V1_TokenizeRequest()
+            request.text = "hello"
+            return try await client.request(method: "POST", path: "/kiln.v1.Inference/Tokenize", headers: all,
+                                            body: GRPCMessageFramer.frame(request.serializedBytes()))
+        }
+
+        func stop() async {
+            client.close()
+            backends.close()
+            await server.shutdown()
+        }
+    }
+
     func testTheDeadlineGoesOnAsTimeRemainingAndTheRouterEnforcesItOnAWorkerThatIgnoresIt() async throws {
         // A stand-in worker that records the grpc-timeout it gets and then never answers.
         let seen = Mutex<(timeout: String?, cancelled: Bool)>((nil, false))
@@ -133,25 +175,11 @@ final class RouterInProcessTests: XCTestCase {
         }))
         let group = try EventLoopGroup(threads: 2)
         defer { group.shutdown() }
-        var config = HTTP2ServerConfiguration()
-        config.host = "127.0.0.1"
-        config.h2cPort = 0
-        config.tlsPort = nil
-        let worker = try HTTP2Server(configuration: config, router: workerRoutes, group: group, logger: logger)
-        try worker.start()
-        let set = try BackendSet(addresses: [address(worker.h2cAddress!.port)], group: group, tls: nil, health: HealthService(), logger: logger)
-        let relay = InferenceRelay(backends: set, logger: logger)
-        let router = try HTTP2Server(configuration: config, router: ServiceRoutes.router(relayed: ["kiln.v1.Inference"], routes: { relay.mount(on: &$0) }),
-                                     group: group, logger: logger)
-        try router.start()
+        let worker = try server(workerRoutes, group: group)
+        let router = try StandInRouter(backendPorts: [worker.h2cAddress!.port], group: group, test: self)
 
-        let client = try HTTP2Client(host: "127.0.0.1", port: router.h2cAddress!.port, group: group)
-        var request = Kiln_V1_TokenizeRequest()
-        request.text = "hello"
         let started = Date()
-        let reply = try await client.request(method: "POST", path: "/kiln.v1.Inference/Tokenize",
-                                             headers: ["content-type": "application/grpc", "te": "trailers", "grpc-timeout": "2S"],
-                                             body: GRPCMessageFramer.frame(request.serializedBytes()))
+        let reply = try await router.tokenize(["grpc-timeout": "2S"])
         let elapsed = Date().timeIntervalSince(started)
         let status = reply.trailers["grpc-status"] ?? reply.headers["grpc-status"]
         XCTAssertEqual(status, String(RPCStatusCode.deadlineExceeded.rawValue), "\(reply.headers) \(reply.trailers)")
@@ -165,9 +193,7 @@ final class RouterInProcessTests: XCTestCase {
         let until = Date().addingTimeInterval(5)
         while !seen.withLock({ $0.cancelled }) && Date() < until { try await Task.sleep(for: .milliseconds(20)) }
         XCTAssertTrue(seen.withLock { $0.cancelled }, "the router reset the worker's call")
-        client.close()
-        set.close()
-        await router.shutdown()
+        await router.stop()
         await worker.shutdown()
     }
 
@@ -175,10 +201,6 @@ final class RouterInProcessTests: XCTestCase {
         // Two stand-in workers, both full: RESOURCE_EXHAUSTED with grpc-retry-pushback-ms 40 and 25.
         let group = try EventLoopGroup(threads: 2)
         defer { group.shutdown() }
-        var config = HTTP2ServerConfiguration()
-        config.host = "127.0.0.1"
-        config.h2cPort = 0
-        config.tlsPort = nil
         let calls = Mutex([0, 0])
         var workers: [HTTP2Server] = []
         for (i, pushback) in [40, 25].enumerated() {
@@ -189,54 +211,19 @@ final class RouterInProcessTests: XCTestCase {
                 response.sendHead(headers: ["content-type": "application/grpc", "grpc-status": "8", "grpc-message": "full",
                                             "grpc-retry-pushback-ms": "\(pushback)"], endStream: true)
             }))
-            let w = try HTTP2Server(configuration: config, router: routes, group: group, logger: logger)
-            try w.start()
-            workers.append(w)
+            workers.append(try server(routes, group: group))
         }
-        let set = try BackendSet(addresses: workers.map { address($0.h2cAddress!.port) }, group: group, tls: nil,
-                                 health: HealthService(), logger: logger)
-        let relay = InferenceRelay(backends: set, logger: logger)
-        let router = try HTTP2Server(configuration: config, router: ServiceRoutes.router(relayed: ["kiln.v1.Inference"], routes: { relay.mount(on: &$0) }),
-                                     group: group, logger: logger)
-        try router.start()
-        let client = try HTTP2Client(host: "127.0.0.1", port: router.h2cAddress!.port, group: group)
-        let reply = try await client.request(method: "POST", path: "/kiln.v1.Inference/Tokenize",
-                                             headers: ["content-type": "application/grpc", "te": "trailers", "x-session-id": "s"],
-                                             body: GRPCMessageFramer.frame(Kiln_V1_TokenizeRequest().serializedBytes()))
+        let full = try StandInRouter(backendPorts: workers.map { $0.h2cAddress!.port }, group: group, test: self)
+        let reply = try await full.tokenize(["x-session-id": "s"])
         XCTAssertEqual(reply.headers["grpc-status"], String(RPCStatusCode.resourceExhausted.rawValue), "\(reply.headers)")
         XCTAssertEqual(reply.headers["grpc-retry-pushback-ms"], "25", "the shortest pushback of the backends tried")
         XCTAssertEqual(calls.withLock { $0 }, [1, 1], "each backend was tried once")
         // One backend pushing back and one down: UNAVAILABLE, since trying later elsewhere may not help.
-        await workers[1].shutdown()
-        let set2 = try BackendSet(addresses: [address(workers[0].h2cAddress!.port), address(freePortForTest())], group: group, tls: nil,
-                                  health: HealthService(), logger: logger)
-        let relay2 = InferenceRelay(backends: set2, logger: logger)
-        let router2 = try HTTP2Server(configuration: config, router: ServiceRoutes.router(relayed: ["kiln.v1.Inference"], routes: { relay2.mount(on: &$0) }),
-                                      group: group, logger: logger)
-        try router2.start()
-        let client2 = try HTTP2Client(host: "127.0.0.1", port: router2.h2cAddress!.port, group: group)
-        let mixed = try await client2.request(method: "POST", path: "/kiln.v1.Inference/Tokenize",
-                                              headers: ["content-type": "application/grpc", "te": "trailers", "x-session-id": "s"],
-                                              body: GRPCMessageFramer.frame(Kiln_V1_TokenizeRequest().serializedBytes()))
+        let mixedRouter = try StandInRouter(backendPorts: [workers[0].h2cAddress!.port, KilnServeProcess.freePort()], group: group, test: self)
+        let mixed = try await mixedRouter.tokenize(["x-session-id": "s"])
         XCTAssertEqual(mixed.headers["grpc-status"], String(RPCStatusCode.unavailable.rawValue), "\(mixed.headers)")
-        for c in [client, client2] { c.close() }
-        set.close()
-        set2.close()
-        await router.shutdown()
-        await router2.shutdown()
-        await workers[0].shutdown()
-    }
-
-    /// A loopback port nothing listens on.
-    private func freePortForTest() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var a = sockaddr_in()
-        a.sin_family = sa_family_t(AF_INET)
-        a.sin_addr.s_addr = inet_addr("127.0.0.1")
-        _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return Int(UInt16(bigEndian: a.sin_port))
+        await full.stop()
+        await mixedRouter.stop()
+        for w in workers { await w.shutdown() }
     }
 }

@@ -15,6 +15,13 @@ public struct GRPCRequestHead {
     /// Shared by every handler that serves gRPC over a stream (the RPC server, `kiln route`'s relay).
     public static func refusesNonGRPC(_ request: HTTP2Request, _ response: HTTP2ResponseWriter) async throws -> Bool {
         guard !isGRPC(contentType: request.headers["content-type"]) else { return false }
+        // Read a small request to its end first. Answered mid-upload, the stream would end with RST_STREAM
+        // NO_ERROR (RFC 9113 §8.1), which some clients (curl 7.88) report as a failure instead of the 415.
+        var read = 0
+        for try await chunk in request.body {
+            read += chunk.count
+            if read > 64 << 10 { break }
+        }
         response.sendHead(status: 415, headers: ["content-type": "text/plain"])
         try await response.write(wrongContentType)
         response.finish()

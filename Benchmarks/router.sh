@@ -6,7 +6,8 @@
 #   - unary (kiln.v1.Inference/Tokenize): p50/p99 latency added at one call at a time (h2load -c1 -m1,
 #     per-request log), and the router's CPU µs per call under load (-c4 -m8);
 #   - streaming (Generate, 32 messages): p50 latency added per call and per streamed message, through a
-#     second set of routers whose only worker is the one called directly.
+#     second set of routers whose only worker is the one called directly; and the router's CPU µs per
+#     streamed message under load (-c4 -m8 Generate through the two-worker routers).
 # Then `kiln bench ring`: ring lookup ns/op (100 backends × 150 virtual nodes) and a bounded-load pick whose
 # owner is full. Prints BENCH lines.
 set -euo pipefail
@@ -15,6 +16,7 @@ KILN_BIN=${KILN_BIN:-.build/release/kiln}
 ROUNDS=${ROUNDS:-3}
 N_LATENCY=${N_LATENCY:-2000}
 N_LOAD=${N_LOAD:-20000}
+N_STREAM_LOAD=${N_STREAM_LOAD:-1000}
 work=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -134,6 +136,15 @@ cpu_per_call() {  # name → router CPU µs per unary call under load
   python3 -c "import sys; print(f'{(int(sys.argv[2]) - int(sys.argv[1])) / int(sys.argv[3]) * 1e6 / int(sys.argv[4]):.1f}')" "$before" "$after" "$hz" "$N_LOAD"
 }
 
+cpu_per_message() {  # name → router CPU µs per streamed message under load (Generate, 32 messages a call)
+  local before after out
+  before=$(cpu_ticks "${pid_of[$1]}")
+  out=$(h2load "${H[@]}" -n "$N_STREAM_LOAD" -c 4 -m 8 -d "$work/stream.bin" "http://127.0.0.1:${port_of[$1]}/kiln.v1.Inference/Generate" 2>&1)
+  after=$(cpu_ticks "${pid_of[$1]}")
+  grep -q ' 0 failed, 0 errored, 0 timeout' <<<"$out" || { echo "h2load failed on $1: $out" >&2; exit 1; }
+  python3 -c "import sys; print(f'{(int(sys.argv[2]) - int(sys.argv[1])) / int(sys.argv[3]) * 1e6 / (int(sys.argv[4]) * 32):.2f}')" "$before" "$after" "$hz" "$N_STREAM_LOAD"
+}
+
 declare -A acc
 add() { acc[$1]="${acc[$1]:-} $2"; }
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
@@ -146,7 +157,10 @@ for round in $(seq "$ROUNDS"); do
     stream_name=$([ "$name" = direct ] && echo direct_stream || echo "${name}_stream")
     read -r p50 p99 < <(latency "${port_of[$stream_name]}" /kiln.v1.Inference/Generate x "$work/stream.bin")
     add "stream_p50_$name" "$p50"
-    if [ "$name" != direct ]; then add "cpu_$name" "$(cpu_per_call "$name")"; fi
+    if [ "$name" != direct ]; then
+      add "cpu_$name" "$(cpu_per_call "$name")"
+      add "cpu_message_$name" "$(cpu_per_message "$name")"
+    fi
   done
   echo "round $round done" >&2
 done
@@ -154,15 +168,17 @@ done
 for name in kiln_route haproxy nginx; do
   python3 - "$name" "$(median "${acc[unary_p50_direct]}")" "$(median "${acc[unary_p50_$name]}")" \
     "$(median "${acc[unary_p99_direct]}")" "$(median "${acc[unary_p99_$name]}")" \
-    "$(median "${acc[stream_p50_direct]}")" "$(median "${acc[stream_p50_$name]}")" "$(median "${acc[cpu_$name]}")" <<'PY'
+    "$(median "${acc[stream_p50_direct]}")" "$(median "${acc[stream_p50_$name]}")" "$(median "${acc[cpu_$name]}")" \
+    "$(median "${acc[cpu_message_$name]}")" <<'PY'
 import sys
 name = sys.argv[1]
-d50, r50, d99, r99, s_d, s_r, cpu = map(float, sys.argv[2:])
+d50, r50, d99, r99, s_d, s_r, cpu, cpu_message = map(float, sys.argv[2:])
 print(f"BENCH router_unary_added_p50_{name} {r50 - d50:.0f} us")
 print(f"BENCH router_unary_added_p99_{name} {r99 - d99:.0f} us")
 print(f"BENCH router_stream_added_p50_{name} {s_r - s_d:.0f} us")
 print(f"BENCH router_stream_added_per_message_{name} {(s_r - s_d) / 32:.1f} us")
 print(f"BENCH router_cpu_per_call_{name} {cpu:.1f} us")
+print(f"BENCH router_cpu_per_message_{name} {cpu_message:.2f} us")
 PY
 done
 echo "BENCH router_unary_p50_direct $(median "${acc[unary_p50_direct]}") us"

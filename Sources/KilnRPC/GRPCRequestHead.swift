@@ -15,12 +15,23 @@ public struct GRPCRequestHead {
     /// Shared by every handler that serves gRPC over a stream (the RPC server, `kiln route`'s relay).
     public static func refusesNonGRPC(_ request: HTTP2Request, _ response: HTTP2ResponseWriter) async throws -> Bool {
         guard !isGRPC(contentType: request.headers["content-type"]) else { return false }
-        // Read a small request to its end first. Answered mid-upload, the stream would end with RST_STREAM
-        // NO_ERROR (RFC 9113 §8.1), which some clients (curl 7.88) report as a failure instead of the 415.
-        var read = 0
-        for try await chunk in request.body {
-            read += chunk.count
-            if read > 64 << 10 { break }
+        // Let a small upload end first (64 KiB, 1 s at most): answered mid-upload, the stream would end with
+        // RST_STREAM NO_ERROR (RFC 9113 §8.1), which some clients (curl 7.88) report as a failure instead of
+        // the 415. A request that never ends is answered when the second is up.
+        let body = request.body
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                var read = 0
+                do {
+                    for try await chunk in body {
+                        read += chunk.count
+                        if read > 64 << 10 { return }
+                    }
+                } catch {}
+            }
+            group.addTask { try? await Task.sleep(for: .seconds(1)) }
+            await group.next()
+            group.cancelAll()
         }
         response.sendHead(status: 415, headers: ["content-type": "text/plain"])
         try await response.write(wrongContentType)

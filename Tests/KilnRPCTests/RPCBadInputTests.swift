@@ -98,6 +98,33 @@ final class RPCBadInputTests: XCTestCase {
         group.shutdown()
     }
 
+    /// A non-gRPC request gets its 415 after a small upload ends (curl reports an answer sent mid-upload as a
+    /// stream error), and also when its upload never ends: then after the second the server waits.
+    func testANonGRPCRequestThatNeverEndsStillGetsItsAnswer() async throws {
+        let rpc = GRPCInteropTests.echoService()
+        let group = try EventLoopGroup(threads: 1)
+        let server = try rpc.startHTTP2Server(group: group)
+        let http = try HTTP2Client(host: "127.0.0.1", port: server.h2cAddress!.port, group: group)
+        let ended = try await http.request(method: "POST", path: "/kiln.test.Echo/Unary", headers: ["content-type": "text/plain"],
+                                           body: Array("hi".utf8))
+        XCTAssertEqual(ended.status, 415)
+        let call = try http.makeCall(method: "POST", path: "/kiln.test.Echo/Unary", headers: ["content-type": "text/plain"])
+        try await call.write(Array("and never finished".utf8))
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(10))
+            call.cancel()
+        }
+        let started = ContinuousClock.now
+        let head = try await call.response()
+        watchdog.cancel()
+        XCTAssertEqual(head.status, 415)
+        XCTAssertLessThan(ContinuousClock.now - started, .seconds(5), "answered after the server's one-second wait")
+        call.cancel()
+        http.close()
+        await server.shutdown()
+        group.shutdown()
+    }
+
     /// A grpc-timeout far past what any clock holds (99999999H) is cut to the longest honoured, not read as
     /// already passed; an error of unknown cause reaches the peer as a fixed message, its text only the log.
     func testHugeTimeoutsAndUnknownErrors() async throws {

@@ -124,7 +124,8 @@ public final class BackendDiscovery: Sendable {
                     let parsed = try Self.parseFile(at: file)
                     state.withLock { $0.fileStamp = stamp; $0.fromFile = parsed }
                 } catch {
-                    // Keep the last good list; the stamp is not taken, so a fixed file is read as soon as it lands.
+                    // Keep the last good list. The stamp is taken, so the error is logged once, not every second;
+                    // a corrected file changes the stamp and is read at the next poll.
                     state.withLock { $0.fileStamp = stamp }
                     logger.error("backends file \(file): \(error); keeping the previous \(state.withLock { $0.fromFile.count }) backend(s)")
                 }

@@ -10,6 +10,13 @@ struct BenchRing: ParsableCommand {
     @Option(help: "Virtual nodes per backend.") var vnodes = HashRing.defaultVirtualNodes
     @Option(help: "Lookups to time.") var lookups = 10_000_000
 
+    func validate() throws {
+        // At least two backends: the pick benchmark needs an owner and somewhere to spill.
+        guard (2...100_000).contains(backends) else { throw ValidationError("--backends must be from 2 to 100000") }
+        guard (1...10_000).contains(vnodes) else { throw ValidationError("--vnodes must be from 1 to 10000") }
+        guard lookups >= 100 else { throw ValidationError("--lookups must be at least 100") }
+    }
+
     func run() throws {
         let members = (0..<backends).map { RingMember(name: "10.0.\($0 / 256).\($0 % 256):8080") }
         let ring = HashRing(members: members, virtualNodes: vnodes)
@@ -24,7 +31,8 @@ struct BenchRing: ParsableCommand {
         let hashing = BoundedLoadHashing(ring: ring)
         var inFlight = [Int](repeating: 0, count: backends)
         inFlight[0] = 1_000
-        let owned = keys.filter { ring.owner(ofHash: $0) == 0 }
+        var owned = keys.filter { ring.owner(ofHash: $0) == 0 }
+        if owned.isEmpty { owned = [keys[0]] }  // member 0 owns none of the sampled keys: time a key it does not own
         let picks = max(1, lookups / 100)
         let pickStart = DispatchTime.now().uptimeNanoseconds
         for i in 0..<picks { sink &+= hashing.pick(keyHash: owned[i % owned.count], inFlight: inFlight, eligible: { _ in true })?.member ?? 0 }

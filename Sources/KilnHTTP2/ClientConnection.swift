@@ -6,18 +6,30 @@ import Synchronization
 /// The client side of one HTTP/2 connection: connects, handshakes, and carries many calls at once.
 /// Loop-confined like its base class; ``isAvailable`` may be read from any thread.
 final class ClientConnection: HTTP2Connection, @unchecked Sendable {
-    private final class Stream {
-        let call: HTTP2ClientCall
+    fileprivate final class Stream {
+        /// What the stream answers: a streaming call, or an exchange collected whole (exactly one is set).
+        let call: HTTP2ClientCall?
+        let exchange: HTTP2Exchange?
         var headers = HTTP2Headers()
         var status = 0
         var headDelivered = false
         var received = 0
         var consumedReported = 0
-        init(call: HTTP2ClientCall) { self.call = call }
+        // An exchange's request body as it goes out, and its response as it comes in.
+        var requestOffset = 0
+        var responseHead = HTTP2Headers()
+        var responseBody: [UInt8] = []
+        init(call: HTTP2ClientCall) { self.call = call; exchange = nil }
+        init(exchange: HTTP2Exchange) { self.exchange = exchange; call = nil }
+
+        func fail(_ error: HTTP2Error) {
+            call?.fail(error)
+            exchange?.complete(.failure(error))
+        }
     }
 
     private var connecting = true
-    private var pending: [HTTP2ClientCall] = []
+    private var pending: [Stream] = []
     private var streams: [Int32: Stream] = [:]
     private let available = Atomic<Bool>(true)
     private let ready = Atomic<Bool>(false)
@@ -83,48 +95,70 @@ final class ClientConnection: HTTP2Connection, @unchecked Sendable {
 
     override func connectionDidClose() {
         available.store(false, ordering: .relaxed)
-        for call in pending { call.fail(.connectionClosed) }
+        for stream in pending { stream.fail(.connectionClosed) }
         release(pending.count)
         pending = []
-        for stream in streams.values { stream.call.fail(.connectionClosed) }
+        for stream in streams.values { stream.fail(.connectionClosed) }
         release(streams.count)
         streams.removeAll()
     }
 
     /// Sends a call's request head (or queues it until the handshake is done).
     func submit(_ call: HTTP2ClientCall) {
+        submit(Stream(call: call))
+    }
+
+    /// Sends an exchange's request (or queues it until the handshake is done).
+    func submit(_ exchange: HTTP2Exchange) {
+        submit(Stream(exchange: exchange))
+    }
+
+    private func submit(_ stream: Stream) {
         if isClosed {
-            call.fail(.connectionClosed)
+            stream.fail(.connectionClosed)
             release(1)
         } else if session == nil {
-            pending.append(call)
+            pending.append(stream)
         } else {
-            submitNow(call)
+            submitNow(stream)
         }
     }
 
-    private func submitNow(_ call: HTTP2ClientCall) {
+    private func submitNow(_ stream: Stream) {
         guard let session else {
             release(1)
-            return call.fail(.connectionClosed)
+            return stream.fail(.connectionClosed)
         }
-        let pseudo = [(":method", call.method), (":scheme", channel is TLSChannel ? "https" : "http"),
-                      (":authority", call.authority), (":path", call.path)]
+        let (method, authority, path, headers) = stream.call.map { ($0.method, $0.authority, $0.path, $0.headers) }
+            ?? stream.exchange.map { ($0.method, $0.authority, $0.path, $0.headers) } ?? ("", "", "", HTTP2Headers())
+        let pseudo = [(":method", method), (":scheme", channel is TLSChannel ? "https" : "http"),
+                      (":authority", authority), (":path", path)]
         let id: Int32
-        if let outbound = call.outbound {
+        if let outbound = stream.call?.outbound {
             var provider = Self.dataProvider(for: outbound)
-            id = withNameValuePairs(pseudo, call.headers) { nva, n in nghttp2_submit_request(session, nil, nva, n, &provider, nil) }
+            id = withNameValuePairs(pseudo, headers) { nva, n in nghttp2_submit_request(session, nil, nva, n, &provider, nil) }
+        } else if let exchange = stream.exchange, !exchange.body.isEmpty {
+            // Framed straight from the exchange's bytes; the stream table keeps `stream` alive while nghttp2
+            // may call back.
+            var provider = nghttp2_data_provider()
+            provider.source.ptr = Unmanaged.passUnretained(stream).toOpaque()
+            provider.read_callback = exchangeBodyReadCallback
+            id = withNameValuePairs(pseudo, headers) { nva, n in nghttp2_submit_request(session, nil, nva, n, &provider, nil) }
         } else {
-            id = withNameValuePairs(pseudo, call.headers) { nva, n in nghttp2_submit_request(session, nil, nva, n, nil, nil) }
+            id = withNameValuePairs(pseudo, headers) { nva, n in nghttp2_submit_request(session, nil, nva, n, nil, nil) }
         }
         guard id > 0 else {
             available.store(false, ordering: .relaxed)
             release(1)
-            call.fail(id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE.rawValue ? .goingAway : .nghttp2("submit_request", String(cString: nghttp2_strerror(id))))
+            stream.fail(id == NGHTTP2_ERR_STREAM_ID_NOT_AVAILABLE.rawValue ? .goingAway : .nghttp2("submit_request", String(cString: nghttp2_strerror(id))))
             return
         }
-        streams[id] = Stream(call: call)
-        call.bind(connection: self, streamID: id)
+        streams[id] = stream
+        if let call = stream.call {
+            call.bind(connection: self, streamID: id)
+        } else if let exchange = stream.exchange, !exchange.bind(connection: self, streamID: id) {
+            cancelStream(id)
+        }
         requestFlush()
     }
 
@@ -135,8 +169,8 @@ final class ClientConnection: HTTP2Connection, @unchecked Sendable {
     }
 
     func reportConsumed(streamID: Int32) {
-        guard let session, let stream = streams[streamID] else { return }
-        let n = min(stream.call.body.takeConsumedBytes(), stream.received - stream.consumedReported)
+        guard let session, let stream = streams[streamID], let call = stream.call else { return }
+        let n = min(call.body.takeConsumedBytes(), stream.received - stream.consumedReported)
         guard n > 0 else { return }
         stream.consumedReported += n
         _ = nghttp2_session_consume(session, streamID, n)
@@ -153,12 +187,19 @@ final class ClientConnection: HTTP2Connection, @unchecked Sendable {
 
     override func onHeader(_ frame: UnsafePointer<nghttp2_frame>, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) -> Int32 {
         guard frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue), let stream = streams[frame.pointee.hd.stream_id] else { return 0 }
-        let v = String(decoding: value, as: UTF8.self)
-        if name.count == 7 && name.first == UInt8(ascii: ":") {
-            if String(decoding: name, as: UTF8.self) == ":status" { stream.status = Int(v) ?? 0 }
+        if name.first == UInt8(ascii: ":") {
+            // `:status` is the only pseudo-header a response may carry (nghttp2 rejects others): three digits.
+            if name.count == 7 {
+                var status = 0
+                for digit in value {
+                    guard digit >= UInt8(ascii: "0") && digit <= UInt8(ascii: "9"), status < 1000 else { status = 0; break }
+                    status = status * 10 + Int(digit - UInt8(ascii: "0"))
+                }
+                stream.status = status
+            }
             return 0
         }
-        stream.headers.appendRaw(String(decoding: name, as: UTF8.self), v)
+        stream.headers.appendRaw(String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self))
         return 0
     }
 
@@ -175,14 +216,24 @@ final class ClientConnection: HTTP2Connection, @unchecked Sendable {
                     return 0
                 }
                 stream.headDelivered = true
-                stream.call.deliverHead(.success(HTTP2ResponseHead(status: stream.status, headers: stream.headers, endStream: endStream)))
+                if let call = stream.call {
+                    call.deliverHead(.success(HTTP2ResponseHead(status: stream.status, headers: stream.headers, endStream: endStream)))
+                    if endStream { call.body.finish() }
+                } else if endStream {
+                    completeExchange(stream, trailers: stream.headers, trailersOnly: true)
+                } else {
+                    stream.responseHead = stream.headers
+                }
                 stream.headers = HTTP2Headers()
-                if endStream { stream.call.body.finish() }
             } else if endStream {
-                stream.call.body.finish(trailers: stream.headers)
+                stream.call?.body.finish(trailers: stream.headers)
+                completeExchange(stream, trailers: stream.headers, trailersOnly: false)
             }
         case NGHTTP2_DATA.rawValue:
-            if endStream, let stream = streams[hd.stream_id] { stream.call.body.finish() }
+            if endStream, let stream = streams[hd.stream_id] {
+                stream.call?.body.finish()
+                completeExchange(stream, trailers: HTTP2Headers(), trailersOnly: false)
+            }
         case NGHTTP2_GOAWAY.rawValue:
             available.store(false, ordering: .relaxed)
         case NGHTTP2_SETTINGS.rawValue:
@@ -204,8 +255,31 @@ final class ClientConnection: HTTP2Connection, @unchecked Sendable {
             return 0
         }
         stream.received += data.count
-        stream.call.body.append(Array(data))
+        if let call = stream.call {
+            call.body.append(Array(data))
+        } else if let exchange = stream.exchange {
+            // Taken in at once: the window reopens now, the size limit bounds what is held.
+            if let session {
+                stream.consumedReported += data.count
+                _ = nghttp2_session_consume(session, streamID, data.count)
+            }
+            if stream.responseBody.count + data.count > exchange.maxResponseBytes {
+                exchange.complete(.failure(.bodyTooLarge))
+                cancelStream(streamID)
+            } else {
+                stream.responseBody.append(contentsOf: data)
+            }
+        }
         return 0
+    }
+
+    /// An exchange's response has ended: hand it over whole.
+    private func completeExchange(_ stream: Stream, trailers: HTTP2Headers, trailersOnly: Bool) {
+        guard let exchange = stream.exchange else { return }
+        exchange.complete(.success(HTTP2Exchange.Response(
+            status: stream.status, headers: trailersOnly ? trailers : stream.responseHead, body: stream.responseBody,
+            trailers: trailersOnly ? HTTP2Headers() : trailers, trailersOnly: trailersOnly)))
+        stream.responseBody = []
     }
 
     override func onStreamClose(streamID: Int32, errorCode: UInt32) -> Int32 {
@@ -213,19 +287,42 @@ final class ClientConnection: HTTP2Connection, @unchecked Sendable {
         release(1)
         let unread = stream.received - stream.consumedReported
         if unread > 0, let session { _ = nghttp2_session_consume_connection(session, unread) }
-        if errorCode == NGHTTP2_NO_ERROR.rawValue && stream.headDelivered && stream.call.body.finishedCleanly {
+        guard let call = stream.call else {
+            // An exchange already complete ignores this; otherwise it ended early.
+            let error: HTTP2Error = errorCode == NGHTTP2_NO_ERROR.rawValue ? .connectionClosed
+                : errorCode == NGHTTP2_REFUSED_STREAM.rawValue ? .goingAway : .streamReset(errorCode)
+            stream.fail(error)
+            return 0
+        }
+        if errorCode == NGHTTP2_NO_ERROR.rawValue && stream.headDelivered && call.body.finishedCleanly {
             // The response is complete and the server asks us to stop sending (RFC 9113 §8.1): not an error.
-            stream.call.outbound?.discardFurtherWrites()
+            call.outbound?.discardFurtherWrites()
         } else if errorCode == NGHTTP2_NO_ERROR.rawValue {
             // A clean close: anything not yet ended ended early.
-            stream.call.deliverHead(.failure(HTTP2Error.connectionClosed))
-            stream.call.body.finish(error: .connectionClosed)
-            stream.call.outbound?.fail(.connectionClosed)
+            call.deliverHead(.failure(HTTP2Error.connectionClosed))
+            call.body.finish(error: .connectionClosed)
+            call.outbound?.fail(.connectionClosed)
         } else if errorCode == NGHTTP2_REFUSED_STREAM.rawValue {
-            stream.call.fail(.goingAway)
+            call.fail(.goingAway)
         } else {
-            stream.call.fail(.streamReset(errorCode))
+            call.fail(.streamReset(errorCode))
         }
         return 0
     }
+}
+
+/// Frames an exchange's request body straight from its bytes, then ends the stream.
+private let exchangeBodyReadCallback: nghttp2_data_source_read_callback = { _, _, buf, length, flags, source, _ in
+    guard let buf, let flags, let ptr = source?.pointee.ptr else { return Int(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue) }
+    let stream = Unmanaged<ClientConnection.Stream>.fromOpaque(ptr).takeUnretainedValue()
+    guard let body = stream.exchange?.body else { return Int(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue) }
+    let n = min(length, body.count - stream.requestOffset)
+    if n > 0 {
+        body.withUnsafeBufferPointer { src in
+            if let base = src.baseAddress { buf.update(from: base + stream.requestOffset, count: n) }
+        }
+    }
+    stream.requestOffset += n
+    if stream.requestOffset == body.count { flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue }
+    return n
 }

@@ -36,8 +36,12 @@ public final class EventLoop: @unchecked Sendable {
 
     // Loop-confined state.
     private var sources: [Int32: EventLoopSource] = [:]
+    /// Due times, earliest first; an entry whose id has left `timerWork` was cancelled and is skipped.
     private var timers = Heap<ScheduledTimer>()
-    private var cancelledTimers = Set<UInt64>()
+    /// The work of each timer still to run, by id: a cancel drops the work at once, and the heap is
+    /// rebuilt when most of it is cancelled entries (per-call deadline timers, mostly cancelled, would
+    /// otherwise pile up there until due).
+    private var timerWork: [UInt64: () -> Void] = [:]
     private var nextTimerID: UInt64 = 1
     private var flushQueue: [EventLoopFlushable] = []
     private var stopping = false
@@ -116,13 +120,32 @@ public final class EventLoop: @unchecked Sendable {
     func schedule(afterNanos delay: UInt64, _ work: @escaping () -> Void) -> UInt64 {
         let id = nextTimerID
         nextTimerID += 1
-        timers.insert(ScheduledTimer(deadline: MonotonicClock.nanos() &+ delay, id: id, work: work))
+        timers.insert(ScheduledTimer(deadline: MonotonicClock.nanos() &+ delay, id: id))
+        timerWork[id] = work
         return id
     }
 
     /// Cancels a timer made by ``schedule(afterNanos:_:)``. Loop thread only.
     func cancelTimer(_ id: UInt64) {
-        cancelledTimers.insert(id)
+        guard timerWork.removeValue(forKey: id) != nil else { return }
+        if timers.count > 64 && timers.count > 2 * timerWork.count {
+            timers = Heap(timers.unordered.filter { timerWork[$0.id] != nil })
+        }
+    }
+
+    /// Timers in the heap (cancelled ones included until dropped) and timers still to run. Loop thread only;
+    /// for tests of the heap's compaction.
+    var timerCounts: (heap: Int, live: Int) { (timers.count, timerWork.count) }
+
+    /// Runs `work` on the loop after `delay` nanoseconds (millisecond resolution). Safe from any thread.
+    public func scheduleTimer(afterNanos delay: UInt64, _ work: @escaping @Sendable () -> Void) -> LoopTimer {
+        let timer = LoopTimer(loop: self)
+        if inEventLoop {
+            timer.arm(delay: delay, work)
+        } else {
+            execute { timer.arm(delay: delay, work) }
+        }
+        return timer
     }
 
     /// Asks for `flushable.flushNow()` once at the end of this iteration, so that writes made by many
@@ -222,15 +245,13 @@ public final class EventLoop: @unchecked Sendable {
         let now = MonotonicClock.nanos()
         while let top = timers.min, top.deadline <= now {
             let timer = timers.removeMin()
-            if cancelledTimers.remove(timer.id) != nil { continue }
-            timer.work()
+            timerWork.removeValue(forKey: timer.id)?()
         }
     }
 
     private func nextTimeoutMillis() -> Int32 {
         if hasPendingWork { return 0 }
-        while let top = timers.min, cancelledTimers.contains(top.id) {
-            cancelledTimers.remove(top.id)
+        while let top = timers.min, timerWork[top.id] == nil {
             timers.removeMin()
         }
         guard let top = timers.min else { return -1 }
@@ -243,12 +264,44 @@ public final class EventLoop: @unchecked Sendable {
 private struct ScheduledTimer: Comparable {
     let deadline: UInt64
     let id: UInt64
-    let work: () -> Void
 
     static func < (a: ScheduledTimer, b: ScheduledTimer) -> Bool {
         a.deadline != b.deadline ? a.deadline < b.deadline : a.id < b.id
     }
     static func == (a: ScheduledTimer, b: ScheduledTimer) -> Bool { a.id == b.id }
+}
+
+/// A timer made by ``EventLoop/scheduleTimer(afterNanos:_:)``, to cancel. Its work runs at most once.
+public final class LoopTimer: Sendable {
+    private let loop: EventLoop
+    /// The loop's id for the timer once armed (0 before); set and read on the loop only, kept in an atomic
+    /// so that the class is honestly `Sendable`.
+    private let id = Atomic<UInt64>(0)
+    private let cancelled = Atomic<Bool>(false)
+
+    init(loop: EventLoop) { self.loop = loop }
+
+    /// Loop side.
+    func arm(delay: UInt64, _ work: @escaping @Sendable () -> Void) {
+        guard !cancelled.load(ordering: .acquiring) else { return }
+        id.store(loop.schedule(afterNanos: delay, work), ordering: .releasing)
+    }
+
+    /// Stops the timer if it has not fired. Safe from any thread.
+    public func cancel() {
+        guard !cancelled.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let loop = self.loop
+        if loop.inEventLoop {
+            let armed = id.load(ordering: .acquiring)
+            if armed != 0 { loop.cancelTimer(armed) }
+        } else {
+            // Arming, if still queued, sees the flag; an armed timer is cancelled on the loop.
+            loop.execute { [self] in
+                let armed = id.load(ordering: .acquiring)
+                if armed != 0 { loop.cancelTimer(armed) }
+            }
+        }
+    }
 }
 
 /// Monotonic time in nanoseconds, for deadlines inside the transport.

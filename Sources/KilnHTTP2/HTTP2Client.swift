@@ -121,6 +121,24 @@ public final class HTTP2Client: Sendable {
         return call
     }
 
+    /// Sends a whole request and collects the whole response without a task: `completion` runs once, on
+    /// the connection's loop (it must not block), with the response or why there is none. Returns the
+    /// exchange, to cancel. Throws, without calling `completion`, when no connection may be opened now.
+    @discardableResult
+    public func exchange(method: String = "POST", path: String, authority: String? = nil, headers: HTTP2Headers = HTTP2Headers(),
+                         body: [UInt8], maxResponseBytes: Int,
+                         completion: @escaping @Sendable (Result<HTTP2Exchange.Response, HTTP2Error>) -> Void) throws -> HTTP2Exchange {
+        let exchange = HTTP2Exchange(method: method, path: path, authority: authority ?? "\(host):\(port)", headers: headers,
+                                     body: body, maxResponseBytes: maxResponseBytes, completion: completion)
+        let conn = try connection()
+        if conn.loop.inEventLoop {
+            conn.submit(exchange)
+        } else {
+            conn.loop.execute { conn.submit(exchange) }
+        }
+        return exchange
+    }
+
     /// Sends a whole request and collects the whole response.
     public func request(method: String = "GET", path: String, headers: HTTP2Headers = HTTP2Headers(),
                         body: [UInt8]? = nil) async throws -> HTTP2ClientResponse {

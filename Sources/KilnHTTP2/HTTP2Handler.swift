@@ -122,6 +122,8 @@ public enum HTTP2Route: Sendable {
     case handler(any HTTP2Handler)
     /// Answered on the event loop once the whole request has arrived (no task).
     case inline(any HTTP2InlineHandler)
+    /// Started on the event loop once the whole request has arrived, answered later from anywhere (no task).
+    case deferred(any HTTP2DeferredHandler)
 }
 
 /// Maps request paths to routes: exact paths first, then the longest matching prefix, then a fallback.

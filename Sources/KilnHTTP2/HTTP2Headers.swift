@@ -40,6 +40,16 @@ public struct HTTP2Headers: Sendable, Equatable, Sequence, ExpressibleByDictiona
         fields.append(Field(name: name, value: value))
     }
 
+    /// Appends every field of `other` (already lower-case).
+    public mutating func append(contentsOf other: HTTP2Headers) {
+        fields.append(contentsOf: other.fields)
+    }
+
+    /// Removes the fields that `shouldBeRemoved` picks.
+    public mutating func removeAll(where shouldBeRemoved: (Field) throws -> Bool) rethrows {
+        try fields.removeAll(where: shouldBeRemoved)
+    }
+
     /// Replaces every field of this name with one.
     public mutating func replace(_ name: String, _ value: String) {
         let n = Self.lowercase(name)
@@ -65,27 +75,28 @@ public struct HTTP2Headers: Sendable, Equatable, Sequence, ExpressibleByDictiona
 }
 
 /// Lays out header fields as nghttp2 name/value pairs for the duration of `body`. nghttp2 copies them.
+/// One scratch allocation for the bytes and one for the pairs: this runs for every request and response.
 func withNameValuePairs<R>(_ pseudo: [(String, String)], _ headers: HTTP2Headers, _ body: (UnsafePointer<nghttp2_nv>, Int) -> R) -> R {
-    var bytes: [UInt8] = []
-    var spans: [(Int, Int, Int, Int)] = []
-    spans.reserveCapacity(pseudo.count + headers.count)
-    func add(_ name: String, _ value: String) {
-        let n0 = bytes.count
-        bytes.append(contentsOf: name.utf8)
-        let v0 = bytes.count
-        bytes.append(contentsOf: value.utf8)
-        spans.append((n0, v0 - n0, v0, bytes.count - v0))
-    }
-    for (n, v) in pseudo { add(n, v) }
-    for f in headers.fields { add(f.name, f.value) }
-    if bytes.isEmpty { bytes.append(0) }
-    return bytes.withUnsafeMutableBufferPointer { buf in
-        let base = buf.baseAddress!
-        var nva = spans.map { s in
-            nghttp2_nv(name: base + s.0, value: base + s.2, namelen: s.1, valuelen: s.3, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
-        }
-        return nva.withUnsafeMutableBufferPointer { nvs in
-            body(UnsafePointer(nvs.baseAddress!), nvs.count)
+    var total = 0
+    for (n, v) in pseudo { total += n.utf8.count + v.utf8.count }
+    for f in headers.fields { total += f.name.utf8.count + f.value.utf8.count }
+    let count = pseudo.count + headers.count
+    return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(1, total)) { bytes in
+        withUnsafeTemporaryAllocation(of: nghttp2_nv.self, capacity: max(1, count)) { nva in
+            var at = 0
+            var i = 0
+            func add(_ name: String, _ value: String) {
+                let n0 = at
+                at += UnsafeMutableBufferPointer(rebasing: bytes[at...]).initialize(fromContentsOf: name.utf8)
+                let v0 = at
+                at += UnsafeMutableBufferPointer(rebasing: bytes[at...]).initialize(fromContentsOf: value.utf8)
+                nva[i] = nghttp2_nv(name: bytes.baseAddress! + n0, value: bytes.baseAddress! + v0, namelen: v0 - n0, valuelen: at - v0,
+                                    flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+                i += 1
+            }
+            for (n, v) in pseudo { add(n, v) }
+            for f in headers.fields { add(f.name, f.value) }
+            return body(UnsafePointer(nva.baseAddress!), count)
         }
     }
 }

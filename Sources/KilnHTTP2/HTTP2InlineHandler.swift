@@ -17,6 +17,9 @@ public struct HTTP2InlineRequest: Sendable {
     /// The body passed the handler's limit: `body` holds only its first bytes.
     public let bodyTooLarge: Bool
     public let remoteAddress: String
+
+    /// The path without its query string.
+    public var pathWithoutQuery: Substring { stripQuery(path) }
 }
 
 /// A whole response: head, body, then trailers when there are any (sent after the body, with END_STREAM).

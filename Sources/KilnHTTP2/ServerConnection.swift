@@ -34,8 +34,11 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
         /// The body of a fixed response being sent, and how much of it has gone.
         var fixedBody: [UInt8] = []
         var fixedOffset = 0
-        /// An inline route: the request body gathered so far, and the response's trailers once answered.
-        var inline: (any HTTP2InlineHandler)?
+        /// An inline or deferred route: the request body gathered so far, and the response's trailers once
+        /// answered.
+        var inline: WholeRequestRoute?
+        /// A deferred route's answer, once its handler has started: told if the stream ends first.
+        var responder: HTTP2DeferredResponder?
         var inlineHeaders = RawHeaderBlock()
         /// The body's DATA chunks as they came (joined once, at the end: an array grown by appends would
         /// hold up to twice what the budget charged).
@@ -46,6 +49,19 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
         init(id: Int32, charge: BodyCharge) {
             self.id = id
             self.charge = charge
+        }
+    }
+
+    /// A route that is given the whole request at once, on the loop.
+    fileprivate enum WholeRequestRoute {
+        case inline(any HTTP2InlineHandler)
+        case deferred(any HTTP2DeferredHandler)
+
+        var maxRequestBodySize: Int {
+            switch self {
+            case .inline(let h): return h.maxRequestBodySize
+            case .deferred(let h): return h.maxRequestBodySize
+            }
         }
     }
 
@@ -84,6 +100,7 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
             stream.task?.cancel()
             stream.body?.finish(error: .connectionClosed)
             stream.outbound?.fail(.connectionClosed)
+            stream.responder?.cancel()
         }
         streams.removeAll()
     }
@@ -193,10 +210,10 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
             consumeUnread(stream)
             return 0
         }
-        if let handler = stream.inline {
+        if let route = stream.inline {
             // Buffered here and answered at END_STREAM; the window reopens at once, since nothing else
             // reads: the connection's budget bounds what its inline streams hold together.
-            if stream.inlineBodyCount + data.count <= handler.maxRequestBodySize {
+            if stream.inlineBodyCount + data.count <= route.maxRequestBodySize {
                 guard stream.charge.charge(data.count) else { return refuse(stream) }
                 stream.inlineChunks.append(Array(data))
                 stream.inlineBodyCount += data.count
@@ -247,6 +264,8 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
             stream.task?.cancel()
         }
         stream.outbound?.fail(error)
+        stream.responder?.cancel()
+        stream.responder = nil
         return 0
     }
 
@@ -290,7 +309,11 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
                 stream.pendingFixed = response
             }
         case .inline(let handler):
-            stream.inline = handler
+            stream.inline = .inline(handler)
+            stream.inlineHeaders = rawHeaders
+            if endStream { respondInline(stream) }
+        case .deferred(let handler):
+            stream.inline = .deferred(handler)
             stream.inlineHeaders = rawHeaders
             if endStream { respondInline(stream) }
         case .handler(let handler):
@@ -370,17 +393,37 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
     }
 
     /// Calls the stream's inline handler (once its request has ended) and submits the whole response; the
-    /// trailers, if any, follow the body from the data callback.
+    /// trailers, if any, follow the body from the data callback. A deferred handler is started instead, and
+    /// answers through its responder.
     private func respondInline(_ stream: Stream) {
-        guard let handler = stream.inline, let session, !stream.responseSubmitted else { return }
+        guard let route = stream.inline, !stream.responseSubmitted else { return }
         stream.inline = nil
-        stream.responseSubmitted = true
         let request = HTTP2InlineRequest(method: stream.method, path: stream.path, headers: stream.inlineHeaders.materialize(),
                                          body: Self.joined(stream.inlineChunks, count: stream.inlineBodyCount), bodyTooLarge: stream.inlineBodyTooLarge, remoteAddress: remoteAddress)
         stream.inlineHeaders.removeAll()
         stream.inlineChunks = []
         stream.charge.close()
-        let response = handler.respond(to: request)
+        switch route {
+        case .inline(let handler):
+            submitWhole(stream, handler.respond(to: request))
+        case .deferred(let handler):
+            let responder = HTTP2DeferredResponder(connection: self, streamID: stream.id)
+            stream.responder = responder
+            handler.start(request, responder)
+        }
+    }
+
+    /// A deferred handler's answer, on the loop; dropped if its stream has gone.
+    func submitDeferredResponse(streamID: Int32, _ response: HTTP2InlineResponse) {
+        guard let stream = streams[streamID] else { return }
+        stream.responder = nil
+        submitWhole(stream, response)
+    }
+
+    /// Submits a whole response: the head, the body from memory, then the trailers if any.
+    private func submitWhole(_ stream: Stream, _ response: HTTP2InlineResponse) {
+        guard let session, !stream.responseSubmitted else { return }
+        stream.responseSubmitted = true
         let pseudo = [(":status", String(response.status))]
         if response.body.isEmpty && response.trailers.isEmpty {
             _ = withNameValuePairs(pseudo, response.headers) { nva, n in nghttp2_submit_response(session, stream.id, nva, n, nil) }

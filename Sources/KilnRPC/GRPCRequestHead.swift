@@ -9,7 +9,7 @@ public struct GRPCRequestHead {
     let timeout: UInt64?
 
     /// The body a non-gRPC content type gets, with HTTP 415.
-    static let wrongContentType = Array("gRPC requires content-type application/grpc\n".utf8)
+    public static let wrongContentType = Array("gRPC requires content-type application/grpc\n".utf8)
 
     /// Answers a request whose content type is not gRPC's (HTTP 415) and returns true; false for a gRPC one.
     /// Shared by every handler that serves gRPC over a stream (the RPC server, `kiln route`'s relay).
@@ -40,7 +40,7 @@ public struct GRPCRequestHead {
     }
 
     /// `application/grpc`, `application/grpc+proto`, `application/grpc;…`.
-    static func isGRPC(contentType: String?) -> Bool {
+    public static func isGRPC(contentType: String?) -> Bool {
         guard let contentType else { return false }
         return contentType == "application/grpc" || contentType.hasPrefix("application/grpc+") || contentType.hasPrefix("application/grpc;")
     }

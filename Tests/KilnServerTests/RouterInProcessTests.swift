@@ -226,4 +226,54 @@ final class RouterInProcessTests: XCTestCase {
         await mixedRouter.stop()
         for w in workers { await w.shutdown() }
     }
+
+    func testUnaryCallsFailOverToALiveBackendAndAClientResetReachesTheWorker() async throws {
+        // One stand-in worker that answers Tokenize (and hangs on Detokenize until reset); one port where
+        // nothing listens.
+        let group = try EventLoopGroup(threads: 2)
+        defer { group.shutdown() }
+        let served = Atomic<Int>(0)
+        let reset = Atomic<Bool>(false)
+        var routes = HTTP2Router()
+        routes.add("/kiln.v1.Inference/Tokenize", .handler(HTTP2ClosureHandler { request, response in
+            for try await _ in request.body {}
+            served.add(1, ordering: .relaxed)
+            var answer = Kiln_V1_TokenizeResponse()
+            answer.tokenIds = [7, 8, 9]
+            response.sendHead(headers: ["content-type": "application/grpc"])
+            try await response.write(GRPCMessageFramer.frame(answer.serializedBytes()))
+            response.finish(trailers: ["grpc-status": "0", "x-worker": "live"])
+        }))
+        routes.add("/kiln.v1.Inference/Detokenize", .handler(HTTP2ClosureHandler { request, _ in
+            for try await _ in request.body {}
+            do { try await Task.sleep(for: .seconds(30)) } catch { reset.store(true, ordering: .relaxed); throw error }
+        }))
+        let live = try server(routes, group: group)
+        let router = try StandInRouter(backendPorts: [KilnServeProcess.freePort(), live.h2cAddress!.port], group: group, test: self)
+        // Keys spread over both backends: the ones the dead backend owns are retried on the live one.
+        for i in 0..<20 {
+            let reply = try await router.tokenize(["x-session-id": "key-\(i)"])
+            XCTAssertEqual(reply.status, 200)
+            XCTAssertEqual(reply.trailers["grpc-status"], "0", "key-\(i): \(reply.headers) \(reply.trailers)")
+            XCTAssertEqual(reply.trailers["x-worker"], "live", "the worker's trailers come back unchanged")
+            var deframer = GRPCMessageDeframer(maxMessageSize: 1 << 20)
+            deframer.append(reply.body)
+            let message = try XCTUnwrap(try deframer.next())
+            XCTAssertEqual(try Kiln_V1_TokenizeResponse(serializedBytes: message.payload).tokenIds, [7, 8, 9])
+        }
+        XCTAssertEqual(served.load(ordering: .relaxed), 20)
+        let stats = router.backends.stats()
+        XCTAssertGreaterThan(stats.map(\.retries).reduce(0, +), 0, "some keys were owned by the dead backend and retried: \(stats)")
+
+        // A client's reset through the router resets the worker's call.
+        let call = try router.client.makeCall(path: "/kiln.v1.Inference/Detokenize", headers: ["content-type": "application/grpc", "te": "trailers"])
+        try await call.write(GRPCMessageFramer.frame(Kiln_V1_DetokenizeRequest().serializedBytes()))
+        call.finish()
+        try await Task.sleep(for: .milliseconds(200))
+        call.cancel()
+        for _ in 0..<300 where !reset.load(ordering: .relaxed) { try await Task.sleep(for: .milliseconds(10)) }
+        XCTAssertTrue(reset.load(ordering: .relaxed), "the worker's call was reset with the client's")
+        await router.stop()
+        await live.shutdown()
+    }
 }

@@ -41,9 +41,11 @@ public struct InferenceRelay: HTTP2Handler {
         self.logger = logger
     }
 
-    /// Mounts the relay for every method of `kiln.v1.Inference`.
+    /// Mounts the relay for every method of `kiln.v1.Inference`: the unary ones through ``UnaryRelay`` (on
+    /// the event loop), the streaming ones (and any method the router does not know) here, in a task.
     public func mount(on router: inout HTTP2Router) {
         router.add(prefix: Self.servicePrefix, .handler(self))
+        UnaryRelay(self).mount(on: &router)
     }
 
     public func handle(_ request: HTTP2Request, _ response: HTTP2ResponseWriter) async throws {
@@ -205,10 +207,8 @@ public struct InferenceRelay: HTTP2Handler {
     /// The client's metadata as the worker should see it: everything but the deadline (sent as what remains)
     /// and `te` (always `trailers`).
     func forwardedHeaders(_ incoming: HTTP2Headers) -> HTTP2Headers {
-        var out = HTTP2Headers()
-        for field in incoming where field.name != "grpc-timeout" && field.name != "te" && field.name != "content-length" {
-            out.add(field.name, field.value)
-        }
+        var out = incoming
+        out.removeAll { $0.name == "grpc-timeout" || $0.name == "te" || $0.name == "content-length" }
         out.add("te", "trailers")
         return out
     }
@@ -328,8 +328,9 @@ public struct InferenceRelay: HTTP2Handler {
     }
 
     static func merged(_ a: HTTP2Headers, _ b: HTTP2Headers) -> HTTP2Headers {
+        guard !b.isEmpty else { return a }
         var out = a
-        for field in b { out.add(field.name, field.value) }
+        out.append(contentsOf: b)
         return out
     }
 

@@ -14,6 +14,8 @@ public final class HTTP2Client: Sendable {
     public let host: String
     public let port: Int
     public let maxConnections: Int
+    /// `HOST:PORT`, the `:authority` of calls that name none (made once, not per call).
+    private let defaultAuthority: String
     private let group: EventLoopGroup
     private let tlsContext: TLSContext?
     private let serverName: String?
@@ -37,6 +39,7 @@ public final class HTTP2Client: Sendable {
         self.host = host
         self.port = port
         self.maxConnections = max(1, maxConnections)
+        self.defaultAuthority = "\(host):\(port)"
         self.group = group
         self.tlsContext = try tls.map { try TLSContext.client($0) }
         self.serverName = tls?.serverName ?? host
@@ -114,7 +117,7 @@ public final class HTTP2Client: Sendable {
     /// Starts a call. With `endStream` the request has no body; otherwise write it and call `finish()`.
     public func makeCall(method: String = "POST", path: String, authority: String? = nil,
                          headers: HTTP2Headers = HTTP2Headers(), endStream: Bool = false) throws -> HTTP2ClientCall {
-        let call = HTTP2ClientCall(method: method, path: path, authority: authority ?? "\(host):\(port)",
+        let call = HTTP2ClientCall(method: method, path: path, authority: authority ?? defaultAuthority,
                                    headers: headers, endStream: endStream, bufferSize: 256 * 1024)
         let conn = try connection()
         conn.loop.execute { conn.submit(call) }
@@ -128,7 +131,7 @@ public final class HTTP2Client: Sendable {
     public func exchange(method: String = "POST", path: String, authority: String? = nil, headers: HTTP2Headers = HTTP2Headers(),
                          body: [UInt8], maxResponseBytes: Int,
                          completion: @escaping @Sendable (Result<HTTP2Exchange.Response, HTTP2Error>) -> Void) throws -> HTTP2Exchange {
-        let exchange = HTTP2Exchange(method: method, path: path, authority: authority ?? "\(host):\(port)", headers: headers,
+        let exchange = HTTP2Exchange(method: method, path: path, authority: authority ?? defaultAuthority, headers: headers,
                                      body: body, maxResponseBytes: maxResponseBytes, completion: completion)
         let conn = try connection()
         if conn.loop.inEventLoop {

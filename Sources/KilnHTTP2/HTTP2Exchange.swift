@@ -25,15 +25,16 @@ public final class HTTP2Exchange: Sendable {
     let headers: HTTP2Headers
     let body: [UInt8]
     let maxResponseBytes: Int
-    private let completion: @Sendable (Result<Response, HTTP2Error>) -> Void
 
     private struct State {
         var connection: ClientConnection?
         var streamID: Int32 = 0
         var cancelled = false
-        var completed = false
+        /// Taken when it runs: a completion that holds its caller, which holds the exchange (to cancel it),
+        /// would otherwise keep both alive for ever.
+        var completion: (@Sendable (Result<Response, HTTP2Error>) -> Void)?
     }
-    private let state = Mutex(State())
+    private let state: Mutex<State>
 
     init(method: String, path: String, authority: String, headers: HTTP2Headers, body: [UInt8], maxResponseBytes: Int,
          completion: @escaping @Sendable (Result<Response, HTTP2Error>) -> Void) {
@@ -43,7 +44,7 @@ public final class HTTP2Exchange: Sendable {
         self.headers = headers
         self.body = body
         self.maxResponseBytes = maxResponseBytes
-        self.completion = completion
+        self.state = Mutex(State(completion: completion))
     }
 
     /// Resets the stream (`CANCEL`); the completion runs with ``HTTP2Error/streamReset(_:)`` unless the
@@ -72,12 +73,12 @@ public final class HTTP2Exchange: Sendable {
         }
     }
 
-    /// Runs the completion, the first time only.
+    /// Runs the completion, the first time only, and lets go of it.
     func complete(_ result: Result<Response, HTTP2Error>) {
-        let first = state.withLock { s -> Bool in
-            defer { s.completed = true; s.connection = nil }
-            return !s.completed
+        let completion = state.withLock { s -> (@Sendable (Result<Response, HTTP2Error>) -> Void)? in
+            defer { s.completion = nil; s.connection = nil }
+            return s.completion
         }
-        if first { completion(result) }
+        completion?(result)
     }
 }

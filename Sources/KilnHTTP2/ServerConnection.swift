@@ -413,6 +413,12 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
         }
     }
 
+    /// `:status` for a response head; 200's is made once.
+    private static func statusPseudoHeader(_ status: Int) -> [(String, String)] {
+        status == 200 ? status200 : [(":status", String(status))]
+    }
+    private static let status200 = [(":status", "200")]
+
     /// A deferred handler's answer, on the loop; dropped if its stream has gone.
     func submitDeferredResponse(streamID: Int32, _ response: HTTP2InlineResponse) {
         guard let stream = streams[streamID] else { return }
@@ -424,7 +430,7 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
     private func submitWhole(_ stream: Stream, _ response: HTTP2InlineResponse) {
         guard let session, !stream.responseSubmitted else { return }
         stream.responseSubmitted = true
-        let pseudo = [(":status", String(response.status))]
+        let pseudo = Self.statusPseudoHeader(response.status)
         if response.body.isEmpty && response.trailers.isEmpty {
             _ = withNameValuePairs(pseudo, response.headers) { nva, n in nghttp2_submit_response(session, stream.id, nva, n, nil) }
         } else {
@@ -441,7 +447,7 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
     private func submitResponse(streamID: Int32, status: Int, headers: HTTP2Headers, endStream: Bool) {
         guard let session, let stream = streams[streamID], !stream.responseSubmitted else { return }
         stream.responseSubmitted = true
-        let pseudo = [(":status", String(status))]
+        let pseudo = Self.statusPseudoHeader(status)
         if endStream {
             _ = withNameValuePairs(pseudo, headers) { nva, n in nghttp2_submit_response(session, streamID, nva, n, nil) }
         } else if let outbound = stream.outbound {

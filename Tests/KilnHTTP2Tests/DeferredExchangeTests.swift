@@ -164,6 +164,31 @@ final class DeferredExchangeTests: XCTestCase {
         for _ in 0..<200 where cancelled.load(ordering: .relaxed) < 2 { try await Task.sleep(for: .milliseconds(10)) }
         XCTAssertEqual(cancelled.load(ordering: .relaxed), 2, "both server handlers saw their streams reset")
 
+        // A finished exchange lets go of its completion (and so of whatever the caller captured in it), and
+        // is itself freed once its stream is gone: a caller that keeps the exchange to cancel it, and is kept
+        // by the completion, must not make a cycle.
+        final class Caller: Sendable {
+            let exchange = Mutex<HTTP2Exchange?>(nil)
+        }
+        weak var weakCaller: Caller?
+        weak var weakExchange: HTTP2Exchange?
+        let finished = Atomic<Bool>(false)
+        do {
+            let caller = Caller()
+            weakCaller = caller
+            let exchange = try client.exchange(path: "/stream", body: Array("x".utf8), maxResponseBytes: 1 << 20) { _ in
+                withExtendedLifetime(caller) { finished.store(true, ordering: .relaxed) }
+            }
+            caller.exchange.withLock { $0 = exchange }
+            weakExchange = exchange
+        }
+        for _ in 0..<200 where !finished.load(ordering: .relaxed) || weakCaller != nil || weakExchange != nil {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        XCTAssertTrue(finished.load(ordering: .relaxed))
+        XCTAssertNil(weakCaller, "the completion was released after it ran")
+        XCTAssertNil(weakExchange, "the exchange was freed with its stream")
+
         // Nothing listening: the completion reports it (the call never reaches a server).
         let nowhere = try HTTP2Client(host: "127.0.0.1", port: freePort(), group: group)
         guard case .failure = try await exchange(nowhere, path: "/stream") else { return XCTFail("a refused connection fails the exchange") }

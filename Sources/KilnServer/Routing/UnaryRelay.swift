@@ -84,6 +84,10 @@ public struct UnaryRelay: HTTP2DeferredHandler {
 /// One unary call through the router: its attempts, their timers, and its one answer. Its steps run on
 /// event loops (the client's, the backend connection's), so its state is behind a lock.
 final class UnaryRelayCall: Sendable {
+    /// Calls alive now: a test's check that finished calls are freed (a reference cycle would keep each
+    /// call, its request and its response for ever).
+    static let live = Atomic<Int>(0)
+
     private let relay: InferenceRelay
     private let responder: HTTP2DeferredResponder
     private let path: String
@@ -118,7 +122,10 @@ final class UnaryRelayCall: Sendable {
         self.keyHash = keyHash
         self.deadline = deadline
         self.extraHeaders = extraHeaders
+        Self.live.add(1, ordering: .relaxed)
     }
+
+    deinit { Self.live.subtract(1, ordering: .relaxed) }
 
     func start() {
         if let deadline {
@@ -268,6 +275,7 @@ final class UnaryRelayCall: Sendable {
         state.withLock { s -> [LoopTimer]? in
             guard !s.finished else { return nil }
             s.finished = true
+            defer { s.deadlineTimer = nil; s.retryTimer = nil }
             return [s.deadlineTimer, s.retryTimer].compactMap { $0 }
         }
     }

@@ -160,6 +160,24 @@ public final class HTTP2InboundBody: AsyncSequence, Sendable {
         }
     }
 
+    /// The next chunk joined with every chunk already buffered behind it, up to `maxBytes` (a single chunk
+    /// may pass it), or nil at the end. For a relay, which then forwards a burst of small frames as one write
+    /// instead of one write per frame.
+    public func nextBatch(maxBytes: Int) async throws -> [UInt8]? {
+        guard var batch = try await next() else { return nil }
+        let more = state.withLock { s -> Bool in
+            var took = false
+            while let c = s.chunks.first, batch.count + c.count <= maxBytes, let popped = popChunk(&s) {
+                if popped.release { charge?.release(popped.chunk.count) }
+                batch.append(contentsOf: popped.chunk)
+                took = true
+            }
+            return took
+        }
+        if more { scheduleReportIfNeeded() }
+        return batch
+    }
+
     /// Reads the whole body, failing past `limit` bytes.
     public func collect(upTo limit: Int = .max) async throws -> [UInt8] {
         var out: [UInt8] = []

@@ -185,4 +185,21 @@ final class StreamingTests: XCTestCase {
         await server.stop()
         group.shutdown()
     }
+
+    /// A relay's read: the chunks that have arrived leave together, up to the limit, and all count as
+    /// consumed (so the peer's window reopens for them).
+    func testNextBatchJoinsWhatHasArrivedUpToItsLimit() async throws {
+        let reports = Atomic<Int>(0)
+        let body = HTTP2InboundBody { reports.add(1, ordering: .relaxed) }
+        for chunk in [[1, 2], [3], [4, 5, 6], [7, 8]] as [[UInt8]] { body.append(chunk) }
+        let first = try await body.nextBatch(maxBytes: 6)
+        XCTAssertEqual(first, [1, 2, 3, 4, 5, 6], "joined up to 6 bytes; [7, 8] would pass it")
+        XCTAssertEqual(body.takeConsumedBytes(), 6)
+        let second = try await body.nextBatch(maxBytes: 1)
+        XCTAssertEqual(second, [7, 8], "one chunk may pass the limit")
+        body.finish()
+        let end = try await body.nextBatch(maxBytes: 100)
+        XCTAssertNil(end)
+        XCTAssertGreaterThan(reports.load(ordering: .relaxed), 0)
+    }
 }

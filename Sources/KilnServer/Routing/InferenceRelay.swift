@@ -120,6 +120,10 @@ public struct InferenceRelay: HTTP2Handler {
         }
     }
 
+    /// Response bytes already arrived from the worker that go on to the client in one write (messages that
+    /// came together leave together; each still goes as soon as it has arrived).
+    static let batchBytes = 64 << 10
+
     /// How long after the client's deadline the router gives up on a backend that has not answered it.
     static let deadlineGrace: UInt64 = 100_000_000
 
@@ -243,7 +247,6 @@ public struct InferenceRelay: HTTP2Handler {
     private func relay(_ call: HTTP2ClientCall, body: [UInt8], extraHeaders: HTTP2Headers,
                        response: HTTP2ResponseWriter) async -> Outcome {
         let head: HTTP2ResponseHead
-        var iterator = call.body.makeAsyncIterator()
         let first: [UInt8]?
         do {
             try await call.write(body)
@@ -261,7 +264,7 @@ public struct InferenceRelay: HTTP2Handler {
                 response.finish()
                 return .done(.succeeded, trailers: nil)
             }
-            first = try await iterator.next()
+            first = try await call.body.nextBatch(maxBytes: Self.batchBytes)
         } catch {
             call.cancel()
             if Task.isCancelled { return .done(.abandoned, trailers: nil) }
@@ -286,7 +289,7 @@ public struct InferenceRelay: HTTP2Handler {
         while true {
             let chunk: [UInt8]?
             do {
-                chunk = try await iterator.next()
+                chunk = try await call.body.nextBatch(maxBytes: Self.batchBytes)
             } catch {
                 if Task.isCancelled { return .done(.abandoned, trailers: nil) }
                 response.finish(trailers: ["grpc-status": String(RPCStatusCode.unavailable.rawValue),

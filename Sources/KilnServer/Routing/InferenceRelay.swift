@@ -76,19 +76,13 @@ public struct InferenceRelay: HTTP2Handler {
             }
             body += chunk
         }
-        var extraHeaders = HTTP2Headers()
-        let key: String?
-        switch extractKey(path: request.pathWithoutQuery, body: body, headers: request.headers) {
-        case .key(let k):
-            key = k
-        case .newSession(let id, let rewritten):
-            key = id
-            body = rewritten
-            extraHeaders.add("x-session-id", id)
-        case .bad(let message):
+        let keyHash: UInt64?, extraHeaders: HTTP2Headers
+        switch prepare(path: request.pathWithoutQuery, body: body, headers: request.headers) {
+        case .ready(let hash, let rewritten, let extra):
+            (keyHash, body, extraHeaders) = (hash, rewritten, extra)
+        case .refused(let message):
             return Self.fail(response, .invalidArgument, message)
         }
-        let keyHash = key.map { StableHash.hash($0) }
         guard let deadline else {
             return await route(path: request.path, headers: request.headers, body: body, keyHash: keyHash, deadline: nil, extraHeaders: extraHeaders, response: response)
         }
@@ -175,6 +169,24 @@ public struct InferenceRelay: HTTP2Handler {
     }
 
     // MARK: Keys
+
+    /// A request ready to go on: its key's ring hash, its body (rewritten when the router gave the session its
+    /// id) and the metadata the router adds to the answer; or why it is refused (INVALID_ARGUMENT).
+    enum Prepared {
+        case ready(keyHash: UInt64?, body: [UInt8], extraHeaders: HTTP2Headers)
+        case refused(String)
+    }
+
+    func prepare(path: Substring, body: [UInt8], headers: HTTP2Headers) -> Prepared {
+        switch extractKey(path: path, body: body, headers: headers) {
+        case .key(let key):
+            return .ready(keyHash: key.map { StableHash.hash($0) }, body: body, extraHeaders: HTTP2Headers())
+        case .newSession(let id, let rewritten):
+            return .ready(keyHash: StableHash.hash(id), body: rewritten, extraHeaders: ["x-session-id": id])
+        case .bad(let message):
+            return .refused(message)
+        }
+    }
 
     enum KeyExtraction {
         case key(String?)
@@ -339,9 +351,14 @@ public struct InferenceRelay: HTTP2Handler {
 
     /// Ends a call from the router itself, Trailers-Only.
     static func fail(_ response: HTTP2ResponseWriter, _ code: RPCStatusCode, _ message: String, extra: HTTP2Headers = HTTP2Headers()) {
+        response.sendHead(status: 200, headers: trailersOnly(code, message, extra: extra), endStream: true)
+    }
+
+    /// The head of a call the router ends itself: gRPC's Trailers-Only.
+    static func trailersOnly(_ code: RPCStatusCode, _ message: String, extra: HTTP2Headers = HTTP2Headers()) -> HTTP2Headers {
         var headers: HTTP2Headers = ["content-type": "application/grpc", "grpc-status": String(code.rawValue),
                                      "grpc-message": StatusMessageCoding.encode(message)]
-        for field in extra { headers.add(field.name, field.value) }
-        response.sendHead(status: 200, headers: headers, endStream: true)
+        headers.append(contentsOf: extra)
+        return headers
     }
 }

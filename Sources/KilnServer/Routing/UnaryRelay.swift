@@ -54,30 +54,18 @@ public struct UnaryRelay: HTTP2DeferredHandler {
             }
             deadline = now &+ min(timeout, GRPCTimeout.longest)
         }
-        var body = request.body
-        var extraHeaders = HTTP2Headers()
-        let key: String?
-        switch relay.extractKey(path: request.pathWithoutQuery, body: body, headers: request.headers) {
-        case .key(let k):
-            key = k
-        case .newSession(let id, let rewritten):
-            key = id
-            body = rewritten
-            extraHeaders.add("x-session-id", id)
-        case .bad(let message):
-            return responder.respond(Self.failure(.invalidArgument, message))
+        switch relay.prepare(path: request.pathWithoutQuery, body: request.body, headers: request.headers) {
+        case .ready(let keyHash, let body, let extraHeaders):
+            UnaryRelayCall(relay: relay, responder: responder, path: request.path, headers: relay.forwardedHeaders(request.headers),
+                           body: body, keyHash: keyHash, deadline: deadline, extraHeaders: extraHeaders).start()
+        case .refused(let message):
+            responder.respond(Self.failure(.invalidArgument, message))
         }
-        let call = UnaryRelayCall(relay: relay, responder: responder, path: request.path, headers: relay.forwardedHeaders(request.headers),
-                                  body: body, keyHash: key.map { StableHash.hash($0) }, deadline: deadline, extraHeaders: extraHeaders)
-        call.start()
     }
 
     /// A call ended by the router itself, Trailers-Only.
     static func failure(_ code: RPCStatusCode, _ message: String, extra: HTTP2Headers = HTTP2Headers()) -> HTTP2InlineResponse {
-        var headers: HTTP2Headers = ["content-type": "application/grpc", "grpc-status": String(code.rawValue),
-                                     "grpc-message": StatusMessageCoding.encode(message)]
-        for field in extra { headers.add(field.name, field.value) }
-        return HTTP2InlineResponse(headers: headers)
+        HTTP2InlineResponse(headers: InferenceRelay.trailersOnly(code, message, extra: extra))
     }
 }
 

@@ -157,22 +157,13 @@ added() {  # name path body calls → "p50 p99" added by the router, µs: the me
   echo "$(median "$d50s") $(median "$d99s")"
 }
 
-cpu_per_call() {  # name → router CPU µs per unary call under load
+cpu_under_load() {  # name path body calls messages-per-call → router CPU µs per message under -c4 -m8
   local before after out
   before=$(cpu_ns "${pid_of[$1]}")
-  out=$(h2load "${H[@]}" -n "$N_LOAD" -c 4 -m 8 -d "$work/unary.bin" "http://127.0.0.1:${port_of[$1]}/kiln.v1.Inference/Tokenize" 2>&1)
+  out=$(h2load "${H[@]}" -n "$4" -c 4 -m 8 -d "$3" "http://127.0.0.1:${port_of[$1]}$2" 2>&1)
   after=$(cpu_ns "${pid_of[$1]}")
   grep -q ' 0 failed, 0 errored, 0 timeout' <<<"$out" || { echo "h2load failed on $1: $out" >&2; exit 1; }
-  python3 -c "import sys; print(f'{(int(sys.argv[2]) - int(sys.argv[1])) / 1e3 / int(sys.argv[3]):.2f}')" "$before" "$after" "$N_LOAD"
-}
-
-cpu_per_message() {  # name → router CPU µs per streamed message under load (Generate, 32 messages a call)
-  local before after out
-  before=$(cpu_ns "${pid_of[$1]}")
-  out=$(h2load "${H[@]}" -n "$N_STREAM_LOAD" -c 4 -m 8 -d "$work/stream.bin" "http://127.0.0.1:${port_of[$1]}/kiln.v1.Inference/Generate" 2>&1)
-  after=$(cpu_ns "${pid_of[$1]}")
-  grep -q ' 0 failed, 0 errored, 0 timeout' <<<"$out" || { echo "h2load failed on $1: $out" >&2; exit 1; }
-  python3 -c "import sys; print(f'{(int(sys.argv[2]) - int(sys.argv[1])) / 1e3 / (int(sys.argv[3]) * 32):.2f}')" "$before" "$after" "$N_STREAM_LOAD"
+  python3 -c "import sys; print(f'{(int(sys.argv[2]) - int(sys.argv[1])) / 1e3 / (int(sys.argv[3]) * int(sys.argv[4])):.2f}')" "$before" "$after" "$4" "$5"
 }
 
 declare -A acc
@@ -181,8 +172,9 @@ median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {p
 
 for round in $(seq "$ROUNDS"); do
   for name in kiln_route haproxy nginx; do
-    add "cpu_$name" "$(cpu_per_call "$name")"
-    add "cpu_message_$name" "$(cpu_per_message "$name")"
+    add "cpu_$name" "$(cpu_under_load "$name" /kiln.v1.Inference/Tokenize "$work/unary.bin" "$N_LOAD" 1)"
+    # Generate, 32 tokens: 32 messages a call as the figure has always counted them.
+    add "cpu_message_$name" "$(cpu_under_load "$name" /kiln.v1.Inference/Generate "$work/stream.bin" "$N_STREAM_LOAD" 32)"
   done
   echo "round $round (CPU µs per call):$(for n in kiln_route haproxy nginx; do echo -n " $n $(tr ' ' '\n' <<<"${acc[cpu_$n]}" | tail -1)"; done)" >&2
 done

@@ -20,7 +20,8 @@ import Synchronization
 ///   order (`excluding` the ones tried) after an exponential backoff with jitter from 100 ms to 1 s. When
 ///   every attempt was pushed back, the client gets RESOURCE_EXHAUSTED with the shortest pushback; otherwise
 ///   UNAVAILABLE.
-/// - `GetStats` is answered by the router itself: each backend's health, load, picks, spills and retries.
+/// - `GetStats` is answered by the router itself (``UnaryRelay``): each backend's health, load, picks,
+///   spills and retries.
 /// - The client's deadline goes on as the time remaining (`grpc-timeout`); a client's cancel resets the
 ///   worker's stream, which frees its KV blocks; the worker's status and trailers reach the client unchanged.
 public struct InferenceRelay: HTTP2Handler {
@@ -50,16 +51,6 @@ public struct InferenceRelay: HTTP2Handler {
 
     public func handle(_ request: HTTP2Request, _ response: HTTP2ResponseWriter) async throws {
         if try await GRPCRequestHead.refusesNonGRPC(request, response) { return }
-        if request.pathWithoutQuery == "/kiln.v1.Inference/GetStats" {
-            // The router's own stats (each backend), not one worker's.
-            for try await _ in request.body {}
-            var stats = Kiln_V1_ServerStats()
-            stats.backends = backends.stats()
-            response.sendHead(headers: ["content-type": "application/grpc"])
-            try await response.write(GRPCMessageFramer.frame(stats.serializedBytes()))
-            response.finish(trailers: ["grpc-status": "0"])
-            return
-        }
         let started = BackendSet.now()
         var deadline: UInt64?
         if let text = request.headers["grpc-timeout"] {

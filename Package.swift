@@ -60,6 +60,17 @@ let package = Package(
         ),
         .executableTarget(name: "kiln-shader-embed"),
         .plugin(name: "ShaderCompiler", capability: .buildTool(), dependencies: ["kiln-shader-embed"]),
+        // Native CPU kernels in C with intrinsics, the instruction set chosen at run time: quantized matrix
+        // products, attention over the paged f16 cache, element-wise operations, the thread pool. Optimized in
+        // debug builds too (tests run them on real models), and no FMA contraction: results must not depend
+        // on how the compiler fused an expression in one caller or another.
+        .target(name: "CKilnCPU", cSettings: [.unsafeFlags(["-O2", "-ffp-contract=off"])]),
+        // The CPU decoder backend over those kernels: repacked weights, the paged KV pool, the forward pass.
+        .target(
+            name: "KilnCPU",
+            dependencies: ["CKilnCPU", "KilnModel"],
+            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+        ),
         // The serving engine: KV block bookkeeping (prefix caching), scheduler, sampler, sessions.
         .target(name: "KilnEngine", dependencies: ["KilnModel", .product(name: "HeapModule", package: "swift-collections")]),
         // The router's decisions, pure (no sockets, time passed in): hash ring, bounded loads, balancing
@@ -72,7 +83,7 @@ let package = Package(
         .executableTarget(
             name: "kiln",
             dependencies: [
-                "CLinux", "KilnHTTP2", "KilnRPC", "KilnAPI", "KilnServer", "KilnModel", "KilnVulkan", "KilnEngine", "KilnRouter",
+                "CLinux", "KilnHTTP2", "KilnRPC", "KilnAPI", "KilnServer", "KilnModel", "KilnVulkan", "KilnCPU", "KilnEngine", "KilnRouter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -105,6 +116,10 @@ let package = Package(
         .testTarget(
             name: "KilnVulkanTests",
             dependencies: ["KilnVulkan", "KilnModel", "KilnEngine", "KilnTestSupport"]
+        ),
+        .testTarget(
+            name: "KilnCPUTests",
+            dependencies: ["KilnCPU", "CKilnCPU", "KilnModel", "KilnEngine", "KilnTestSupport"]
         ),
         .testTarget(
             name: "KilnEngineTests",

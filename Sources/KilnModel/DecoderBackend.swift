@@ -29,6 +29,28 @@ public struct DecodeBatch: Sendable {
     }
 }
 
+extension DecodeBatch {
+    /// Throws unless every token, position, sequence index and block of the batch is one a backend with this
+    /// model and pool can run: what every CPU backend checks before touching its pool.
+    public func validate(config: ModelConfig, blockSize: Int, blockCount: Int) throws {
+        let n = tokens.count
+        guard n > 0, positions.count == n, sequences.count == n, logitRows.allSatisfy({ $0 >= 0 && $0 < n }) else {
+            throw DecodeBatchError("batch shape: \(n) tokens, \(positions.count) positions, \(sequences.count) sequence indices")
+        }
+        for t in 0..<n {
+            let token = tokens[t], position = positions[t], sequence = sequences[t]
+            guard token >= 0, token < config.vocabularySize else { throw DecodeBatchError("token id \(token) is outside the vocabulary") }
+            guard position >= 0, position < config.contextLength else { throw DecodeBatchError("position \(position) is outside the context") }
+            guard sequence >= 0, sequence < blockTables.count, position / blockSize < blockTables[sequence].count else {
+                throw DecodeBatchError("token \(t) has no block for position \(position)")
+            }
+        }
+        guard blockTables.allSatisfy({ $0.allSatisfy { $0 >= 0 && $0 < blockCount } }) else {
+            throw DecodeBatchError("a block table names a block outside the pool of \(blockCount)")
+        }
+    }
+}
+
 /// A decoder that runs batches over a paged KV cache: the Vulkan backend, and the CPU reference behind the
 /// same interface. The engine owns the block bookkeeping; the backend only stores and reads through tables.
 public protocol DecoderBackend: AnyObject {

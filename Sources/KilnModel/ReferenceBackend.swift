@@ -95,21 +95,7 @@ public final class ReferenceBackend: DecoderBackend {
     }
 
     private func validate(_ batch: DecodeBatch) throws {
-        let n = batch.tokens.count
-        guard n > 0, batch.positions.count == n, batch.sequences.count == n, batch.logitRows.allSatisfy({ $0 >= 0 && $0 < n }) else {
-            throw DecodeBatchError("batch shape: \(n) tokens, \(batch.positions.count) positions, \(batch.sequences.count) sequence indices")
-        }
-        for t in 0..<n {
-            let token = batch.tokens[t], position = batch.positions[t], sequence = batch.sequences[t]
-            guard token >= 0, token < config.vocabularySize else { throw DecodeBatchError("token id \(token) is outside the vocabulary") }
-            guard position >= 0, position < config.contextLength else { throw DecodeBatchError("position \(position) is outside the context") }
-            guard sequence >= 0, sequence < batch.blockTables.count, position / blockSize < batch.blockTables[sequence].count else {
-                throw DecodeBatchError("token \(t) has no block for position \(position)")
-            }
-        }
-        guard batch.blockTables.allSatisfy({ $0.allSatisfy { $0 >= 0 && $0 < blockCount } }) else {
-            throw DecodeBatchError("a block table names a block outside the pool of \(blockCount)")
-        }
+        try batch.validate(config: config, blockSize: blockSize, blockCount: blockCount)
     }
 
     // MARK: the operations

@@ -138,7 +138,7 @@ public final class VulkanDecoder: DecoderBackend, @unchecked Sendable {
                 kernelFamily: KernelFamily? = nil, maxBufferBytes: Int? = nil, samplesOnDevice: Bool? = nil, fusesSwiGLU: Bool? = nil,
                 foldsNorm: Bool? = nil, fusesRope: Bool? = nil, attentionChunkKeys: Int = 64, attentionSplitBelow: Int? = nil) throws {
         let c = try ModelConfig(gguf: file)
-        if let why = Self.unsupported(c) { throw VulkanError("model", message: "\(why); use --backend cpu") }
+        if let why = Self.unsupported(c) { throw VulkanError("model", message: "\(why); use --backend cpu or reference") }
         guard c.embeddingWidth % 32 == 0, c.feedForwardWidth % 32 == 0, c.headDimension % 4 == 0 else {
             throw VulkanError("model", message: "widths must be multiples of 32")
         }

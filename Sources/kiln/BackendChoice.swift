@@ -1,12 +1,16 @@
 import ArgumentParser
 import Foundation
+import KilnCPU
 import KilnModel
 import KilnVulkan
 
-/// `--backend vulkan|cpu` for the model commands: Vulkan (any device, lavapipe included) by default when a
-/// Vulkan device exists, otherwise the CPU reference decoder.
+/// `--backend` for the model commands:
+/// - `auto` (default): Vulkan on a real GPU (discrete or integrated), otherwise the native CPU backend;
+/// - `vulkan`: Vulkan on any device, Mesa's lavapipe included (what CI runs the shaders on);
+/// - `cpu`: the native CPU backend (SIMD kernels, `KilnCPU`);
+/// - `reference`: the float32 CPU reference decoder, the tests' oracle.
 enum BackendChoice: String, ExpressibleByArgument, CaseIterable {
-    case vulkan, cpu, auto
+    case vulkan, cpu, reference, auto
 }
 
 /// One sequence decoded on either backend (what `kiln generate` and `kiln logprobs` need): its KV blocks
@@ -17,11 +21,11 @@ final class SequenceDecoder {
     private let maxStep: Int
     private var position = 0
 
-    init(file: GGUFFile, backend choice: BackendChoice, deviceIndex: Int?, kvCache: KVCacheType = .f16) throws {
+    init(file: GGUFFile, backend choice: BackendChoice, deviceIndex: Int?, kvCache: KVCacheType = .f16, threads: Int? = nil) throws {
         let config = try ModelConfig(gguf: file)
         let blocks = (config.contextLength + 15) / 16
         backend = try makeBackend(file: file, choice: choice, deviceIndex: deviceIndex, blocks: blocks,
-                                  maxTokens: 512, maxSequences: 1, maxLogitRows: 512, kvCache: kvCache)
+                                  maxTokens: 512, maxSequences: 1, maxLogitRows: 512, kvCache: kvCache, threads: threads)
         // Every token of a step may want its logits (`kiln logprobs`): steps of at most the logit rows the
         // decoder holds.
         maxStep = min(512, backend.maxLogitRows)
@@ -49,31 +53,53 @@ final class SequenceDecoder {
 /// The decoder whose kernel profile is printed at exit (KILN_VULKAN_PROFILE=1 or gpu).
 nonisolated(unsafe) var atexit_decoder: VulkanDecoder?
 
-/// The decoder backend: Vulkan when chosen or found (lavapipe included), else the CPU reference decoder.
-/// `auto` also takes the CPU for a model the Vulkan kernels cannot run (qwen2's QKV biases), and says so.
-func makeBackend(file: GGUFFile, choice: BackendChoice, deviceIndex: Int?, blocks: Int,
-                 maxTokens: Int = 256, maxSequences: Int = 64, maxLogitRows: Int = 64, kvCache: KVCacheType = .f16) throws -> DecoderBackend {
+/// The decoder backend `choice` names; for `auto`, Vulkan on a real GPU that can run the model, else the
+/// native CPU backend (else, for a model neither runs, the reference decoder). Says on stderr which and why.
+func makeBackend(file: GGUFFile, choice: BackendChoice, deviceIndex: Int?, blocks: Int, maxTokens: Int = 256, maxSequences: Int = 64,
+                 maxLogitRows: Int = 64, kvCache: KVCacheType = .f16, threads: Int? = nil) throws -> DecoderBackend {
+    func say(_ line: String) { FileHandle.standardError.write(Data("kiln: \(line)\n".utf8)) }
+    let config = try ModelConfig(gguf: file)
     var choice = choice
-    if choice == .auto, let why = VulkanDecoder.unsupported(try ModelConfig(gguf: file)) {
-        FileHandle.standardError.write(Data("kiln: \(why); using the CPU reference decoder\n".utf8))
-        choice = .cpu
-    }
     if choice == .auto {
-        choice = ((try? VulkanDevice.available()) ?? []).isEmpty ? .cpu : .vulkan
-        if choice == .cpu {
-            FileHandle.standardError.write(Data("kiln: no Vulkan device found (install mesa-vulkan-drivers for lavapipe); using the CPU reference decoder\n".utf8))
+        let devices = (try? VulkanDevice.available()) ?? []
+        let gpu = deviceIndex.map { i in devices.indices.contains(i) ? devices[i] : nil } ?? devices.first { $0.kind == .discreteGPU || $0.kind == .integratedGPU }
+        if let gpu, gpu.kind == .discreteGPU || gpu.kind == .integratedGPU, VulkanDecoder.unsupported(config) == nil {
+            choice = .vulkan
+            say("backend auto: Vulkan, on the \(gpu.kind.rawValue) \(gpu.name)")
+        } else if let why = CPUBackend.unsupported(config) {
+            choice = .reference
+            say("backend auto: the CPU reference decoder (the CPU backend cannot run this model: \(why))")
+        } else {
+            choice = .cpu
+            let why: String
+            if devices.isEmpty {
+                why = "no Vulkan device found"
+            } else if let gpu, gpu.kind == .discreteGPU || gpu.kind == .integratedGPU, let unsupported = VulkanDecoder.unsupported(config) {
+                why = "the Vulkan kernels cannot run this model: \(unsupported)"
+            } else {
+                why = "no GPU among the Vulkan devices (\(devices.map { "\($0.name): \($0.kind.rawValue)" }.joined(separator: ", ")); --backend vulkan uses them anyway)"
+            }
+            say("backend auto: the CPU backend (\(why))")
         }
     }
-    guard choice == .vulkan else { return ReferenceBackend(weights: try ReferenceWeights(gguf: file), blockCount: blocks, blockSize: 16) }
-    let decoder = try VulkanDecoder(device: VulkanDevice(index: deviceIndex), file: file, blockCount: blocks, blockSize: 16,
-                                    maxTokens: maxTokens, maxSequences: maxSequences, maxLogitRows: maxLogitRows, kvCache: kvCache)
-    let memory = decoder.device.unifiedMemory ? "unified memory" : "device-local memory (staged uploads)"
-    FileHandle.standardError.write(Data("kiln: Vulkan on \(decoder.device.info.name): \(decoder.kernelFamily) kernel family, \(decoder.kvCache) KV pool, \(memory)\n".utf8))
-    if KernelProfileMode.current.isOn {
-        atexit_decoder = decoder
-        atexit { if let d = atexit_decoder { FileHandle.standardError.write(Data((d.profileReport() + "\n").utf8)) } }
+    switch choice {
+    case .reference, .auto:
+        return ReferenceBackend(weights: try ReferenceWeights(gguf: file), blockCount: blocks, blockSize: 16)
+    case .cpu:
+        let backend = try CPUBackend(file: file, blockCount: blocks, blockSize: 16, threads: threads)
+        say("CPU backend: \(backend.kernelFamily) kernels, \(backend.threads) threads, f16 KV pool of \(blocks) blocks")
+        return backend
+    case .vulkan:
+        let decoder = try VulkanDecoder(device: VulkanDevice(index: deviceIndex), file: file, blockCount: blocks, blockSize: 16,
+                                        maxTokens: maxTokens, maxSequences: maxSequences, maxLogitRows: maxLogitRows, kvCache: kvCache)
+        let memory = decoder.device.unifiedMemory ? "unified memory" : "device-local memory (staged uploads)"
+        say("Vulkan on \(decoder.device.info.name): \(decoder.kernelFamily) kernel family, \(decoder.kvCache) KV pool, \(memory)")
+        if KernelProfileMode.current.isOn {
+            atexit_decoder = decoder
+            atexit { if let d = atexit_decoder { FileHandle.standardError.write(Data((d.profileReport() + "\n").utf8)) } }
+        }
+        return decoder
     }
-    return decoder
 }
 
 extension KVCacheType: ExpressibleByArgument {}

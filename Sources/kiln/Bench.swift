@@ -69,13 +69,15 @@ struct BenchModel: ParsableCommand {
 /// `kiln bench decode`: the Vulkan decoder's prefill tok/s for one long prompt and decode tok/s at several
 /// batch sizes (greedy on the device).
 struct BenchDecode: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "decode", abstract: "Vulkan prefill and batched decode tok/s.")
+    static let configuration = CommandConfiguration(commandName: "decode", abstract: "Prefill and batched decode tok/s, on Vulkan or the CPU backend.")
 
     @Option(help: "GGUF model.") var model = DefaultModel.path
     @Option(name: .customLong("prompt-tokens"), help: "Prefill length.") var promptTokens = 512
     @Option(help: "Batch sizes for decode, comma-separated.") var batches = "1,4,16,32"
     @Option(help: "Decode steps timed per batch size.") var steps = 8
     @Option(name: .customLong("vulkan-device"), help: "Vulkan device index.") var vulkanDevice: Int?
+    @Option(help: "cpu, vulkan, or auto (what `kiln serve` would pick).") var backend: BackendChoice = .auto
+    @Option(help: "Threads of the CPU backend (default: one per core).") var threads: Int?
     @Flag(name: .customLong("compare-swiglu"),
           help: "Also run a decoder with SwiGLU as a dispatch of its own, alternating step by step with the fused one, and print both medians and their ratio.")
     var compareSwiGLU = false
@@ -88,6 +90,13 @@ struct BenchDecode: ParsableCommand {
 
     func run() throws {
         printLineByLine()
+        switch backend {
+        case .cpu: return try runOnCPU()
+        case .reference: throw ValidationError("the reference decoder is not benchmarked here (kiln bench model times it)")
+        case .auto where !((try? VulkanDevice.available()) ?? []).contains(where: { $0.kind == .discreteGPU || $0.kind == .integratedGPU }):
+            return try runOnCPU()
+        default: break
+        }
         let file = try GGUFFile(path: model)
         let device = try VulkanDevice(index: vulkanDevice)
         print("device: \(device.info)")
@@ -219,7 +228,7 @@ struct BenchDecode: ParsableCommand {
         print(String(format: "BENCH vulkan_%@_%@_%@_vs_%@_ratio %.3f x", name, what, b.0, a.0, mb / ma))
     }
 
-    private func seconds(_ body: () throws -> Void) rethrows -> Double {
+    func seconds(_ body: () throws -> Void) rethrows -> Double {
         let start = DispatchTime.now().uptimeNanoseconds
         try body()
         return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9

@@ -10,7 +10,8 @@ struct Generate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Complete a prompt and stream the text to stdout.")
 
     @Option(help: "GGUF model (default: the SmolLM2 model `make model` fetches).") var model = DefaultModel.path
-    @Option(help: "Decoder: vulkan, cpu, or auto (Vulkan when a device exists).") var backend: BackendChoice = .auto
+    @Option(help: "Decoder: auto (Vulkan on a real GPU, else the native CPU backend), vulkan (any Vulkan device, lavapipe included), cpu (the native CPU backend) or reference (the float32 oracle).") var backend: BackendChoice = .auto
+    @Option(help: "Threads of the CPU backend (default: one per core).") var threads: Int?
     @Option(name: .customLong("vulkan-device"), help: "Vulkan device index (default: the best one).") var vulkanDevice: Int?
     @Option(help: "The prompt.") var prompt: String?
     @Option(name: .customLong("prompt-file"), help: "Read the prompt from this file.") var promptFile: String?
@@ -51,7 +52,7 @@ struct Generate: AsyncParsableCommand {
         guard promptIds.count + maxTokens <= config.contextLength else {
             throw ValidationError("prompt (\(promptIds.count) tokens) + --max-tokens exceeds the context (\(config.contextLength))")
         }
-        let decoder = try SequenceDecoder(file: file, backend: backend, deviceIndex: vulkanDevice)
+        let decoder = try SequenceDecoder(file: file, backend: backend, deviceIndex: vulkanDevice, threads: threads)
         // The engine's sampler, as the server samples: the same --seed gives the same text here and with --server.
         var parameters = SamplingParameters()
         parameters.temperature = temperature

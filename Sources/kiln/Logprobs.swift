@@ -9,7 +9,8 @@ struct Logprobs: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Teacher-force token ids and print log-probabilities as JSON lines.")
 
     @Option(help: "GGUF model (default: the SmolLM2 model `make model` fetches).") var model = DefaultModel.path
-    @Option(help: "Decoder: vulkan, cpu, or auto (Vulkan when a device exists).") var backend: BackendChoice = .auto
+    @Option(help: "Decoder: auto (Vulkan on a real GPU, else the native CPU backend), vulkan (any Vulkan device, lavapipe included), cpu (the native CPU backend) or reference (the float32 oracle).") var backend: BackendChoice = .auto
+    @Option(help: "Threads of the CPU backend (default: one per core).") var threads: Int?
     @Option(name: .customLong("vulkan-device"), help: "Vulkan device index (default: the best one).") var vulkanDevice: Int?
     @Option(help: "Token ids, separated by spaces.") var tokens: String
     @Option(name: .customLong("logits-out"), help: "Also write the raw float32 logits to this file.") var logitsOut: String?
@@ -27,7 +28,7 @@ struct Logprobs: ParsableCommand {
         if let bad = ids.first(where: { $0 < 0 || $0 >= config.vocabularySize }) {
             throw ValidationError("token id \(bad) is outside the vocabulary (0..<\(config.vocabularySize))")
         }
-        let decoder = try SequenceDecoder(file: file, backend: backend, deviceIndex: vulkanDevice, kvCache: kvCacheType)
+        let decoder = try SequenceDecoder(file: file, backend: backend, deviceIndex: vulkanDevice, kvCache: kvCacheType, threads: threads)
         // Logits at position i predict token i + 1.
         let logits = try decoder.forward(Array(ids.dropLast()), logitCount: ids.count - 1)
         if let logitsOut {

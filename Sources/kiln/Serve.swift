@@ -37,7 +37,8 @@ struct Serve: AsyncParsableCommand {
     @Flag(name: .customLong("no-model"), help: "Serve no model: transport and health (and the demo routes, with --demo-routes) only.") var noModel = false
     @Flag(name: .customLong("demo-routes"), help: "Also mount the transport's demo routes (/, /echo, /stream, /bytes, /sleep, pkg.Service) for benchmarks and tests; never in production.") var demoRoutes = false
     @Flag(help: "Also serve kiln.interop.v1.Interop (the RPC interop-test service).") var interop = false
-    @Option(help: "Decoder: vulkan, cpu, or auto (Vulkan when a device exists).") var backend: BackendChoice = .auto
+    @Option(help: "Decoder: auto (Vulkan on a real GPU, else the native CPU backend), vulkan (any Vulkan device, lavapipe included), cpu (the native CPU backend) or reference (the float32 oracle).") var backend: BackendChoice = .auto
+    @Option(name: .customLong("decode-threads"), help: "Threads of the CPU backend (default: one per core).") var decodeThreads: Int?
     @Option(name: .customLong("vulkan-device"), help: "Vulkan device index (default: the best one).") var vulkanDevice: Int?
     @Option(name: .customLong("kv-cache-mb"), help: "Memory for the KV cache, in MiB.") var kvCacheMB = 768
     @Option(name: .customLong("kv-blocks"), help: "KV cache blocks of 16 tokens (overrides --kv-cache-mb).") var kvBlocks: Int?
@@ -106,7 +107,8 @@ struct Serve: AsyncParsableCommand {
             let blockBytes = VulkanDecoder.kvBytesPerBlock(config, blockSize: 16, kvCache: kvCacheType)
             let blocks = kvBlocks ?? max(1, kvCacheMB * (1 << 20) / blockBytes)
             let decoderBackend = try makeBackend(file: file, choice: backend, deviceIndex: vulkanDevice, blocks: blocks,
-                                                 maxTokens: stepTokens, maxSequences: maxBatch, maxLogitRows: maxBatch, kvCache: kvCacheType)
+                                                 maxTokens: stepTokens, maxSequences: maxBatch, maxLogitRows: maxBatch, kvCache: kvCacheType,
+                                                 threads: decodeThreads)
             let cache = KVCacheManager(blockCount: blocks, blockSize: 16, prefixCaching: !noPrefixCache)
             let scheduler = Scheduler(backend: decoderBackend, cache: cache, tokenBudget: stepTokens, maxWaiting: maxWaiting, maxRunning: maxBatch)
             logger.info("engine: \(scheduler.pipelinesSteps ? "greedy steps pipelined (each submitted while the previous one runs)" : "steps synchronous") (KILN_ENGINE_PIPELINE=1/0 overrides)")

@@ -3,7 +3,7 @@ import KilnModel
 import KilnTestSupport
 import XCTest
 
-/// The CPU reference decoder (`--backend cpu`; the Vulkan decoder has its own comparison in
+/// The CPU reference decoder (`--backend reference`; the Vulkan decoder has its own comparison in
 /// ModelAgreementTests) against llama.cpp on the default model, compared as
 /// Tests/Reference/README.md prescribes: teacher-forced log-probabilities, argmax where llama.cpp's choice
 /// is clear, and free-running greedy output up to llama.cpp's first near-tie. Runs the release `kiln` binary
@@ -17,7 +17,7 @@ final class ReferenceDecoderTests: XCTestCase {
         var argmaxChecked = 0, argmaxAgreed = 0
         for entry in entries {
             let ids = entry.prompt_tokens + entry.greedy_tokens
-            let r = try runTool(kilnReleaseBinary, ["logprobs", "--model", DefaultModel.path, "--backend", "cpu", "--top", "5",
+            let r = try runTool(kilnReleaseBinary, ["logprobs", "--model", DefaultModel.path, "--backend", "reference", "--top", "5",
                                                     "--tokens", ids.map(String.init).joined(separator: " ")], timeout: 300)
             XCTAssertEqual(r.status, 0, r.stderr)
             let lines = r.stdout.split(separator: "\n")
@@ -69,7 +69,7 @@ final class ReferenceDecoderTests: XCTestCase {
             comparedTokens += firstTie
             let promptFile = dir.appendingPathComponent("\(entry.name).txt")
             try Data(entry.prompt_text.utf8).write(to: promptFile)
-            let r = try runTool(kilnReleaseBinary, ["generate", "--model", DefaultModel.path, "--backend", "cpu", "--prompt-file", promptFile.path,
+            let r = try runTool(kilnReleaseBinary, ["generate", "--model", DefaultModel.path, "--backend", "reference", "--prompt-file", promptFile.path,
                                                     "--max-tokens", "\(max(firstTie, 1))", "--temperature", "0"], timeout: 300)
             XCTAssertEqual(r.status, 0, r.stderr)
             let ours = Array(r.stdout.utf8)
@@ -82,7 +82,7 @@ final class ReferenceDecoderTests: XCTestCase {
 
     /// `kiln generate --chat` applies the model's template (with SmolLM2's default system prompt) and answers.
     func testGenerateChat() throws {
-        let r = try runTool(kilnReleaseBinary, ["generate", "--model", DefaultModel.path, "--chat", "--max-tokens", "12",
+        let r = try runTool(kilnReleaseBinary, ["generate", "--model", DefaultModel.path, "--backend", "reference", "--chat", "--max-tokens", "12",
                                                 "--prompt", "What is the capital of France?"], timeout: 120)
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertTrue(r.stdout.contains("Paris"), r.stdout)

@@ -1,11 +1,12 @@
 import Foundation
 import KilnModel
 import KilnTestSupport
+import KilnVulkan
 import XCTest
 
 /// The default model on Vulkan (lavapipe in CI), teacher-forced on every entry of the llama.cpp reference:
 /// logits against the CPU reference decoder at every position, and log-probabilities against llama.cpp with
-/// the model issue's tolerances. Runs the release `kiln logprobs` (`--backend vulkan` and `--backend cpu`).
+/// the model issue's tolerances. Runs the release `kiln logprobs` (`--backend vulkan` and `--backend reference`).
 final class ModelAgreementTests: XCTestCase {
     struct Entry: Decodable {
         struct Candidate: Decodable { let id: Int; let logprob: Double }
@@ -26,7 +27,7 @@ final class ModelAgreementTests: XCTestCase {
             let ids = entry.prompt_tokens + entry.greedy_tokens
             var logits: [String: [Float]] = [:]
             var lines: [Substring] = []
-            for backend in ["vulkan", "cpu"] {
+            for backend in ["vulkan", "reference"] {
                 let out = dir.appendingPathComponent("\(entry.name)-\(backend).f32").path
                 let r = try runTool(kilnReleaseBinary, ["logprobs", "--model", DefaultModel.path, "--backend", backend, "--top", "5",
                                                         "--logits-out", out, "--tokens", ids.map(String.init).joined(separator: " ")], timeout: 600)
@@ -35,7 +36,7 @@ final class ModelAgreementTests: XCTestCase {
                 if backend == "vulkan" { lines = r.stdout.split(separator: "\n") }
             }
             let vocabulary = 49152
-            let v = try XCTUnwrap(logits["vulkan"]), c = try XCTUnwrap(logits["cpu"])
+            let v = try XCTUnwrap(logits["vulkan"]), c = try XCTUnwrap(logits["reference"])
             XCTAssertEqual(v.count, (ids.count - 1) * vocabulary)
             for position in 0..<ids.count - 1 {
                 var e = 0.0, n = 0.0
@@ -67,7 +68,7 @@ final class ModelAgreementTests: XCTestCase {
         XCTAssertLessThanOrEqual(differences.max() ?? 1, 0.5)
     }
 
-    /// Without any Vulkan driver Kiln says so and the CPU reference still works; asking for Vulkan is a clear error.
+    /// Without any Vulkan driver Kiln says so and the CPU backend still works; asking for Vulkan is a clear error.
     func testNoVulkanDriverFallsBackToCPU() throws {
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -80,10 +81,17 @@ final class ModelAgreementTests: XCTestCase {
         let forced = try runTool(kilnBinary, ["generate", "--model", model, "--backend", "vulkan", "--prompt", "the", "--max-tokens", "3"], environment: noDriver)
         XCTAssertNotEqual(forced.status, 0)
         XCTAssertTrue(forced.stderr.contains("Vulkan"), forced.stderr)
-        // With lavapipe present, auto picks Vulkan and generates the same greedy text as the CPU.
-        let vulkan = try runTool(kilnBinary, ["generate", "--model", model, "--prompt", "the", "--max-tokens", "8"])
+        // Vulkan (lavapipe when that is all there is) generates the same greedy text as the reference decoder.
+        let vulkan = try runTool(kilnBinary, ["generate", "--model", model, "--backend", "vulkan", "--prompt", "the", "--max-tokens", "8"])
+        let reference = try runTool(kilnBinary, ["generate", "--model", model, "--backend", "reference", "--prompt", "the", "--max-tokens", "8"])
+        XCTAssertEqual(vulkan.status, 0, vulkan.stderr)
+        XCTAssertEqual(vulkan.stdout, reference.stdout)
+        // auto takes Vulkan only on a real GPU; with lavapipe alone it takes the native CPU backend and says why.
+        let realGPU = try VulkanDevice.available().contains { $0.kind == .discreteGPU || $0.kind == .integratedGPU }
+        let picked = try runTool(kilnBinary, ["generate", "--model", model, "--prompt", "the", "--max-tokens", "8"])
         let cpu = try runTool(kilnBinary, ["generate", "--model", model, "--backend", "cpu", "--prompt", "the", "--max-tokens", "8"])
-        XCTAssertEqual(vulkan.stdout, cpu.stdout)
-        XCTAssertFalse(vulkan.stderr.contains("no Vulkan device"))
+        XCTAssertEqual(picked.status, 0, picked.stderr)
+        XCTAssertEqual(picked.stdout, realGPU ? vulkan.stdout : cpu.stdout)
+        XCTAssertTrue(picked.stderr.contains(realGPU ? "backend auto: Vulkan, on the" : "backend auto: the CPU backend (no GPU among the Vulkan devices"), picked.stderr)
     }
 }

@@ -112,7 +112,8 @@ bench-router: build-release
 bench-model: build-release model pydeps
 	KILN_BIN=$$($(SWIFT) build -c release --show-bin-path)/kiln bash Benchmarks/model.sh
 
-## Decode benchmark: Vulkan prefill and batched decode tok/s, beside llama.cpp's CPU backend in the same run.
+## Decode benchmark: the CPU backend beside llama-bench (same threads, alternating), then Vulkan prefill and batched
+## decode beside llama.cpp in the same run (DECODE_BACKENDS=cpu for the CPU part alone).
 bench-decode: build-release model
 	KILN_BIN=$$($(SWIFT) build -c release --show-bin-path)/kiln bash Benchmarks/decode.sh
 

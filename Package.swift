@@ -64,7 +64,7 @@ let package = Package(
         // products, attention over the paged f16 cache, element-wise operations, the thread pool. Optimized in
         // debug builds too (tests run them on real models), and no FMA contraction: results must not depend
         // on how the compiler fused an expression in one caller or another.
-        .target(name: "CKilnCPU", cSettings: [.unsafeFlags(["-O2", "-ffp-contract=off"])]),
+        .target(name: "CKilnCPU", exclude: ["kernels_x86.inc"], cSettings: [.unsafeFlags(["-O2", "-ffp-contract=off"])]),
         // The CPU decoder backend over those kernels: repacked weights, the paged KV pool, the forward pass.
         .target(
             name: "KilnCPU",

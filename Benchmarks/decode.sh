@@ -1,5 +1,10 @@
 #!/usr/bin/env bash
-# make bench-decode: Kiln's Vulkan decoder (lavapipe here) — prefill tok/s for a 512-token prompt and decode
+# make bench-decode, first the CPU backend: `kiln bench decode --backend cpu` (prefill of 512 tokens, decode at
+# batch 1, 4, 16, 32, and the batch-1 bound that memory bandwidth sets) alternating ROUNDS times with
+# llama.cpp's own llama-bench (-p 512 -n 128 -t 2, the same threads), built outside the repository from the
+# llama-cpp-python sdist's vendored source into ~/.cache/kiln/llama-server (as make bench-serve builds
+# llama-server; nothing of it is committed); ratios from the medians. Then (DECODE_BACKENDS=cpu skips it)
+# Kiln's Vulkan decoder (lavapipe here) — prefill tok/s for a 512-token prompt and decode
 # tok/s at batch 1, 4, 16, 32 — and, in the same run, llama.cpp's CPU backend (2 threads) on the same model
 # through the llama-cpp-python package (installed outside the repository by this script; nothing committed),
 # and llama.cpp's Vulkan backend on the same Vulkan device through the prebuilt `cyllama-vulkan` wheel (a
@@ -11,6 +16,56 @@ cd "$(dirname "$0")/.."
 KILN_BIN=${KILN_BIN:-.build/release/kiln}
 MODEL=${KILN_MODEL:-${KILN_MODELS_DIR:-$HOME/.cache/kiln/models}/SmolLM2-135M-Instruct.Q4_1.gguf}
 STEPS=${STEPS:-8}
+ROUNDS=${ROUNDS:-3}
+THREADS=${THREADS:-2}
+DECODE_BACKENDS=${DECODE_BACKENDS:-cpu vulkan}
+
+if [[ " $DECODE_BACKENDS " == *" cpu "* ]]; then
+  LLAMA_DIR=${LLAMA_DIR:-$HOME/.cache/kiln/llama-server}
+  LLAMA_BENCH=$LLAMA_DIR/build/bin/llama-bench
+  if [ ! -x "$LLAMA_BENCH" ]; then
+    echo "building llama-bench from the llama-cpp-python sdist (several minutes, once)"
+    command -v cmake >/dev/null || { apt-get update -qq && apt-get install -y -qq cmake; }
+    mkdir -p "$LLAMA_DIR"
+    if ! ls -d "$LLAMA_DIR"/llama_cpp_python-*/vendor/llama.cpp >/dev/null 2>&1; then
+      python3 -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==${LLAMA_CPP_PYTHON_VERSION:-0.3.36}" -d "$LLAMA_DIR/sdist"
+      tar -xzf "$LLAMA_DIR"/sdist/llama_cpp_python-*.tar.gz -C "$LLAMA_DIR"
+    fi
+    src=$(ls -d "$LLAMA_DIR"/llama_cpp_python-*/vendor/llama.cpp)
+    cmake -S "$src" -B "$LLAMA_DIR/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
+      -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DGGML_NATIVE=ON >/dev/null
+    cmake --build "$LLAMA_DIR/build" --target llama-bench -j 2 >/dev/null
+  fi
+  rm -f /tmp/kiln-bench-cpu-*.txt
+  for round in $(seq "$ROUNDS"); do
+    "$KILN_BIN" bench decode --backend cpu --threads "$THREADS" --model "$MODEL" --steps 32 | tee -a /tmp/kiln-bench-cpu-kiln.txt
+    "$LLAMA_BENCH" -m "$MODEL" -p 512 -n 128 -t "$THREADS" -o jsonl 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    r = json.loads(line)
+    name = "pp512" if r["n_gen"] == 0 else "tg128"
+    print(f"BENCH llamacpp_bench_{name}_tok_s {r["avg_ts"]:.2f} tok/s")' | tee -a /tmp/kiln-bench-cpu-llama.txt
+  done
+  python3 - <<'PY'
+import statistics
+def medians(path):
+    values = {}
+    for line in open(path):
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] == "BENCH":
+            values.setdefault(parts[1], []).append(float(parts[2]))
+    return {k: statistics.median(v) for k, v in values.items()}
+k, l = medians("/tmp/kiln-bench-cpu-kiln.txt"), medians("/tmp/kiln-bench-cpu-llama.txt")
+pp, tg = l["llamacpp_bench_pp512_tok_s"], l["llamacpp_bench_tg128_tok_s"]
+print(f"BENCH cpu_median_prefill_tok_s {k['cpu_prefill_tok_s']:.2f} tok/s (llama-bench pp512 {pp:.2f})")
+print(f"BENCH cpu_median_decode_b1_tok_s {k['cpu_decode_b1_tok_s']:.2f} tok/s (llama-bench tg128 {tg:.2f})")
+print(f"BENCH cpu_vs_llamacpp_prefill_ratio {k['cpu_prefill_tok_s'] / pp:.3f} x (target >= 1.0)")
+print(f"BENCH cpu_vs_llamacpp_decode_b1_ratio {k['cpu_decode_b1_tok_s'] / tg:.3f} x (target >= 1.0)")
+print(f"BENCH cpu_decode_b16_vs_llamacpp_b1_ratio {k['cpu_decode_b16_tok_s'] / tg:.3f} x (target >= 4.0)")
+print(f"BENCH cpu_decode_b1_vs_bandwidth_bound_ratio {k['cpu_decode_b1_tok_s'] / k['cpu_decode_b1_bandwidth_bound_tok_s']:.3f} x")
+PY
+fi
+[[ " $DECODE_BACKENDS " == *" vulkan "* ]] || exit 0
 if ! python3 -c 'import llama_cpp' 2>/dev/null; then
   echo "installing llama-cpp-python (builds llama.cpp; several minutes)"
   python3 -m pip install -q llama-cpp-python 2>/dev/null || python3 -m pip install -q --break-system-packages llama-cpp-python
@@ -60,7 +115,7 @@ llama | tee /tmp/kiln-bench-llama-1.txt
 llama_vulkan | tee /tmp/kiln-bench-llama-vk.txt
 # --compare-norm-rope: RMSNorm folded into the matrix kernels and RoPE + KV store in the QKV kernel against both as
 # dispatches of their own, alternating step by step (--compare-swiglu does the same for the SwiGLU epilogue).
-"$KILN_BIN" bench decode --model "$MODEL" --steps "$STEPS" --compare-norm-rope --compare-pipeline | tee /tmp/kiln-bench-kiln.txt
+"$KILN_BIN" bench decode --backend vulkan --model "$MODEL" --steps "$STEPS" --compare-norm-rope --compare-pipeline | tee /tmp/kiln-bench-kiln.txt
 llama | tee /tmp/kiln-bench-llama-2.txt
 k1=$(awk '/vulkan_decode_b1_tok_s/ {print $3}' /tmp/kiln-bench-kiln.txt)
 l1=$(cat /tmp/kiln-bench-llama-1.txt /tmp/kiln-bench-llama-2.txt | awk '/decode_b1_tok_s/ {s+=$3; n++} END {print s/n}')

@@ -69,15 +69,16 @@ rounds=$(mktemp)
 for _ in $(seq 1 "$ROUNDS"); do
   "$KILN_BIN" bench serve --server "h2c://127.0.0.1:$kp" --concurrency 16 --new-tokens 64 --turns 0 | grep 'kiln_c16_n64_tok_s' | tee -a "$rounds"
   "$KILN_BIN" bench engine --model "$MODEL" --concurrency 16 --new-tokens 64 | tee -a "$rounds"
-  "$KILN_BIN" bench decode --model "$MODEL" --steps 8 --batches 16 --prompt-tokens 16 | grep 'decode_b16' | tee -a "$rounds"
+  # Named for the backend `auto` picks (vulkan_ or cpu_); the same one the server runs on.
+  "$KILN_BIN" bench decode --model "$MODEL" --steps 8 --batches 16 --prompt-tokens 16 | grep 'decode_b16' | sed -E 's/BENCH (vulkan|cpu)_/BENCH /' | tee -a "$rounds"
 done
 kill $kpid 2>/dev/null || true
 wait 2>/dev/null || true
 median() { awk -v n="$1" '$2 == n {print $3}' "$rounds" | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
-served=$(median kiln_c16_n64_tok_s); direct=$(median engine_c16_n64_tok_s); decode16=$(median vulkan_decode_b16_tok_s)
+served=$(median kiln_c16_n64_tok_s); direct=$(median engine_c16_n64_tok_s); decode16=$(median decode_b16_tok_s)
 echo "BENCH median_kiln_c16_n64_tok_s $served tok/s"
 echo "BENCH median_engine_c16_n64_tok_s $direct tok/s"
-echo "BENCH median_vulkan_decode_b16_tok_s $decode16 tok/s"
+echo "BENCH median_decode_b16_tok_s $decode16 tok/s"
 
 fig() { awk -v n="$1" '$2 == n {print $3}' "$out" | tail -1; }
 ratio() { python3 -c "a, b = '$1', '$2'; print(f'{float(a) / float(b):.3f}' if a and b and float(b) else 'nan')"; }

@@ -8,10 +8,11 @@
 #define KILN_TILE_COLUMNS 4
 
 typedef struct {
-    /// out[c] = row · column c for c < ncols (≤ KILN_TILE_COLUMNS); `nb` blocks of 32. Each column's result
-    /// is computed by the same operations whatever ncols is.
-    void (*dot_q4)(const uint8_t *row, int nb, const kiln_q8_block *const *cols, int ncols, float *out);
-    void (*dot_q8)(const uint8_t *row, int nb, const kiln_q8_block *const *cols, int ncols, float *out);
+    /// Interleaved layouts: out[8·c + j] = row j of the group · column c for c < ncols (≤ KILN_TILE_COLUMNS);
+    /// `nb` blocks of 32. Each result is computed by the same operations whatever ncols is.
+    void (*dot_q4x8)(const uint8_t *group, int nb, const kiln_q8_block *const *cols, int ncols, float *out);
+    void (*dot_q8x8)(const uint8_t *group, int nb, const kiln_q8_block *const *cols, int ncols, float *out);
+    /// Row layouts: out[c] = row · column c, likewise.
     void (*dot_q8s)(const uint8_t *row, int nb, const kiln_q8_block *const *cols, int ncols, float *out);
     void (*dot_f32)(const float *row, int n, const float *const *cols, int ncols, float *out);
     /// Attention of one token's query heads that share kv head `kv_head`.

@@ -11,6 +11,7 @@
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"))), apply_to = function)
 #define KX(name) name##_avx512
 #define KILN_DOT_U8S8(u, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (u), (s))
+#define KILN_DOT_ACC(acc, u, s) _mm256_dpbusd_epi32((acc), (u), (s))
 #define kernels_avx512 kiln_kernels_avx512
 #include "kernels_x86.inc"
 #pragma clang attribute pop

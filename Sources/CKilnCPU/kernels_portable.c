@@ -3,37 +3,46 @@
 
 #include "kernels.h"
 
-static void dot_q4(const uint8_t *row, int nb, const kiln_q8_block *const *cols, int ncols, float *out) {
+static void dot_q4x8(const uint8_t *group, int nb, const kiln_q8_block *const *cols, int ncols, float *out) {
     for (int c = 0; c < ncols; c++) {
-        float acc = 0;
+        float acc[8] = {0};
         for (int b = 0; b < nb; b++) {
-            const uint8_t *w = row + (size_t)b * 20;
-            uint16_t dh, mh;
-            __builtin_memcpy(&dh, w, 2);
-            __builtin_memcpy(&mh, w + 2, 2);
+            const uint8_t *g = group + (size_t)b * 192;
+            float d[8], m[8];
+            __builtin_memcpy(d, g, 32);
+            __builtin_memcpy(m, g + 32, 32);
             const kiln_q8_block *a = cols[c] + b;
-            int32_t s = 0;
-            for (int j = 0; j < 16; j++) s += (w[4 + j] & 15) * a->q[j] + (w[4 + j] >> 4) * a->q[j + 16];
-            acc += kiln_half_to_float(dh) * a->d * (float)s + kiln_half_to_float(mh) * a->d * (float)(a->sum0 + a->sum1);
+            for (int j = 0; j < 8; j++) {
+                int32_t s = 0;
+                for (int v = 0; v < 4; v++) {
+                    for (int k = 0; k < 4; k++) {
+                        uint8_t byte = g[64 + 32 * v + 4 * j + k];
+                        s += (byte & 15) * a->q[4 * v + k] + (byte >> 4) * a->q[16 + 4 * v + k];
+                    }
+                }
+                acc[j] += (float)s * (d[j] * a->d) + m[j] * (a->d * (float)(a->sum0 + a->sum1));
+            }
         }
-        out[c] = acc;
+        for (int j = 0; j < 8; j++) out[8 * c + j] = acc[j];
     }
 }
 
-static void dot_q8(const uint8_t *row, int nb, const kiln_q8_block *const *cols, int ncols, float *out) {
+static void dot_q8x8(const uint8_t *group, int nb, const kiln_q8_block *const *cols, int ncols, float *out) {
     for (int c = 0; c < ncols; c++) {
-        float acc = 0;
+        float acc[8] = {0};
         for (int b = 0; b < nb; b++) {
-            const uint8_t *w = row + (size_t)b * 34;
-            uint16_t dh;
-            __builtin_memcpy(&dh, w, 2);
-            const int8_t *q = (const int8_t *)(w + 2);
+            const uint8_t *g = group + (size_t)b * 288;
+            float d[8];
+            __builtin_memcpy(d, g, 32);
             const kiln_q8_block *a = cols[c] + b;
-            int32_t s = 0;
-            for (int j = 0; j < 32; j++) s += q[j] * a->q[j];
-            acc += kiln_half_to_float(dh) * a->d * (float)s;
+            for (int j = 0; j < 8; j++) {
+                int32_t s = 0;
+                for (int t = 0; t < 8; t++)
+                    for (int k = 0; k < 4; k++) s += (int8_t)g[32 + 32 * t + 4 * j + k] * a->q[4 * t + k];
+                acc[j] += (float)s * (d[j] * a->d);
+            }
         }
-        out[c] = acc;
+        for (int j = 0; j < 8; j++) out[8 * c + j] = acc[j];
     }
 }
 
@@ -101,4 +110,4 @@ static void swiglu(float *gate, const float *up, size_t count) {
     for (size_t i = 0; i < count; i++) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
-const kiln_kernels kiln_kernels_portable = {dot_q4, dot_q8, dot_q8s, dot_f32, attend, swiglu};
+const kiln_kernels kiln_kernels_portable = {dot_q4x8, dot_q8x8, dot_q8s, dot_f32, attend, swiglu};

@@ -5,8 +5,8 @@
 
 size_t kiln_wtype_block_bytes(kiln_wtype type) {
     switch (type) {
-    case KILN_W_Q4: return 20;
-    case KILN_W_Q8: return 34;
+    case KILN_W_Q4: return 24;
+    case KILN_W_Q8: return 36;
     case KILN_W_Q8S: return 48;
     default: return 128;
     }

@@ -1,21 +1,28 @@
 import CKilnCPU
 import KilnModel
 
-/// A weight matrix in the layout the CPU kernels read, repacked once at load without changing a single
-/// dequantized value:
-/// - Q4_1 as it is, and Q4_0 in Q4_1's layout with min −8·d (exact in f16): `KILN_W_Q4`, 20 bytes per 32;
-/// - Q8_0 as it is: `KILN_W_Q8`, 34 bytes per 32;
+/// A weight matrix in the layout the CPU kernels read, repacked once at load without changing a dequantized
+/// value:
+/// - Q4_1, and Q4_0 with min −8·d (exact in f32): `KILN_W_Q4`, rows interleaved by eight: per block of 32,
+///   the group's eight scales and mins as f32 and its 128 bytes of nibbles arranged so that lane j of each
+///   32-byte vector holds row j's four values (24 bytes per row and block);
+/// - Q8_0: `KILN_W_Q8`, likewise interleaved: eight f32 scales and 256 signed bytes (36 bytes per row and block);
 /// - every other integer format as 32 signed bytes with f32 (scale, min) per 16 values, folded as ggml folds
-///   them (`IntegerBlocks`): `KILN_W_Q8S`, 48 bytes per 32;
+///   them (`IntegerBlocks`): `KILN_W_Q8S`, a row at a time, 48 bytes per 32;
 /// - F32, F16 and BF16 as f32.
-public final class PackedMatrix: @unchecked Sendable {  // immutable after init; the storage is never written again
+/// The interleaved layouts pad the last group with zero rows.
+public final class PackedMatrix: @unchecked Sendable {  // immutable after init: the storage is never written again
     public let rows: Int
     public let columns: Int
     /// The source format, for logs.
     public let sourceType: GGMLType
     let layout: kiln_wtype
     private let storage: UnsafeMutableRawPointer
-    let rowBytes: Int
+    /// Bytes from one row (or group of eight rows, for the interleaved layouts) to the next.
+    let stride: Int
+    private let storageBytes: Int
+
+    private var interleaved: Bool { layout == KILN_W_Q4 || layout == KILN_W_Q8 }
 
     /// Repacks `rows` rows of `columns` values of `type` at `bytes`.
     public init(type: GGMLType, bytes: UnsafeRawBufferPointer, rows: Int, columns: Int) throws {
@@ -28,31 +35,62 @@ public final class PackedMatrix: @unchecked Sendable {  // immutable after init;
         self.rows = rows
         self.columns = columns
         self.sourceType = type
-        let blocks = rows * columns / 32
-        var layout: kiln_wtype
+        let nb = columns / 32
         switch type {
         case .q4_1, .q4_0: layout = KILN_W_Q4
         case .q8_0: layout = KILN_W_Q8
         case .f32, .f16, .bf16: layout = KILN_W_F32
         default: layout = KILN_W_Q8S
         }
-        if type == .q4_0 && !Self.q4_0HasExactMins(source, blocks: blocks) { layout = KILN_W_Q8S }
-        self.layout = layout
-        rowBytes = columns / 32 * kiln_wtype_block_bytes(layout)
-        storage = UnsafeMutableRawPointer.allocate(byteCount: rows * rowBytes, alignment: 64)
+        let groups = (rows + 7) / 8
+        switch layout {
+        case KILN_W_Q4: stride = nb * 192; storageBytes = groups * stride
+        case KILN_W_Q8: stride = nb * 288; storageBytes = groups * stride
+        default: stride = nb * kiln_wtype_block_bytes(layout); storageBytes = rows * stride
+        }
+        storage = UnsafeMutableRawPointer.allocate(byteCount: storageBytes, alignment: 64)
+        storage.initializeMemory(as: UInt8.self, repeating: 0, count: storageBytes)
 
-        switch (type, layout) {
-        case (.q4_1, _), (.q8_0, _):
-            storage.copyMemory(from: source, byteCount: rows * rowBytes)
-        case (.q4_0, KILN_W_Q4):
-            for b in 0..<blocks {
-                let from = source + b * 18, to = storage + b * 20
-                let d = from.loadUnaligned(as: UInt16.self)
-                to.storeBytes(of: d, toByteOffset: 0, as: UInt16.self)
-                to.storeBytes(of: Float16(-8 * Float(Float16(bitPattern: d))).bitPattern, toByteOffset: 2, as: UInt16.self)
-                (to + 4).copyMemory(from: from + 2, byteCount: 16)
+        func half(_ p: UnsafeRawPointer) -> Float { Float(Float16(bitPattern: p.loadUnaligned(as: UInt16.self))) }
+        switch layout {
+        case KILN_W_Q4:
+            let blockBytes = type == .q4_1 ? 20 : 18
+            for r in 0..<rows {
+                let (g, j) = (r / 8, r % 8)
+                for b in 0..<nb {
+                    let from = source + (r * nb + b) * blockBytes
+                    let to = storage + g * stride + b * 192
+                    let d = half(from)
+                    let m = type == .q4_1 ? half(from + 2) : -8 * d
+                    let qs = from + (type == .q4_1 ? 4 : 2)
+                    to.storeBytes(of: d, toByteOffset: 4 * j, as: Float.self)
+                    to.storeBytes(of: m, toByteOffset: 32 + 4 * j, as: Float.self)
+                    func value(_ i: Int) -> UInt8 {
+                        let byte = qs.load(fromByteOffset: i % 16, as: UInt8.self)
+                        return i < 16 ? byte & 15 : byte >> 4
+                    }
+                    for v in 0..<4 {
+                        for k in 0..<4 {
+                            to.storeBytes(of: value(4 * v + k) | value(16 + 4 * v + k) << 4, toByteOffset: 64 + 32 * v + 4 * j + k, as: UInt8.self)
+                        }
+                    }
+                }
             }
-        case (_, KILN_W_F32):
+        case KILN_W_Q8:
+            for r in 0..<rows {
+                let (g, j) = (r / 8, r % 8)
+                for b in 0..<nb {
+                    let from = source + (r * nb + b) * 34
+                    let to = storage + g * stride + b * 288
+                    to.storeBytes(of: half(from), toByteOffset: 4 * j, as: Float.self)
+                    for t in 0..<8 {
+                        for k in 0..<4 {
+                            to.storeBytes(of: from.load(fromByteOffset: 2 + 4 * t + k, as: UInt8.self), toByteOffset: 32 + 32 * t + 4 * j + k, as: UInt8.self)
+                        }
+                    }
+                }
+            }
+        case KILN_W_F32:
             Dequantize.run(type, from: source, count: rows * columns, into: storage.bindMemory(to: Float.self, capacity: rows * columns))
         default:
             let out = storage
@@ -70,48 +108,44 @@ public final class PackedMatrix: @unchecked Sendable {  // immutable after init;
 
     deinit { storage.deallocate() }
 
-    /// Q4_0's d·(q − 8) is d·q + m with m = −8·d when −8·d is an f16: always, unless d is within a factor of
-    /// 8 of f16's largest value.
-    private static func q4_0HasExactMins(_ source: UnsafeRawPointer, blocks: Int) -> Bool {
-        for b in 0..<blocks {
-            let d = Float(Float16(bitPattern: (source + b * 18).loadUnaligned(as: UInt16.self)))
-            if Float(Float16(-8 * d)) != -8 * d { return false }
-        }
-        return true
-    }
-
     /// The C view of the matrix (valid while `self` lives).
     public var matrix: kiln_matrix {
-        kiln_matrix(data: storage, type: Int32(layout.rawValue), rows: Int32(rows), cols: Int32(columns), row_bytes: rowBytes)
+        kiln_matrix(data: storage, type: Int32(layout.rawValue), rows: Int32(rows), cols: Int32(columns), stride: stride)
     }
 
     /// Bytes the kernels read per product with one column.
-    public var byteCount: Int { rows * rowBytes }
+    public var byteCount: Int { storageBytes }
 
-    /// Row `r`'s values, as `Dequantize` gives them (for the token embedding).
-    func dequantizeRow(_ r: Int, into out: UnsafeMutablePointer<Float>) {
-        let row = UnsafeRawPointer(storage) + r * rowBytes
-        func half(_ p: UnsafeRawPointer) -> Float { Float(Float16(bitPattern: p.loadUnaligned(as: UInt16.self))) }
+    /// Row `r`'s values, as `Dequantize` gives them (the token embedding's rows). Q4_0's zeros may come
+    /// out as +0 where `Dequantize` gives −0.
+    public func dequantizeRow(_ r: Int, into out: UnsafeMutablePointer<Float>) {
+        let (g, j) = (r / 8, r % 8)
         for b in 0..<columns / 32 {
             let o = out + b * 32
             switch layout {
             case KILN_W_Q4:
-                let p = row + b * 20, d = half(p), m = half(p + 2)
-                for j in 0..<16 {
-                    let v = p.load(fromByteOffset: 4 + j, as: UInt8.self)
-                    o[j] = Float(v & 15) * d + m
-                    o[j + 16] = Float(v >> 4) * d + m
+                let p = UnsafeRawPointer(storage) + g * stride + b * 192
+                let d = p.load(fromByteOffset: 4 * j, as: Float.self), m = p.load(fromByteOffset: 32 + 4 * j, as: Float.self)
+                for v in 0..<4 {
+                    for k in 0..<4 {
+                        let byte = p.load(fromByteOffset: 64 + 32 * v + 4 * j + k, as: UInt8.self)
+                        o[4 * v + k] = Float(byte & 15) * d + m
+                        o[16 + 4 * v + k] = Float(byte >> 4) * d + m
+                    }
                 }
             case KILN_W_Q8:
-                let p = row + b * 34, d = half(p)
-                for j in 0..<32 { o[j] = Float(p.load(fromByteOffset: 2 + j, as: Int8.self)) * d + IntegerBlocksNoMin.value }
+                let p = UnsafeRawPointer(storage) + g * stride + b * 288
+                let d = p.load(fromByteOffset: 4 * j, as: Float.self)
+                for t in 0..<8 {
+                    for k in 0..<4 { o[4 * t + k] = Float(p.load(fromByteOffset: 32 + 32 * t + 4 * j + k, as: Int8.self)) * d + noMin }
+                }
             case KILN_W_Q8S:
-                let p = row + b * 48
-                let s = [p.loadUnaligned(as: Float.self), p.loadUnaligned(fromByteOffset: 4, as: Float.self)]
-                let m = [p.loadUnaligned(fromByteOffset: 8, as: Float.self), p.loadUnaligned(fromByteOffset: 12, as: Float.self)]
-                for j in 0..<32 { o[j] = Float(p.load(fromByteOffset: 16 + j, as: Int8.self)) * s[j / 16] + m[j / 16] }
+                let p = UnsafeRawPointer(storage) + r * stride + b * 48
+                let s = [p.load(as: Float.self), p.load(fromByteOffset: 4, as: Float.self)]
+                let m = [p.load(fromByteOffset: 8, as: Float.self), p.load(fromByteOffset: 12, as: Float.self)]
+                for i in 0..<32 { o[i] = Float(p.load(fromByteOffset: 16 + i, as: Int8.self)) * s[i / 16] + m[i / 16] }
             default:
-                (UnsafeMutableRawPointer(o)).copyMemory(from: row + b * 128, byteCount: 128)
+                UnsafeMutableRawPointer(o).copyMemory(from: UnsafeRawPointer(storage) + r * stride + b * 128, byteCount: 128)
             }
         }
     }
@@ -119,9 +153,7 @@ public final class PackedMatrix: @unchecked Sendable {  // immutable after init;
 
 /// The "no min" addend of formats without one (x + (−0.0) == x for every x): written out so that the
 /// expression is `Dequantize`'s.
-enum IntegerBlocksNoMin {
-    static let value: Float = -0.0
-}
+private let noMin: Float = -0.0
 
 /// A model or batch the CPU backend cannot run, and why.
 public struct CPUBackendError: Error, CustomStringConvertible, Sendable {

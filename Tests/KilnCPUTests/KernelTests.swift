@@ -110,6 +110,27 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// Repacking changes no value: every row read back from the packed layout equals `Dequantize`'s (Q4_0's
+    /// zeros may lose their sign: d·q + (−8·d) gives +0 where d·(q − 8) gives −0 for a negative d).
+    func testRepackingKeepsEveryValue() throws {
+        var rng = TestRandom()
+        for type in [GGMLType.q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K, .f32, .f16, .bf16] {
+            let (rows, cols) = (13, type.blockSize == 256 ? 512 : 96)
+            let bytes = TestModelBuilder.randomData(type, count: rows * cols, scale: 0.3, rng: &rng)
+            let want = bytes.withUnsafeBytes { Dequantize.array(type, $0, count: rows * cols) }
+            let packed = try bytes.withUnsafeBytes { try PackedMatrix(type: type, bytes: $0, rows: rows, columns: cols) }
+            var row = [Float](repeating: .nan, count: cols)
+            for r in 0..<rows {
+                row.withUnsafeMutableBufferPointer { packed.dequantizeRow(r, into: $0.baseAddress!) }
+                for i in 0..<cols {
+                    let w = want[r * cols + i]
+                    if type == .q4_0 && w == 0 { XCTAssertEqual(row[i], 0); continue }
+                    XCTAssertEqual(row[i].bitPattern, w.bitPattern, "\(type) row \(r) value \(i)")
+                }
+            }
+        }
+    }
+
     /// The x86 families compute the same integers and the same float operations: their products agree bit
     /// for bit, and the portable family agrees with them to rounding.
     func testFamiliesAgree() throws {

@@ -32,11 +32,11 @@ final class ClientCommandTests: XCTestCase {
     /// cached history; `/end` ends the session.
     func testChatWithASession() throws {
         let server = try KilnServeProcess(["--kv-blocks", "256"])
-        let input = Data("What is the capital of France?\nWhat is its population?\n/end\n".utf8)
+        let input = Data("What is the capital of Germany?\nWhat is its population?\n/end\n".utf8)
         let r = try runTool(kilnReleaseBinary, ["chat", "--server", "h2c://127.0.0.1:\(server.h2cPort)", "--session", "new",
                                                "--temperature", "0", "--max-tokens", "32", "--verbose"], timeout: 300, stdin: input)
         XCTAssertEqual(r.status, 0, r.stderr + server.log())
-        XCTAssertTrue(r.stdout.contains("Paris"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("Berlin"), r.stdout)
         XCTAssertEqual(r.stdout.split(separator: "\n").filter { !$0.isEmpty }.count >= 2, true, r.stdout)
         let usage = r.stderr.split(separator: "\n").filter { $0.contains("prompt tokens") }
         XCTAssertEqual(usage.count, 2, r.stderr)

@@ -3,7 +3,7 @@ import KilnModel
 import KilnTestSupport
 import XCTest
 
-/// `kiln serve` on the real model (Vulkan on lavapipe) driven by Python grpcio with stubs made from Schemas/
+/// `kiln serve` on the real model (the backend `auto` picks: the CPU backend without a GPU) driven by Python grpcio with stubs made from Schemas/
 /// by grpcio-tools: the API's behaviour, then the serving engine's acceptance scenarios.
 final class InferenceServiceTests: XCTestCase {
     private var schemas: String { repositoryRoot.appendingPathComponent("Schemas").path }
@@ -50,7 +50,7 @@ final class InferenceServiceTests: XCTestCase {
         let model = dir.appendingPathComponent("tiny.gguf").path
         let made = try runTool(kilnReleaseBinary, ["make-test-model", "--layers", "2", "--dim", "64", model])
         XCTAssertEqual(made.status, 0, made.stderr)
-        let server = try KilnServeProcess(model: model, ["--kv-blocks", "64"], environment: ["KILN_VULKAN_FAULT_DEVICE_LOST_AFTER": "5", "KILN_ENGINE_PIPELINE": "1"])
+        let server = try KilnServeProcess(model: model, ["--kv-blocks", "64", "--backend", "vulkan"], environment: ["KILN_VULKAN_FAULT_DEVICE_LOST_AFTER": "5", "KILN_ENGINE_PIPELINE": "1"])
         try KilnServeProcess.runScript("engine_acceptance.py", [schemas, "device-lost", "\(server.h2cPort)"], servers: [server])
     }
 

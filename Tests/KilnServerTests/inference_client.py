@@ -16,11 +16,13 @@ kiln = Kiln(pb, rpc, port)
 stub = kiln.stub
 check = Checks()
 
-# Chat with the model's template streams one message per token and ends with usage.
-chat = list(stub.Chat(pb.ChatRequest(messages=[pb.ChatMessage(role="user", content="What is the capital of France?")],
+# Chat with the model's template streams one message per token and ends with usage. (Germany, not France: on
+# "...capital of France?" the model's first answer token is a near-tie, 0.08 in log-probability, which the CPU
+# backend's quantized activations and the float32 reference break differently.)
+chat = list(stub.Chat(pb.ChatRequest(messages=[pb.ChatMessage(role="user", content="What is the capital of Germany?")],
                                      sampling=pb.SamplingParameters(max_tokens=16, temperature=0))))
 text = "".join(m.text for m in chat)
-check("chat answers", "Paris" in text, repr(text))
+check("chat answers", "Berlin" in text, repr(text))
 last = chat[-1]
 # completion_tokens counts the end-of-turn token too; it is not sent as text.
 check("final message carries usage", last.usage.prompt_tokens > 30 and last.usage.completion_tokens == len(chat)

@@ -69,20 +69,27 @@ tokens, text, last = router.generate("The router relays", max_tokens=16, ignore_
 check("relayed tokens equal a worker's", tokens == direct_tokens and text == direct_text, f"{tokens} vs {direct_tokens}")
 check("relayed usage", last.usage.completion_tokens == 16 and last.finish_reason == direct_last.finish_reason, str(last.usage))
 
-# Streaming: tokens come through the router as the worker makes them, not in a burst at the end.
+# Streaming: tokens come through the router as the worker makes them, not in a burst at the end. Compared by
+# shape, not by milliseconds (a tiny model on the CPU backend streams 2,000 tokens in a few hundred ms): the
+# first message's arrival as a share of the whole stream, and the share of messages that arrived in its first half.
 def arrivals(kiln, prompt):
     started = time.time()
-    times = [time.time() - started for _ in kiln.stub.Generate(pb.GenerateRequest(
-        prompt=prompt, sampling=pb.SamplingParameters(max_tokens=500, temperature=0, ignore_eos=True)))]
-    return times[0], times[-1] - times[0], times[-1]
+    return [time.time() - started for _ in kiln.stub.Generate(pb.GenerateRequest(
+        prompt=prompt, sampling=pb.SamplingParameters(max_tokens=2000, temperature=0, ignore_eos=True)))]
+
+
+def shape(times):
+    total = times[-1]
+    return times[0] / total, sum(t <= total / 2 for t in times) / len(times), total
 
 
 # (Different prompts: a deterministic answer the result cache holds would be replayed at once.)
-d_first, d_spread, d_total = arrivals(workers[0], "a steady stream, directly")
-r_first, r_spread, r_total = arrivals(router, "a steady stream, through the router")
+d_first, d_half, d_total = shape(arrivals(workers[0], "a steady stream, directly"))
+r_first, r_half, r_total = shape(arrivals(router, "a steady stream, through the router"))
 check("streamed messages arrive spread out through the router as directly",
-      r_spread >= 0.5 * d_spread and r_first < 0.5 * r_total,
-      f"direct: first {d_first * 1000:.0f} ms, spread {d_spread * 1000:.0f} ms; router: first {r_first * 1000:.0f} ms, spread {r_spread * 1000:.0f} ms")
+      r_first < 0.5 and r_half >= 0.25 and abs(r_half - d_half) < 0.3,
+      f"direct: first at {d_first:.0%}, {d_half:.0%} in the first half of {d_total * 1000:.0f} ms; "
+      f"router: first at {r_first:.0%}, {r_half:.0%} in the first half of {r_total * 1000:.0f} ms")
 
 # Metadata keys: 12 calls with one x-session-id all land on one worker.
 before = [completed(w) for w in workers]

@@ -14,7 +14,7 @@ final class ValidationLayerTests: XCTestCase {
         let generate = ["generate", "--prompt", "The capital of France is", "--max-tokens", "4", "--backend", "vulkan"]
         // The third run stages every upload through host memory, as on a GPU whose memory the host cannot map;
         // the fourth runs the GPU kernel family.
-        let runs: [([String], [String: String])] = [(generate, [:]), (["bench", "decode", "--steps", "2", "--compare-pipeline"], [:]),
+        let runs: [([String], [String: String])] = [(generate, [:]), (["bench", "decode", "--backend", "vulkan", "--steps", "2", "--compare-pipeline"], [:]),
                                                     (generate, ["KILN_VULKAN_STAGING": "1"]), (generate, ["KILN_VULKAN_KERNELS": "gpu"])]
         for (arguments, extra) in runs {
             let staged = extra["KILN_VULKAN_STAGING"] != nil

@@ -39,19 +39,23 @@ const char *kiln_cpu_isa_name(kiln_isa isa);
 // Weights, repacked at load. Every layout holds blocks of 32 values of one row; a row's blocks are contiguous.
 
 typedef enum {
-    /// 20 bytes: f16 d, f16 m, 16 bytes of nibbles (value j in the low nibble of byte j, value j + 16 in the
-    /// high one); value = d·q + m. GGUF's Q4_1 as it is; Q4_0 with m = −8·d (exact in f16).
+    /// Rows interleaved by eight. Per group of eight rows and block of 32: the rows' scales d (8 × f32), mins m
+    /// (8 × f32), then four 32-byte vectors whose byte 4j + k holds, for row j, value 4v + k in its low
+    /// nibble and value 16 + 4v + k in its high one (vector v); value = d·q + m. GGUF's Q4_1, and Q4_0 with
+    /// m = −8·d. 192 bytes per group and block.
     KILN_W_Q4 = 0,
-    /// 34 bytes: f16 d, 32 signed bytes; value = d·q. GGUF's Q8_0 as it is.
+    /// Rows interleaved by eight: per group and block, eight f32 scales, then eight 32-byte vectors whose byte
+    /// 4j + k is row j's value 4t + k (vector t), signed; value = d·q. GGUF's Q8_0. 288 bytes per group and block.
     KILN_W_Q8 = 1,
-    /// 48 bytes: f32 s0, s1, m0, m1, 32 signed bytes; value j = q_j·s_h + m_h with h = j / 16. Every other
-    /// integer format (Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) through the scales and mins ggml folds.
+    /// 48 bytes per row and block: f32 s0, s1, m0, m1, 32 signed bytes; value j = q_j·s_h + m_h with h = j / 16.
+    /// Every other integer format (Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) through the scales and mins ggml folds.
     KILN_W_Q8S = 2,
     /// f32 values (F32, F16 and BF16 tensors; activations stay f32 for these).
     KILN_W_F32 = 3,
 } kiln_wtype;
 
-/// Bytes of one 32-value block of `type` (4 per value for KILN_W_F32: 128).
+/// Bytes of one row's 32-value block of `type` (4 per value for KILN_W_F32: 128; a group's block over 8 for the
+/// interleaved layouts).
 size_t kiln_wtype_block_bytes(kiln_wtype type);
 
 /// A weight matrix: `rows` outputs, each `cols` inputs (cols a multiple of 32).
@@ -60,7 +64,8 @@ typedef struct {
     int32_t type;  // kiln_wtype
     int32_t rows;
     int32_t cols;
-    size_t row_bytes;
+    /// Bytes from one row to the next, or from one group of eight rows to the next (KILN_W_Q4, KILN_W_Q8).
+    size_t stride;
 } kiln_matrix;
 
 // ---------------------------------------------------------------------------------------------------------

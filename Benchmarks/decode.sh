@@ -39,12 +39,14 @@ if [[ " $DECODE_BACKENDS " == *" cpu "* ]]; then
   rm -f /tmp/kiln-bench-cpu-*.txt
   for round in $(seq "$ROUNDS"); do
     "$KILN_BIN" bench decode --backend cpu --threads "$THREADS" --model "$MODEL" --steps 32 | tee -a /tmp/kiln-bench-cpu-kiln.txt
-    "$LLAMA_BENCH" -m "$MODEL" -p 512 -n 128 -t "$THREADS" -o jsonl 2>/dev/null | python3 -c '
+    "$LLAMA_BENCH" -m "$MODEL" -p 512 -n 128 -t "$THREADS" -o jsonl 2>/dev/null > /tmp/kiln-bench-llama-bench.jsonl
+    python3 - /tmp/kiln-bench-llama-bench.jsonl <<'PY' | tee -a /tmp/kiln-bench-cpu-llama.txt
 import json, sys
-for line in sys.stdin:
+for line in open(sys.argv[1]):
     r = json.loads(line)
     name = "pp512" if r["n_gen"] == 0 else "tg128"
-    print(f"BENCH llamacpp_bench_{name}_tok_s {r["avg_ts"]:.2f} tok/s")' | tee -a /tmp/kiln-bench-cpu-llama.txt
+    print(f"BENCH llamacpp_bench_{name}_tok_s {r['avg_ts']:.2f} tok/s")
+PY
   done
   python3 - <<'PY'
 import statistics

@@ -57,10 +57,12 @@ typedef struct {
 
 static void attention_task(void *ctx, int index) {
     const attention_job *job = ctx;
-    job->k->attend(job->args, index / job->args->kv_heads, index % job->args->kv_heads);
+    job->k->attend(job->args, index / job->args->heads, index % job->args->heads);
 }
 
 void kiln_attention(kiln_pool *pool, const kiln_attention_args *args) {
     attention_job job = {args, kiln_current_kernels()};
-    kiln_pool_run(pool, attention_task, &job, args->rows * args->kv_heads);
+    // A task per (token, query head): at batch 1 that is nine tasks a layer for SmolLM2, not three (its KV
+    // heads), which two or more threads share far more evenly.
+    kiln_pool_run(pool, attention_task, &job, args->rows * args->heads);
 }

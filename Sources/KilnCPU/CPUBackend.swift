@@ -105,6 +105,13 @@ public final class CPUBackend: DecoderBackend {
         }
         self.keys = keys
         self.values = values
+        // KILN_CPU_KERNELS=portable|avx2|avx512-vnni runs a lower kernel family than the CPU's best (to compare them).
+        if let name = getenv("KILN_CPU_KERNELS").map({ String(cString: $0) }), !name.isEmpty {
+            guard let isa = (0...kiln_cpu_best_isa().rawValue).map({ kiln_isa(rawValue: $0) }).first(where: { String(cString: kiln_cpu_isa_name($0)) == name }) else {
+                throw CPUBackendError("KILN_CPU_KERNELS=\(name): this CPU runs \((0...kiln_cpu_best_isa().rawValue).map { String(cString: kiln_cpu_isa_name(kiln_isa(rawValue: $0))) }.joined(separator: ", "))")
+            }
+            kiln_cpu_set_isa(isa)
+        }
         let count = max(1, min(threads ?? Self.coreCount, 256))
         guard let pool = kiln_pool_create(Int32(count)) else { throw CPUBackendError("could not start \(count) threads") }
         self.pool = pool

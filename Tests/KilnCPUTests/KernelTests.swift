@@ -136,29 +136,32 @@ final class KernelTests: XCTestCase {
     func testFamiliesAgree() throws {
         guard families.count > 1 else { throw XCTSkip("only the portable family on this CPU") }
         var rng = TestRandom()
-        let (rows, cols, ncols) = (64, 576, 5)
-        let bytes = TestModelBuilder.randomData(.q4_1, count: rows * cols, scale: 0.05, rng: &rng)
-        let packed = try bytes.withUnsafeBytes { try PackedMatrix(type: .q4_1, bytes: $0, rows: rows, columns: cols) }
-        let x = (0..<ncols * cols).map { _ in Float.random(in: -1...1, using: &rng) }
-        var xq = [kiln_q8_block](repeating: kiln_q8_block(), count: ncols * cols / 32)
-        kiln_quantize_rows(x, Int32(ncols), Int32(cols), &xq)
-        var results: [[Float]] = []
-        for isa in families {
-            _ = use(isa)
-            var y = [Float](repeating: .nan, count: ncols * rows)
-            var matrix = packed.matrix
-            y.withUnsafeMutableBufferPointer { out in
-                withUnsafePointer(to: &matrix) { m in
-                    var product = kiln_product(w: m, bias: nil, y: out.baseAddress, ldy: Int32(rows))
-                    kiln_matmul(pool, &product, 1, x, xq, Int32(ncols))
+        let (rows, cols, ncols) = (70, 576, 5)
+        for type in [GGMLType.q4_1, .q8_0, .q6_K] {
+            let columns = type == .q6_K ? 512 : cols
+            let bytes = TestModelBuilder.randomData(type, count: rows * columns, scale: 0.05, rng: &rng)
+            let packed = try bytes.withUnsafeBytes { try PackedMatrix(type: type, bytes: $0, rows: rows, columns: columns) }
+            let x = (0..<ncols * columns).map { _ in Float.random(in: -1...1, using: &rng) }
+            var xq = [kiln_q8_block](repeating: kiln_q8_block(), count: ncols * columns / 32)
+            kiln_quantize_rows(x, Int32(ncols), Int32(columns), &xq)
+            var results: [[Float]] = []
+            for isa in families {
+                _ = use(isa)
+                var y = [Float](repeating: .nan, count: ncols * rows)
+                var matrix = packed.matrix
+                y.withUnsafeMutableBufferPointer { out in
+                    withUnsafePointer(to: &matrix) { m in
+                        var product = kiln_product(w: m, bias: nil, y: out.baseAddress, ldy: Int32(rows))
+                        kiln_matmul(pool, &product, 1, x, xq, Int32(ncols))
+                    }
                 }
+                results.append(y)
             }
-            results.append(y)
+            for i in 1..<results.count {
+                XCTAssertLessThanOrEqual(Self.relativeL2(results[i], results[0].map(Double.init)), 1e-5, "\(type)")
+            }
+            if results.count == 3 { XCTAssertEqual(results[1], results[2], "\(type): AVX2 and AVX-512 VNNI differ") }
         }
-        for i in 1..<results.count {
-            XCTAssertLessThanOrEqual(Self.relativeL2(results[i], results[0].map(Double.init)), 1e-5)
-        }
-        if results.count == 3 { XCTAssertEqual(results[1], results[2], "AVX2 and AVX-512 VNNI differ") }
     }
 
     func testAttentionOverAScatteredPoolAgainstFloat64() {

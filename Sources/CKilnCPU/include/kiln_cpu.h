@@ -39,13 +39,14 @@ const char *kiln_cpu_isa_name(kiln_isa isa);
 // Weights, repacked at load. Every layout holds blocks of 32 values of one row; a row's blocks are contiguous.
 
 typedef enum {
-    /// Rows interleaved by eight. Per group of eight rows and block of 32: the rows' scales d (8 × f32), mins m
-    /// (8 × f32), then four 32-byte vectors whose byte 4j + k holds, for row j, value 4v + k in its low
+    /// Rows interleaved by sixteen. Per group of sixteen rows and block of 32: the rows' scales d (16 × f32),
+    /// mins m (16 × f32), then four 64-byte vectors whose byte 4j + k holds, for row j, value 4v + k in its low
     /// nibble and value 16 + 4v + k in its high one (vector v); value = d·q + m. GGUF's Q4_1, and Q4_0 with
-    /// m = −8·d. 192 bytes per group and block.
+    /// m = −8·d. 384 bytes per group and block.
     KILN_W_Q4 = 0,
-    /// Rows interleaved by eight: per group and block, eight f32 scales, then eight 32-byte vectors whose byte
-    /// 4j + k is row j's value 4t + k (vector t), signed; value = d·q. GGUF's Q8_0. 288 bytes per group and block.
+    /// Rows interleaved by sixteen: per group and block, sixteen f32 scales, then eight 64-byte vectors whose
+    /// byte 4j + k is row j's value 4t + k (vector t) plus 128; value = d·q. GGUF's Q8_0. 576 bytes per group
+    /// and block.
     KILN_W_Q8 = 1,
     /// 48 bytes per row and block: f32 s0, s1, m0, m1, 32 signed bytes; value j = q_j·s_h + m_h with h = j / 16.
     /// Every other integer format (Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) through the scales and mins ggml folds.
@@ -64,7 +65,7 @@ typedef struct {
     int32_t type;  // kiln_wtype
     int32_t rows;
     int32_t cols;
-    /// Bytes from one row to the next, or from one group of eight rows to the next (KILN_W_Q4, KILN_W_Q8).
+    /// Bytes from one row to the next, or from one group of sixteen rows to the next (KILN_W_Q4, KILN_W_Q8).
     size_t stride;
 } kiln_matrix;
 

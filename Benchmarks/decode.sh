@@ -21,21 +21,8 @@ THREADS=${THREADS:-2}
 DECODE_BACKENDS=${DECODE_BACKENDS:-cpu vulkan}
 
 if [[ " $DECODE_BACKENDS " == *" cpu "* ]]; then
-  LLAMA_DIR=${LLAMA_DIR:-$HOME/.cache/kiln/llama-server}
-  LLAMA_BENCH=$LLAMA_DIR/build/bin/llama-bench
-  if [ ! -x "$LLAMA_BENCH" ]; then
-    echo "building llama-bench from the llama-cpp-python sdist (several minutes, once)"
-    command -v cmake >/dev/null || { apt-get update -qq && apt-get install -y -qq cmake; }
-    mkdir -p "$LLAMA_DIR"
-    if ! ls -d "$LLAMA_DIR"/llama_cpp_python-*/vendor/llama.cpp >/dev/null 2>&1; then
-      python3 -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==${LLAMA_CPP_PYTHON_VERSION:-0.3.36}" -d "$LLAMA_DIR/sdist"
-      tar -xzf "$LLAMA_DIR"/sdist/llama_cpp_python-*.tar.gz -C "$LLAMA_DIR"
-    fi
-    src=$(ls -d "$LLAMA_DIR"/llama_cpp_python-*/vendor/llama.cpp)
-    cmake -S "$src" -B "$LLAMA_DIR/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
-      -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DGGML_NATIVE=ON >/dev/null
-    cmake --build "$LLAMA_DIR/build" --target llama-bench -j 2 >/dev/null
-  fi
+  . Benchmarks/llama_cpp.sh
+  LLAMA_BENCH=$(llama_cpp_tool llama-bench)
   rm -f /tmp/kiln-bench-cpu-*.txt
   for round in $(seq "$ROUNDS"); do
     "$KILN_BIN" bench decode --backend cpu --threads "$THREADS" --model "$MODEL" --steps 32 | tee -a /tmp/kiln-bench-cpu-kiln.txt

@@ -15,20 +15,8 @@ NEW_TOKENS=${NEW_TOKENS:-64,128}
 RATES=${RATES:-0.25,0.5,1,2}
 TURNS=${TURNS:-10}
 POISSON_REQUESTS=${POISSON_REQUESTS:-12}
-LLAMA_DIR=${LLAMA_DIR:-$HOME/.cache/kiln/llama-server}
-LLAMA_SERVER=$LLAMA_DIR/build/bin/llama-server
-
-if [ ! -x "$LLAMA_SERVER" ]; then
-  echo "building llama-server from the llama-cpp-python sdist (several minutes, once)"
-  command -v cmake >/dev/null || { apt-get update -qq && apt-get install -y -qq cmake; }
-  mkdir -p "$LLAMA_DIR"
-  python3 -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==${LLAMA_CPP_PYTHON_VERSION:-0.3.36}" -d "$LLAMA_DIR/sdist"
-  tar -xzf "$LLAMA_DIR"/sdist/llama_cpp_python-*.tar.gz -C "$LLAMA_DIR"
-  src=$(ls -d "$LLAMA_DIR"/llama_cpp_python-*/vendor/llama.cpp)
-  cmake -S "$src" -B "$LLAMA_DIR/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
-    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DGGML_NATIVE=ON >/dev/null
-  cmake --build "$LLAMA_DIR/build" --target llama-server -j 2 >/dev/null
-fi
+. Benchmarks/llama_cpp.sh
+LLAMA_SERVER=$(llama_cpp_tool llama-server)
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 600); do python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), 1)" 2>/dev/null && return 0; sleep 0.1; done; echo "no listener on $1"; exit 1; }

@@ -18,7 +18,42 @@ void kiln_add(float *x, const float *y, size_t count) {
     for (size_t i = 0; i < count; i++) x[i] += y[i];
 }
 
-void kiln_swiglu(float *gate, const float *up, size_t count) { kiln_current_kernels()->swiglu(gate, up, count); }
+typedef struct {
+    float *gate;
+    const float *up;
+    size_t count;
+    const kiln_kernels *k;
+} swiglu_job;
+
+/// Elements per task: a few microseconds of work each.
+#define SWIGLU_CHUNK 2048
+
+static void swiglu_task(void *ctx, int index) {
+    const swiglu_job *job = ctx;
+    size_t start = (size_t)index * SWIGLU_CHUNK, n = job->count - start < SWIGLU_CHUNK ? job->count - start : SWIGLU_CHUNK;
+    job->k->swiglu(job->gate + start, job->up + start, n);
+}
+
+void kiln_swiglu(kiln_pool *pool, float *gate, const float *up, size_t count) {
+    swiglu_job job = {gate, up, count, kiln_current_kernels()};
+    kiln_pool_run(pool, swiglu_task, &job, (int)((count + SWIGLU_CHUNK - 1) / SWIGLU_CHUNK));
+}
+
+typedef struct {
+    const float *x;
+    int cols;
+    kiln_q8_block *out;
+} quantize_job;
+
+static void quantize_task(void *ctx, int row) {
+    const quantize_job *job = ctx;
+    kiln_quantize_rows(job->x + (size_t)row * job->cols, 1, job->cols, job->out + (size_t)row * (job->cols / 32));
+}
+
+void kiln_quantize(kiln_pool *pool, const float *x, int rows, int cols, kiln_q8_block *out) {
+    quantize_job job = {x, cols, out};
+    kiln_pool_run(pool, quantize_task, &job, rows);
+}
 
 void kiln_rope(float *x, const int32_t *positions, int rows, int heads, int head_dim, int dims, float base, int neox) {
     for (int t = 0; t < rows; t++) {

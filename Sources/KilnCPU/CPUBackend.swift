@@ -59,22 +59,10 @@ public final class CPUBackend: DecoderBackend {
         let qWidth = config.headCount * config.headDimension
 
         func matrix(_ name: String, columns: Int, rows: Int) throws -> PackedMatrix {
-            guard let info = file.tensor(name) else { throw GGUFError(.missingTensor(name), offset: 0) }
-            guard info.dimensions == [columns, rows] else {
-                throw GGUFError(.wrongTensorShape(tensor: name, expected: [columns, rows], found: info.dimensions), offset: 0)
-            }
+            let info = try file.tensor(name, dimensions: [columns, rows])
             return try PackedMatrix(type: info.type, bytes: file.data(of: info), rows: rows, columns: columns)
         }
-        func vector(_ name: String, _ count: Int) throws -> [Float] {
-            guard let info = file.tensor(name) else { throw GGUFError(.missingTensor(name), offset: 0) }
-            guard info.dimensions == [count] else {
-                throw GGUFError(.wrongTensorShape(tensor: name, expected: [count], found: info.dimensions), offset: 0)
-            }
-            return Dequantize.array(info.type, file.data(of: info), count: count)
-        }
-        func optionalVector(_ name: String, _ count: Int) throws -> [Float]? {
-            file.tensor(name) == nil ? nil : try vector(name, count)
-        }
+        let vector = file.floats, optionalVector = file.optionalFloats
         embedding = try matrix("token_embd.weight", columns: d, rows: config.vocabularySize)
         layers = try (0..<config.layerCount).map { i in
             let p = "blk.\(i)."
@@ -175,7 +163,7 @@ public final class CPUBackend: DecoderBackend {
         for (l, layer) in layers.enumerated() {
             // Attention: x += Wo · attention(RoPE(Wq·norm(x)), RoPE(Wk·norm(x)), Wv·norm(x)).
             kiln_rms_norm(s.x, layer.attentionNorm, Int32(n), Int32(d), c.rmsEpsilon, s.h)
-            kiln_quantize_rows(s.h, Int32(n), Int32(d), s.xq)
+            kiln_quantize(pool, s.h, Int32(n), Int32(d), s.xq)
             withProducts([(layer.query, layer.queryBias, s.q, qWidth), (layer.key, layer.keyBias, s.k, kvWidth),
                           (layer.value, layer.valueBias, s.v, kvWidth)]) { kiln_matmul(pool, $0, $1, s.h, s.xq, Int32(n)) }
             positions.withUnsafeBufferPointer { pos in
@@ -194,16 +182,16 @@ public final class CPUBackend: DecoderBackend {
                     }
                 }
             }
-            kiln_quantize_rows(s.attended, Int32(n), Int32(qWidth), s.xq)
+            kiln_quantize(pool, s.attended, Int32(n), Int32(qWidth), s.xq)
             withProducts([(layer.output, nil, s.h, d)]) { kiln_matmul(pool, $0, $1, s.attended, s.xq, Int32(n)) }
             kiln_add(s.x, s.h, n * d)
 
             // Feed-forward (SwiGLU): x += Wdown · (silu(Wgate·norm(x)) ⊙ Wup·norm(x)).
             kiln_rms_norm(s.x, layer.feedForwardNorm, Int32(n), Int32(d), c.rmsEpsilon, s.h)
-            kiln_quantize_rows(s.h, Int32(n), Int32(d), s.xq)
+            kiln_quantize(pool, s.h, Int32(n), Int32(d), s.xq)
             withProducts([(layer.gate, nil, s.gate, ffn), (layer.up, nil, s.up, ffn)]) { kiln_matmul(pool, $0, $1, s.h, s.xq, Int32(n)) }
-            kiln_swiglu(s.gate, s.up, n * ffn)
-            kiln_quantize_rows(s.gate, Int32(n), Int32(ffn), s.xq)
+            kiln_swiglu(pool, s.gate, s.up, n * ffn)
+            kiln_quantize(pool, s.gate, Int32(n), Int32(ffn), s.xq)
             withProducts([(layer.down, nil, s.h, d)]) { kiln_matmul(pool, $0, $1, s.gate, s.xq, Int32(n)) }
             kiln_add(s.x, s.h, n * d)
         }
@@ -213,7 +201,7 @@ public final class CPUBackend: DecoderBackend {
         guard rows > 0 else { return [] }
         for (i, r) in batch.logitRows.enumerated() { (s.h + i * d).update(from: s.x + r * d, count: d) }
         kiln_rms_norm(s.h, outputNorm, Int32(rows), Int32(d), c.rmsEpsilon, s.x)
-        kiln_quantize_rows(s.x, Int32(rows), Int32(d), s.xq)
+        kiln_quantize(pool, s.x, Int32(rows), Int32(d), s.xq)
         let vocab = c.vocabularySize
         var logits = [Float](repeating: 0, count: rows * vocab)
         logits.withUnsafeMutableBufferPointer { out in

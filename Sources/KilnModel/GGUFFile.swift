@@ -186,6 +186,26 @@ public final class GGUFFile: Sendable {
     /// The tensor called `name`, if the file has one.
     public func tensor(_ name: String) -> GGUFTensorInfo? { tensorIndex[name].map { tensors[$0] } }
 
+    /// The tensor called `name`, which must exist with exactly `dimensions` (ggml's order: row length first).
+    public func tensor(_ name: String, dimensions: [Int]) throws -> GGUFTensorInfo {
+        guard let info = tensor(name) else { throw GGUFError(.missingTensor(name), offset: 0) }
+        guard info.dimensions == dimensions else {
+            throw GGUFError(.wrongTensorShape(tensor: name, expected: dimensions, found: info.dimensions), offset: 0)
+        }
+        return info
+    }
+
+    /// The vector tensor `name` of `count` values, dequantized to float32.
+    public func floats(_ name: String, count: Int) throws -> [Float] {
+        let info = try tensor(name, dimensions: [count])
+        return Dequantize.array(info.type, data(of: info), count: count)
+    }
+
+    /// Like `floats`, or nil when the file has no such tensor (optional biases).
+    public func optionalFloats(_ name: String, count: Int) throws -> [Float]? {
+        tensor(name) == nil ? nil : try floats(name, count: count)
+    }
+
     /// The raw bytes of a tensor, inside the mapping.
     public func data(of tensor: GGUFTensorInfo) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(rebasing: file.bytes[tensor.fileOffset..<tensor.fileOffset + tensor.byteCount])

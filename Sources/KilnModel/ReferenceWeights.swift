@@ -39,23 +39,10 @@ public struct ReferenceWeights: Sendable {
         let qWidth = config.headCount * config.headDimension
 
         func matrix(_ name: String, columns: Int, rows: Int) throws -> Matrix {
-            guard let info = file.tensor(name) else { throw GGUFError(.missingTensor(name), offset: 0) }
-            guard info.dimensions == [columns, rows] else {
-                throw GGUFError(.wrongTensorShape(tensor: name, expected: [columns, rows], found: info.dimensions), offset: 0)
-            }
-            return Matrix(rows: rows, columns: columns,
-                          values: Dequantize.array(info.type, file.data(of: info), count: info.elementCount))
+            let info = try file.tensor(name, dimensions: [columns, rows])
+            return Matrix(rows: rows, columns: columns, values: Dequantize.array(info.type, file.data(of: info), count: info.elementCount))
         }
-        func vector(_ name: String, _ count: Int) throws -> [Float] {
-            guard let info = file.tensor(name) else { throw GGUFError(.missingTensor(name), offset: 0) }
-            guard info.dimensions == [count] else {
-                throw GGUFError(.wrongTensorShape(tensor: name, expected: [count], found: info.dimensions), offset: 0)
-            }
-            return Dequantize.array(info.type, file.data(of: info), count: count)
-        }
-        func optionalVector(_ name: String, _ count: Int) throws -> [Float]? {
-            file.tensor(name) == nil ? nil : try vector(name, count)
-        }
+        let vector = file.floats, optionalVector = file.optionalFloats
 
         tokenEmbedding = try matrix("token_embd.weight", columns: d, rows: config.vocabularySize)
         layers = try (0..<config.layerCount).map { i in

@@ -95,6 +95,9 @@ int kiln_pool_threads(const kiln_pool *pool);
 /// Tasks must not depend on which thread runs them. One `run` at a time per pool.
 void kiln_pool_run(kiln_pool *pool, void (*task)(void *ctx, int index), void *ctx, int count);
 
+/// kiln_quantize_rows with the rows spread over the pool.
+void kiln_quantize(kiln_pool *pool, const float *x, int rows, int cols, kiln_q8_block *out);
+
 // ---------------------------------------------------------------------------------------------------------
 // Matrix products
 
@@ -121,8 +124,8 @@ float kiln_dot_row(const kiln_matrix *w, int row, const float *x, const kiln_q8_
 void kiln_rms_norm(const float *x, const float *weight, int rows, int width, float eps, float *out);
 /// x += y.
 void kiln_add(float *x, const float *y, size_t count);
-/// gate = silu(gate) ⊙ up.
-void kiln_swiglu(float *gate, const float *up, size_t count);
+/// gate = silu(gate) ⊙ up, in chunks over the pool (element-wise: the same result however it is split).
+void kiln_swiglu(kiln_pool *pool, float *gate, const float *up, size_t count);
 /// Rotary embedding in place on `heads` heads of `head_dim` per row, `dims` of each rotated, at each row's
 /// position. `neox` pairs i with i + dims/2 (qwen2), else adjacent pairs (GGUF llama).
 void kiln_rope(float *x, const int32_t *positions, int rows, int heads, int head_dim, int dims, float base, int neox);

@@ -18,6 +18,7 @@ struct BenchEngine: ParsableCommand {
     @Option(name: .customLong("step-tokens"), help: "Tokens computed in one step at most (as kiln serve's --step-tokens).") var stepTokens = 256
     @Option(name: .customLong("kv-blocks"), help: "KV blocks (as make bench-serve gives kiln serve).") var kvBlocks = 2048
     @Option(name: .customLong("vulkan-device"), help: "Vulkan device index.") var vulkanDevice: Int?
+    @Option(help: "Decoder, as kiln serve's --backend (default auto: what kiln serve picks here).") var backend: BackendChoice = .auto
     @Flag(name: .customLong("compare-pipeline"),
           help: "Run each level with the scheduler's pipelined steps and without, alternating (rounds of each), and print both medians and their ratio.")
     var comparePipeline = false
@@ -29,8 +30,8 @@ struct BenchEngine: ParsableCommand {
         let tokenizer = try Tokenizer(gguf: file)
         let levels = try concurrency.split(separator: ",").map { guard let v = Int($0), v > 0 else { throw ValidationError("bad --concurrency") }; return v }
         let maxBatch = 64
-        let decoder = try VulkanDecoder(device: VulkanDevice(index: vulkanDevice), file: file, blockCount: kvBlocks, blockSize: 16,
-                                        maxTokens: stepTokens, maxSequences: maxBatch, maxLogitRows: maxBatch)
+        let decoder = try makeBackend(file: file, choice: backend, deviceIndex: vulkanDevice, blocks: kvBlocks,
+                                      maxTokens: stepTokens, maxSequences: maxBatch, maxLogitRows: maxBatch)
         var serial = 0
         /// One closed-loop run of `streams` requests; returns generated tokens per second.
         func measure(_ streams: Int, pipelined: Bool?) throws -> Double {

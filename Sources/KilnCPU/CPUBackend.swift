@@ -51,7 +51,11 @@ public final class CPUBackend: DecoderBackend {
     public init(file: GGUFFile, blockCount: Int, blockSize: Int = 16, threads: Int? = nil) throws {
         let config = try ModelConfig(gguf: file)
         if let why = Self.unsupported(config) { throw CPUBackendError("the CPU backend cannot run this model: \(why)") }
-        guard blockCount > 0, blockSize > 0 else { throw CPUBackendError("a KV pool of \(blockCount) blocks of \(blockSize)") }
+        // Slots go to the kernels as Int32: a pool past 2^31 slots is refused here, not trapped on per step.
+        guard blockCount > 0, blockSize > 0, blockCount.multipliedReportingOverflow(by: blockSize).partialValue < Int(Int32.max),
+              !blockCount.multipliedReportingOverflow(by: blockSize).overflow else {
+            throw CPUBackendError("a KV pool of \(blockCount) blocks of \(blockSize)")
+        }
         self.config = config
         self.blockSize = blockSize
         self.blockCount = blockCount

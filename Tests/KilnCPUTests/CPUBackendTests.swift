@@ -123,6 +123,8 @@ final class CPUBackendTests: XCTestCase {
             DecodeBatch(tokens: [], positions: [], sequences: [], blockTables: [], logitRows: []),
         ]
         for b in bad { XCTAssertThrowsError(try cpu.logits(b)) }
+        // A pool whose slots do not fit the kernels' 32-bit indexes is refused at load.
+        XCTAssertThrowsError(try CPUBackend(file: try model(.q8_0), blockCount: 1 << 28, blockSize: 16, threads: 1))
     }
 
     /// The scheduler's acceptance on this backend: concurrent and preempted requests produce exactly the

@@ -23,7 +23,8 @@ public final class CPUBackend: DecoderBackend {
     private struct Layer {
         let attentionNorm: [Float], feedForwardNorm: [Float]
         let query: PackedMatrix, key: PackedMatrix, value: PackedMatrix, output: PackedMatrix
-        let queryBias: [Float]?, keyBias: [Float]?, valueBias: [Float]?
+        /// Copied once at load to memory the kernels read directly (freed in deinit).
+        let queryBias: UnsafeMutablePointer<Float>?, keyBias: UnsafeMutablePointer<Float>?, valueBias: UnsafeMutablePointer<Float>?
         let gate: PackedMatrix, up: PackedMatrix, down: PackedMatrix
     }
 
@@ -77,9 +78,9 @@ public final class CPUBackend: DecoderBackend {
                 key: try matrix(p + "attn_k.weight", columns: d, rows: kvWidth),
                 value: try matrix(p + "attn_v.weight", columns: d, rows: kvWidth),
                 output: try matrix(p + "attn_output.weight", columns: qWidth, rows: d),
-                queryBias: try optionalVector(p + "attn_q.bias", qWidth),
-                keyBias: try optionalVector(p + "attn_k.bias", kvWidth),
-                valueBias: try optionalVector(p + "attn_v.bias", kvWidth),
+                queryBias: try optionalVector(p + "attn_q.bias", qWidth).map(Self.copied),
+                keyBias: try optionalVector(p + "attn_k.bias", kvWidth).map(Self.copied),
+                valueBias: try optionalVector(p + "attn_v.bias", kvWidth).map(Self.copied),
                 gate: try matrix(p + "ffn_gate.weight", columns: d, rows: config.feedForwardWidth),
                 up: try matrix(p + "ffn_up.weight", columns: d, rows: config.feedForwardWidth),
                 down: try matrix(p + "ffn_down.weight", columns: config.feedForwardWidth, rows: d))
@@ -110,7 +111,14 @@ public final class CPUBackend: DecoderBackend {
         self.threads = Int(kiln_pool_threads(pool))
     }
 
+    private static func copied(_ values: [Float]) -> UnsafeMutablePointer<Float> {
+        let p = UnsafeMutablePointer<Float>.allocate(capacity: values.count)
+        p.initialize(from: values, count: values.count)
+        return p
+    }
+
     deinit {
+        for l in layers { for b in [l.queryBias, l.keyBias, l.valueBias] { b?.deallocate() } }
         kiln_pool_destroy(pool)
         for p in keys { free(p) }
         for p in values { free(p) }
@@ -216,24 +224,15 @@ public final class CPUBackend: DecoderBackend {
 
     /// Calls `body` with the C descriptions of products (matrix, bias, output, output row stride) that share
     /// an input.
-    private func withProducts(_ list: [(PackedMatrix, [Float]?, UnsafeMutablePointer<Float>, Int)],
+    private func withProducts(_ list: [(PackedMatrix, UnsafeMutablePointer<Float>?, UnsafeMutablePointer<Float>, Int)],
                               _ body: (UnsafePointer<kiln_product>, Int32) -> Void) {
         var matrices = list.map(\.0.matrix)
-        let biases = list.map { $0.1.map { b in UnsafeMutablePointer<Float>.allocate(capacity: b.count).initialized(from: b) } }
-        defer { for b in biases { b?.deallocate() } }
         matrices.withUnsafeMutableBufferPointer { m in
             let products = list.indices.map { i in
-                kiln_product(w: UnsafePointer(m.baseAddress! + i), bias: biases[i].map { UnsafePointer($0) }, y: list[i].2, ldy: Int32(list[i].3))
+                kiln_product(w: UnsafePointer(m.baseAddress! + i), bias: list[i].1.map { UnsafePointer($0) }, y: list[i].2, ldy: Int32(list[i].3))
             }
             products.withUnsafeBufferPointer { body($0.baseAddress!, Int32(list.count)) }
         }
-    }
-}
-
-private extension UnsafeMutablePointer where Pointee == Float {
-    func initialized(from values: [Float]) -> Self {
-        values.withUnsafeBufferPointer { initialize(from: $0.baseAddress!, count: values.count) }
-        return self
     }
 }
 

@@ -295,4 +295,20 @@ final class KernelTests: XCTestCase {
             }
         }
     }
+
+    /// Rounding is to the nearest integer with ties to even (as nearbyintf), and a NaN or infinite input
+    /// becomes −127 rather than an undefined conversion.
+    func testActivationQuantizationRoundsTiesToEvenAndClampsNaN() {
+        var x = [Float](repeating: 0, count: 64)
+        // amax 127: the scale is 1 and the values are quantized as they are.
+        for (j, v) in [127, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, -126.5, 3.49].enumerated() { x[j] = Float(v) }
+        x[32] = 2; x[33] = .nan; x[34] = 1
+        var q = [kiln_q8_block](repeating: kiln_q8_block(), count: 2)
+        kiln_quantize_rows(x, 1, 64, &q)
+        let first = withUnsafeBytes(of: q[0].q) { Array($0.bindMemory(to: Int8.self)) }
+        XCTAssertEqual(Array(first[0..<10]), [127, 0, 2, 2, 0, -2, -2, 126, -126, 3])
+        let second = withUnsafeBytes(of: q[1].q) { Array($0.bindMemory(to: Int8.self)) }
+        XCTAssertEqual(Array(second[0..<3]), [127, -127, 64])
+        XCTAssertEqual(q[1].sum0, 64)
+    }
 }

@@ -127,8 +127,9 @@ let package = Package(
         ),
         .testTarget(
             name: "KilnServerTests",
-            dependencies: ["KilnServer", "KilnAPI", "KilnRPC", "KilnHTTP2", "KilnModel", "KilnTestSupport"],
-            exclude: ["inference_client.py", "engine_acceptance.py", "shutdown_client.py", "boundary_client.py", "tenant_client.py", "kiln_grpc.py", "reflection_client.py", "interop_client.py", "interop_server.py", "router_client.py", "affinity_client.py"]
+            dependencies: ["KilnServer", "KilnRouter", "KilnAPI", "KilnRPC", "KilnHTTP2", "KilnModel", "KilnTestSupport"],
+            exclude: ["inference_client.py", "engine_acceptance.py", "shutdown_client.py", "boundary_client.py", "tenant_client.py", "kiln_grpc.py", "reflection_client.py", "interop_client.py", "interop_server.py", "router_client.py", "affinity_client.py",
+                      "migration_client.py", "drain_client.py"]
         ),
         .testTarget(
             name: "KilnFuzzTargetsTests",

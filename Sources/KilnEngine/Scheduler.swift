@@ -16,10 +16,15 @@ public struct GenerationRequest: Sendable {
     public var priority: Priority
     /// Whether the chosen token's log-probability is wanted (it needs the step's logits on the host).
     public var wantsLogprob: Bool
+    /// Tokens this generation already produced elsewhere (a worker that failed mid-stream): it goes on
+    /// after them as if it had sampled them itself. They are computed with the prompt, count against
+    /// `maxTokens`, are seen by the penalties, and the sampler's counter starts after them.
+    public var resumed: [Int]
 
     public init(id: Int, prompt: [Int], parameters: SamplingParameters = .greedy, maxTokens: Int,
-                stopTokens: Set<Int> = [], priority: Priority = .interactive, wantsLogprob: Bool = false) {
+                stopTokens: Set<Int> = [], priority: Priority = .interactive, wantsLogprob: Bool = false, resumed: [Int] = []) {
         self.wantsLogprob = wantsLogprob
+        self.resumed = resumed
         self.id = id
         self.prompt = prompt
         self.parameters = parameters
@@ -126,8 +131,13 @@ public final class Scheduler {
         guard cache.blocksFor(tokens: longest) <= cache.pool.count else {
             throw SchedulerError.invalid("the request needs more KV blocks than the pool has")
         }
+        guard request.resumed.count < request.maxTokens else {
+            throw SchedulerError.invalid("\(request.resumed.count) tokens already generated leave none of max_tokens (\(request.maxTokens))")
+        }
         try request.parameters.validate()
-        waiting.append(Running(request: request, tokens: request.prompt, arrival: arrivals))
+        // A resumed generation starts as a preempted one restarts: its generated tokens recomputed with the
+        // prompt (from the prefix cache where it has them), the next one sampled at index resumed.count.
+        waiting.append(Running(request: request, tokens: request.prompt + request.resumed, generated: request.resumed, arrival: arrivals))
         arrivals += 1
     }
 
@@ -340,7 +350,7 @@ public final class Scheduler {
             guard let cached = cache.admit(next.request.id, tokens: next.tokens) else { break }
             var r = waiting.removeFirst()
             r.computed = cached
-            if r.generated.isEmpty { r.cachedPromptTokens = cached }
+            if !r.reportedCached { r.cachedPromptTokens = min(cached, r.request.prompt.count) }
             running.append(r)
         }
     }

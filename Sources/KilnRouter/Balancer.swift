@@ -47,6 +47,8 @@ public struct Balancer: Sendable {
         public var spillsOut = 0
         /// Calls sent here as a retry of a call that failed on another backend.
         public var retries = 0
+        /// Streams continued here after another backend failed them mid-stream (a subset of `retries`).
+        public var migrationsIn = 0
         public var failures = 0
         /// Times this backend's circuit breaker opened.
         public var breakerOpenings = 0
@@ -231,6 +233,11 @@ public struct Balancer: Sendable {
     /// How loaded a backend is for the keyless policies: the router's own calls in flight there, or, while its
     /// last ORCA report is fresh (under `WorkerLoad.freshNanos` old), the worker's running plus waiting
     /// requests if more (other routers' calls count too).
+    /// Counts a stream continued on `m` after its backend failed mid-stream (picked as a retry).
+    public mutating func noteMigration(to m: Int) {
+        stats[m].migrationsIn += 1
+    }
+
     public func effectiveLoad(_ m: Int, now: UInt64) -> Int {
         guard let report = reported[m], now &- report.receivedAt < WorkerLoad.freshNanos else { return inFlight[m] }
         return max(inFlight[m], report.running + report.waiting)

@@ -11,6 +11,8 @@ public final class HealthService: Grpc_Health_V1_HealthService {
         var statuses: [String: ServingStatus] = ["": .serving]
         var watchers: [UInt64: (String, AsyncStream<ServingStatus>.Continuation)] = [:]
         var nextWatcher: UInt64 = 0
+        /// Set by `endWatches`: the server is going away.
+        var ending = false
     }
     private let state = Mutex(State())
 
@@ -23,6 +25,17 @@ public final class HealthService: Grpc_Health_V1_HealthService {
             return s.watchers.values.filter { $0.0 == service }.map(\.1)
         }
         for w in watchers { w.yield(status) }
+    }
+
+    /// Ends every Watch stream once it has sent the last status set (a server draining must not wait for
+    /// streams that never end on their own: a router's Watch would hold the drain to its deadline). A Watch
+    /// opened later ends after its first status.
+    public func endWatches() {
+        let watchers = state.withLock { s -> [AsyncStream<ServingStatus>.Continuation] in
+            s.ending = true
+            return s.watchers.values.map(\.1)
+        }
+        for w in watchers { w.finish() }
     }
 
     public func status(of service: String) -> ServingStatus? {
@@ -41,13 +54,14 @@ public final class HealthService: Grpc_Health_V1_HealthService {
     public func watch(request: Grpc_Health_V1_HealthCheckRequest, responses: RPCTypedWriter<Grpc_Health_V1_HealthCheckResponse>,
                       context: RPCServerContext) async throws {
         let (stream, continuation) = AsyncStream<ServingStatus>.makeStream()
-        let id = state.withLock { s -> UInt64 in
+        let (id, ending) = state.withLock { s -> (UInt64, Bool) in
             s.nextWatcher += 1
             s.watchers[s.nextWatcher] = (request.service, continuation)
-            return s.nextWatcher
+            return (s.nextWatcher, s.ending)
         }
         defer { state.withLock { _ = $0.watchers.removeValue(forKey: id) } }
         continuation.yield(status(of: request.service) ?? .serviceUnknown)
+        if ending { continuation.finish() }
         var last: ServingStatus?
         for await status in stream {
             if Task.isCancelled { break }

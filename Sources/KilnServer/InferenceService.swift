@@ -19,6 +19,8 @@ public struct InferenceService: Kiln_V1_InferenceService {
     let results: ResultCache
     let sessions: SessionStore
     let counters = GenerationCounters()
+    /// The migratable streams a drain hands over to the router in front (`kiln serve --handoff-grace`).
+    public let handoff = StreamHandoff()
     /// The most bytes of text that can still fit the context (the context times the longest token's bytes):
     /// longer text is refused before it is tokenized, which would take the connection's loop for long.
     let longestText: Int
@@ -51,7 +53,7 @@ public struct InferenceService: Kiln_V1_InferenceService {
     }
 
     private var runner: GenerationRun {
-        GenerationRun(tokenizer: tokenizer, engine: engine, results: results, counters: counters, logger: logger)
+        GenerationRun(tokenizer: tokenizer, engine: engine, results: results, counters: counters, handoff: handoff, logger: logger)
     }
 
     private func checkModel(_ name: String, field: String = "model") throws {
@@ -66,9 +68,9 @@ public struct InferenceService: Kiln_V1_InferenceService {
         guard !request.prompt.isEmpty else { throw RPCError(.invalidArgument, "prompt is empty") }
         try checkLength(request.prompt.utf8.count, field: "prompt")
         let ids = tokenizer.encode(request.prompt, addSpecial: true, parseSpecial: request.parseSpecialTokens)
-        var plan = try self.plan(prompt: ids, sampling: request.sampling, priority: request.priority)
-        plan.deadline = Self.deadline(of: context)
-        _ = try await runner.run(plan, responses: responses)
+        let plan = try self.plan(prompt: ids, sampling: request.sampling, priority: request.priority,
+                                 continuation: request.continuation, context: context)
+        _ = try await run(plan, responses: responses, context: context)
     }
 
     public func chat(request: Kiln_V1_ChatRequest, responses: RPCTypedWriter<Kiln_V1_GenerateResponse>, context: RPCServerContext) async throws {
@@ -81,10 +83,9 @@ public struct InferenceService: Kiln_V1_InferenceService {
         if let bad = new.first(where: { $0.role.isEmpty }) { throw RPCError(.invalidArgument, "messages.role is empty (content \(bad.content.prefix(40).debugDescription))") }
         guard !request.sessionId.isEmpty else {
             let text = template.render(new, addGenerationPrompt: true)
-            var plan = try self.plan(prompt: tokenizer.encode(text, addSpecial: true, parseSpecial: true),
-                                     sampling: request.sampling, priority: request.priority)
-            plan.deadline = Self.deadline(of: context)
-            _ = try await runner.run(plan, responses: responses)
+            let plan = try self.plan(prompt: tokenizer.encode(text, addSpecial: true, parseSpecial: true),
+                                     sampling: request.sampling, priority: request.priority, continuation: request.continuation, context: context)
+            _ = try await run(plan, responses: responses, context: context)
             return
         }
 
@@ -115,16 +116,26 @@ public struct InferenceService: Kiln_V1_InferenceService {
             prompt = tokenizer.encode(rendered, addSpecial: true, parseSpecial: true)
             promptText = rendered
         }
-        var plan = try self.plan(prompt: prompt, sampling: request.sampling, priority: request.priority,
-                                 field: "session_id \"\(id)\": the history")
-        plan.deadline = Self.deadline(of: context)
+        let plan = try self.plan(prompt: prompt, sampling: request.sampling, priority: request.priority,
+                                 continuation: request.continuation, context: context, field: "session_id \"\(id)\": the history")
         // Only a turn that finished returns here: one cut short throws, and the session stays as it was.
-        let outcome = try await runner.run(plan, responses: responses)
+        let outcome = try await run(plan, responses: responses, context: context)
         session.messages = messages + [ChatMessage(role: "assistant", content: outcome.text)]
         session.text = promptText + outcome.seenText
         session.tokens = prompt + outcome.tokens
         sessions.commit(id, session)
         committed = true
+    }
+
+    /// Runs a plan; a stream a drain handed over ends with UNAVAILABLE and the `kiln-migrate` trailer, for
+    /// the router in front to continue it on another worker.
+    private func run(_ plan: GenerationPlan, responses: RPCTypedWriter<Kiln_V1_GenerateResponse>, context: RPCServerContext) async throws -> GenerationOutcome {
+        do {
+            return try await runner.run(plan, responses: responses)
+        } catch is StreamHandoff.HandedOff {
+            context.addTrailingMetadata(StreamHandoff.migrateTrailer, "1")
+            throw RPCError(.unavailable, "this worker is draining: the stream continues on another worker")
+        }
     }
 
     /// Puts the engine's load as the call ends in the trailers (ORCA, `LoadReport`), for routers in front.
@@ -149,7 +160,8 @@ public struct InferenceService: Kiln_V1_InferenceService {
     }
 
     /// Checks a request's sampling fields and limits, naming the field of a bad one.
-    func plan(prompt: [Int], sampling: Kiln_V1_SamplingParameters?, priority: Kiln_V1_Priority, field: String = "prompt") throws -> GenerationPlan {
+    func plan(prompt: [Int], sampling: Kiln_V1_SamplingParameters?, priority: Kiln_V1_Priority, continuation: [UInt32] = [],
+              context: RPCServerContext? = nil, field: String = "prompt") throws -> GenerationPlan {
         let s = sampling ?? Kiln_V1_SamplingParameters()
         var p = SamplingParameters()
         p.temperature = s.temperature ?? 1
@@ -176,12 +188,25 @@ public struct InferenceService: Kiln_V1_InferenceService {
         guard prompt.count + maxTokens <= contextLength else {
             throw RPCError(.invalidArgument, "\(field) (\(prompt.count) tokens) + sampling.max_tokens (\(maxTokens)) exceeds the context (\(contextLength) tokens)")
         }
+        guard continuation.count <= maxTokens else {
+            throw RPCError(.invalidArgument, "continuation has \(continuation.count) tokens, more than sampling.max_tokens (\(maxTokens))")
+        }
+        if let bad = continuation.first(where: { Int($0) >= tokenizer.vocabulary.count }) {
+            throw RPCError(.invalidArgument, "continuation: \(bad) is outside the vocabulary (\(tokenizer.vocabulary.count))")
+        }
         let stopTokens = s.ignoreEos ? [] : tokenizer.vocabulary.endOfGeneration
-        // No key when the result cache is off: nothing is then kept per token for it.
-        let key = results.isEnabled ? ResultCache.Key(model: modelName, prompt: prompt, parameters: p, seeded: s.seed != nil,
+        // No key when the result cache is off (nothing is then kept per token for it), nor for a
+        // continuation (the cache holds whole answers from their first message).
+        let key = results.isEnabled && continuation.isEmpty ? ResultCache.Key(model: modelName, prompt: prompt, parameters: p, seeded: s.seed != nil,
                                                       wantLogprob: s.logprobs, maxTokens: maxTokens, stops: s.stop, stopTokens: stopTokens) : nil
-        return GenerationPlan(prompt: prompt, parameters: p, maxTokens: maxTokens, stops: s.stop, stopTokens: stopTokens,
-                              wantLogprob: s.logprobs, priority: priority == .batch ? .batch : .interactive, cacheKey: key)
+        var plan = GenerationPlan(prompt: prompt, parameters: p, maxTokens: maxTokens, stops: s.stop, stopTokens: stopTokens,
+                                  wantLogprob: s.logprobs, priority: priority == .batch ? .batch : .interactive, cacheKey: key)
+        plan.continuation = continuation.map { Int($0) }
+        if let context {
+            plan.deadline = Self.deadline(of: context)
+            plan.migratable = StreamHandoff.isMigratable(context)
+        }
+        return plan
     }
 
     public func endSession(request: Kiln_V1_EndSessionRequest, context: RPCServerContext) async throws -> Kiln_V1_EndSessionResponse {

@@ -39,6 +39,8 @@ struct Route: AsyncParsableCommand {
     var healthInterval = 5.0
     @Option(name: .customLong("health-timeout"), help: "Seconds a Check probe may take.") var healthTimeout = 1.0
     @Option(name: .customLong("drain-seconds"), help: "Seconds in-flight calls get on SIGTERM.") var drainSeconds = 30.0
+    @Option(name: .customLong("max-migrations"), help: "Times a Generate or Chat stream may move to another worker when its worker fails mid-stream (0: never).")
+    var maxMigrations = 3
 
     func validate() throws {
         guard !backends.isEmpty || backendsFile != nil || !backendDNS.isEmpty else {
@@ -52,6 +54,7 @@ struct Route: AsyncParsableCommand {
         }
         guard dnsInterval.isFinite, dnsInterval >= 0.1, dnsInterval <= 86_400 else { throw ValidationError("--dns-interval must be from 0.1 to 86400 seconds") }
         guard (1...64).contains(maxConnectionsPerBackend) else { throw ValidationError("--max-connections-per-backend must be from 1 to 64") }
+        guard (0...64).contains(maxMigrations) else { throw ValidationError("--max-migrations must be from 0 to 64") }
         guard (1...10_000).contains(vnodes) else { throw ValidationError("--vnodes must be from 1 to 10000") }
         guard balanceFactor.isFinite, balanceFactor >= 1, balanceFactor <= 100 else {
             throw ValidationError("--balance-factor must be from 1 to 100")
@@ -97,7 +100,7 @@ struct Route: AsyncParsableCommand {
         }
         prober.start()
         discovery.start()
-        let relay = InferenceRelay(backends: set, keylessPolicy: keylessPolicy, logger: logger)
+        let relay = InferenceRelay(backends: set, keylessPolicy: keylessPolicy, maxMigrations: maxMigrations, logger: logger)
         let router = ServiceRoutes.router(health: health, relayed: ["kiln.v1.Inference"], routes: { relay.mount(on: &$0) })
         let server = try HTTP2Server(configuration: config, router: router, group: group, logger: logger)
         try server.start()
@@ -106,6 +109,9 @@ struct Route: AsyncParsableCommand {
         if let a = server.tlsAddress { announce("listening tls \(a)") }
 
         await TerminationSignals.wait()
+        // Watch streams (a load balancer's, a probe's) end now rather than hold the drain to its deadline.
+        health.setStatus(.notServing)
+        health.endWatches()
         announce("shutting down: draining \(server.connectionCount) connection(s)")
         await server.shutdown()
         discovery.stop()

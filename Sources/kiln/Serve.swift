@@ -33,6 +33,8 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("keepalive"), help: "Seconds of silence before a PING (0: off).") var keepalive = 60.0
     @Option(name: .customLong("keepalive-timeout"), help: "Seconds a PING may go unanswered.") var keepaliveTimeout = 20.0
     @Option(name: .customLong("drain-seconds"), help: "Seconds in-flight streams get on SIGTERM.") var drainSeconds = 30.0
+    @Option(name: .customLong("handoff-grace"), help: "Seconds streams a router can move (kiln route's calls) run on after SIGTERM before they are handed over to another worker.")
+    var handoffGrace = 2.0
     @Option(help: "GGUF model to serve through kiln.v1.Inference (\"default\": the SmolLM2 model `make model` fetches).") var model = "default"
     @Flag(name: .customLong("no-model"), help: "Serve no model: transport and health (and the demo routes, with --demo-routes) only.") var noModel = false
     @Flag(name: .customLong("demo-routes"), help: "Also mount the transport's demo routes (/, /echo, /stream, /bytes, /sleep, pkg.Service) for benchmarks and tests; never in production.") var demoRoutes = false
@@ -56,6 +58,9 @@ struct Serve: AsyncParsableCommand {
     func validate() throws {
         guard kvCacheMB > 0, kvBlocks.map({ $0 > 0 }) ?? true else { throw ValidationError("the KV cache needs at least one block") }
         guard maxBatch > 0, stepTokens >= maxBatch else { throw ValidationError("--step-tokens must be at least --max-batch (every sequence gets a token per step)") }
+        guard drainSeconds.isFinite, drainSeconds >= 0, handoffGrace.isFinite, handoffGrace >= 0 else {
+            throw ValidationError("--drain-seconds and --handoff-grace must be 0 or more")
+        }
         guard resultCacheMB >= 0, sessionMemoryMB >= 0, maxSessions >= 0 else { throw ValidationError("cache sizes must not be negative") }
         // A request message (4 MiB at most) must fit a connection's buffer, or no large call could ever complete.
         guard maxBufferedRequestMB >= 5, maxBufferedRequestMBTotal >= maxBufferedRequestMB, maxBufferedRequestMBTotal <= 1 << 20 else {
@@ -141,10 +146,24 @@ struct Serve: AsyncParsableCommand {
         if let a = server.tlsAddress { announce("listening tls \(a)") }
 
         await waitForTermination()
+        // Routers stop sending calls here at once (their Watch streams see NOT_SERVING).
+        health.setStatus(.notServing)
+        health.setStatus(.notServing, service: "kiln.v1.Inference")
+        health.endWatches()
         announce("shutting down: draining \(server.connectionCount) connection(s)")
-        let drainSeconds = drainSeconds
+        let drainSeconds = drainSeconds, handoffGrace = handoffGrace
         await withTaskGroup(of: Void.self) { tasks in
             tasks.addTask { await server.shutdown() }
+            tasks.addTask { [engine, inference] in
+                // Streams a router can continue elsewhere get --handoff-grace, then go on on another worker.
+                // (This task never ends the drain by finishing: it waits to be cancelled.)
+                if let engine, let inference, (try? await Task.sleep(for: .seconds(handoffGrace))) != nil {
+                    let count = inference.handoff.handOff(engine)
+                    print("handed \(count) stream(s) over to the router in front")
+                    fflush(nil)
+                }
+                await Self.sleepForever()
+            }
             tasks.addTask { [engine] in
                 // Generations still running at the drain deadline end now, each with UNAVAILABLE.
                 guard (try? await Task.sleep(for: .seconds(drainSeconds))) != nil else { return }
@@ -156,6 +175,11 @@ struct Serve: AsyncParsableCommand {
         engine?.stop()
         group.shutdown()
         announce("stopped")
+    }
+
+    /// Sleeps until cancelled (a task that must not end the task group's wait by finishing).
+    private static func sleepForever() async {
+        while (try? await Task.sleep(for: .seconds(3600))) != nil {}
     }
 
     private func announce(_ line: String) {

@@ -117,6 +117,33 @@ final class SchedulerTests: XCTestCase {
         }
     }
 
+    /// A request resumed after k of its tokens (as another worker would send them) goes on with exactly the
+    /// rest, sampled or greedy, with penalties, batched with others; resuming with every token but one
+    /// leaves one; resuming with max_tokens of them is refused.
+    func testAResumedRequestGoesOnExactly() throws {
+        for sampled in [false, true] {
+            var rs = requests(count: 4, promptLength: 18, maxTokens: 20, sampled: sampled)
+            for i in rs.indices where i % 2 == 1 { rs[i].parameters.repetitionPenalty = 1.3; rs[i].parameters.frequencyPenalty = 0.5 }
+            let full = try rs.map { try alone($0) }
+            let s = scheduler(blocks: 64, budget: 48)
+            for (i, r) in rs.enumerated() {
+                var resumed = r
+                resumed.resumed = Array(full[i].prefix([1, 7, 13, 19][i]))
+                try s.submit(resumed)
+            }
+            let rest = try drain(s)
+            for (i, r) in rs.enumerated() {
+                let k = [1, 7, 13, 19][i]
+                XCTAssertEqual(rest[r.id]?.tokens, Array(full[i].dropFirst(k)), "request \(i) resumed after \(k) (sampled: \(sampled))")
+                XCTAssertEqual(rest[r.id]?.finish, .length)
+            }
+            XCTAssertEqual(s.cache.pool.freeCount, 64, "blocks leaked")
+        }
+        var whole = requests(count: 1, promptLength: 18, maxTokens: 20)[0]
+        whole.resumed = Array(repeating: 5, count: 20)
+        XCTAssertThrowsError(try scheduler(blocks: 64).submit(whole))
+    }
+
     /// 16 blocks of 16 tokens for 6 requests needing 5 blocks each: queueing and preemption, same tokens.
     func testKVPressurePreemptsAndStillProducesTheSameTokens() throws {
         let rs = requests(count: 6, promptLength: 40, maxTokens: 30)

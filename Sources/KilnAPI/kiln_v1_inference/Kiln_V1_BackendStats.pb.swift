@@ -37,6 +37,9 @@ public struct Kiln_V1_BackendStats: ProtobufMessage {
     public var reportedWaiting: UInt32 = 0
     public var reportedKvFreeBlocks: UInt32 = 0
     public var reportAgeSeconds: Double = 0
+    /// Streams continued here after the backend that served them failed or handed them over mid-stream
+    /// (exact migration: the tokens already streamed sent as the request's continuation).
+    public var migrationsIn: UInt64 = 0
     /// Fields this version of the schema does not know, kept as they came.
     public var unknownFields: [UInt8] = []
 
@@ -63,6 +66,7 @@ public struct Kiln_V1_BackendStats: ProtobufMessage {
         if self.reportedWaiting != 0 { w.write(field: 18, uint32: self.reportedWaiting) }
         if self.reportedKvFreeBlocks != 0 { w.write(field: 19, uint32: self.reportedKvFreeBlocks) }
         if self.reportAgeSeconds.bitPattern != 0 { w.write(field: 20, double: self.reportAgeSeconds) }
+        if self.migrationsIn != 0 { w.write(field: 21, uint64: self.migrationsIn) }
         w.appendRaw(unknownFields)
     }
 
@@ -112,6 +116,8 @@ public struct Kiln_V1_BackendStats: ProtobufMessage {
                 self.reportedKvFreeBlocks = UInt32(truncatingIfNeeded: try r.readVarint())
             case 20 where wire == .fixed64:
                 self.reportAgeSeconds = Double(bitPattern: try r.readFixed64())
+            case 21 where wire == .varint:
+                self.migrationsIn = try r.readVarint()
             default:
                 unknownFields += try r.skipField(tagStart: start, field, wire)
             }

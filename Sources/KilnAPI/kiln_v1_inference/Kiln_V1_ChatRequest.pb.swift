@@ -13,6 +13,14 @@ public struct Kiln_V1_ChatRequest: ProtobufMessage {
     /// history. A new id starts a session. Routers use it to pin the session to one replica.
     public var sessionId: String = ""
     public var priority: Kiln_V1_Priority = Kiln_V1_Priority(rawValue: 0)
+    /// Tokens of this request's answer already streamed to the client by another worker (set by `kiln route`
+    /// when the worker it used failed mid-stream or handed the stream over in a drain). The server goes on
+    /// exactly as that worker would have: the tokens are computed after the prompt (from the prefix cache where
+    /// it has them), count against max_tokens and in usage.completion_tokens, are seen by the penalties and the
+    /// stop sequences, and sampling continues at their count (a seeded stream draws what it would have drawn).
+    /// Their messages are not sent again. Ids outside the vocabulary, more ids than max_tokens, or ids after
+    /// the answer's end (a stop token or stop sequence) are refused with INVALID_ARGUMENT.
+    public var continuation: [UInt32] = []
     /// Fields this version of the schema does not know, kept as they came.
     public var unknownFields: [UInt8] = []
 
@@ -24,6 +32,12 @@ public struct Kiln_V1_ChatRequest: ProtobufMessage {
         if let v = self.sampling { w.write(field: 3, message: { v.encode(to: &$0) }) }
         if !self.sessionId.isEmpty { w.write(field: 4, string: self.sessionId) }
         if self.priority.rawValue != 0 { w.write(field: 5, int32: self.priority.rawValue) }
+        if !self.continuation.isEmpty {
+            var packed = ProtobufWriter()
+            for v in self.continuation { packed.writeVarint(UInt64(v)) }
+            w.writeTag(6, .lengthDelimited)
+            w.writeLengthDelimited(packed.bytes)
+        }
         w.appendRaw(unknownFields)
     }
 
@@ -43,6 +57,11 @@ public struct Kiln_V1_ChatRequest: ProtobufMessage {
                 self.sessionId = try r.readString(field: 4)
             case 5 where wire == .varint:
                 self.priority = Kiln_V1_Priority(rawValue: Int32(truncatingIfNeeded: try r.readVarint()))
+            case 6 where wire == .lengthDelimited:
+                var packed = try r.readMessage()
+                while !packed.isAtEnd { self.continuation.append(UInt32(truncatingIfNeeded: try packed.readVarint())) }
+            case 6 where wire == .varint:
+                self.continuation.append(UInt32(truncatingIfNeeded: try r.readVarint()))
             default:
                 unknownFields += try r.skipField(tagStart: start, field, wire)
             }

@@ -138,6 +138,13 @@ public final class BackendSet: Sendable {
         }
     }
 
+    /// Counts a stream continued on `backend` after another failed it mid-stream.
+    func noteMigration(to backend: Backend) {
+        state.withLock { s in
+            if let m = s.balancer.index(of: backend.name) { s.balancer.noteMigration(to: m) }
+        }
+    }
+
     /// Ends a call `pick` counted, feeding latency, passive health and the load the worker reported.
     func finish(_ backend: Backend, result: Balancer.CallResult, seconds: Double?, load: WorkerLoad? = nil) {
         let ejected = state.withLock { s -> Bool in
@@ -189,6 +196,7 @@ public final class BackendSet: Sendable {
             s.spillsOut = UInt64(b.stats[m].spillsOut)
             s.ejections = UInt64(b.outliers.totalEjections[m])
             s.retries = UInt64(b.stats[m].retries)
+            s.migrationsIn = UInt64(b.stats[m].migrationsIn)
             s.failures = UInt64(b.stats[m].failures)
             s.latencySeconds = b.latency[m].seconds ?? 0
             s.breakerOpenings = UInt64(b.stats[m].breakerOpenings)

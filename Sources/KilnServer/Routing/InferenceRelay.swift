@@ -20,6 +20,14 @@ import Synchronization
 ///   order (`excluding` the ones tried) after an exponential backoff with jitter from 100 ms to 1 s. When
 ///   every attempt was pushed back, the client gets RESOURCE_EXHAUSTED with the shortest pushback; otherwise
 ///   UNAVAILABLE.
+/// - A Generate or Chat call (without a server-side session) whose backend fails after part of the answer
+///   reached the client — the connection lost or reset, GOAWAY without the stream, UNAVAILABLE (a drain's
+///   handoff says so with the `kiln-migrate` trailer) — continues on the next backend of the key's probe
+///   order with the tokens already streamed as the request's `continuation`: the worker goes on exactly where
+///   the failed one stopped, and the client's stream has no gap, duplicate or error. At most `maxMigrations`
+///   times a call (`kiln route --max-migrations`); such calls carry `kiln-migratable: 1` so that a draining
+///   worker hands them over instead of running them out, and one that moved ends with the trailer
+///   `kiln-migrations: N`.
 /// - `GetStats` is answered by the router itself (``UnaryRelay``): each backend's health, load, picks,
 ///   spills and retries.
 /// - The client's deadline goes on as the time remaining (`grpc-timeout`); a client's cancel resets the
@@ -29,16 +37,19 @@ public struct InferenceRelay: HTTP2Handler {
     let backends: BackendSet
     let maxMessageBytes: Int
     let maxAttempts: Int
+    /// Times one Generate or Chat stream may move to another backend after its backend failed mid-stream.
+    let maxMigrations: Int
     /// How calls without a session key pick (`kiln route --keyless-policy`).
     let keylessPolicy: BalancingPolicy
     let logger: Logger
 
     public init(backends: BackendSet, keylessPolicy: BalancingPolicy = .leastResponseTime, maxMessageBytes: Int = 4 << 20,
-                maxAttempts: Int = 3, logger: Logger) {
+                maxAttempts: Int = 3, maxMigrations: Int = 3, logger: Logger) {
         self.backends = backends
         self.keylessPolicy = keylessPolicy
         self.maxMessageBytes = maxMessageBytes
         self.maxAttempts = max(1, maxAttempts)
+        self.maxMigrations = max(0, maxMigrations)
         self.logger = logger
     }
 
@@ -112,46 +123,75 @@ public struct InferenceRelay: HTTP2Handler {
     /// How long after the client's deadline the router gives up on a backend that has not answered it.
     static let deadlineGrace: UInt64 = 100_000_000
 
-    /// Sends the call to backends until one takes it or the attempts run out.
+    /// Sends the call to backends until one takes it or the attempts run out; a Generate or Chat call that
+    /// fails mid-stream goes on on the next backend (``MigratableStream``), at most `maxMigrations` times.
     private func route(path: String, headers incoming: HTTP2Headers, body: [UInt8], keyHash: UInt64?, deadline: UInt64?, extraHeaders: HTTP2Headers,
                        response: HTTP2ResponseWriter) async {
         var tried = Set<String>()
         var backoff = 0.1
         var lastFailure = "no backend is available"
-        var attempts = 0
+        var attempts = 0, migrations = 0
         var pushbacks: [Int] = []
-        for attempt in 1...maxAttempts {
+        var stream = maxMigrations > 0 ? MigratableStream(path: Substring(path), body: body, maxMessageBytes: maxMessageBytes) : nil
+        // Whether part of the answer has reached the client: the call can then only go on, never start over.
+        var committed = false
+        while true {
             var headers = forwardedHeaders(incoming)
+            if stream != nil { headers.add(StreamHandoff.migratableHeader, "1") }
             if let deadline {
                 let now = BackendSet.now()
-                guard now < deadline else { return Self.fail(response, .deadlineExceeded, "deadline exceeded before a backend answered") }
+                guard now < deadline else {
+                    let message = committed ? "deadline exceeded while the stream moved to another backend" : "deadline exceeded before a backend answered"
+                    return Self.end(response, .deadlineExceeded, message)
+                }
                 headers.add("grpc-timeout", GRPCTimeout.format(nanoseconds: deadline - now))
             }
-            guard let (backend, _) = backends.pick(keyHash: keyHash, keyless: keylessPolicy, excluding: tried, isRetry: attempt > 1) else { break }
+            guard let (backend, _) = backends.pick(keyHash: keyHash, keyless: keylessPolicy, excluding: tried, isRetry: attempts > 0) else { break }
             tried.insert(backend.name)
             attempts += 1
+            if committed { backends.noteMigration(to: backend) }
             let callStarted = BackendSet.now()
-            let outcome = await relay(to: backend, path: path, headers: headers, body: body,
-                                      extraHeaders: extraHeaders, response: response)
+            let outcome: Outcome
+            if var s = stream {
+                outcome = await relayMigrating(to: backend, path: path, headers: headers, body: committed ? s.continuedBody() : body,
+                                               stream: &s, committed: committed, migrations: migrations, extraHeaders: extraHeaders, response: response)
+                stream = s
+            } else {
+                outcome = await relay(to: backend, path: path, headers: headers, body: body, extraHeaders: extraHeaders, response: response)
+            }
             let ended = BackendSet.now()
             let seconds = Double(ended - callStarted) / 1e9
             switch outcome {
             case .done(let result, let trailers):
                 backends.finish(backend, result: result, seconds: seconds, load: Self.loadReport(in: trailers, at: ended))
                 return
+            case .migrate(let reason):
+                // Part of the answer reached the client: the next backend continues it from the tokens streamed.
+                backends.finish(backend, result: .failed, seconds: nil)
+                committed = true
+                migrations += 1
+                lastFailure = "\(backend.address): \(reason)"
+                logger.info("moving \(path) on after \(stream?.tokens.count ?? 0) tokens (migration \(migrations)): \(lastFailure)")
+                guard migrations <= maxMigrations, !Task.isCancelled else { break }
+                continue
             case .retry(let reason, let pushbackMs):
                 backends.finish(backend, result: pushbackMs == nil ? .failed : .succeeded, seconds: nil)
                 lastFailure = "\(backend.address): \(reason)"
                 if let pushbackMs { pushbacks.append(pushbackMs) }
-                logger.info("retrying \(path) after attempt \(attempt): \(lastFailure)")
-                guard attempt < maxAttempts, !Task.isCancelled else { break }
+                logger.info("retrying \(path) after attempt \(attempts): \(lastFailure)")
+                guard attempts < maxAttempts, !Task.isCancelled else { break }
                 let wait = pushbackMs.map { Double($0) / 1000 } ?? backoff * Double.random(in: 0.5...1.0)
                 backoff = min(1.0, backoff * 2)
                 if let deadline, BackendSet.now() &+ UInt64(wait * 1e9) >= deadline { break }
                 guard (try? await Task.sleep(for: .seconds(wait))) != nil else { return }
+                continue
             }
+            break
         }
         guard !Task.isCancelled else { return }
+        if committed {
+            return Self.end(response, .unavailable, "the stream could not go on after \(migrations) migration(s): \(lastFailure)")
+        }
         if attempts > 0, pushbacks.count == attempts, let wait = pushbacks.min() {
             // Every backend tried is over its limit and said when to come back: so does the router.
             return Self.fail(response, .resourceExhausted, lastFailure, extra: ["grpc-retry-pushback-ms": String(wait)])
@@ -228,6 +268,8 @@ public struct InferenceRelay: HTTP2Handler {
         case done(Balancer.CallResult, trailers: HTTP2Headers?)
         /// Nothing reached the client; another backend may take the call (after `pushbackMs` if given).
         case retry(String, pushbackMs: Int?)
+        /// Part of the answer reached the client and the backend failed: the next one continues it.
+        case migrate(String)
     }
 
     /// Sends the call to one backend and relays the answer, unless the backend fails it before its first
@@ -338,6 +380,12 @@ public struct InferenceRelay: HTTP2Handler {
         var out = a
         out.append(contentsOf: b)
         return out
+    }
+
+    /// Ends a call from the router itself: Trailers-Only, or trailers after the messages already sent.
+    static func end(_ response: HTTP2ResponseWriter, _ code: RPCStatusCode, _ message: String) {
+        guard response.headSent else { return fail(response, code, message) }
+        response.finish(trailers: ["grpc-status": String(code.rawValue), "grpc-message": StatusMessageCoding.encode(message)])
     }
 
     /// Ends a call from the router itself, Trailers-Only.

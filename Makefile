@@ -4,7 +4,7 @@
 SWIFT      ?= swift
 BUILD_DIR  ?= .build
 # Debian packages the build, the tests and the server need.
-APT_PACKAGES := pkg-config libnghttp2-dev libssl-dev zlib1g-dev libxxhash-dev libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers glslc \
+APT_PACKAGES := pkg-config libnghttp2-dev libssl-dev zlib1g-dev libxxhash-dev libhiredis-dev libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers glslc \
                 nghttp2-client nghttp2-server curl openssl python3 python3-pip procps
 PY_PACKAGES  := grpcio grpcio-health-checking grpcio-reflection grpcio-tools gguf numpy kubernetes-validate
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -84,6 +84,8 @@ generate: deps
 ## Builds everything and runs every test; a test running past KILN_TEST_TIME_LIMIT seconds (600) stops the run
 ## and is named (Tools/test_watchdog.py).
 test: deps pydeps model vocab
+	@# redis-server for the shared session store's tests (each test starts its own on a loopback port).
+	@$(MAKE) --no-print-directory deps APT_PACKAGES="redis-server"
 	$(SWIFT) build --build-tests
 	$(SWIFT) build -c release --product kiln
 	KILN_BIN=$$($(SWIFT) build --show-bin-path)/kiln KILN_RELEASE_BIN=$$($(SWIFT) build -c release --show-bin-path)/kiln \

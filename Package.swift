@@ -25,6 +25,7 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CVulkan", pkgConfig: "vulkan", providers: [.apt(["libvulkan-dev"])]),
         .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
+        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
 
         .target(
             name: "KilnHTTP2",
@@ -78,7 +79,7 @@ let package = Package(
         .target(name: "KilnRouter", dependencies: ["CXXHash", "KilnRPC"]),
         .target(
             name: "KilnServer",
-            dependencies: ["KilnHTTP2", "KilnRPC", "KilnAPI", "KilnModel", "KilnEngine", "KilnRouter", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["CHiredis", "KilnHTTP2", "KilnRPC", "KilnAPI", "KilnModel", "KilnEngine", "KilnRouter", .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "kiln",
@@ -129,7 +130,7 @@ let package = Package(
             name: "KilnServerTests",
             dependencies: ["KilnServer", "KilnRouter", "KilnAPI", "KilnRPC", "KilnHTTP2", "KilnModel", "KilnTestSupport"],
             exclude: ["inference_client.py", "engine_acceptance.py", "shutdown_client.py", "boundary_client.py", "tenant_client.py", "kiln_grpc.py", "reflection_client.py", "interop_client.py", "interop_server.py", "router_client.py", "affinity_client.py",
-                      "migration_client.py", "drain_client.py"]
+                      "migration_client.py", "drain_client.py", "session_store_client.py", "result_store_client.py"]
         ),
         .testTarget(
             name: "KilnFuzzTargetsTests",

@@ -60,6 +60,8 @@ struct GenerationRun {
     let tokenizer: Tokenizer
     let engine: EngineLoop
     let results: ResultCache
+    /// The result cache's second level, shared by every worker (Redis), if any.
+    let sharedResults: SharedResultCache?
 
     let counters: GenerationCounters
     let handoff: StreamHandoff
@@ -72,8 +74,12 @@ struct GenerationRun {
     /// session to commit.
     func run(_ plan: GenerationPlan, responses: RPCTypedWriter<Kiln_V1_GenerateResponse>) async throws -> GenerationOutcome {
         let start = DispatchTime.now().uptimeNanoseconds
-        if let key = plan.cacheKey, let answer = results.answer(for: key) {
-            return try await replay(answer, started: start, responses: responses)
+        if let key = plan.cacheKey {
+            if let answer = results.answer(for: key) { return try await replay(answer, started: start, responses: responses) }
+            if let shared = sharedResults, let answer = await shared.answer(for: key) {
+                results.store(answer, for: key)
+                return try await replay(answer, started: start, responses: responses)
+            }
         }
         var state = RunState(detokenizer: StreamingDetokenizer(tokenizer: tokenizer), stopper: StopSequenceMatcher(plan.stops),
                              keepsSent: plan.cacheKey != nil)
@@ -125,7 +131,9 @@ struct GenerationRun {
         last.usage = usage
         try await state.send(last, to: responses)
         if let key = plan.cacheKey {
-            results.store(ResultCache.Answer(messages: state.sent, tokens: state.outcome.tokens, seenText: state.outcome.seenText), for: key)
+            let answer = ResultCache.Answer(messages: state.sent, tokens: state.outcome.tokens, seenText: state.outcome.seenText)
+            results.store(answer, for: key)
+            await sharedResults?.store(answer, for: key)
         }
         return state.outcome
     }

@@ -7,6 +7,11 @@ public struct InferenceOptions: Sendable {
     public var maxSessions = 1024
     public var sessionMemoryBytes = 256 << 20
     public var sessionIdleTimeToLive = 600.0
+    /// Where chat sessions are also kept, so that another worker can continue them (nil: this worker's
+    /// memory only).
+    public var sessionStore: RedisConnection.Address?
+    /// Where whole answers are also kept, for every worker (the result cache's second level; nil: none).
+    public var resultCacheStore: RedisConnection.Address?
     /// max_tokens when a request leaves it unset.
     public var defaultMaxTokens = 256
 

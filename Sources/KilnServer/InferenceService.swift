@@ -18,6 +18,10 @@ public struct InferenceService: Kiln_V1_InferenceService {
     let options: InferenceOptions
     let results: ResultCache
     let sessions: SessionStore
+    /// Sessions shared with the other workers through Redis, when `--session-store` is given.
+    let sharedSessions: SharedSessionStore?
+    /// The result cache's second level in Redis, when `--result-cache-store` is given.
+    let sharedResults: SharedResultCache?
     let counters = GenerationCounters()
     /// The migratable streams a drain hands over to the router in front (`kiln serve --handoff-grace`).
     public let handoff = StreamHandoff()
@@ -50,10 +54,19 @@ public struct InferenceService: Kiln_V1_InferenceService {
         results = ResultCache(bytes: options.resultCacheBytes, timeToLive: options.resultCacheTimeToLive)
         sessions = SessionStore(maxSessions: options.maxSessions, memoryBudget: options.sessionMemoryBytes,
                                 idleTimeToLive: options.sessionIdleTimeToLive)
+        let vocabularySize = tokenizer.vocabulary.count
+        sharedResults = options.resultCacheStore.map {
+            SharedResultCache(redis: RedisConnection(address: $0), timeToLive: options.resultCacheTimeToLive,
+                              vocabularySize: vocabularySize, logger: Logger(label: "kiln.results"))
+        }
+        sharedSessions = options.sessionStore.map {
+            SharedSessionStore(redis: RedisConnection(address: $0), timeToLive: options.sessionIdleTimeToLive, logger: Logger(label: "kiln.sessions"))
+        }
     }
 
     private var runner: GenerationRun {
-        GenerationRun(tokenizer: tokenizer, engine: engine, results: results, counters: counters, handoff: handoff, logger: logger)
+        GenerationRun(tokenizer: tokenizer, engine: engine, results: results, sharedResults: sharedResults, counters: counters,
+                      handoff: handoff, logger: logger)
     }
 
     private func checkModel(_ name: String, field: String = "model") throws {
@@ -93,6 +106,11 @@ public struct InferenceService: Kiln_V1_InferenceService {
         let id = request.sessionId == "new" ? SessionStore.newID() : request.sessionId
         guard id.utf8.count <= 256 else { throw RPCError(.invalidArgument, "session_id is longer than 256 bytes") }
         if request.sessionId == "new" { context.addInitialMetadata("x-session-id", id) }
+        // A session this worker does not hold may have been kept by another one that is gone.
+        if let shared = sharedSessions, request.sessionId != "new", !sessions.contains(id),
+           case .found(let stored) = await shared.load(id), stored.tokens.allSatisfy({ $0 >= 0 && $0 < tokenizer.vocabulary.count }) {
+            sessions.adopt(id, stored)
+        }
         var session: SessionStore.Session
         do { session = try sessions.begin(id, owner: context.peerIdentity) } catch SessionStore.Failure.notFound {
             throw RPCError(.notFound, "session_id \"\(id)\" is not found")
@@ -125,6 +143,8 @@ public struct InferenceService: Kiln_V1_InferenceService {
         session.tokens = prompt + outcome.tokens
         sessions.commit(id, session)
         committed = true
+        // Stored before the call ends, so that a turn whose answer the client has is never lost with its worker.
+        if let shared = sharedSessions { _ = await shared.save(id, session) }
     }
 
     /// Runs a plan; a stream a drain handed over ends with UNAVAILABLE and the `kiln-migrate` trailer, for
@@ -197,7 +217,7 @@ public struct InferenceService: Kiln_V1_InferenceService {
         let stopTokens = s.ignoreEos ? [] : tokenizer.vocabulary.endOfGeneration
         // No key when the result cache is off (nothing is then kept per token for it), nor for a
         // continuation (the cache holds whole answers from their first message).
-        let key = results.isEnabled && continuation.isEmpty ? ResultCache.Key(model: modelName, prompt: prompt, parameters: p, seeded: s.seed != nil,
+        let key = (results.isEnabled || sharedResults != nil) && continuation.isEmpty ? ResultCache.Key(model: modelName, prompt: prompt, parameters: p, seeded: s.seed != nil,
                                                       wantLogprob: s.logprobs, maxTokens: maxTokens, stops: s.stop, stopTokens: stopTokens) : nil
         var plan = GenerationPlan(prompt: prompt, parameters: p, maxTokens: maxTokens, stops: s.stop, stopTokens: stopTokens,
                                   wantLogprob: s.logprobs, priority: priority == .batch ? .batch : .interactive, cacheKey: key)
@@ -212,9 +232,14 @@ public struct InferenceService: Kiln_V1_InferenceService {
     public func endSession(request: Kiln_V1_EndSessionRequest, context: RPCServerContext) async throws -> Kiln_V1_EndSessionResponse {
         guard !request.sessionId.isEmpty else { throw RPCError(.invalidArgument, "session_id is empty") }
         var response = Kiln_V1_EndSessionResponse()
+        // One kept by another worker is read first, so that its owner is checked here as well.
+        if let shared = sharedSessions, !sessions.contains(request.sessionId), case .found(let stored) = await shared.load(request.sessionId) {
+            sessions.adopt(request.sessionId, stored)
+        }
         do { response.existed = try sessions.end(request.sessionId, owner: context.peerIdentity) } catch {
             throw RPCError(.notFound, "session_id \(request.sessionId.prefix(64).debugDescription) is not found")
         }
+        if response.existed, let shared = sharedSessions { _ = await shared.remove(request.sessionId) }
         return response
     }
 
@@ -276,6 +301,7 @@ public struct InferenceService: Kiln_V1_InferenceService {
         s.resultCacheMisses = UInt64(cache.misses)
         s.sessions = UInt32(sessions.count)
         s.steps = UInt64(e.steps)
+        s.storeFailures = UInt64((sharedSessions?.redis.failures ?? 0) + (sharedResults?.redis.failures ?? 0))
         return s
     }
 }

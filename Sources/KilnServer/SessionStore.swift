@@ -46,6 +46,19 @@ final class SessionStore: @unchecked Sendable {
         return sessions.count
     }
 
+    /// Whether this worker holds session `id` (of anyone) in memory.
+    func contains(_ id: String) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        return sessions.value(for: id, now: Self.now()) != nil
+    }
+
+    /// Takes in a session loaded from the shared store, unless one of that id is already here.
+    func adopt(_ id: String, _ session: Session) {
+        lock.lock(); defer { lock.unlock() }
+        guard sessions.value(for: id, now: Self.now()) == nil else { return }
+        sessions.insert(session, for: id, cost: session.cost, now: Self.now())
+    }
+
     /// Starts a turn of session `id` for `owner`: its state (empty, owned by `owner`, for a new or expired
     /// session). Throws `notFound` when someone else owns it, `busy` while another turn of it runs.
     func begin(_ id: String, owner: String?) throws -> Session {

@@ -54,10 +54,17 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("max-sessions"), help: "Chat sessions kept at most.") var maxSessions = 1024
     @Option(name: .customLong("session-memory-mb"), help: "Memory all chat sessions' histories may take, in MiB.") var sessionMemoryMB = 256
     @Option(name: .customLong("session-ttl"), help: "Seconds an idle chat session lives.") var sessionTTL = 600.0
+    @Option(name: .customLong("session-store"), help: "Also keep chat sessions in Redis (redis://HOST:PORT[/DB]), so that another worker can continue them; Redis down or slow (50 ms) falls back to this worker's memory.")
+    var sessionStore: String?
+    @Option(name: .customLong("result-cache-store"), help: "Also keep whole answers to deterministic requests in Redis (redis://HOST:PORT[/DB]), for every worker: the in-process cache stays the first level; Redis down or slow counts as a miss.")
+    var resultCacheStore: String?
 
     func validate() throws {
         guard kvCacheMB > 0, kvBlocks.map({ $0 > 0 }) ?? true else { throw ValidationError("the KV cache needs at least one block") }
         guard maxBatch > 0, stepTokens >= maxBatch else { throw ValidationError("--step-tokens must be at least --max-batch (every sequence gets a token per step)") }
+        for (flag, value) in [("--session-store", sessionStore), ("--result-cache-store", resultCacheStore)] {
+            if let value, RedisConnection.Address.parse(value) == nil { throw ValidationError("\(flag) must be redis://HOST:PORT[/DB] (got \(value))") }
+        }
         guard drainSeconds.isFinite, drainSeconds >= 0, handoffGrace.isFinite, handoffGrace >= 0 else {
             throw ValidationError("--drain-seconds and --handoff-grace must be 0 or more")
         }
@@ -131,6 +138,8 @@ struct Serve: AsyncParsableCommand {
             options.maxSessions = maxSessions
             options.sessionMemoryBytes = sessionMemoryMB << 20
             options.sessionIdleTimeToLive = sessionTTL
+            options.sessionStore = sessionStore.flatMap(RedisConnection.Address.parse)
+            options.resultCacheStore = resultCacheStore.flatMap(RedisConnection.Address.parse)
             inference = try InferenceService(modelName: URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent,
                                              file: file, engine: loop, options: options)
             announce("serving \(path) on \(type(of: decoderBackend)): \(blocks) KV blocks of 16 tokens (\((blocks * blockBytes) >> 20) MiB)\(noPrefixCache ? ", prefix cache off" : "")")

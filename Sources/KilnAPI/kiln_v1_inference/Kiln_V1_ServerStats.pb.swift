@@ -44,6 +44,10 @@ public struct Kiln_V1_ServerStats: ProtobufMessage {
     public var engineStreams: UInt32 = 0
     /// From `kiln route` only (its own GetStats; the engine fields above are then zero): each backend.
     public var backends: [Kiln_V1_BackendStats] = []
+    /// Commands to the shared stores in Redis (`kiln serve --session-store`, `--result-cache-store`) that failed
+    /// or timed out: each time a session was kept in this worker's memory only, or a shared answer counted as a
+    /// miss. Calls never fail for it.
+    public var storeFailures: UInt64 = 0
     /// Fields this version of the schema does not know, kept as they came.
     public var unknownFields: [UInt8] = []
 
@@ -71,6 +75,7 @@ public struct Kiln_V1_ServerStats: ProtobufMessage {
         if self.interruptedRequests != 0 { w.write(field: 19, uint64: self.interruptedRequests) }
         if self.engineStreams != 0 { w.write(field: 20, uint32: self.engineStreams) }
         for v in self.backends { w.write(field: 21, message: { v.encode(to: &$0) }) }
+        if self.storeFailures != 0 { w.write(field: 22, uint64: self.storeFailures) }
         w.appendRaw(unknownFields)
     }
 
@@ -122,6 +127,8 @@ public struct Kiln_V1_ServerStats: ProtobufMessage {
                 self.engineStreams = UInt32(truncatingIfNeeded: try r.readVarint())
             case 21 where wire == .lengthDelimited:
                 self.backends.append(try { () throws -> Kiln_V1_BackendStats in var sub = try r.readMessage(); return try Kiln_V1_BackendStats(reader: &sub) }())
+            case 22 where wire == .varint:
+                self.storeFailures = try r.readVarint()
             default:
                 unknownFields += try r.skipField(tagStart: start, field, wire)
             }

@@ -105,10 +105,12 @@ bench-rpc: build-release
 	KILN_BIN=$$($(SWIFT) build -c release --show-bin-path)/kiln bash Benchmarks/rpc.sh
 
 ## Router benchmark: kiln route, HAProxy and nginx in front of two workers, alternating in one run, against
-## calling a worker directly; then ring lookup and bounded-load pick ns/op.
-bench-router: build-release
+## calling a worker directly; then ring lookup and bounded-load pick ns/op; then failover on the default model
+## (Benchmarks/failover.py): the token-stream gap at 50 exact migrations, drain time with and without handoff.
+bench-router: build-release model pydeps
 	@$(MAKE) --no-print-directory deps APT_PACKAGES="haproxy nginx nghttp2-client"
 	KILN_BIN=$$($(SWIFT) build -c release --show-bin-path)/kiln bash Benchmarks/router.sh
+	python3 Benchmarks/failover.py $$($(SWIFT) build -c release --show-bin-path)/kiln $(MODELS_DIR)/$(MODEL_FILE) Schemas
 
 ## Model benchmark: GGUF open time, tokenizer MB/s beside llama.cpp's, CPU reference decoder tok/s.
 bench-model: build-release model pydeps

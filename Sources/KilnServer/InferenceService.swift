@@ -111,6 +111,11 @@ public struct InferenceService: Kiln_V1_InferenceService {
            case .found(let stored) = await shared.load(id), stored.tokens.allSatisfy({ $0 >= 0 && $0 < tokenizer.vocabulary.count }) {
             sessions.adopt(id, stored)
         }
+        let known = sessions.contains(id)
+        // A turn continued from another worker needs the session's history as that worker had it.
+        guard request.continuation.isEmpty || known else {
+            throw RPCError(.failedPrecondition, "session_id \"\(id)\": its history is not here (no --session-store, or it did not answer), so the turn cannot go on exactly")
+        }
         var session: SessionStore.Session
         do { session = try sessions.begin(id, owner: context.peerIdentity) } catch SessionStore.Failure.notFound {
             throw RPCError(.notFound, "session_id \"\(id)\" is not found")
@@ -119,6 +124,8 @@ public struct InferenceService: Kiln_V1_InferenceService {
         }
         var committed = false
         defer { if !committed { sessions.abandon(id) } }
+        // A new session is written at once, empty, so that a worker continuing its first turn finds it.
+        if !known, let shared = sharedSessions { _ = await shared.save(id, session) }
 
         // The conversation rendered in full; when it starts with what the model has already seen, only the
         // rest is tokenized and appended, so the prompt begins with the session's exact tokens.
@@ -134,8 +141,11 @@ public struct InferenceService: Kiln_V1_InferenceService {
             prompt = tokenizer.encode(rendered, addSpecial: true, parseSpecial: true)
             promptText = rendered
         }
-        let plan = try self.plan(prompt: prompt, sampling: request.sampling, priority: request.priority,
+        var plan = try self.plan(prompt: prompt, sampling: request.sampling, priority: request.priority,
                                  continuation: request.continuation, context: context, field: "session_id \"\(id)\": the history")
+        // Another worker can continue a session's turn only from the shared store: without one, a drain runs
+        // the turn out here.
+        if sharedSessions == nil { plan.migratable = false }
         // Only a turn that finished returns here: one cut short throws, and the session stays as it was.
         let outcome = try await run(plan, responses: responses, context: context)
         session.messages = messages + [ChatMessage(role: "assistant", content: outcome.text)]

@@ -49,7 +49,20 @@ final class RouterMigrationTests: XCTestCase {
             worker.process.waitUntilExit()
             XCTAssertEqual(worker.process.terminationReason, .exit, worker.log())
             XCTAssertEqual(worker.process.terminationStatus, 0, worker.log())
-            XCTAssertTrue(worker.log().contains("handed 8 stream(s) over"), worker.log())
+            XCTAssertTrue(worker.log().contains("handed 8 stream(s) over"), worker.log() + "\n--- router:\n" + router.log().suffix(6000))
         }
+    }
+
+    /// Two routers in front of the same workers agree on every key's worker, before and after one is killed.
+    func testTwoRoutersAgreeWithoutCoordination() throws {
+        let model = try temporaryDirectory().appendingPathComponent("tiny.gguf").path
+        let made = try runTool(kilnReleaseBinary, ["make-test-model", model])
+        XCTAssertEqual(made.status, 0, made.stderr)
+        let workers = try (0..<3).map { _ in try KilnServeProcess(model: model, ["--backend", "cpu", "--decode-threads", "1", "--kv-blocks", "64"]) }
+        // Given their backends in different orders.
+        let a = try KilnServeProcess(routeTo: workers.map(\.h2cPort), ["--health-interval", "0.5"])
+        let b = try KilnServeProcess(routeTo: [workers[2], workers[0], workers[1]].map(\.h2cPort), ["--health-interval", "0.5"])
+        try KilnServeProcess.runScript("replicas_client.py", [schemas, "\(a.h2cPort)", "\(b.h2cPort)", workers.map { "\($0.h2cPort)" }.joined(separator: ","),
+                                                             "\(workers[2].process.processIdentifier)"], timeout: 300, servers: workers + [a, b])
     }
 }

@@ -2,6 +2,9 @@
 
 usage: session_store_client.py SCHEMAS ROUTER_PORT WORKER_PORT,... WORKER_PID,... REDIS_PID
 
+0. A session's turn whose worker is killed with `kill -9` mid-stream goes on on another worker (it loads the
+   history from Redis and continues the turn from the tokens streamed): the turn and the next one equal the
+   same chat run undisturbed.
 1. A 10-turn greedy chat with a session_id; after turn 5 its worker is killed with `kill -9`. Turns 6-10
    succeed on the ring's next worker, which loads the history from Redis, and equal the answers of the same
    chat run without the kill.
@@ -11,6 +14,7 @@ usage: session_store_client.py SCHEMAS ROUTER_PORT WORKER_PORT,... WORKER_PID,..
 import os
 import signal
 import sys
+import threading
 import time
 
 import grpc
@@ -44,6 +48,48 @@ def turn(session, question):
 def failures():
     return sum(workers[i].stats().store_failures for i in alive)
 
+
+# 0. A turn moved mid-stream: two short turns, then a long one (ignore_eos) whose worker is killed once it has
+# streamed 16 tokens, then one more.
+LONG = dict(max_tokens=160, temperature=0, ignore_eos=True)
+
+
+def long_turn(session, question, on_token=None):
+    """(text, kiln-migrations) of a long turn through the router."""
+    call = router.stub.Chat(pb.ChatRequest(messages=[pb.ChatMessage(role="user", content=question)], session_id=session,
+                                           sampling=pb.SamplingParameters(**LONG)), timeout=120)
+    texts = []
+    for m in call:
+        texts.append(m.text)
+        if on_token:
+            on_token(len(texts))
+    return "".join(texts), int(dict(call.trailing_metadata() or ()).get("kiln-migrations", "0"))
+
+
+moving_reference = [turn("moving-reference", QUESTIONS[0])[0], turn("moving-reference", QUESTIONS[1])[0],
+                    long_turn("moving-reference", "Tell me everything about it.")[0], turn("moving-reference", QUESTIONS[3])[0]]
+moving = [turn("moving-turn", QUESTIONS[0]), turn("moving-turn", QUESTIONS[1])]
+moving_owner = moving[0][1]
+fired = threading.Event()
+
+
+def kill_at_16(n):
+    if n >= 16 and not fired.is_set():
+        fired.set()
+        os.kill(worker_pids[moving_owner], signal.SIGKILL)
+
+
+try:
+    text, migrations = long_turn("moving-turn", "Tell me everything about it.", on_token=kill_at_16)
+    alive.discard(moving_owner)
+    after_text = turn("moving-turn", QUESTIONS[3])[0]
+    check("a session's turn goes on on another worker when its worker is killed mid-stream", fired.is_set() and migrations == 1,
+          f"killed {fired.is_set()}, kiln-migrations {migrations}")
+    check("the moved turn and the next one equal the undisturbed chat", [text, after_text] == moving_reference[2:],
+          f"{text[:40]!r} vs {moving_reference[2][:40]!r}")
+except grpc.RpcError as e:
+    alive.discard(moving_owner)
+    check("a session's turn goes on on another worker when its worker is killed mid-stream", False, f"{e.code()} {e.details()}")
 
 # 1. The undisturbed chat, then the same chat whose worker dies after turn 5.
 reference = [turn("reference-chat", q)[0] for q in QUESTIONS]

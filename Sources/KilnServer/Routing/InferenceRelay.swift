@@ -20,11 +20,12 @@ import Synchronization
 ///   order (`excluding` the ones tried) after an exponential backoff with jitter from 100 ms to 1 s. When
 ///   every attempt was pushed back, the client gets RESOURCE_EXHAUSTED with the shortest pushback; otherwise
 ///   UNAVAILABLE.
-/// - A Generate or Chat call (without a server-side session) whose backend fails after part of the answer
+/// - A Generate or Chat call whose backend fails after part of the answer
 ///   reached the client — the connection lost or reset, GOAWAY without the stream, UNAVAILABLE (a drain's
 ///   handoff says so with the `kiln-migrate` trailer) — continues on the next backend of the key's probe
 ///   order with the tokens already streamed as the request's `continuation`: the worker goes on exactly where
-///   the failed one stopped, and the client's stream has no gap, duplicate or error. At most `maxMigrations`
+///   the failed one stopped, and the client's stream has no gap, duplicate or error (a chat session's turn
+///   needs workers that share sessions, `--session-store`). At most `maxMigrations`
 ///   times a call (`kiln route --max-migrations`); such calls carry `kiln-migratable: 1` so that a draining
 ///   worker hands them over instead of running them out, and one that moved ends with the trailer
 ///   `kiln-migrations: N`.

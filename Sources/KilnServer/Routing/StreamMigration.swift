@@ -23,9 +23,8 @@ struct MigratableStream {
     private let maxMessageBytes: Int
     private var deframer: GRPCMessageDeframer
 
-    /// The call as a migratable stream; nil for one that cannot move: another method, a compressed or
-    /// unreadable request, or a chat turn of a server-side session (`session_id`; metadata `x-session-id`
-    /// only routes).
+    /// The call as a migratable stream; nil for one that cannot move: another method, or a compressed or
+    /// unreadable request.
     init?(path: Substring, body: [UInt8], maxMessageBytes: Int) {
         var deframer = GRPCMessageDeframer(maxMessageSize: maxMessageBytes)
         deframer.append(body)
@@ -35,8 +34,9 @@ struct MigratableStream {
             guard let r = try? Kiln_V1_GenerateRequest(serializedBytes: message.payload) else { return nil }
             request = .generate(r)
         case "/kiln.v1.Inference/Chat":
-            // A session's history lives on its worker: its turns cannot move (yet).
-            guard let r = try? Kiln_V1_ChatRequest(serializedBytes: message.payload), r.sessionId.isEmpty else { return nil }
+            // A session's turn moves too: a worker with the shared session store (`--session-store`) loads the
+            // history and goes on; one without it refuses (FAILED_PRECONDITION), and the client gets that.
+            guard let r = try? Kiln_V1_ChatRequest(serializedBytes: message.payload) else { return nil }
             request = .chat(r)
         default:
             return nil

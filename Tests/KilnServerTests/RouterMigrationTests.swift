@@ -50,7 +50,7 @@ final class RouterMigrationTests: XCTestCase {
             XCTAssertEqual(worker.process.terminationReason, .exit, worker.log())
             XCTAssertEqual(worker.process.terminationStatus, 0, worker.log())
             // Usually the streams are handed over after the grace ("handed 8 stream(s) over"). In two runs of
-            // five the router's connection to the draining worker closed at once instead, and the streams moved
+            // nine the router's connection to the draining worker closed at once instead, and the streams moved
             // on "connection closed": the client sees the same (the script checks it), but the cause is not
             // found yet. Printed, so that a run shows which way it went.
             print("drain: \(worker.log().contains("handed 8 stream(s) over") ? "handed over after the grace" : "the connection closed at once; moved on that")")

@@ -179,7 +179,7 @@ try:
         progress.wait(16)
         drain_procs[owner].send_signal(signal.SIGTERM)
         signalled = time.monotonic()
-        drain_procs[owner].wait()
+        drain_procs[owner].wait(timeout=600)
         took = time.monotonic() - signalled
         for t in threads:
             t.join()

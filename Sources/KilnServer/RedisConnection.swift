@@ -79,6 +79,13 @@ public final class RedisConnection: Sendable {
         }
     }
 
+    /// A time-to-live as EXPIRE/SET EX take it: whole seconds, at least 1, at most about 30 years (a NaN or
+    /// huge value must not trap in the conversion to an integer).
+    static func expirySeconds(_ timeToLive: Double) -> [UInt8] {
+        let seconds = timeToLive.isFinite ? min(max(timeToLive.rounded(.up), 1), 1e9) : 1e9
+        return Array(String(Int(seconds)).utf8)
+    }
+
     public func command(_ arguments: String...) async -> Reply? {
         await command(arguments.map { Array($0.utf8) })
     }

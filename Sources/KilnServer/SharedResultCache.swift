@@ -32,8 +32,8 @@ final class SharedResultCache: Sendable {
 
     /// Stores a completed answer (before the call ends, so that the next identical request anywhere finds it).
     func store(_ answer: ResultCache.Answer, for key: ResultCache.Key) async {
-        let ttl = String(max(1, Int(timeToLive.rounded(.up))))
-        guard case .status? = await redis.command([Array("SET".utf8), Self.redisKey(key), Self.encode(answer), Array("EX".utf8), Array(ttl.utf8)]) else {
+        guard case .status? = await redis.command([Array("SET".utf8), Self.redisKey(key), Self.encode(answer), Array("EX".utf8),
+                                                   RedisConnection.expirySeconds(timeToLive)]) else {
             logger.warning("result cache store \(redis.address) did not take an answer")
             return
         }

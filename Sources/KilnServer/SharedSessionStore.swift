@@ -41,7 +41,7 @@ final class SharedSessionStore: Sendable {
         if let owner = session.owner { fields += [Array("owner".utf8), Array(owner.utf8)] }
         // Every field is rewritten (a session's owner never changes), so one HSET replaces the state.
         guard case .integer? = await redis.command([Array("HSET".utf8), Self.key(id)] + fields),
-              case .integer? = await redis.command([Array("EXPIRE".utf8), Self.key(id), Array(String(Int(timeToLive.rounded(.up))).utf8)]) else {
+              case .integer? = await redis.command([Array("EXPIRE".utf8), Self.key(id), RedisConnection.expirySeconds(timeToLive)]) else {
             logger.warning("session store \(redis.address) did not take session \(id): it lives in this worker's memory only")
             return false
         }

@@ -65,8 +65,12 @@ struct Serve: AsyncParsableCommand {
         for (flag, value) in [("--session-store", sessionStore), ("--result-cache-store", resultCacheStore)] {
             if let value, RedisConnection.Address.parse(value) == nil { throw ValidationError("\(flag) must be redis://HOST:PORT[/DB] (got \(value))") }
         }
-        guard drainSeconds.isFinite, drainSeconds >= 0, handoffGrace.isFinite, handoffGrace >= 0 else {
-            throw ValidationError("--drain-seconds and --handoff-grace must be 0 or more")
+        // Bounded so that the sleeps' Durations and the stores' integer TTLs cannot overflow.
+        guard drainSeconds.isFinite, (0...1e6).contains(drainSeconds), handoffGrace.isFinite, (0...1e6).contains(handoffGrace) else {
+            throw ValidationError("--drain-seconds and --handoff-grace must be from 0 to 1000000")
+        }
+        guard sessionTTL.isFinite, sessionTTL > 0, sessionTTL <= 1e9, resultCacheTTL.isFinite, resultCacheTTL > 0, resultCacheTTL <= 1e9 else {
+            throw ValidationError("--session-ttl and --result-cache-ttl must be more than 0 and at most 1e9 seconds")
         }
         guard resultCacheMB >= 0, sessionMemoryMB >= 0, maxSessions >= 0 else { throw ValidationError("cache sizes must not be negative") }
         // A request message (4 MiB at most) must fit a connection's buffer, or no large call could ever complete.

@@ -4,7 +4,7 @@
 SWIFT      ?= swift
 BUILD_DIR  ?= .build
 # Debian packages the build, the tests and the server need.
-APT_PACKAGES := pkg-config libnghttp2-dev libssl-dev zlib1g-dev libxxhash-dev libhiredis-dev libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers glslc \
+APT_PACKAGES := pkg-config libnghttp2-dev libssl-dev zlib1g-dev libxxhash-dev libhiredis-dev libhttp-parser-dev libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers glslc \
                 nghttp2-client nghttp2-server curl openssl python3 python3-pip procps
 PY_PACKAGES  := grpcio grpcio-health-checking grpcio-reflection grpcio-tools gguf numpy kubernetes-validate
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -20,6 +20,8 @@ class HTTP2Connection: EventLoopSource, EventLoopFlushable, @unchecked Sendable 
     var session: OpaquePointer?
     var lifecycle: ConnectionLifecycle
     private(set) var isClosed = false
+    /// Why the connection closed (set once, when it does).
+    private(set) var closeReason: String?
     /// Called once, on the loop, after the connection closed.
     var onClose: ((HTTP2Connection) -> Void)?
 
@@ -53,6 +55,46 @@ class HTTP2Connection: EventLoopSource, EventLoopFlushable, @unchecked Sendable 
     func connectionDidClose() {}
     /// Streams still open, for the idle timeout.
     var openStreamCount: Int { 0 }
+    /// Which protocol to speak once the handshake is done (the client and ALPN's h2 by default).
+    func negotiatedProtocol() -> NegotiatedProtocol {
+        if let alpn = channel.alpn, alpn != "h2" { return .refused("ALPN \(alpn) is not h2") }
+        return .h2
+    }
+    /// The peer speaks HTTP/1.1: give the socket to a connection that does (server side).
+    func handOffToHTTP1() { close(reason: "HTTP/1.1 is not served here") }
+
+    /// Bytes read before the protocol was known (to tell it), fed to whichever protocol it is.
+    var sniffed: [UInt8] = []
+
+    /// Reads what has arrived into `sniffed`; false when nothing could be read now (or the connection closed).
+    func readSniffedBytes() -> Bool {
+        let buffer = loop.readBuffer
+        switch channel.read(into: buffer) {
+        case .done(let n):
+            lifecycle.received(now: MonotonicClock.nanos())
+            sniffed.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[..<n]))
+            return true
+        case .wantRead, .wantWrite:
+            return !sniffed.isEmpty
+        case .eof:
+            close(reason: "peer closed before its first request")
+            return false
+        case .failed(let why):
+            close(reason: "read: \(why)")
+            return false
+        }
+    }
+
+    /// Leaves the socket open and registered to nobody, for the connection that takes it over.
+    func detach() {
+        guard !isClosed else { return }
+        isClosed = true
+        closeReason = "handed over"
+        lifecycle.closed()
+        if let t = timerID { loop.cancelTimer(t) }
+        loop.deregister(fd: fd)
+        onClose = nil
+    }
 
     func onBeginHeaders(_ frame: UnsafePointer<nghttp2_frame>) -> Int32 { 0 }
     func onHeader(_ frame: UnsafePointer<nghttp2_frame>, name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) -> Int32 { 0 }
@@ -88,8 +130,16 @@ class HTTP2Connection: EventLoopSource, EventLoopFlushable, @unchecked Sendable 
     func advanceHandshake() {
         switch channel.handshake() {
         case .done:
-            if let alpn = channel.alpn, alpn != "h2" {
-                close(reason: "ALPN \(alpn) is not h2")
+            switch negotiatedProtocol() {
+            case .h2: break
+            case .undecided:
+                setPollingWrite(false)
+                return
+            case .http1:
+                handOffToHTTP1()
+                return
+            case .refused(let why):
+                close(reason: why)
                 return
             }
             do {
@@ -101,6 +151,12 @@ class HTTP2Connection: EventLoopSource, EventLoopFlushable, @unchecked Sendable 
             lifecycle.established(now: MonotonicClock.nanos())
             sessionReady()
             setPollingWrite(false)
+            if !sniffed.isEmpty, let session {
+                // The bytes read to tell the protocol are HTTP/2's first.
+                let rv = sniffed.withUnsafeBufferPointer { nghttp2_session_mem_recv(session, $0.baseAddress, $0.count) }
+                sniffed = []
+                if rv < 0 { return protocolFailure(Int32(rv)) }
+            }
             flushNow()
             // TLS may already hold application data that arrived with the handshake.
             if !isClosed { readAvailable() }
@@ -171,7 +227,7 @@ class HTTP2Connection: EventLoopSource, EventLoopFlushable, @unchecked Sendable 
     }
 
     /// nghttp2 refused the input. Where it has queued a GOAWAY, send it; then close.
-    private func protocolFailure(_ code: Int32) {
+    func protocolFailure(_ code: Int32) {
         if code != NGHTTP2_ERR_BAD_CLIENT_MAGIC.rawValue, let session {
             _ = nghttp2_session_terminate_session(session, NGHTTP2_PROTOCOL_ERROR.rawValue)
             flushNow()
@@ -302,6 +358,7 @@ class HTTP2Connection: EventLoopSource, EventLoopFlushable, @unchecked Sendable 
     func close(reason: String) {
         guard !isClosed else { return }
         isClosed = true
+        closeReason = reason
         if debugTransport {
             let line = "kiln.http2: \(isServer ? "server" : "client") connection \(fd) closed: \(reason)\n"
             _ = line.withCString { Glibc.write(2, $0, strlen($0)) }

@@ -18,7 +18,7 @@ public protocol HTTP2DeferredHandler: Sendable {
 /// A request that is never answered holds its stream until the client resets it or the connection closes:
 /// a handler bounds its own work (a deadline, a timer).
 public final class HTTP2DeferredResponder: Sendable {
-    private let connection: ServerConnection
+    private let connection: any DeferredResponseTarget
     private let streamID: Int32
     private struct State {
         var answered = false
@@ -27,8 +27,8 @@ public final class HTTP2DeferredResponder: Sendable {
     }
     private let state = Mutex(State())
 
-    init(connection: ServerConnection, streamID: Int32) {
-        self.connection = connection
+    init(target: any DeferredResponseTarget, streamID: Int32) {
+        self.connection = target
         self.streamID = streamID
     }
 
@@ -77,4 +77,10 @@ public final class HTTP2DeferredResponder: Sendable {
         }
         handler?()
     }
+}
+
+/// A connection a deferred answer is carried to, on its loop (HTTP/2 names the stream, HTTP/1.1 the request).
+protocol DeferredResponseTarget: AnyObject, Sendable {
+    var loop: EventLoop { get }
+    func submitDeferredResponse(streamID: Int32, _ response: HTTP2InlineResponse)
 }

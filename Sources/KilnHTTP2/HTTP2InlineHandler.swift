@@ -36,3 +36,17 @@ public struct HTTP2InlineResponse: Sendable {
         self.trailers = trailers
     }
 }
+
+/// A route that is given the whole request at once, on the loop (inline or deferred), as either protocol's
+/// connection holds it while the body arrives.
+enum WholeRequestRoute {
+    case inline(any HTTP2InlineHandler)
+    case deferred(any HTTP2DeferredHandler)
+
+    var maxRequestBodySize: Int {
+        switch self {
+        case .inline(let h): return h.maxRequestBodySize
+        case .deferred(let h): return h.maxRequestBodySize
+        }
+    }
+}

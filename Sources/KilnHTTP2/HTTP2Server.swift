@@ -12,7 +12,7 @@ public final class HTTP2Server: Sendable {
     private let logger: Logger
 
     private struct State {
-        var connections: [ObjectIdentifier: ServerConnection] = [:]
+        var connections: [ObjectIdentifier: AcceptedConnection] = [:]
         var listenerFDs: [Int32] = []
         var shuttingDown = false
         var closedWaiters: [CheckedContinuation<Void, Never>] = []
@@ -91,7 +91,8 @@ public final class HTTP2Server: Sendable {
         }
         let connection = ServerConnection(loop: loop, fd: fd, channel: channel, remoteAddress: remote,
                                           config: configuration, router: router, requestBudget: requestBudget)
-        connection.onClose = { [self] c in removed(c as! ServerConnection) }
+        connection.onClosed = { [self] c in removed(c) }
+        connection.onHandOff = { [self] old, new in replaced(old, by: new) }
         state.withLock { $0.connections[ObjectIdentifier(connection)] = connection }
         do {
             try connection.start()
@@ -101,7 +102,20 @@ public final class HTTP2Server: Sendable {
         }
     }
 
-    private func removed(_ connection: ServerConnection) {
+    /// A connection found to speak HTTP/1.1 is now served by `new`.
+    private func replaced(_ old: ServerConnection, by new: HTTP1Connection) {
+        new.onClose = { [self] c in removed(c) }
+        state.withLock { s in
+            s.connections[ObjectIdentifier(old)] = nil
+            s.connections[ObjectIdentifier(new)] = new
+        }
+    }
+
+    private func removed(_ connection: AcceptedConnection) {
+        // Why a connection ended during a drain tells an operator whether its streams ran out or were cut.
+        if state.withLock({ $0.shuttingDown }) {
+            logger.info("connection closed while draining: \(connection.closeReason ?? "unknown")")
+        }
         let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
             s.connections[ObjectIdentifier(connection)] = nil
             guard s.shuttingDown && s.connections.isEmpty else { return [] }
@@ -114,7 +128,7 @@ public final class HTTP2Server: Sendable {
     /// Stops accepting, lets in-flight streams finish (until the drain deadline), and returns once every
     /// connection has closed. New connections are refused from the moment this is called.
     public func shutdown() async {
-        let (fds, connections) = state.withLock { s -> ([Int32], [ServerConnection]) in
+        let (fds, connections) = state.withLock { s -> ([Int32], [AcceptedConnection]) in
             s.shuttingDown = true
             defer { s.listenerFDs = [] }
             return (s.listenerFDs, Array(s.connections.values))

@@ -28,7 +28,7 @@ public struct HTTP2ServerConfiguration: Sendable {
     /// Open connections at most; more are closed on accept.
     public var maxConnections: Int = 10_000
 
-    /// Seconds a connection may take for its TLS handshake and preface.
+    /// Seconds a connection may take for its TLS handshake and preface, and an HTTP/1.1 request for its head.
     public var handshakeTimeout: Double = 10
     /// Seconds without streams or received bytes before a connection is closed.
     public var idleTimeout: Double = 300

@@ -3,7 +3,7 @@ import Glibc
 
 /// The server side of one HTTP/2 connection: collects request heads, routes them, runs handlers in tasks
 /// and frames their responses. Loop-confined, like its base class.
-final class ServerConnection: HTTP2Connection, @unchecked Sendable {
+final class ServerConnection: HTTP2Connection, AcceptedConnection, DeferredResponseTarget, @unchecked Sendable {
     /// Per-stream state on the loop.
     fileprivate final class Stream {
         let id: Int32
@@ -52,19 +52,6 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
         }
     }
 
-    /// A route that is given the whole request at once, on the loop.
-    fileprivate enum WholeRequestRoute {
-        case inline(any HTTP2InlineHandler)
-        case deferred(any HTTP2DeferredHandler)
-
-        var maxRequestBodySize: Int {
-            switch self {
-            case .inline(let h): return h.maxRequestBodySize
-            case .deferred(let h): return h.maxRequestBodySize
-            }
-        }
-    }
-
     private let config: HTTP2ServerConfiguration
     private let router: HTTP2Router
     private let remoteAddress: String
@@ -74,10 +61,18 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
 
     /// Request body bytes this connection holds (`maxBufferedRequestBytes`, within the server's total).
     private let requestBudget: RequestBufferBudget
+    private let serverBudget: RequestBufferBudget
+    /// Called when the peer turned out to speak HTTP/1.1: the server's registry takes the replacement.
+    var onHandOff: ((ServerConnection, HTTP1Connection) -> Void)?
+    /// The closing callback the server's registry sees (the base class's, typed for it).
+    var onClosed: ((AcceptedConnection) -> Void)? {
+        didSet { onClose = onClosed.map { closed in { closed($0 as! ServerConnection) } } }
+    }
 
     init(loop: EventLoop, fd: Int32, channel: ByteChannel, remoteAddress: String, config: HTTP2ServerConfiguration, router: HTTP2Router,
          requestBudget serverBudget: RequestBufferBudget) {
         requestBudget = RequestBufferBudget(limit: config.maxBufferedRequestBytes, parent: serverBudget)
+        self.serverBudget = serverBudget
         self.config = config
         self.router = router
         self.remoteAddress = remoteAddress
@@ -94,6 +89,35 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
     }
 
     override var connectionWindowSize: Int32 { config.connectionWindowSize }
+
+    // MARK: Protocol
+
+    /// ALPN decides on TLS; without it (cleartext, or a TLS client that offers none) the first bytes do:
+    /// HTTP/2's preface begins `PRI `, a method no HTTP/1.1 request may use.
+    override func negotiatedProtocol() -> NegotiatedProtocol {
+        switch channel.alpn {
+        case "h2": return .h2
+        case "http/1.1": return .http1
+        case nil:
+            guard readSniffedBytes() else { return .undecided }
+            return ProtocolSniffer.classify(sniffed)
+        case let other?: return .refused("ALPN \(other) is neither h2 nor http/1.1")
+        }
+    }
+
+    override func handOffToHTTP1() {
+        let http1 = HTTP1Connection(loop: loop, fd: fd, channel: channel, remoteAddress: remoteAddress, tls: channel is TLSChannel,
+                                    config: config, router: router, requestBudget: serverBudget)
+        let bytes = sniffed
+        detach()
+        onHandOff?(self, http1)
+        onHandOff = nil
+        do {
+            try http1.start(initialBytes: bytes)
+        } catch {
+            http1.close(reason: "register: \(error)")
+        }
+    }
 
     override func connectionDidClose() {
         for stream in streams.values {
@@ -407,7 +431,7 @@ final class ServerConnection: HTTP2Connection, @unchecked Sendable {
         case .inline(let handler):
             submitWhole(stream, handler.respond(to: request))
         case .deferred(let handler):
-            let responder = HTTP2DeferredResponder(connection: self, streamID: stream.id)
+            let responder = HTTP2DeferredResponder(target: self, streamID: stream.id)
             stream.responder = responder
             handler.start(request, responder)
         }

@@ -80,21 +80,24 @@ final class TLSContext: @unchecked Sendable {
             }
             SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nil)
         }
-        // ALPN: choose h2 when the client offers it; a client offering only other protocols is refused,
-        // since this server speaks nothing else. A client offering no ALPN at all is let through (prior knowledge).
+        // ALPN: h2 when the client offers it, else http/1.1; a client offering only other protocols is refused,
+        // since this server speaks nothing else. A client offering no ALPN at all is let through: its first
+        // bytes tell which of the two it speaks.
         SSL_CTX_set_alpn_select_cb(ctx, { _, out, outlen, input, inlen, _ in
             guard let input, let out, let outlen else { return SSL_TLSEXT_ERR_ALERT_FATAL }
-            var i = 0
-            let total = Int(inlen)
-            while i < total {
-                let len = Int(input[i])
-                if i + 1 + len > total { break }
-                if len == 2 && input[i + 1] == UInt8(ascii: "h") && input[i + 2] == UInt8(ascii: "2") {
-                    out.pointee = input + i + 1
-                    outlen.pointee = 2
-                    return SSL_TLSEXT_ERR_OK
+            let offered = UnsafeBufferPointer(start: input, count: Int(inlen))
+            for wanted in [ALPNProtocol.h2, ALPNProtocol.http11] {
+                var i = 0
+                while i < offered.count {
+                    let len = Int(offered[i])
+                    if i + 1 + len > offered.count { break }
+                    if offered[(i + 1)..<(i + 1 + len)].elementsEqual(wanted) {
+                        out.pointee = input + i + 1
+                        outlen.pointee = UInt8(len)
+                        return SSL_TLSEXT_ERR_OK
+                    }
+                    i += 1 + len
                 }
-                i += 1 + len
             }
             return SSL_TLSEXT_ERR_ALERT_FATAL
         }, nil)
@@ -126,4 +129,10 @@ final class TLSContext: @unchecked Sendable {
         }
         return context
     }
+}
+
+/// ALPN protocol names, as they go on the wire.
+enum ALPNProtocol {
+    static let h2: [UInt8] = Array("h2".utf8)
+    static let http11: [UInt8] = Array("http/1.1".utf8)
 }

@@ -29,7 +29,7 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("max-buffered-request-mb"), help: "Request body bytes one connection may hold unread, in MiB (past it a stream is reset).") var maxBufferedRequestMB = 16
     @Option(name: .customLong("max-buffered-request-mb-total"), help: "The same over all connections together, in MiB.") var maxBufferedRequestMBTotal = 512
     @Option(name: .customLong("idle-timeout"), help: "Seconds before an idle connection is closed.") var idleTimeout = 300.0
-    @Option(name: .customLong("handshake-timeout"), help: "Seconds for TLS handshake and preface.") var handshakeTimeout = 10.0
+    @Option(name: .customLong("handshake-timeout"), help: "Seconds for the TLS handshake and HTTP/2 preface, and for each HTTP/1.1 request head.") var handshakeTimeout = 10.0
     @Option(name: .customLong("keepalive"), help: "Seconds of silence before a PING (0: off).") var keepalive = 60.0
     @Option(name: .customLong("keepalive-timeout"), help: "Seconds a PING may go unanswered.") var keepaliveTimeout = 20.0
     @Option(name: .customLong("drain-seconds"), help: "Seconds in-flight streams get on SIGTERM.") var drainSeconds = 30.0

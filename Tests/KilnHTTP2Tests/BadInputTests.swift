@@ -71,8 +71,10 @@ final class BadInputTests: XCTestCase {
         XCTAssertLessThan(seconds, 1)
     }
 
-    func testHTTP11TextIsClosedAtOnce() throws {
-        let (_, seconds) = try exchange(Array("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".utf8))
+    /// HTTP/1.1 is served on the same port (`HTTP1Tests`); asked to close, it answers and closes at once.
+    func testHTTP11TextIsAnsweredAndClosedAtOnce() throws {
+        let (reply, seconds) = try exchange(Array("GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".utf8))
+        XCTAssertTrue(String(decoding: reply, as: UTF8.self).hasPrefix("HTTP/1.1 200 OK\r\n"))
         XCTAssertLessThan(seconds, 1)
     }
 
@@ -146,7 +148,9 @@ final class BadInputLeakTests: XCTestCase {
         for i in 0..<count {
             let c = try RawConnection(port: port)
             switch i % 4 {
-            case 0: c.send(Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+            // HTTP/1.1 is served here: a request smuggling a body (400, close) or a good one asking to close.
+            case 0: c.send(Array((i % 8 == 0 ? "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                             : "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").utf8))
             case 1: c.send((0..<512).map { _ in UInt8.random(in: 0...255, using: &rng) })
             case 2: c.send(Frames.preface + Frames.emptySettings + Frames.frame(type: 0, flags: 0, stream: 0, payload: [1]))
             default: c.send(Frames.preface + [0, 0, 12, 4])  // stops mid-frame, then goes away

@@ -32,12 +32,17 @@ final class RealClientTests: XCTestCase {
         XCTAssertNotEqual(untrusted.status, 0)
     }
 
-    func testALPNNegotiatesH2AndRefusesHTTP11Only() throws {
-        let r = try runTool("/bin/sh", ["-c", "echo | openssl s_client -connect 127.0.0.1:\(server.tlsPort) -alpn h2 -CAfile \(certPath("ca.pem")) 2>&1"])
+    func testALPNPrefersH2ThenHTTP11AndRefusesTheRest() throws {
+        let openssl = { (alpn: String) in
+            try runTool("/bin/sh", ["-c", "echo | openssl s_client -connect 127.0.0.1:\(self.server.tlsPort) -alpn \(alpn) -CAfile \(certPath("ca.pem")) 2>&1"])
+        }
+        let r = try openssl("http/1.1,h2")
         XCTAssertTrue(r.stdout.contains("ALPN protocol: h2"), r.stdout)
         XCTAssertTrue(r.stdout.contains("TLSv1.3"), "TLS 1.3 by default")
-        let http11 = try runTool("curl", ["-sS", "--http1.1", "--cacert", certPath("ca.pem"), "https://localhost:\(server.tlsPort)/"])
-        XCTAssertNotEqual(http11.status, 0, "a client that offers only http/1.1 is refused in the handshake")
+        XCTAssertTrue(try openssl("http/1.1").stdout.contains("ALPN protocol: http/1.1"))
+        XCTAssertFalse(try openssl("spdy/3").stdout.contains("ALPN protocol:"), "a client offering neither is refused")
+        let http11 = try runTool("curl", ["-sS", "--http1.1", "-w", "|%{http_version}", "--cacert", certPath("ca.pem"), "https://localhost:\(server.tlsPort)/"])
+        XCTAssertEqual(http11.stdout, "kiln\n|1.1", http11.stderr)
     }
 
     func testCurlEchoesLargeBodyOverTLS() throws {

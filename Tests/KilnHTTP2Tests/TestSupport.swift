@@ -154,6 +154,15 @@ final class RawConnection {
         return (all, false)
     }
 
+    /// What arrives next, waiting up to `timeout`; nil when the peer closed or nothing came.
+    func receive(timeout: Double = 10) -> [UInt8]? {
+        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&pfd, 1, Int32(timeout * 1000)) > 0 else { return nil }
+        var buf = [UInt8](repeating: 0, count: 65536)
+        let n = recv(fd, &buf, buf.count, 0)
+        return n > 0 ? Array(buf[0..<n]) : nil
+    }
+
     func close() { Glibc.close(fd) }
 }
 

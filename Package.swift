@@ -131,7 +131,7 @@ let package = Package(
         .testTarget(
             name: "KilnServerTests",
             dependencies: ["KilnServer", "KilnRouter", "KilnAPI", "KilnRPC", "KilnHTTP2", "KilnModel", "KilnTestSupport"],
-            exclude: ["inference_client.py", "engine_acceptance.py", "shutdown_client.py", "boundary_client.py", "tenant_client.py", "kiln_grpc.py", "reflection_client.py", "interop_client.py", "interop_server.py", "router_client.py", "affinity_client.py",
+            exclude: ["inference_client.py", "openai_client.py", "engine_acceptance.py", "shutdown_client.py", "boundary_client.py", "tenant_client.py", "kiln_grpc.py", "reflection_client.py", "interop_client.py", "interop_server.py", "router_client.py", "affinity_client.py",
                       "migration_client.py", "drain_client.py", "session_store_client.py", "result_store_client.py", "replicas_client.py"]
         ),
         .testTarget(

@@ -4,7 +4,8 @@
 # -np 8 -cb -t 2), built outside the repository from the llama-cpp-python sdist's vendored source into
 # ~/.cache/kiln/llama-server (nothing of it is committed). Then, ROUNDS times interleaved, the 16-stream phase
 # through Kiln's server, the same workload on the engine directly (`kiln bench engine`) and batch-16 decode
-# (`kiln bench decode`), for the serving-overhead ratios.
+# (`kiln bench decode`), for the serving-overhead ratios, and the 16-stream phase through Kiln's OpenAI endpoint
+# (SSE over HTTP/1.1) for its ratio to the same phase over gRPC.
 #   CONCURRENCY (1,4,16,32)  NEW_TOKENS (64,128)  RATES (0.25,0.5,1,2)  POISSON_REQUESTS (12)  TURNS (10)  ROUNDS (3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,6 +57,7 @@ ROUNDS=${ROUNDS:-3}
 rounds=$(mktemp)
 for _ in $(seq 1 "$ROUNDS"); do
   "$KILN_BIN" bench serve --server "h2c://127.0.0.1:$kp" --concurrency 16 --new-tokens 64 --turns 0 | grep 'kiln_c16_n64_tok_s' | tee -a "$rounds"
+  "$KILN_BIN" bench serve --openai "http://127.0.0.1:$kp" --openai-label kiln_openai --concurrency 16 --new-tokens 64 --turns 0 | grep 'kiln_openai_c16_n64_tok_s' | tee -a "$rounds"
   "$KILN_BIN" bench engine --model "$MODEL" --concurrency 16 --new-tokens 64 | tee -a "$rounds"
   # Named for the backend `auto` picks (vulkan_ or cpu_); the same one the server runs on.
   "$KILN_BIN" bench decode --model "$MODEL" --steps 8 --batches 16 --prompt-tokens 16 | grep 'decode_b16' | sed -E 's/BENCH (vulkan|cpu)_/BENCH /' | tee -a "$rounds"
@@ -67,6 +69,9 @@ served=$(median kiln_c16_n64_tok_s); direct=$(median engine_c16_n64_tok_s); deco
 echo "BENCH median_kiln_c16_n64_tok_s $served tok/s"
 echo "BENCH median_engine_c16_n64_tok_s $direct tok/s"
 echo "BENCH median_decode_b16_tok_s $decode16 tok/s"
+openai16=$(median kiln_openai_c16_n64_tok_s)
+echo "BENCH median_kiln_openai_c16_n64_tok_s $openai16 tok/s"
+echo "BENCH kiln_openai_vs_grpc_c16_tok_s $(python3 -c "a, b = '$openai16', '$served'; print(f'{float(a) / float(b):.3f}' if a and b and float(b) else 'nan')") x"
 
 fig() { awk -v n="$1" '$2 == n {print $3}' "$out" | tail -1; }
 ratio() { python3 -c "a, b = '$1', '$2'; print(f'{float(a) / float(b):.3f}' if a and b and float(b) else 'nan')"; }

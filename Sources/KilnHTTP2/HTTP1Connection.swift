@@ -309,16 +309,9 @@ final class HTTP1Connection: EventLoopSource, EventLoopFlushable, AcceptedConnec
                 charge.close()
                 loop.execute { connection.handlerReturned(serial) }
             }
-            do {
-                try await handler.handle(request, writer)
-                writer.finish()
-            } catch {
-                if !writer.headSent {
-                    writer.sendHead(status: 500, headers: ["content-type": "text/plain"], endStream: true)
-                } else if !writer.isFinished {
-                    // HTTP/1.1 has no stream reset: a response cut short ends the connection.
-                    loop.execute { connection.abort(serial, reason: "handler failed mid-response") }
-                }
+            // HTTP/1.1 has no stream reset: a response cut short ends the connection.
+            await handler.respond(to: request, with: writer) {
+                loop.execute { connection.abort(serial, reason: "handler failed mid-response") }
             }
         }
     }

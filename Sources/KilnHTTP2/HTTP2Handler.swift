@@ -86,6 +86,24 @@ public protocol HTTP2Handler: Sendable {
     func handle(_ request: HTTP2Request, _ response: HTTP2ResponseWriter) async throws
 }
 
+extension HTTP2Handler {
+    /// Runs the handler as either protocol's connection does: the response it leaves open is finished; a
+    /// failure before the head is a 500; one after it calls `cutShort`, for the protocol to end the response
+    /// its way (HTTP/2 resets the stream, HTTP/1.1 closes the connection).
+    func respond(to request: HTTP2Request, with writer: HTTP2ResponseWriter, cutShort: @escaping @Sendable () -> Void) async {
+        do {
+            try await handle(request, writer)
+            writer.finish()
+        } catch {
+            if !writer.headSent {
+                writer.sendHead(status: 500, headers: ["content-type": "text/plain"], endStream: true)
+            } else if !writer.isFinished {
+                cutShort()
+            }
+        }
+    }
+}
+
 /// A handler written as a closure.
 public struct HTTP2ClosureHandler: HTTP2Handler {
     let body: @Sendable (HTTP2Request, HTTP2ResponseWriter) async throws -> Void

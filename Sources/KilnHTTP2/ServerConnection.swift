@@ -371,15 +371,8 @@ final class ServerConnection: HTTP2Connection, AcceptedConnection, DeferredRespo
                     charge.close()
                     loop.execute { connection.handlerReturned(streamID: id) }
                 }
-                do {
-                    try await handler.handle(request, writer)
-                    writer.finish()
-                } catch {
-                    if !writer.headSent {
-                        writer.sendHead(status: 500, headers: ["content-type": "text/plain"], endStream: true)
-                    } else if !writer.isFinished {
-                        loop.execute { connection.resetStream(id, code: NGHTTP2_INTERNAL_ERROR.rawValue) }
-                    }
+                await handler.respond(to: request, with: writer) {
+                    loop.execute { connection.resetStream(id, code: NGHTTP2_INTERNAL_ERROR.rawValue) }
                 }
             }
         }

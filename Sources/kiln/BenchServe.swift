@@ -12,6 +12,7 @@ struct BenchServe: AsyncParsableCommand {
 
     @Option(help: "Kiln server (h2c://HOST:PORT or https://HOST:PORT).") var server: String?
     @Option(help: "Instead: an OpenAI-compatible server (http://HOST:PORT), e.g. llama-server.") var openai: String?
+    @Option(name: .customLong("openai-label"), help: "The figures' prefix for --openai (e.g. kiln_openai for Kiln's own endpoint).") var openaiLabel = "llama_server"
     @Option(help: "CA for https.") var ca = "Certs/ca.pem"
     @Option(help: "Closed-loop concurrencies.") var concurrency = "1,4,16,32"
     @Option(name: .customLong("new-tokens"), help: "Tokens generated per request.") var newTokens = "64,128"
@@ -31,7 +32,7 @@ struct BenchServe: AsyncParsableCommand {
         let target: LoadTarget
         if let openai {
             let remote = try RemoteServer(openai.replacingOccurrences(of: "http://", with: "h2c://"))
-            target = OpenAITarget(host: remote.host, port: remote.port)
+            target = OpenAITarget(host: remote.host, port: remote.port, label: openaiLabel)
         } else {
             let (client, _) = try RemoteServer(server ?? "h2c://127.0.0.1:8080").connect(caPath: ca)
             target = KilnTarget(client: client)

@@ -1,13 +1,16 @@
 import Foundation
 import Glibc
 
-/// An OpenAI-compatible HTTP/1.1 server streaming server-sent events (llama.cpp's llama-server), for
+/// An OpenAI-compatible HTTP/1.1 server streaming server-sent events (llama.cpp's llama-server, or Kiln's
+/// own OpenAI endpoint), for
 /// `kiln bench serve` to run the same workload against. Each request runs on a thread of its own over a
 /// blocking socket (`Connection: close`), so that waiting never holds a cooperative thread.
 struct OpenAITarget: LoadTarget {
     let host: String
     let port: Int
-    var name: String { "llama_server" }
+    /// The figures' prefix (`llama_server`, `kiln_openai`).
+    let label: String
+    var name: String { label }
     var keepsSessions: Bool { false }
 
     func complete(prompt: String, tokens: Int) async -> RequestTimeline {

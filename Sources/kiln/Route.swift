@@ -101,9 +101,15 @@ struct Route: AsyncParsableCommand {
         prober.start()
         discovery.start()
         let relay = InferenceRelay(backends: set, keylessPolicy: keylessPolicy, maxMigrations: maxMigrations, logger: logger)
-        let router = ServiceRoutes.router(health: health, relayed: ["kiln.v1.Inference"], routes: { relay.mount(on: &$0) })
+        // The OpenAI-compatible API: its calls go through this router's own relay (affinity, failover).
+        let openAI = OpenAIService(health: health)
+        let router = ServiceRoutes.router(health: health, relayed: ["kiln.v1.Inference"], routes: { routes in
+            relay.mount(on: &routes)
+            openAI.mount(on: &routes)
+        })
         let server = try HTTP2Server(configuration: config, router: router, group: group, logger: logger)
         try server.start()
+        if let port = server.h2cAddress?.port { try openAI.connect(port: port, group: group) }
         announce("routing to \(addresses.map(\.description).joined(separator: ", ")) (\(vnodes) virtual nodes per weight, balance factor \(balanceFactor))")
         if let a = server.h2cAddress { announce("listening h2c \(a)") }
         if let a = server.tlsAddress { announce("listening tls \(a)") }

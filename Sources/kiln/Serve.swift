@@ -149,12 +149,15 @@ struct Serve: AsyncParsableCommand {
             announce("serving \(path) on \(type(of: decoderBackend)): \(blocks) KV blocks of 16 tokens (\((blocks * blockBytes) >> 20) MiB)\(noPrefixCache ? ", prefix cache off" : "")")
         }
         let interopService = interop ? InteropService() : nil
-        let router = ServiceRoutes.router(health: health, demoRoutes: demoRoutes) { rpc in
+        // The OpenAI-compatible API, with a model: its calls go to the inference service over the h2c port.
+        let openAI = inference.map { _ in OpenAIService(health: health) }
+        let router = ServiceRoutes.router(health: health, demoRoutes: demoRoutes, services: { rpc in
             inference?.register(on: &rpc)
             interopService?.register(on: &rpc)
-        }
+        }, routes: { openAI?.mount(on: &$0) })
         let server = try HTTP2Server(configuration: config, router: router, group: group, logger: logger)
         try server.start()
+        if let openAI, let port = server.h2cAddress?.port { try openAI.connect(port: port, group: group) }
         if let a = server.h2cAddress { announce("listening h2c \(a)") }
         if let a = server.tlsAddress { announce("listening tls \(a)") }
 

@@ -10,12 +10,14 @@ struct OpenAIResponses {
     let id: String
     let model: String
     let created = Int(Date().timeIntervalSince1970)
+    private let tail: [UInt8]
 
     init(endpoint: Endpoint, model: String) {
         self.endpoint = endpoint
         self.model = model
         let suffix = (0..<24).map { _ in "abcdefghijklmnopqrstuvwxyz0123456789".randomElement() ?? "x" }
         id = (endpoint == .chat ? "chatcmpl-" : "cmpl-") + String(suffix)
+        tail = Self.tail(endpoint: endpoint, id: id, model: model, created: created)
     }
 
     static func finishReason(_ reason: Kiln_V1_FinishReason) -> Any {
@@ -70,6 +72,55 @@ struct OpenAIResponses {
         out["choices"] = [choice]
         if includeUsageField { out["usage"] = NSNull() }
         return out
+    }
+
+    /// The SSE event of a plain token (no log-probabilities, not the first, not the last), written without a
+    /// dictionary: the same bytes `chunk` would give (keys sorted), at a fraction of the cost per token.
+    func plainTokenEvent(_ text: String, includeUsageField: Bool) -> [UInt8] {
+        var out = Array("data: {\"choices\":[{".utf8)
+        switch endpoint {
+        case .chat:
+            out += Array("\"delta\":{\"content\":".utf8)
+            Self.appendJSONString(text, to: &out)
+            out += Array("},\"finish_reason\":null,\"index\":0,\"logprobs\":null}],".utf8)
+        case .completion:
+            out += Array("\"finish_reason\":null,\"index\":0,\"logprobs\":null,\"text\":".utf8)
+            Self.appendJSONString(text, to: &out)
+            out += Array("}],".utf8)
+        }
+        out += tail
+        if includeUsageField { out += Array(",\"usage\":null".utf8) }
+        out += Array("}\n\n".utf8)
+        return out
+    }
+
+    /// The envelope's fields after `choices`, keys sorted, made once per stream.
+    private static func tail(endpoint: Endpoint, id: String, model: String, created: Int) -> [UInt8] {
+        var out = Array("\"created\":\(created),\"id\":".utf8)
+        Self.appendJSONString(id, to: &out)
+        out += Array(",\"model\":".utf8)
+        Self.appendJSONString(model, to: &out)
+        out += Array(",\"object\":\"\(endpoint == .chat ? "chat.completion.chunk" : "text_completion")\",\"system_fingerprint\":null".utf8)
+        return out
+    }
+
+    /// `text` as a JSON string literal (RFC 8259 escapes).
+    static func appendJSONString(_ text: String, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): out += [92, 34]
+            case 92: out += [92, 92]
+            case 10: out += [92, 110]
+            case 13: out += [92, 114]
+            case 9: out += [92, 116]
+            case 0..<32:
+                let hex = Array("0123456789abcdef".utf8)
+                out += [92, 117, 48, 48, hex[Int(byte >> 4)], hex[Int(byte & 15)]]
+            default: out.append(byte)
+            }
+        }
+        out.append(UInt8(ascii: "\""))
     }
 
     /// The usage chunk `stream_options.include_usage` asks for: no choices.

@@ -155,7 +155,11 @@ public final class OpenAIService: HTTP2Handler {
                 for field in headers { head.add(field.name, field.value) }
                 response.sendHead(status: 200, headers: head)
             }
-            try await response.write(Self.event(shape.chunk(m, first: first, wantLogprobs: wantLogprobs, includeUsageField: includeUsage, textOffset: offset)))
+            if !first && m.finishReason == .unspecified && !(wantLogprobs && m.logprob != nil) {
+                try await response.write(shape.plainTokenEvent(m.text, includeUsageField: includeUsage))
+            } else {
+                try await response.write(Self.event(shape.chunk(m, first: first, wantLogprobs: wantLogprobs, includeUsageField: includeUsage, textOffset: offset)))
+            }
             first = false
             offset += m.text.utf8.count
             if let u = m.usage { usage = u }

@@ -73,7 +73,9 @@ final class InferenceServiceTests: XCTestCase {
     /// deadline as a deadline and a stop string as a completion (a small random-weight model).
     func testGenerationsCutShortAreNeitherCachedNorCommitted() throws {
         let model = try temporaryDirectory().appendingPathComponent("small.gguf").path
-        let made = try runTool(kilnReleaseBinary, ["make-test-model", "--layers", "4", "--dim", "256", "--ffn-dim", "512",
+        // Large enough that 1,500 tokens take seconds: the CPU backend ran a 4-layer, 256-wide model's 1,500
+        // tokens inside the 0.3 s deadline once (CI, 2026-12-08), and the cut was not tested.
+        let made = try runTool(kilnReleaseBinary, ["make-test-model", "--layers", "8", "--dim", "512", "--ffn-dim", "2048",
                                                    "--heads", "8", "--kv-heads", "4", "--context", "2048", model])
         XCTAssertEqual(made.status, 0, made.stderr)
         let server = try KilnServeProcess(model: model, ["--kv-blocks", "512"])

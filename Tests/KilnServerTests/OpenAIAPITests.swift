@@ -17,6 +17,20 @@ final class OpenAIAPITests: XCTestCase {
         XCTAssertTrue(server.process.isRunning)
     }
 
+    /// A router with no worker up answers 503 with Retry-After, in OpenAI's shape, over either protocol.
+    func testNoWorkerIsA503WithRetryAfter() throws {
+        let router = try KilnServeProcess(routeTo: [KilnServeProcess.freePort()], ["--health-interval", "0.5"])
+        for flag in ["--http1.1", "--http2-prior-knowledge"] {
+            let r = try runTool("curl", ["-sS", "-i", flag, "-H", "content-type: application/json", "-d", #"{"messages": [{"role": "user", "content": "hi"}]}"#,
+                                         "http://127.0.0.1:\(router.h2cPort)/v1/chat/completions"])
+            let head = r.stdout.lowercased()
+            XCTAssertTrue(head.hasPrefix("http/1.1 503") || head.hasPrefix("http/2 503"), r.stdout)
+            XCTAssertTrue(head.contains("retry-after: 1"), r.stdout)
+            XCTAssertTrue(r.stdout.contains(#""type":"server_error""#) && r.stdout.contains(#""error":{"#), r.stdout)
+        }
+        XCTAssertTrue(router.process.isRunning)
+    }
+
     /// Through the router: a session named by it, its turns streamed to the same worker.
     func testTheOpenAIPackageThroughTheRouter() throws {
         let workers = try (0..<2).map { _ in try KilnServeProcess(["--backend", "cpu", "--decode-threads", "1", "--result-cache-mb", "0"]) }

@@ -130,34 +130,39 @@ def serve(schemas, port):
         text = "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1] if json.loads(e)["choices"])
         check(f"curl {flag}: SSE chunks with the same text, then [DONE]", events and events[-1] == "[DONE]" and text == grpc_text, f"{text!r}")
 
-    # 100 SSE streams at once over HTTP/1.1 keep-alive connections (25 connections, 4 streams each), each complete.
+    # 100 SSE streams at once over 100 HTTP/1.1 keep-alive connections, twice on each (the second on the same
+    # connection), each complete and equal to gRPC's answer.
     expected = {}
     results = []
     lock = threading.Lock()
-    prompts = [f"Count to {i % 5 + 2}." for i in range(100)]
+    prompts = [f"Count to {i % 5 + 2}." for i in range(200)]
     for p in set(prompts):
         expected[p] = kiln.chat([("user", p)], max_tokens=8)[0]
 
     def worker(w):
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-        for i in range(w * 4, w * 4 + 4):
+        first_socket = None
+        for i in range(w * 2, w * 2 + 2):
             c.request("POST", "/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": prompts[i]}],
                                                                   "max_tokens": 8, "temperature": 0, "stream": True}),
                       {"content-type": "application/json"})
             r = c.getresponse()
             events = [line[6:] for line in r.read().decode().split("\n") if line.startswith("data: ")]
             text = "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1])
+            # The second request went on the first one's socket (http.client would quietly reconnect).
+            same_connection = first_socket is None or c.sock is first_socket
+            first_socket = first_socket or c.sock
             with lock:
                 results.append(r.status == 200 and events[-1] == "[DONE]" and text == expected[prompts[i]]
-                               and r.getheader("content-type") == "text/event-stream")
+                               and r.getheader("content-type") == "text/event-stream" and same_connection and c.sock is not None)
         c.close()
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(25)]
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(100)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=600)
-    check("100 SSE streams over HTTP/1.1 keep-alive, each complete and equal to gRPC's answer",
-          len(results) == 100 and all(results), f"{sum(results)} of {len(results)}")
+    check("100 SSE streams at once over HTTP/1.1 keep-alive, twice each, complete and equal to gRPC's answer",
+          len(results) == 200 and all(results), f"{sum(results)} of {len(results)}")
 
 
 def route(schemas, port):

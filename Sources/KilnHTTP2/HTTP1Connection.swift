@@ -13,46 +13,6 @@ import Glibc
 /// handshake timeout for each request head, the idle timeout); a drain sends `connection: close` on the next
 /// response. Loop-confined.
 final class HTTP1Connection: EventLoopSource, EventLoopFlushable, AcceptedConnection, DeferredResponseTarget, @unchecked Sendable {
-    /// The request being answered.
-    private final class Exchange {
-        let serial: Int32
-        let head: HTTP1RequestParser.Head
-        let charge: BodyCharge
-        var requestEnded = false
-        var received = 0
-        /// Handler route: its body, response buffer and task.
-        var body: HTTP2InboundBody?
-        var outbound: OutboundBody?
-        var task: Task<Void, Never>?
-        /// Body bytes handed to the handler's body and not yet taken.
-        var unread = 0
-        /// Inline or deferred route: the body gathered so far.
-        var whole: WholeRequestRoute?
-        var wholeChunks: [[UInt8]] = []
-        var wholeCount = 0
-        var wholeTooLarge = false
-        var responder: HTTP2DeferredResponder?
-        /// A fixed route: answered once the request has ended.
-        var pendingFixed: HTTP2FixedResponse?
-        /// The response: head written, how its body is framed, whether it has ended.
-        var headWritten = false
-        var framing: HTTP1BodyFraming = .length(0)
-        var responseEnded = false
-        var bodyWritten = 0
-        /// The head said `connection: close`.
-        var closeAnnounced = false
-        /// What follows the response's last byte has been set going (the next request, or the close).
-        var followedUp = false
-        /// Bytes of the body still to arrive are read and dropped (the response went first).
-        var discarding = false
-        init(serial: Int32, head: HTTP1RequestParser.Head, charge: BodyCharge) {
-            self.serial = serial
-            self.head = head
-            self.charge = charge
-        }
-        var isHead: Bool { head.method == "HEAD" }
-    }
-
     let loop: EventLoop
     let fd: Int32
     private let channel: ByteChannel
@@ -71,7 +31,7 @@ final class HTTP1Connection: EventLoopSource, EventLoopFlushable, AcceptedConnec
     private var inputStart = 0
     private var out: [UInt8] = []
     private var outStart = 0
-    private var exchange: Exchange?
+    private var exchange: HTTP1Exchange?
     private var serial: Int32 = 0
     private var interest: UInt32 = EPOLLIN.rawValue
     private var flushQueued = false
@@ -198,7 +158,7 @@ final class HTTP1Connection: EventLoopSource, EventLoopFlushable, AcceptedConnec
     private func begin(_ head: HTTP1RequestParser.Head) {
         headStartedAt = nil
         serial &+= 1
-        let exchange = Exchange(serial: serial, head: head, charge: BodyCharge(budget: requestBudget))
+        let exchange = HTTP1Exchange(serial: serial, head: head, charge: BodyCharge(budget: requestBudget))
         self.exchange = exchange
         if let length = head.contentLength, length > UInt64(config.maxRequestBodySize) {
             refuse(status: 413, reason: "request body of \(length) bytes is over the limit")
@@ -287,7 +247,7 @@ final class HTTP1Connection: EventLoopSource, EventLoopFlushable, AcceptedConnec
         return headers
     }
 
-    private func startHandler(_ handler: any HTTP2Handler, _ e: Exchange) {
+    private func startHandler(_ handler: any HTTP2Handler, _ e: HTTP1Exchange) {
         let serial = e.serial, loop = self.loop
         let connection = self
         let body = HTTP2InboundBody(charge: e.charge) { loop.execute { connection.bodyConsumed(serial) } }
@@ -362,7 +322,7 @@ final class HTTP1Connection: EventLoopSource, EventLoopFlushable, AcceptedConnec
         writeWhole(e, status: response.status, headers: response.headers, body: response.body, trailers: response.trailers)
     }
 
-    private func writeWhole(_ e: Exchange, status: Int, headers: HTTP2Headers, body: [UInt8], trailers: HTTP2Headers = HTTP2Headers()) {
+    private func writeWhole(_ e: HTTP1Exchange, status: Int, headers: HTTP2Headers, body: [UInt8], trailers: HTTP2Headers = HTTP2Headers()) {
         guard !e.headWritten else { return }
         e.headWritten = true
         // Trailers (a gRPC status) need chunked framing; anything else goes with its length.
@@ -407,12 +367,16 @@ final class HTTP1Connection: EventLoopSource, EventLoopFlushable, AcceptedConnec
             case .untilClose:
                 out += bytes
             }
-            if end { responseEnded(e) }
+            if end {
+                // A body shorter than its announced length leaves the client waiting for the rest: close.
+                if case .length(let total) = e.framing, e.bodyWritten < total { e.closeAnnounced = true }
+                responseEnded(e)
+            }
             return n > 0 || end
         }
     }
 
-    private func responseEnded(_ e: Exchange) {
+    private func responseEnded(_ e: HTTP1Exchange) {
         e.responseEnded = true
         scratch?.deallocate()
         scratch = nil

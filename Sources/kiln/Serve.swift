@@ -149,8 +149,9 @@ struct Serve: AsyncParsableCommand {
             announce("serving \(path) on \(type(of: decoderBackend)): \(blocks) KV blocks of 16 tokens (\((blocks * blockBytes) >> 20) MiB)\(noPrefixCache ? ", prefix cache off" : "")")
         }
         let interopService = interop ? InteropService() : nil
-        // The OpenAI-compatible API, with a model: its calls go to the inference service over the h2c port.
-        let openAI = inference.map { _ in OpenAIService(health: health) }
+        // The OpenAI-compatible API, with a model: its calls go to the inference service over the h2c port
+        // (so it is served only where there is one).
+        let openAI = inference != nil && !noH2C ? OpenAIService(health: health) : nil
         let router = ServiceRoutes.router(health: health, demoRoutes: demoRoutes, services: { rpc in
             inference?.register(on: &rpc)
             interopService?.register(on: &rpc)

@@ -12,6 +12,14 @@ final class OpenAIResponsesTests: XCTestCase {
         return try XCTUnwrap(JSONSerialization.jsonObject(with: json) as? NSDictionary)
     }
 
+    /// Usage comes from a worker (a peer, behind `kiln route`): counts at their limit add up without a trap.
+    func testUsageAtTheLimitsAddsUp() {
+        var u = Kiln_V1_Usage()
+        u.promptTokens = .max
+        u.completionTokens = .max
+        XCTAssertEqual(OpenAIResponses.usage(u)["total_tokens"] as? Int, 2 * Int(UInt32.max))
+    }
+
     func testThePlainTokenEventEqualsTheGeneralOne() throws {
         let texts = ["", "hi", " \"quoted\" ", "back\\slash", "line\nbreak\r\t", "\u{01}\u{1f}", "héllo 世界 🙂", "</script>"]
         for endpoint in [OpenAIResponses.Endpoint.chat, .completion] {

@@ -32,7 +32,7 @@ struct OpenAIResponses {
 
     static func usage(_ u: Kiln_V1_Usage) -> [String: Any] {
         ["prompt_tokens": Int(u.promptTokens), "completion_tokens": Int(u.completionTokens),
-         "total_tokens": Int(u.promptTokens + u.completionTokens),
+         "total_tokens": Int(u.promptTokens) + Int(u.completionTokens),
          "prompt_tokens_details": ["cached_tokens": Int(u.cachedPromptTokens)]]
     }
 
